@@ -1,0 +1,30 @@
+/**
+ * Errors a user can act on. Every CLI prints `error: <message>` on one line and
+ * exits non-zero for these; anything else is a bug and is printed the same way
+ * (still one line, still redacted) with a different exit code.
+ */
+export class DistilleryError extends Error {
+  override name = 'DistilleryError';
+}
+
+/** Bad input: names the file and, when known, the 1-based line (or row). */
+export class InputError extends DistilleryError {
+  override name = 'InputError';
+  constructor(
+    readonly file: string,
+    readonly line: number | undefined,
+    readonly reason: string,
+  ) {
+    super(`${file}${line === undefined ? '' : `:${line}`}: ${reason}`);
+  }
+}
+
+/** A request to the teacher that cannot succeed by retrying (bad key, unsupported parameter…). */
+export class TeacherError extends DistilleryError {
+  override name = 'TeacherError';
+}
+
+/** The run stopped on purpose: cost cap reached, or told to stop. */
+export class BudgetExceeded extends DistilleryError {
+  override name = 'BudgetExceeded';
+}
