@@ -1,0 +1,24 @@
+import { Command } from 'commander';
+import { runCli, say } from '../src/cli/run.ts';
+import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
+import { readItems } from '../src/input/read.ts';
+import { Store } from '../src/store/store.ts';
+
+const program = addInputOptions(
+  addDbOption(new Command('import'))
+    .description('Import inputs into the store without labeling them. Importing the same content twice adds nothing.')
+    .requiredOption('--task <file>', 'task file (or a name from prompts/)')
+    .requiredOption('--input <file>', 'JSONL, CSV or TSV file, or a folder of class sub-folders of images'),
+);
+
+runCli(async () => {
+  const opts = program.parse().opts();
+  const task = resolveTask(opts.task);
+  const store = Store.open(opts.db);
+  try {
+    const res = await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)));
+    say(`imported ${res.added} new item(s), ${res.existing} already present; task "${task.name}" has ${store.countItems(res.taskRow.id)} item(s)`);
+  } finally {
+    store.close();
+  }
+});

@@ -1,0 +1,72 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import type { Task } from '../task/task.ts';
+import { loadImage, type Fail } from './image.ts';
+import { checkTemplateFields, contentHash } from './item.ts';
+import { assignSplit } from './split.ts';
+import type { ItemInput } from './types.ts';
+
+/**
+ * The image-classification layout `dir/<label>/<image>`: the folder names the gold label.
+ * Folders and files are visited in name order so repeated imports see the same sequence.
+ */
+export async function* readClassFolders(dir: string, task: Task): AsyncGenerator<ItemInput> {
+  if (task.input !== 'image') {
+    throw new InputError(dir, undefined, 'a folder of class folders is only for image tasks; give a .jsonl, .csv or .tsv file');
+  }
+  // All folder names are checked before any image is read, so a typo fails at once.
+  const labels = await classFolders(dir, task);
+  for (const label of labels) {
+    for (const name of await imageFiles(join(dir, label))) yield await folderItem(dir, label, name, task);
+  }
+}
+
+async function classFolders(dir: string, task: Task): Promise<string[]> {
+  const entries = await listVisible(dir);
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    if (!entry.isDirectory()) throw new InputError(path, undefined, 'expected only class folders here (<folder>/<label>/<image>)');
+    if (!task.labels.includes(entry.name)) {
+      throw new InputError(path, undefined, `folder "${entry.name}" is not one of the task's labels (${task.labels.join(', ')})`);
+    }
+  }
+  return entries.map((e) => e.name);
+}
+
+async function imageFiles(classDir: string): Promise<string[]> {
+  const entries = await listVisible(classDir);
+  const nested = entries.find((e) => e.isDirectory());
+  if (nested) throw new InputError(join(classDir, nested.name), undefined, 'unexpected folder inside a class folder');
+  return entries.map((e) => e.name);
+}
+
+/** Hidden entries (.DS_Store and the like) are never data. */
+async function listVisible(dir: string) {
+  const entries = await readdir(dir, { withFileTypes: true });
+  return entries.filter((e) => !e.name.startsWith('.')).sort((a, b) => byCodeUnit(a.name, b.name));
+}
+
+/** Not localeCompare: the order must not depend on the machine's locale. */
+function byCodeUnit(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function folderItem(dir: string, label: string, name: string, task: Task): Promise<ItemInput> {
+  const path = join(dir, label, name);
+  const fail: Fail = (reason) => new InputError(path, undefined, reason);
+  const image = await loadImage(path, path, fail);
+  const fields: Record<string, unknown> = { image: path };
+  checkTemplateFields(fields, task, fail);
+  const hash = contentHash(fields, image);
+  return {
+    id: `${label}/${name}`,
+    hash,
+    fields,
+    image,
+    gold: label,
+    split: assignSplit(undefined, hash),
+    // An image file has no lines; 0 stands for "the whole file" (ItemInput requires a number).
+    source: { file: path, line: 0 },
+  };
+}

@@ -1,0 +1,20 @@
+import { sha256Hex, templateFields, type Task } from '../task/task.ts';
+import { canonicalJson } from './canonical.ts';
+import type { Fail } from './image.ts';
+import type { ImageInput } from './types.ts';
+
+/** Caught here, per row, rather than as a failed request once money is being spent. */
+export function checkTemplateFields(fields: Record<string, unknown>, task: Task, fail: Fail): void {
+  for (const name of templateFields(task.template)) {
+    if (fields[name] === undefined || fields[name] === null) throw fail(`missing column "${name}" used by the task template`);
+  }
+}
+
+/**
+ * The item's identity: what the teacher sees. An image counts by its bytes, not its path,
+ * so moving or renaming files keeps the same key; id, gold and split are not content.
+ */
+export function contentHash(fields: Record<string, unknown>, image?: ImageInput): string {
+  const content = image ? { ...fields, image: `sha256:${image.sha256}` } : fields;
+  return sha256Hex(canonicalJson(content));
+}

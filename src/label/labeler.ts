@@ -1,0 +1,376 @@
+import pLimit from 'p-limit';
+import type { ChatCompletion } from 'openai/resources/chat/completions';
+import { BudgetExceeded, DistilleryError, TeacherError } from '../errors.ts';
+import { canonicalJson } from '../input/canonical.ts';
+import { encodeSoft, probsToLogprobs } from '../soft/codec.ts';
+import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
+import { sha256Hex, type Task } from '../task/task.ts';
+import { parseAnswer } from '../teacher/answer.ts';
+import type { TeacherClient } from '../teacher/client.ts';
+import { buildRequest, softModeName, type TeacherRequest, type TeacherSettings } from '../teacher/request.ts';
+import { classifyError, retryDelayMs, type RetryPolicy } from '../teacher/retry.ts';
+import { softLabelFromLogprobs, SoftLabelError } from '../teacher/soft-labels.ts';
+import { Budget, costOf, type Price } from './cost.ts';
+import { RateLimiter, sleep, type RateLimits } from './rate-limit.ts';
+
+export interface LabelOptions {
+  store: Store;
+  task: Task;
+  taskRow: TaskRow;
+  client: TeacherClient;
+  settings: TeacherSettings;
+  price: Price;
+  concurrency: number;
+  limits: RateLimits;
+  retry: RetryPolicy;
+  /** Invalid answers retried per item before it is recorded as failed. */
+  maxInvalid: number;
+  /** Try again items whose earlier answers were all invalid. */
+  retryFailed: boolean;
+  maxCost?: number;
+  /** Items to label (internal ids); all items of the task when absent. */
+  itemIds?: number[];
+  limit?: number;
+  progress?: ProgressSink;
+  /** Aborted on the first Ctrl-C: no new request starts, answers in flight are kept. */
+  stopSignal?: AbortSignal;
+}
+
+export interface ProgressSink {
+  start(total: number, run: RunRow): void;
+  update(s: LabelStats): void;
+  stop(): void;
+}
+
+export interface LabelStats {
+  total: number;
+  labeled: number;
+  failed: number;
+  /** Items that got no answer after every retry: not paid, still pending. */
+  unreachable: number;
+  requests: number;
+  errors: number;
+  cost: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Plan {
+  configHash: string;
+  /** Target items with no stored answer: what a run would send. */
+  todo: number[];
+  /** Target items already labeled under this configuration. */
+  cached: number;
+  /** Target items whose answers were all invalid (skipped unless --retry-failed). */
+  failedBefore: number;
+  /** Estimates over `todo`. */
+  promptTokens: number;
+  expectedCompletionTokens: number;
+  maxCompletionTokens: number;
+}
+
+export interface LabelResult {
+  run?: RunRow;
+  plan: Plan;
+  stats: LabelStats;
+  status: 'completed' | 'stopped' | 'interrupted' | 'failed' | 'nothing-to-do';
+  message?: string;
+}
+
+const PAGE = 256;
+
+/** What makes two invocations the same run: everything that changes the answers. */
+export function configHash(task: Task, s: TeacherSettings): string {
+  return sha256Hex(
+    canonicalJson({
+      task: task.name,
+      promptVersion: task.version,
+      model: s.model,
+      baseURL: s.baseURL,
+      soft: softModeName(s.soft),
+      temperature: s.temperature,
+      maxTokens: s.maxTokens,
+      imageDetail: s.imageDetail,
+    }),
+  );
+}
+
+/** Walk the target items in pages, with their requests built. */
+async function* targetItems(o: Pick<LabelOptions, 'store' | 'task' | 'taskRow' | 'settings' | 'itemIds'>, ids?: number[]): AsyncGenerator<{ item: ItemRow; req: TeacherRequest }> {
+  const list = ids ?? o.itemIds;
+  const images = o.task.input === 'image';
+  const withRequest = (item: ItemRow) => ({ item, req: buildRequest(o.task, item, o.settings, images && item.image ? o.store.blob(item.image) : undefined) });
+  if (list) {
+    for (let i = 0; i < list.length; i += PAGE) for (const item of o.store.itemsByIds(list.slice(i, i + PAGE))) yield withRequest(item);
+    return;
+  }
+  for (let after = 0; ; ) {
+    const page = o.store.itemPage(o.taskRow.id, after, PAGE);
+    if (page.length === 0) return;
+    for (const item of page) yield withRequest(item);
+    after = page[page.length - 1].id;
+  }
+}
+
+/** Which target items need a request, and what they would cost. Sends nothing, writes nothing. */
+export async function planLabeling(o: LabelOptions): Promise<Plan> {
+  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], cached: 0, failedBefore: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
+  const n = o.settings.soft.kind === 'samples' ? o.settings.soft.n : 1;
+  const typicalAnswer = Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
+  const seen = new Set<number>();
+  for await (const { item, req } of targetItems(o)) {
+    if (seen.has(item.id)) continue; // the same content twice in one input
+    seen.add(item.id);
+    const state = o.store.hasLabel(req.key);
+    if (state.ok) {
+      plan.cached++;
+      continue;
+    }
+    if (state.failed && !o.retryFailed) {
+      plan.failedBefore++;
+      continue;
+    }
+    if (o.limit !== undefined && plan.todo.length >= o.limit) continue;
+    plan.todo.push(item.id);
+    plan.promptTokens += req.promptTokens;
+    plan.expectedCompletionTokens += typicalAnswer * n;
+    plan.maxCompletionTokens += req.maxCompletionTokens;
+  }
+  return plan;
+}
+
+/**
+ * Label every target item that has no stored answer, at most `concurrency`
+ * requests at a time, within the rate and cost budgets. Each paid answer is
+ * committed as soon as it arrives, so a killed run loses at most the requests
+ * in flight, and the same command resumes the same run.
+ */
+export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
+  const plan = await planLabeling(o);
+  const stats: LabelStats = { total: plan.todo.length, labeled: 0, failed: 0, unreachable: 0, requests: 0, errors: 0, cost: 0, promptTokens: 0, completionTokens: 0 };
+  if (plan.todo.length === 0) return { plan, stats, status: 'nothing-to-do' };
+
+  const run = openRun(o, plan);
+  const budget = new Budget(o.maxCost, o.store.runCost(run.id));
+  stats.cost = 0;
+  const limiter = new RateLimiter(o.limits);
+  const limit = pLimit(o.concurrency);
+  const inFlight = new Set<Promise<void>>();
+  let stop: { status: 'stopped' | 'interrupted' | 'failed'; message: string } | undefined;
+  o.stopSignal?.addEventListener('abort', () => (stop ??= { status: 'interrupted', message: 'interrupted; rerun the same command to resume' }));
+
+  const ctx: ItemContext = { o, run, budget, limiter, stats, isStopping: () => stop !== undefined };
+  o.progress?.start(plan.todo.length, run);
+  try {
+    for await (const { item, req } of targetItems(o, plan.todo)) {
+      if (stop) break;
+      const p = limit(async () => {
+        if (stop) return;
+        try {
+          await labelItem(ctx, item, req);
+        } catch (e) {
+          if (e instanceof BudgetExceeded) stop ??= { status: 'stopped', message: e.message };
+          else if (e instanceof TeacherError) stop ??= { status: 'failed', message: e.message };
+          else stop ??= { status: 'failed', message: `item ${item.ext_id}: ${(e as Error).message}` };
+        } finally {
+          o.progress?.update(stats);
+        }
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      // Backpressure: never queue more than a few pages of work ahead of the requests.
+      while (inFlight.size >= o.concurrency * 2) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    o.progress?.stop();
+    o.store.flush();
+  }
+  if (!stop && stats.unreachable > 0) {
+    stop = { status: 'stopped', message: `${stats.unreachable} item(s) got no answer after ${o.retry.maxRetries} retries; rerun the same command to retry them` };
+  }
+  const status = stop?.status ?? 'completed';
+  o.store.finishRun(run.id, status, stop?.message ?? null);
+  return { run: o.store.run(run.id), plan, stats, status, message: stop?.message };
+}
+
+function openRun(o: LabelOptions, plan: Plan): RunRow {
+  const previous = o.store.resumableRun(plan.configHash);
+  if (previous) {
+    const done = o.store.db.prepare('SELECT count(DISTINCT item_id) AS n FROM labels WHERE run_id = ?').get(previous.id) as { n: number };
+    o.store.reopenRun(previous.id, done.n + plan.todo.length);
+    return o.store.run(previous.id)!;
+  }
+  const s = o.settings;
+  return o.store.createRun({
+    task_id: o.taskRow.id,
+    kind: 'llm',
+    teacher: s.model,
+    base_url: s.baseURL,
+    prompt_version: o.task.version,
+    config_hash: plan.configHash,
+    labels: JSON.stringify(o.task.labels),
+    items_total: plan.todo.length,
+    params: JSON.stringify({
+      soft: softModeName(s.soft),
+      temperature: s.temperature,
+      max_tokens: s.maxTokens,
+      image_detail: s.imageDetail,
+      max_invalid: o.maxInvalid,
+      concurrency: o.concurrency,
+      rpm: o.limits.rpm ?? null,
+      tpm: o.limits.tpm ?? null,
+      max_cost: o.maxCost ?? null,
+      price: o.price,
+    }),
+  });
+}
+
+interface ItemContext {
+  o: LabelOptions;
+  run: RunRow;
+  budget: Budget;
+  limiter: RateLimiter;
+  stats: LabelStats;
+  isStopping: () => boolean;
+}
+
+interface Paid {
+  completion: ChatCompletion;
+  latencyMs: number;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+}
+
+/** Ask until a valid answer or `maxInvalid` invalid ones; store every paid answer. */
+async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): Promise<void> {
+  const { o, run, stats } = ctx;
+  const totals = { promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, attempts: 0 };
+  let lastRaw: string | null = null;
+  let lastError = '';
+  for (let invalid = 0; invalid <= o.maxInvalid; ) {
+    if (ctx.isStopping()) return;
+    const paid = await requestWithRetries(ctx, req);
+    if (!paid) {
+      stats.unreachable++;
+      return;
+    }
+    totals.promptTokens += paid.promptTokens;
+    totals.completionTokens += paid.completionTokens;
+    totals.cost += paid.cost;
+    totals.latencyMs += paid.latencyMs;
+    totals.attempts++;
+    const outcome = interpret(o, paid.completion);
+    lastRaw = outcome.raw;
+    o.store.recordResponse({
+      requestKey: req.key,
+      runId: run.id,
+      itemId: item.id,
+      status: outcome.ok ? 'ok' : 'invalid',
+      body: responseBody(paid.completion),
+      promptTokens: paid.promptTokens,
+      completionTokens: paid.completionTokens,
+      cost: paid.cost,
+      latencyMs: paid.latencyMs,
+    });
+    if (outcome.ok) {
+      o.store.recordLabel({ itemId: item.id, runId: run.id, requestKey: req.key, status: 'ok', label: outcome.label, soft: outcome.soft, softMethod: softModeName(o.settings.soft), sparse: outcome.sparse, raw: outcome.raw, ...totals, error: null });
+      stats.labeled++;
+      return;
+    }
+    if (outcome.fatal) throw outcome.fatal;
+    lastError = outcome.error;
+    invalid++;
+  }
+  o.store.recordLabel({ itemId: item.id, runId: run.id, requestKey: req.key, status: 'failed', label: null, soft: null, softMethod: softModeName(o.settings.soft), sparse: false, raw: lastRaw, ...totals, error: `${o.maxInvalid + 1} invalid answers; last: ${lastError}` });
+  stats.failed++;
+}
+
+/** One paid answer, or undefined when every retry failed; fatal errors throw. */
+async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promise<Paid | undefined> {
+  const { o, run, budget, limiter, stats } = ctx;
+  const worstCase = costOf(o.price, req.promptTokens, req.maxCompletionTokens);
+  const estTokens = req.promptTokens + req.maxCompletionTokens;
+  for (let attempt = 0; ; attempt++) {
+    if (ctx.isStopping()) return undefined;
+    await budget.reserve(worstCase);
+    let reserved = true;
+    try {
+      await limiter.acquire(estTokens);
+      stats.requests++;
+      const { completion, latencyMs } = await o.client.complete(req.params);
+      const promptTokens = completion.usage?.prompt_tokens ?? req.promptTokens;
+      const completionTokens = completion.usage?.completion_tokens ?? req.maxCompletionTokens;
+      const cost = costOf(o.price, promptTokens, completionTokens);
+      budget.settle(worstCase, cost);
+      reserved = false;
+      limiter.settle(estTokens, promptTokens + completionTokens);
+      o.store.countRequest(run.id, false);
+      stats.cost += cost;
+      stats.promptTokens += promptTokens;
+      stats.completionTokens += completionTokens;
+      return { completion, latencyMs, promptTokens, completionTokens, cost };
+    } catch (e) {
+      if (reserved) budget.settle(worstCase, 0);
+      reserved = false;
+      if (e instanceof BudgetExceeded) throw e;
+      stats.errors++;
+      o.store.countRequest(run.id, true);
+      const cls = classifyError(e);
+      if (cls.kind === 'fatal') throw cls.error;
+      if (cls.rateLimited && cls.waitMs !== undefined) limiter.pause(cls.waitMs);
+      if (attempt >= o.retry.maxRetries) return undefined;
+      await sleep(retryDelayMs(attempt, o.retry, cls.waitMs));
+    }
+  }
+}
+
+type Outcome =
+  | { ok: true; label: string; soft: Buffer | null; sparse: boolean; raw: string }
+  | { ok: false; error: string; raw: string | null; fatal?: TeacherError };
+
+/** Turn a completion into a hard label and a distribution, per soft mode. */
+function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
+  const labels = o.task.labels;
+  const mode = o.settings.soft;
+  const first = completion.choices[0];
+  const raw = first?.message?.content ?? null;
+  if (mode.kind === 'samples') {
+    const votes = completion.choices.map((c) => parseAnswer(c.message?.content, labels));
+    const valid = votes.filter((v): v is { ok: true; label: string } => v.ok);
+    if (valid.length === 0) return { ok: false, error: (votes[0] as { error: string } | undefined)?.error ?? 'no choices', raw };
+    const counts = labels.map((l) => valid.filter((v) => v.label === l).length);
+    const probs = counts.map((c) => c / valid.length);
+    // Majority vote; a tie goes to the label that was sampled first.
+    const best = Math.max(...counts);
+    const hard = valid.find((v) => counts[labels.indexOf(v.label)] === best)!.label;
+    return { ok: true, label: hard, soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }), sparse: false, raw: JSON.stringify(completion.choices.map((c) => c.message?.content ?? null)) };
+  }
+  const parsed = parseAnswer(raw, labels);
+  if (!parsed.ok) return { ok: false, error: parsed.error, raw };
+  if (mode.kind === 'none') return { ok: true, label: parsed.label, soft: null, sparse: false, raw: raw! };
+  const tokens = first.logprobs?.content;
+  if (!tokens || tokens.length === 0) {
+    return { ok: false, error: 'no logprobs in the answer', raw, fatal: new TeacherError('the server returned no logprobs; use --soft samples:N (self-consistency) or --soft none') };
+  }
+  try {
+    const soft = softLabelFromLogprobs(tokens, labels);
+    return { ok: true, label: parsed.label, soft: encodeSoft({ kind: 'logprobs', values: probsToLogprobs(soft.probs) }), sparse: soft.sparse, raw: raw! };
+  } catch (e) {
+    if (e instanceof SoftLabelError) return { ok: false, error: `cannot read label probabilities: ${e.message}`, raw };
+    throw e;
+  }
+}
+
+/** What is kept of a response: enough to recompute the labels, nothing about the request's credentials. */
+function responseBody(c: ChatCompletion): unknown {
+  return {
+    id: c.id,
+    model: c.model,
+    usage: c.usage,
+    choices: c.choices.map((ch) => ({ content: ch.message?.content ?? null, finish_reason: ch.finish_reason, logprobs: ch.logprobs?.content ?? null })),
+  };
+}
+
+export { DistilleryError };

@@ -1,0 +1,100 @@
+/**
+ * The store's schema, as an ordered list of migrations. `PRAGMA user_version`
+ * holds how many have been applied; a database from an older version is
+ * brought up to date on open, inside one transaction per step.
+ * Never edit a released step: add a new one.
+ */
+export const MIGRATIONS: string[] = [
+  // v1: tasks, items, image blobs, runs, paid responses, labels.
+  `
+  CREATE TABLE tasks (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    labels      TEXT NOT NULL,             -- JSON array; the order of every stored distribution
+    input_kind  TEXT NOT NULL,             -- text | image
+    created_at  TEXT NOT NULL
+  );
+
+  CREATE TABLE blobs (
+    sha256      TEXT PRIMARY KEY,
+    mime        TEXT NOT NULL,
+    bytes       BLOB NOT NULL
+  );
+
+  CREATE TABLE items (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    ext_id      TEXT NOT NULL,             -- the user's id (or row number)
+    hash        TEXT NOT NULL,             -- sha256 of the content
+    input       TEXT NOT NULL,             -- JSON of the fields the template may use
+    image       TEXT REFERENCES blobs(sha256),
+    gold        TEXT,
+    split       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (task_id, hash),
+    UNIQUE (task_id, ext_id)
+  );
+
+  CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY,
+    task_id         INTEGER NOT NULL REFERENCES tasks(id),
+    kind            TEXT NOT NULL,         -- llm (black-box teacher)
+    teacher         TEXT NOT NULL,         -- model name
+    base_url        TEXT,
+    prompt_version  TEXT,                  -- sha256 of the task file
+    config_hash     TEXT NOT NULL,         -- what makes two invocations the same run
+    params          TEXT NOT NULL,         -- JSON: decoding parameters, soft mode, limits
+    labels          TEXT NOT NULL,         -- JSON array of the task's labels at the time
+    status          TEXT NOT NULL,         -- running | completed | stopped | interrupted | failed
+    items_total     INTEGER NOT NULL DEFAULT 0,
+    requests        INTEGER NOT NULL DEFAULT 0,   -- HTTP requests sent, retries included
+    errors          INTEGER NOT NULL DEFAULT 0,   -- requests that got no usable answer
+    started_at      TEXT NOT NULL,
+    ended_at        TEXT,
+    message         TEXT
+  );
+  CREATE INDEX runs_config ON runs (config_hash, id);
+
+  -- Every answer the teacher was paid for, valid or not: the idempotency ledger.
+  CREATE TABLE responses (
+    id                 INTEGER PRIMARY KEY,
+    request_key        TEXT NOT NULL,
+    run_id             INTEGER NOT NULL REFERENCES runs(id),
+    item_id            INTEGER NOT NULL REFERENCES items(id),
+    status             TEXT NOT NULL,      -- ok | invalid
+    body               BLOB NOT NULL,      -- deflated JSON: choices (content, logprobs), usage, model
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    cost               REAL NOT NULL,
+    latency_ms         INTEGER NOT NULL,
+    created_at         TEXT NOT NULL
+  );
+  CREATE INDEX responses_key ON responses (request_key, status);
+  CREATE INDEX responses_run ON responses (run_id);
+
+  CREATE TABLE labels (
+    id                 INTEGER PRIMARY KEY,
+    item_id            INTEGER NOT NULL REFERENCES items(id),
+    run_id             INTEGER NOT NULL REFERENCES runs(id),
+    request_key        TEXT NOT NULL,
+    status             TEXT NOT NULL,      -- ok | failed
+    label              TEXT,               -- hard label
+    soft               BLOB,               -- soft-label codec (src/soft/codec.ts)
+    soft_method        TEXT NOT NULL,      -- logprobs | samples:N | none
+    sparse             INTEGER NOT NULL DEFAULT 0,
+    raw                TEXT,               -- the teacher's answer as text
+    prompt_tokens      INTEGER NOT NULL DEFAULT 0,
+    completion_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost               REAL NOT NULL DEFAULT 0,
+    latency_ms         INTEGER NOT NULL DEFAULT 0,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    error              TEXT,
+    created_at         TEXT NOT NULL
+  );
+  CREATE INDEX labels_item ON labels (item_id, run_id);
+  CREATE INDEX labels_run ON labels (run_id, status);
+  CREATE INDEX labels_key ON labels (request_key, status);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,0 +1,387 @@
+import Database from 'better-sqlite3';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { DistilleryError, InputError } from '../errors.ts';
+import type { ItemInput } from '../input/types.ts';
+import type { Task } from '../task/task.ts';
+import { MIGRATIONS, SCHEMA_VERSION } from './schema.ts';
+
+export type DB = Database.Database;
+
+export interface TaskRow {
+  id: number;
+  name: string;
+  labels: string[];
+  input_kind: string;
+}
+
+export interface ItemRow {
+  id: number;
+  task_id: number;
+  ext_id: string;
+  hash: string;
+  input: string;
+  image: string | null;
+  gold: string | null;
+  split: string;
+}
+
+export interface RunRow {
+  id: number;
+  task_id: number;
+  kind: string;
+  teacher: string;
+  base_url: string | null;
+  prompt_version: string | null;
+  config_hash: string;
+  params: string;
+  labels: string;
+  status: string;
+  items_total: number;
+  requests: number;
+  errors: number;
+  started_at: string;
+  ended_at: string | null;
+  message: string | null;
+}
+
+export interface ResponseRecord {
+  requestKey: string;
+  runId: number;
+  itemId: number;
+  status: 'ok' | 'invalid';
+  body: unknown;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+  latencyMs: number;
+}
+
+export interface LabelRecord {
+  itemId: number;
+  runId: number;
+  requestKey: string;
+  status: 'ok' | 'failed';
+  label: string | null;
+  soft: Buffer | null;
+  softMethod: string;
+  sparse: boolean;
+  raw: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+  latencyMs: number;
+  attempts: number;
+  error: string | null;
+}
+
+export interface ImportResult {
+  taskRow: TaskRow;
+  added: number;
+  existing: number;
+  /** Internal ids of every item of the input, in input order. */
+  itemIds: number[];
+}
+
+const now = () => new Date().toISOString();
+
+/**
+ * The SQLite store: the only module that writes SQL. One connection per
+ * process, WAL so that readers (status, export) never block the labeler.
+ */
+export class Store {
+  readonly db: DB;
+  private pendingWrites: Array<() => void> = [];
+  private flushScheduled = false;
+
+  private constructor(db: DB, readonly path: string) {
+    this.db = db;
+  }
+
+  static open(path: string, opts: { readonly?: boolean } = {}): Store {
+    let db: DB;
+    try {
+      db = new Database(path, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true });
+    } catch (e) {
+      throw new DistilleryError(`${path}: cannot open database (${(e as Error).message})`);
+    }
+    db.pragma('busy_timeout = 10000');
+    if (!opts.readonly) {
+      db.pragma('journal_mode = WAL');
+      // NORMAL in WAL mode: a commit survives a process kill; only an OS crash may lose the last ones.
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+    }
+    const store = new Store(db, path);
+    store.migrate(opts.readonly ?? false);
+    return store;
+  }
+
+  private migrate(readonly: boolean): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new DistilleryError(`${this.path}: database schema v${version} is newer than this distillery (v${SCHEMA_VERSION}); upgrade distillery`);
+    }
+    if (version === SCHEMA_VERSION) return;
+    if (readonly) throw new DistilleryError(`${this.path}: database schema v${version} needs migrating; run a writing command first`);
+    for (let v = version; v < SCHEMA_VERSION; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]);
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  close(): void {
+    this.flush();
+    this.db.close();
+  }
+
+  // ---- tasks -------------------------------------------------------------
+
+  /** The task's row, created on first use. A task name keeps its label list for life. */
+  ensureTask(task: Task): TaskRow {
+    const row = this.findTask(task.name);
+    if (row) {
+      if (JSON.stringify(row.labels) !== JSON.stringify(task.labels) || row.input_kind !== task.input) {
+        throw new InputError(
+          task.path,
+          undefined,
+          `task "${task.name}" is already in the database with labels ${JSON.stringify(row.labels)} (${row.input_kind}); changing the labels or input kind needs a new task name`,
+        );
+      }
+      return row;
+    }
+    const info = this.db
+      .prepare('INSERT INTO tasks (name, labels, input_kind, created_at) VALUES (?, ?, ?, ?)')
+      .run(task.name, JSON.stringify(task.labels), task.input, now());
+    return { id: Number(info.lastInsertRowid), name: task.name, labels: task.labels, input_kind: task.input };
+  }
+
+  findTask(name: string): TaskRow | undefined {
+    const row = this.db.prepare('SELECT id, name, labels, input_kind FROM tasks WHERE name = ?').get(name) as any;
+    return row ? { ...row, labels: JSON.parse(row.labels) } : undefined;
+  }
+
+  listTasks(): TaskRow[] {
+    return (this.db.prepare('SELECT id, name, labels, input_kind FROM tasks ORDER BY id').all() as any[]).map((r) => ({
+      ...r,
+      labels: JSON.parse(r.labels),
+    }));
+  }
+
+  // ---- items -------------------------------------------------------------
+
+  /**
+   * Import items (and the task) in one transaction: a bad row anywhere leaves
+   * the database as it was. Items already present (same content) are not
+   * added again. `dryRun` rolls everything back after `beforeCommit` has seen it.
+   */
+  async importItems<T = void>(
+    task: Task,
+    items: AsyncIterable<ItemInput>,
+    opts: { dryRun?: boolean; beforeCommit?: (r: ImportResult) => Promise<T> } = {},
+  ): Promise<ImportResult & { extra?: T }> {
+    const byHash = this.db.prepare('SELECT id, ext_id FROM items WHERE task_id = ? AND hash = ?');
+    const byExtId = this.db.prepare('SELECT id, hash FROM items WHERE task_id = ? AND ext_id = ?');
+    const insertItem = this.db.prepare(
+      'INSERT INTO items (task_id, ext_id, hash, input, image, gold, split, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    const insertBlob = this.db.prepare('INSERT OR IGNORE INTO blobs (sha256, mime, bytes) VALUES (?, ?, ?)');
+    const result: ImportResult & { extra?: T } = { added: 0, existing: 0, itemIds: [], taskRow: undefined as unknown as TaskRow };
+    const createdAt = now();
+    this.flush();
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      result.taskRow = this.ensureTask(task);
+      const taskId = result.taskRow.id;
+      for await (const item of items) {
+        const same = byHash.get(taskId, item.hash) as { id: number } | undefined;
+        if (same) {
+          result.existing++;
+          result.itemIds.push(same.id);
+          continue;
+        }
+        const clash = byExtId.get(taskId, item.id) as { id: number } | undefined;
+        if (clash) {
+          throw new InputError(item.source.file, item.source.line, `id "${item.id}" already names an item with different content (give each row a unique id with --id-field)`);
+        }
+        if (item.image) insertBlob.run(item.image.sha256, item.image.mime, item.image.bytes);
+        const info = insertItem.run(
+          taskId,
+          item.id,
+          item.hash,
+          JSON.stringify(item.fields),
+          item.image?.sha256 ?? null,
+          item.gold ?? null,
+          item.split,
+          createdAt,
+        );
+        result.added++;
+        result.itemIds.push(Number(info.lastInsertRowid));
+      }
+      if (opts.beforeCommit) result.extra = await opts.beforeCommit(result);
+      this.db.exec(opts.dryRun ? 'ROLLBACK' : 'COMMIT');
+    } catch (e) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw e;
+    }
+    return result;
+  }
+
+  /** Items of a task after `afterId`, in id order: keyset paging keeps every page O(page). */
+  itemPage(taskId: number, afterId: number, limit: number): ItemRow[] {
+    return this.db
+      .prepare('SELECT * FROM items WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?')
+      .all(taskId, afterId, limit) as ItemRow[];
+  }
+
+  itemsByIds(ids: number[]): ItemRow[] {
+    const get = this.db.prepare('SELECT * FROM items WHERE id = ?');
+    return ids.map((id) => get.get(id) as ItemRow);
+  }
+
+  countItems(taskId: number): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM items WHERE task_id = ?').get(taskId) as { n: number }).n;
+  }
+
+  blob(sha256: string): { mime: string; bytes: Buffer } {
+    const row = this.db.prepare('SELECT mime, bytes FROM blobs WHERE sha256 = ?').get(sha256) as { mime: string; bytes: Buffer } | undefined;
+    if (!row) throw new DistilleryError(`${this.path}: image ${sha256} is missing from the database`);
+    return row;
+  }
+
+  // ---- runs --------------------------------------------------------------
+
+  createRun(r: Pick<RunRow, 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'config_hash' | 'params' | 'labels' | 'items_total'>): RunRow {
+    this.flush();
+    const info = this.db
+      .prepare(
+        `INSERT INTO runs (task_id, kind, teacher, base_url, prompt_version, config_hash, params, labels, status, items_total, started_at)
+         VALUES (@task_id, @kind, @teacher, @base_url, @prompt_version, @config_hash, @params, @labels, 'running', @items_total, @started_at)`,
+      )
+      .run({ ...r, started_at: now() });
+    return this.run(Number(info.lastInsertRowid))!;
+  }
+
+  /** The latest run with this configuration that did not complete: the one a rerun resumes. */
+  resumableRun(configHash: string): RunRow | undefined {
+    return this.db
+      .prepare(`SELECT * FROM runs WHERE config_hash = ? AND status != 'completed' ORDER BY id DESC LIMIT 1`)
+      .get(configHash) as RunRow | undefined;
+  }
+
+  reopenRun(runId: number, itemsTotal: number): void {
+    this.flush();
+    this.db
+      .prepare(`UPDATE runs SET status = 'running', ended_at = NULL, message = NULL, items_total = max(items_total, ?) WHERE id = ?`)
+      .run(itemsTotal, runId);
+  }
+
+  finishRun(runId: number, status: 'completed' | 'stopped' | 'interrupted' | 'failed', message: string | null): void {
+    this.flush();
+    this.db.prepare('UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?').run(status, now(), message, runId);
+  }
+
+  run(id: number): RunRow | undefined {
+    return this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id) as RunRow | undefined;
+  }
+
+  runs(taskId?: number): RunRow[] {
+    return (taskId === undefined
+      ? this.db.prepare('SELECT * FROM runs ORDER BY id').all()
+      : this.db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY id').all(taskId)) as RunRow[];
+  }
+
+  // ---- the idempotency ledger -------------------------------------------
+
+  /** What is known about a request key: a valid answer, or how many invalid answers were paid for. */
+  requestState(requestKey: string): { ok: boolean; invalid: number; failedLabels: number } {
+    const rows = this.db
+      .prepare('SELECT status, count(*) AS n FROM responses WHERE request_key = ? GROUP BY status')
+      .all(requestKey) as { status: string; n: number }[];
+    const failed = this.db
+      .prepare(`SELECT count(*) AS n FROM labels WHERE request_key = ? AND status = 'failed'`)
+      .get(requestKey) as { n: number };
+    return {
+      ok: rows.some((r) => r.status === 'ok' && r.n > 0),
+      invalid: rows.find((r) => r.status === 'invalid')?.n ?? 0,
+      failedLabels: failed.n,
+    };
+  }
+
+  /** Whether this key already has a label row (ok or failed) in some run. */
+  hasLabel(requestKey: string): { ok: boolean; failed: boolean } {
+    const rows = this.db.prepare('SELECT DISTINCT status FROM labels WHERE request_key = ?').all(requestKey) as { status: string }[];
+    return { ok: rows.some((r) => r.status === 'ok'), failed: rows.some((r) => r.status === 'failed') };
+  }
+
+  /** Stored valid answers for a key, oldest first (bodies inflated). */
+  okResponses(requestKey: string): Array<{ body: any; promptTokens: number; completionTokens: number; cost: number; latencyMs: number }> {
+    return (this.db
+      .prepare(`SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE request_key = ? AND status = 'ok' ORDER BY id`)
+      .all(requestKey) as any[]).map((r) => ({
+      body: JSON.parse(inflateRawSync(r.body).toString('utf8')),
+      promptTokens: r.prompt_tokens,
+      completionTokens: r.completion_tokens,
+      cost: r.cost,
+      latencyMs: r.latency_ms,
+    }));
+  }
+
+  /** Cost already spent by a run (all its paid responses). */
+  runCost(runId: number): number {
+    this.flush();
+    return (this.db.prepare('SELECT coalesce(sum(cost), 0) AS c FROM responses WHERE run_id = ?').get(runId) as { c: number }).c;
+  }
+
+  // ---- batched writes ----------------------------------------------------
+  // Writes queue up and commit together at the end of the current event-loop
+  // turn: one transaction for everything that finished in the same turn, and
+  // at most that turn's answers lost if the process is killed.
+
+  recordResponse(r: ResponseRecord): void {
+    this.enqueue(() =>
+      this.stmt(
+        `INSERT INTO responses (request_key, run_id, item_id, status, body, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(r.requestKey, r.runId, r.itemId, r.status, deflateRawSync(JSON.stringify(r.body)), r.promptTokens, r.completionTokens, r.cost, r.latencyMs, now()),
+    );
+  }
+
+  recordLabel(l: LabelRecord): void {
+    this.enqueue(() =>
+      this.stmt(
+        `INSERT INTO labels (item_id, run_id, request_key, status, label, soft, soft_method, sparse, raw, prompt_tokens, completion_tokens, cost, latency_ms, attempts, error, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(l.itemId, l.runId, l.requestKey, l.status, l.label, l.soft, l.softMethod, l.sparse ? 1 : 0, l.raw, l.promptTokens, l.completionTokens, l.cost, l.latencyMs, l.attempts, l.error, now()),
+    );
+  }
+
+  countRequest(runId: number, error: boolean): void {
+    this.enqueue(() => this.stmt('UPDATE runs SET requests = requests + 1, errors = errors + ? WHERE id = ?').run(error ? 1 : 0, runId));
+  }
+
+  private readonly stmts = new Map<string, Database.Statement>();
+  private stmt(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) this.stmts.set(sql, (s = this.db.prepare(sql)));
+    return s;
+  }
+
+  private enqueue(write: () => void): void {
+    this.pendingWrites.push(write);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Commit every queued write now, in one transaction. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.pendingWrites.length === 0) return;
+    const writes = this.pendingWrites;
+    this.pendingWrites = [];
+    this.db.transaction(() => writes.forEach((w) => w())).immediate();
+  }
+}
