@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import type { Task } from '../task/task.ts';
+import { templateFields, type Task } from '../task/task.ts';
 import { loadImage, type Fail } from './image.ts';
 import { checkTemplateFields, contentHash } from './item.ts';
 import { assignSplit } from './split.ts';
@@ -17,8 +17,9 @@ export async function* readClassFolders(dir: string, task: Task): AsyncGenerator
   }
   // All folder names are checked before any image is read, so a typo fails at once.
   const labels = await classFolders(dir, task);
+  const fieldsUsed = templateFields(task.template);
   for (const label of labels) {
-    for (const name of await imageFiles(join(dir, label))) yield await folderItem(dir, label, name, task);
+    for (const name of await imageFiles(join(dir, label))) yield await folderItem(dir, label, name, fieldsUsed);
   }
 }
 
@@ -52,12 +53,12 @@ function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-async function folderItem(dir: string, label: string, name: string, task: Task): Promise<ItemInput> {
+async function folderItem(dir: string, label: string, name: string, fieldsUsed: string[]): Promise<ItemInput> {
   const path = join(dir, label, name);
   const fail: Fail = (reason) => new InputError(path, undefined, reason);
   const image = await loadImage(path, path, fail);
   const fields: Record<string, unknown> = { image: path };
-  checkTemplateFields(fields, task, fail);
+  checkTemplateFields(fields, fieldsUsed, fail);
   const hash = contentHash(fields, image);
   return {
     id: `${label}/${name}`,

@@ -1,11 +1,11 @@
-import { sha256Hex, templateFields, type Task } from '../task/task.ts';
+import { sha256Hex } from '../task/task.ts';
 import { canonicalJson } from './canonical.ts';
 import type { Fail } from './image.ts';
 import type { ImageInput } from './types.ts';
 
 /** Caught here, per row, rather than as a failed request once money is being spent. */
-export function checkTemplateFields(fields: Record<string, unknown>, task: Task, fail: Fail): void {
-  for (const name of templateFields(task.template)) {
+export function checkTemplateFields(fields: Record<string, unknown>, templateFields: readonly string[], fail: Fail): void {
+  for (const name of templateFields) {
     if (fields[name] === undefined || fields[name] === null) throw fail(`missing column "${name}" used by the task template`);
   }
 }

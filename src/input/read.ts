@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import { InputError } from '../errors.ts';
-import type { Task } from '../task/task.ts';
+import { templateFields, type Task } from '../task/task.ts';
+import { flatten, itemsThenError, type Batch } from './batch.ts';
 import { readClassFolders } from './folders.ts';
 import { loadImage, type Fail } from './image.ts';
 import { checkTemplateFields, contentHash } from './item.ts';
@@ -11,20 +12,57 @@ import { DEFAULT_FIELDS, type FieldOptions, type ImageInput, type ItemInput } fr
 
 /**
  * Items from a JSONL/CSV/TSV file, or from a folder of class folders (image tasks).
- * Streams: rows are parsed and checked one at a time, and the first bad row throws an
- * InputError naming the file and line.
+ * Streams: rows are parsed and checked as they are read, and the first bad row throws an
+ * InputError naming the file and line (after the good rows before it were yielded).
  */
-export async function* readItems(path: string, task: Task, opts: FieldOptions = DEFAULT_FIELDS): AsyncGenerator<ItemInput> {
+export function readItems(path: string, task: Task, opts: FieldOptions = DEFAULT_FIELDS): AsyncGenerator<ItemInput> {
+  return flatten(itemBatches(path, task, opts));
+}
+
+async function* itemBatches(path: string, task: Task, opts: FieldOptions): AsyncGenerator<ItemInput[]> {
   if (await isDirectory(path)) {
-    yield* readClassFolders(path, task);
+    for await (const item of readClassFolders(path, task)) yield [item];
     return;
   }
+  const ctx = rowContext(path, task, opts);
   for await (const rows of readRows(path)) {
-    for (const row of rows) {
-      const image = task.input === 'image' ? await loadRowImage(row, path) : undefined;
-      yield rowToItem(row, path, task, opts, image);
+    if (task.input === 'text') {
+      yield* itemsThenError(textItems(rows, ctx));
+    } else {
+      // One at a time: a chunk of rows can name more image bytes than should sit in memory.
+      for (const row of rows) yield [rowToItem(row, ctx, await loadRowImage(row, ctx))];
     }
   }
+}
+
+function textItems(rows: RawRow[], ctx: RowContext): Batch<ItemInput> {
+  const items: ItemInput[] = [];
+  try {
+    for (const row of rows) items.push(rowToItem(row, ctx, undefined));
+  } catch (error) {
+    return { items, error };
+  }
+  return { items };
+}
+
+/** What every row of one file is checked against, worked out once. */
+interface RowContext {
+  path: string;
+  task: Task;
+  opts: FieldOptions;
+  templateFields: string[];
+  /** Columns that say things about the row rather than being its content. */
+  bookkeeping: Set<string>;
+}
+
+function rowContext(path: string, task: Task, opts: FieldOptions): RowContext {
+  return {
+    path,
+    task,
+    opts,
+    templateFields: templateFields(task.template),
+    bookkeeping: new Set([opts.idField, opts.goldField, opts.splitField]),
+  };
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -43,40 +81,46 @@ function readRows(path: string): AsyncGenerator<RawRow[]> {
   throw new InputError(path, undefined, `unsupported input file type "${ext}" (expected .jsonl, .ndjson, .csv, .tsv or a folder of class folders)`);
 }
 
-function rowFail(path: string, row: RawRow): Fail {
-  return (reason) => new InputError(path, row.line, reason);
+function rowFail(ctx: RowContext, row: RawRow): Fail {
+  return (reason) => new InputError(ctx.path, row.line, reason);
 }
 
-/** Synchronous for text rows: a promise per row is the main cost of reading a large file. */
-function rowToItem(raw: RawRow, path: string, task: Task, opts: FieldOptions, image: ImageInput | undefined): ItemInput {
-  const { values, line, row } = raw;
-  const fail = rowFail(path, raw);
-  const id = scalarText(values[opts.idField], `id column "${opts.idField}"`, fail) || String(row);
-  const gold = checkGold(scalarText(values[opts.goldField], `gold column "${opts.goldField}"`, fail), task, fail);
-  const givenSplit = scalarText(values[opts.splitField], `split column "${opts.splitField}"`, fail);
-  const fields = contentFields(values, opts);
+function rowToItem(row: RawRow, ctx: RowContext, image: ImageInput | undefined): ItemInput {
+  const { values, line } = row;
+  const { opts, task } = ctx;
+  const fail = rowFail(ctx, row);
+  const id = scalarText(values, opts.idField, fail) || String(row.row);
+  const gold = checkGold(scalarText(values, opts.goldField, fail), task, fail);
+  const givenSplit = scalarText(values, opts.splitField, fail);
+  const fields = contentFields(values, ctx.bookkeeping);
   if (task.input === 'text') exposeText(fields, opts.textField, fail);
-  checkTemplateFields(fields, task, fail);
+  checkTemplateFields(fields, ctx.templateFields, fail);
   const hash = contentHash(fields, image);
-  const item: ItemInput = { id, hash, fields, split: assignSplit(givenSplit, hash), source: { file: path, line } };
+  const item: ItemInput = { id, hash, fields, split: assignSplit(givenSplit, hash), source: { file: ctx.path, line } };
   if (image) item.image = image;
   if (gold !== undefined) item.gold = gold;
   return item;
 }
 
 /** What the teacher may see: everything but the bookkeeping columns. */
-function contentFields(values: Record<string, unknown>, opts: FieldOptions): Record<string, unknown> {
-  const bookkeeping = new Set([opts.idField, opts.goldField, opts.splitField]);
-  // fromEntries, not assignment, so a "__proto__" key stays an ordinary field.
-  return Object.fromEntries(Object.entries(values).filter(([k]) => !bookkeeping.has(k)));
+function contentFields(values: Record<string, unknown>, bookkeeping: Set<string>): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  for (const key of Object.keys(values)) {
+    if (bookkeeping.has(key)) continue;
+    // Not plain assignment: a "__proto__" column must stay an ordinary field.
+    if (key === '__proto__') Object.defineProperty(fields, key, { value: values[key], enumerable: true, writable: true, configurable: true });
+    else fields[key] = values[key];
+  }
+  return fields;
 }
 
 /** Strings as given; JSON numbers and booleans as their text; absent or null as undefined. */
-function scalarText(value: unknown, what: string, fail: Fail): string | undefined {
+function scalarText(values: Record<string, unknown>, column: string, fail: Fail): string | undefined {
+  const value = values[column];
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  throw fail(`${what} must be a string or a number`);
+  throw fail(`column "${column}" must be a string or a number`);
 }
 
 function checkGold(gold: string | undefined, task: Task, fail: Fail): string | undefined {
@@ -97,11 +141,11 @@ function exposeText(fields: Record<string, unknown>, textField: string, fail: Fa
 }
 
 /** The image column is a path relative to the input file's folder, so a dataset can be moved as a whole. */
-async function loadRowImage(row: RawRow, path: string): Promise<ImageInput> {
-  const fail = rowFail(path, row);
+async function loadRowImage(row: RawRow, ctx: RowContext): Promise<ImageInput> {
+  const fail = rowFail(ctx, row);
   const given = row.values.image;
   if (given === undefined || given === null) throw fail('missing column "image"');
   if (typeof given !== 'string') throw fail('column "image" must be a path');
   if (given.trim() === '') throw fail('empty image path');
-  return loadImage(isAbsolute(given) ? given : resolve(dirname(path), given), given, fail);
+  return loadImage(isAbsolute(given) ? given : resolve(dirname(ctx.path), given), given, fail);
 }

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { CsvError, parse, type Info } from 'csv-parse';
 import { InputError } from '../errors.ts';
+import { itemsThenError, type Batch } from './batch.ts';
 
 /** One record as parsed, before any meaning is given to its columns. */
 export interface RawRow {
@@ -22,28 +23,29 @@ export async function* readJsonlRows(path: string): AsyncGenerator<RawRow[]> {
   let line = 0;
   let row = 0;
   let partial = '';
-  const parseLines = (texts: string[]): Batch => {
+  const parseLines = (texts: string[]): Batch<RawRow> => {
     const rows: RawRow[] = [];
     for (const text of texts) {
       line++;
       const json = line === 1 ? text.replace(/^\uFEFF/, '') : text;
       if (json.trim() === '') continue;
+      let values: Record<string, unknown>;
       try {
-        rows.push({ values: parseJsonObject(json, path, line), line, row: row + 1 });
+        values = parseJsonObject(json, path, line);
       } catch (error) {
-        return { rows, error };
+        return { items: rows, error };
       }
-      row++;
+      rows.push({ values, line, row: ++row });
     }
-    return { rows };
+    return { items: rows };
   };
   try {
     for await (const chunk of stream as AsyncIterable<string>) {
       const texts = (partial + chunk).split(/\r?\n/);
       partial = texts.pop() ?? '';
-      yield* rowsThenError(parseLines(texts));
+      yield* itemsThenError(parseLines(texts));
     }
-    if (partial !== '') yield* rowsThenError(parseLines([partial]));
+    if (partial !== '') yield* itemsThenError(parseLines([partial]));
   } finally {
     stream.destroy();
   }
@@ -61,18 +63,6 @@ function parseJsonObject(text: string, path: string, line: number): Record<strin
     throw new InputError(path, line, `invalid JSON: expected an object, got ${got}`);
   }
   return value as Record<string, unknown>;
-}
-
-/** Rows parsed from one chunk, and the error that stopped parsing it, if any. */
-interface Batch {
-  rows: RawRow[];
-  error?: unknown;
-}
-
-/** The good rows before a bad one are still items: callers see them before the error. */
-function* rowsThenError({ rows, error }: Batch): Generator<RawRow[]> {
-  if (rows.length > 0) yield rows;
-  if (error !== undefined) throw error;
 }
 
 interface CsvRecord {
@@ -114,7 +104,7 @@ export async function* readDelimitedRows(path: string, delimiter: ',' | '\t'): A
         if (error) break;
         rows.push({ values: record, line, row });
       }
-      yield* rowsThenError({ rows, error });
+      yield* itemsThenError({ items: rows, error });
     }
   } catch (e) {
     if (e instanceof CsvError) throw new InputError(path, lineOf(e), `invalid ${kind}: ${e.message}`);

@@ -112,8 +112,8 @@ async function* targetItems(o: Pick<LabelOptions, 'store' | 'task' | 'taskRow' |
   }
 }
 
-/** Which target items need a request, and what they would cost. Sends nothing, writes nothing. */
-export async function planLabeling(o: LabelOptions): Promise<Plan> {
+/** Which target items need a request, and (with `estimate`) what they would cost. Sends nothing, writes nothing. */
+export async function planLabeling(o: LabelOptions, estimate = true): Promise<Plan> {
   const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], cached: 0, failedBefore: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
   const n = o.settings.soft.kind === 'samples' ? o.settings.soft.n : 1;
   const typicalAnswer = Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
@@ -132,6 +132,7 @@ export async function planLabeling(o: LabelOptions): Promise<Plan> {
     }
     if (o.limit !== undefined && plan.todo.length >= o.limit) continue;
     plan.todo.push(item.id);
+    if (!estimate) continue;
     plan.promptTokens += req.promptTokens;
     plan.expectedCompletionTokens += typicalAnswer * n;
     plan.maxCompletionTokens += req.maxCompletionTokens;
@@ -146,7 +147,7 @@ export async function planLabeling(o: LabelOptions): Promise<Plan> {
  * in flight, and the same command resumes the same run.
  */
 export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
-  const plan = await planLabeling(o);
+  const plan = await planLabeling(o, false);
   const stats: LabelStats = { total: plan.todo.length, labeled: 0, failed: 0, unreachable: 0, requests: 0, errors: 0, cost: 0, promptTokens: 0, completionTokens: 0 };
   if (plan.todo.length === 0) return { plan, stats, status: 'nothing-to-do' };
 

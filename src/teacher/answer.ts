@@ -7,15 +7,31 @@ import { zodResponseFormat } from 'openai/helpers/zod';
  * response format, and every answer is parsed back with it.
  */
 export function answerSchema(labels: readonly string[]) {
+  return memo(schemas, labels, () => buildSchema(labels));
+}
+
+// Building a schema costs more than a whole request's other work: build each once per label set.
+const schemas = new Map<string, ReturnType<typeof buildSchema>>();
+const formats = new Map<string, ReturnType<typeof buildFormat>>();
+function buildSchema(labels: readonly string[]) {
   return z.object({ label: z.enum(labels as [string, ...string[]]) }).strict();
+}
+function buildFormat(labels: readonly string[]) {
+  const format = zodResponseFormat(answerSchema(labels), 'classification');
+  // Only the wire format: zodResponseFormat also attaches parser functions, which must not leak into request keys.
+  return { type: format.type, json_schema: format.json_schema };
+}
+function memo<T>(cache: Map<string, T>, labels: readonly string[], make: () => T): T {
+  const key = JSON.stringify(labels);
+  let v = cache.get(key);
+  if (v === undefined) cache.set(key, (v = make()));
+  return v;
 }
 
 export type Answer = z.infer<ReturnType<typeof answerSchema>>;
 
 export function responseFormat(labels: readonly string[]) {
-  const format = zodResponseFormat(answerSchema(labels), 'classification');
-  // Only the wire format: zodResponseFormat also attaches parser functions, which must not leak into request keys.
-  return { type: format.type, json_schema: format.json_schema };
+  return memo(formats, labels, () => buildFormat(labels));
 }
 
 export type ParsedAnswer = { ok: true; label: string } | { ok: false; error: string };

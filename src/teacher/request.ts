@@ -34,8 +34,8 @@ export interface TeacherRequest {
   params: ChatCompletionCreateParamsNonStreaming;
   /** sha256 of what determines the answer: model, base URL, rendered messages, schema, decoding, soft mode. */
   key: string;
-  /** Estimated prompt tokens (for --tpm, --max-cost and --dry-run). */
-  promptTokens: number;
+  /** Estimated prompt tokens (for --tpm, --max-cost and --dry-run); computed on first use, the tokenizer is not free. */
+  readonly promptTokens: number;
   /** Completion tokens the request may use at most (max_tokens for every choice). */
   maxCompletionTokens: number;
 }
@@ -84,10 +84,13 @@ export function buildRequest(task: Task, item: ItemRow, settings: TeacherSetting
   const key = sha256Hex(
     canonicalJson({ v: 1, baseURL: settings.baseURL, soft: softModeName(settings.soft), messages: keyMessages, ...decoding }),
   );
+  let promptTokens: number | undefined;
   return {
     params,
     key,
-    promptTokens: estimatePromptTokens(task, text, image ? item : undefined, settings.imageDetail),
+    get promptTokens() {
+      return (promptTokens ??= estimatePromptTokens(task, text, image ? item : undefined, settings.imageDetail));
+    },
     maxCompletionTokens: settings.maxTokens * n,
   };
 }
