@@ -156,6 +156,28 @@ describe('readItems: text files', () => {
     );
   });
 
+  test('JSONL: BOM, CRLF, numeric ids and gold, and a "__proto__" key', async () => {
+    const file = write('crlf.jsonl', '\uFEFF{"id":1,"text":"a","label":1}\r\n\r\n{"id":2.5,"text":"b","label":0,"__proto__":{"x":1}}\r\n');
+    const task = makeTask({ labels: ['0', '1'] });
+    const items = await collect(file, task);
+    assert.deepEqual(
+      items.map((i) => [i.id, i.gold, i.source.line]),
+      [
+        ['1', '1', 1],
+        ['2.5', '0', 3],
+      ],
+    );
+    assert.deepEqual(Object.keys(items[1].fields), ['text', '__proto__']);
+    assert.equal(Object.getPrototypeOf(items[1].fields), Object.prototype);
+  });
+
+  test('a split column value is kept; an empty one falls back to the hash', async () => {
+    const file = write('splits.csv', 'text,split\na,validation\nb,\n');
+    const [a, b] = await collect(file);
+    assert.equal(a.split, 'validation');
+    assert.equal(b.split, parseInt(b.hash.slice(0, 8), 16) % 10 === 0 ? 'test' : 'train');
+  });
+
   test('default id is the 1-based data row number in CSV', async () => {
     const file = write('noid.csv', 'text\nfirst\nsecond\nthird\n');
     assert.deepEqual(
@@ -284,6 +306,11 @@ describe('readItems: errors', () => {
     await rejectsWith(collect(fewer), `${fewer}:3: wrong number of columns (the header has 3)`);
   });
 
+  test('duplicate column names in the header', async () => {
+    const file = write('dup.csv', 'text,note,note\na,b,c\n');
+    await rejectsWith(collect(file), `${file}:1: duplicate column "note" in the CSV header`);
+  });
+
   test('unclosed quote', async () => {
     const file = write('quote.csv', 'id,text\n1,"never closed\n');
     await rejectsWith(collect(file), new RegExp(`^${escapeRe(file)}:\\d+: invalid CSV: `));
@@ -387,6 +414,16 @@ describe('readItems: class folders', () => {
     assert.equal(items[0].source.file, path.join(root, 'cat', 'm.png'));
     assert.equal(items[0].fields.image, path.join(root, 'cat', 'm.png'));
     assert.ok(items.every((i) => i.split === 'train' || i.split === 'test'));
+  });
+
+  test('a symlinked class folder is followed', async () => {
+    const elsewhere = makeFolders({ stash: { 'd.png': pngBytes(2, 2) } });
+    const root = makeFolders({ cat: { 'c.png': pngBytes(1, 1) } });
+    fs.symlinkSync(path.join(elsewhere, 'stash'), path.join(root, 'dog'));
+    assert.deepEqual(
+      (await collect(root, imageTask)).map((i) => i.id),
+      ['cat/c.png', 'dog/d.png'],
+    );
   });
 
   test('same image in a folder and in a JSONL gets the same hash', async () => {

@@ -21,18 +21,18 @@ class Flattened<T> implements AsyncGenerator<T, void, undefined> {
     if (this.pending) return this.pending.then(() => this.next(), () => this.next());
     if (this.index < this.batch.length) return Promise.resolve({ value: this.batch[this.index++], done: false });
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
-    const fetching = this.fetch();
-    this.pending = fetching;
-    return fetching.finally(() => {
+    const fetching = this.fetch().finally(() => {
       this.pending = undefined;
     });
+    this.pending = fetching;
+    return fetching;
   }
 
   private async fetch(): Promise<IteratorResult<T, void>> {
     try {
       for (;;) {
         const r = await this.batches.next();
-        if (r.done) break;
+        if (r.done || this.finished) break; // finished: return() was called meanwhile
         if (r.value.length === 0) continue;
         this.batch = r.value;
         this.index = 1;

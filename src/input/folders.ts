@@ -1,9 +1,10 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { templateFields, type Task } from '../task/task.ts';
-import { loadImage, type Fail } from './image.ts';
-import { checkTemplateFields, contentHash } from './item.ts';
+import { loadImage } from './image.ts';
+import { checkTemplateFields, contentHash, type Fail } from './item.ts';
 import { assignSplit } from './split.ts';
 import type { ItemInput } from './types.ts';
 
@@ -27,7 +28,7 @@ async function classFolders(dir: string, task: Task): Promise<string[]> {
   const entries = await listVisible(dir);
   for (const entry of entries) {
     const path = join(dir, entry.name);
-    if (!entry.isDirectory()) throw new InputError(path, undefined, 'expected only class folders here (<folder>/<label>/<image>)');
+    if (!(await isFolder(entry, path))) throw new InputError(path, undefined, 'expected only class folders here (<folder>/<label>/<image>)');
     if (!task.labels.includes(entry.name)) {
       throw new InputError(path, undefined, `folder "${entry.name}" is not one of the task's labels (${task.labels.join(', ')})`);
     }
@@ -37,13 +38,26 @@ async function classFolders(dir: string, task: Task): Promise<string[]> {
 
 async function imageFiles(classDir: string): Promise<string[]> {
   const entries = await listVisible(classDir);
-  const nested = entries.find((e) => e.isDirectory());
-  if (nested) throw new InputError(join(classDir, nested.name), undefined, 'unexpected folder inside a class folder');
+  for (const entry of entries) {
+    const path = join(classDir, entry.name);
+    if (await isFolder(entry, path)) throw new InputError(path, undefined, 'unexpected folder inside a class folder');
+  }
   return entries.map((e) => e.name);
 }
 
+/** Datasets are often assembled from symlinks, so follow them. */
+async function isFolder(entry: Dirent, path: string): Promise<boolean> {
+  if (entry.isDirectory()) return true;
+  if (!entry.isSymbolicLink()) return false;
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false; // a dangling link is reported when it is read as an image
+  }
+}
+
 /** Hidden entries (.DS_Store and the like) are never data. */
-async function listVisible(dir: string) {
+async function listVisible(dir: string): Promise<Dirent[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   return entries.filter((e) => !e.name.startsWith('.')).sort((a, b) => byCodeUnit(a.name, b.name));
 }

@@ -1,12 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import type { InputError } from '../errors.ts';
 import { sha256Hex } from '../task/task.ts';
+import type { Fail } from './item.ts';
 import type { ImageInput } from './types.ts';
-
-/** Builds the InputError for the row or file being read, so messages name the right place. */
-export type Fail = (reason: string) => InputError;
 
 type ImageMime = ImageInput['mime'];
 

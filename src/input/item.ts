@@ -1,7 +1,10 @@
 import { sha256Hex } from '../task/task.ts';
 import { canonicalJson } from './canonical.ts';
-import type { Fail } from './image.ts';
+import type { InputError } from '../errors.ts';
 import type { ImageInput } from './types.ts';
+
+/** Builds the InputError for the row or file being read, so messages name the right place. */
+export type Fail = (reason: string) => InputError;
 
 /** Caught here, per row, rather than as a failed request once money is being spent. */
 export function checkTemplateFields(fields: Record<string, unknown>, templateFields: readonly string[], fail: Fail): void {
