@@ -63,14 +63,23 @@ function run(script: string, args: string[], env: Record<string, string> = {}): 
 }
 
 /** The label.ts arguments every test uses: free local teacher, fast retries, no progress chatter. */
-function labelArgs(o: { task: string; db: string; url: string; input?: string }, extra: string[] = []): string[] {
+interface LabelTarget {
+  task: string;
+  db: string;
+  url: string;
+  input?: string;
+  /** Give --price-in/--price-out (default true); false leaves the price to the table. */
+  price?: boolean;
+  model?: string;
+}
+
+function labelArgs(o: LabelTarget, extra: string[] = []): string[] {
   return [
     '--task', o.task,
     '--db', o.db,
-    '--model', 'fake-teacher',
+    '--model', o.model ?? 'fake-teacher',
     '--base-url', o.url,
-    '--price-in', '2',
-    '--price-out', '10',
+    ...(o.price === false ? [] : ['--price-in', '2', '--price-out', '10']),
     '--retry-base-ms', '5',
     '--progress-interval', '60',
     ...(o.input ? ['--input', o.input] : []),
@@ -229,8 +238,8 @@ describe('cli: a killed run resumes without paying twice', () => {
 
 describe('cli: bad input fails cleanly', { concurrency: true }, () => {
   /** Exit non-zero, one `error: ` line on stderr naming `where`, and no items in the database. */
-  async function expectInputError(args: { task: string; db: string; url: string; input?: string }, where: RegExp, extra: string[] = [], fake?: FakeTeacher): Promise<void> {
-    const r = await run('label', labelArgs(args, extra).filter((a, i, all) => !(extra.includes('--no-price') && (a === '--price-in' || a === '--price-out' || all[i - 1] === '--price-in' || all[i - 1] === '--price-out'))).filter((a) => a !== '--no-price'));
+  async function expectInputError(args: LabelTarget, where: RegExp, fake: FakeTeacher): Promise<void> {
+    const r = await run('label', labelArgs(args));
     assert.notEqual(r.code, 0, show(r));
     const lines = r.stderr.split('\n').filter((l, i, all) => !(l === '' && i === all.length - 1));
     assert.equal(lines.length, 1, `one stderr line: ${JSON.stringify(r.stderr)}`);
@@ -243,7 +252,7 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
       assert.equal(scalar(d, 'SELECT count(*) AS n FROM runs'), 0, 'no run started');
       d.close();
     }
-    if (fake) assert.equal(fake.requests.length, 0, 'nothing sent');
+    assert.equal(fake.requests.length, 0, 'nothing sent');
   }
 
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -253,14 +262,14 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
     const fake = await fakeServer();
     const input = path.join(dir, 'in.jsonl');
     fs.writeFileSync(input, `${JSON.stringify({ text: 'a cat' })}\n${JSON.stringify({ text: 'a dog' })}\n{"text": "a bird"\n`);
-    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:3: invalid JSON`), [], fake);
+    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:3: invalid JSON`), fake);
   });
 
   test('a missing text column', async () => {
     const dir = workDir();
     const fake = await fakeServer();
     const input = writeJsonl(dir, 'in.jsonl', [{ text: 'a cat' }, { body: 'a dog' }]);
-    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:2: .*missing column "text"`), [], fake);
+    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:2: .*missing column "text"`), fake);
   });
 
   test('a task file without labels', async () => {
@@ -268,7 +277,7 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
     const fake = await fakeServer();
     const task = writeTask(dir, { labels: null });
     const input = writeJsonl(dir, 'in.jsonl', [{ text: 'a cat' }]);
-    await expectInputError({ task, db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(task)}:\\d+: invalid task: labels`), [], fake);
+    await expectInputError({ task, db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(task)}:\\d+: invalid task: labels`), fake);
   });
 
   test('an unknown model without a price', async () => {
@@ -276,9 +285,8 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
     const fake = await fakeServer();
     const input = writeJsonl(dir, 'in.jsonl', [{ text: 'a cat' }]);
     await expectInputError(
-      { task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input },
+      { task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input, model: 'nonexistent-model', price: false },
       new RegExp(`^error: ${esc(path.join(REPO_ROOT, 'prices.json'))}: model "nonexistent-model" has no price.*--price-in`),
-      ['--no-price', '--model', 'nonexistent-model'],
       fake,
     );
   });

@@ -9,6 +9,7 @@ import { after, describe, test } from 'node:test';
 import { runLabeling, type LabelOptions } from '../src/label/labeler.ts';
 import { decodeSoft } from '../src/soft/codec.ts';
 import { Store, type ImportResult } from '../src/store/store.ts';
+import { TeacherClient } from '../src/teacher/client.ts';
 import type { Task } from '../src/task/task.ts';
 import { defaultTeacher, INVALID_JSON_CONTENT, startFakeTeacher, type ChatRequest, type Fault, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
 import {
@@ -420,8 +421,9 @@ describe('runLabeling: concurrency and rate limits', () => {
     const capacity = rpm / 6;
     const arrivals: number[] = [];
     let t0 = 0;
-    const s = await setup(animalRows(capacity + 4), {
-      latencyMs: 30,
+    const n = capacity + 6; // the last 6 wait for the bucket to refill (~1.5 s)
+    const s = await setup(animalRows(n), {
+      latencyMs: 5,
       fault: () => {
         arrivals.push(performance.now());
         return undefined;
@@ -430,11 +432,60 @@ describe('runLabeling: concurrency and rate limits', () => {
     t0 = performance.now();
     const res = await runLabeling(s.opts({ concurrency: 4, limits: { rpm } }));
     assert.equal(res.status, 'completed');
-    assert.equal(arrivals.length, capacity + 4);
+    assert.equal(arrivals.length, n);
     // Request k (1-based) can only have started once k - capacity tokens refilled.
     arrivals.forEach((t, i) => {
       const allowed = capacity + Math.floor(((t - t0) * rpm) / 60_000) + 1;
       assert.ok(i + 1 <= allowed, `request ${i + 1} arrived after ${Math.round(t - t0)} ms: more than ${allowed} allowed`);
     });
+  });
+});
+
+describe('runLabeling: stop signal', () => {
+  test('after the stop signal no new request starts, not even one waiting for the rate limiter', async () => {
+    const stop = new AbortController();
+    // rpm 60: a bucket of 10, then one request a second.
+    const s = await setup(animalRows(14), {
+      fault: (_req, k) => {
+        if (k === 10) stop.abort();
+        return undefined;
+      },
+    });
+    const res = await runLabeling(s.opts({ concurrency: 2, limits: { rpm: 60 }, stopSignal: stop.signal }));
+    assert.equal(res.status, 'interrupted');
+    assert.equal(s.fake.requests.length, 10, 'requests sent after the stop signal');
+    assert.equal(res.stats.labeled, 10, 'answers in flight are kept');
+    assert.equal(res.stats.unreachable, 0, 'items not asked because of the stop are not "unreachable"');
+    assert.equal(count(s.store, `SELECT count(*) AS n FROM labels WHERE status = 'ok'`), 10);
+    assert.equal(runRow(s.store, res.run!.id).status, 'interrupted');
+
+    // The same command resumes the rest.
+    const rest = await runLabeling(s.opts({ concurrency: 2 }));
+    assert.equal(rest.status, 'completed');
+    assert.equal(rest.run!.id, res.run!.id);
+    assertAllLabeled(s, 14);
+    assert.equal(s.fake.requests.length, 14);
+  });
+});
+
+describe('runLabeling: secrets', () => {
+  test('an error message that quotes the API key is stored without it', async () => {
+    const key = 'proxy-token-XYZ987654';
+    const s = await setup(animalRows(3), {
+      fault: (req) => ({
+        kind: 'status',
+        status: 429,
+        body: { error: { message: `quota exceeded for ${String(req.headers.authorization)}`, type: 'insufficient_quota', param: null, code: 'insufficient_quota' } },
+      }),
+    });
+    const client = new TeacherClient({ baseURL: s.fake.url, apiKeyEnv: 'PROXY_TOKEN', timeoutMs: 5_000, env: { PROXY_TOKEN: key } });
+    const res = await runLabeling({ ...s.opts(), client });
+    assert.equal(res.status, 'failed');
+    assert.equal(s.fake.requests[0].headers.authorization, `Bearer ${key}`, 'the key was sent');
+    assert.match(res.message ?? '', /insufficient quota: .*quota exceeded for Bearer \[redacted\]/);
+    s.store.close();
+    for (const f of fs.readdirSync(s.dir).filter((x) => x.startsWith('distill.db'))) {
+      assert.equal(fs.readFileSync(path.join(s.dir, f)).indexOf(key), -1, `the key is in ${f}`);
+    }
   });
 });

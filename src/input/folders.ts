@@ -81,7 +81,7 @@ async function folderItem(dir: string, label: string, name: string, fieldsUsed: 
     image,
     gold: label,
     split: assignSplit(undefined, hash),
-    // An image file has no lines; 0 stands for "the whole file" (ItemInput requires a number).
-    source: { file: path, line: 0 },
+    // An image file has no lines: errors about it name the file alone.
+    source: { file: path },
   };
 }

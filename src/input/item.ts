@@ -1,6 +1,6 @@
+import type { InputError } from '../errors.ts';
 import { sha256Hex } from '../task/task.ts';
 import { canonicalJson } from './canonical.ts';
-import type { InputError } from '../errors.ts';
 import type { ImageInput } from './types.ts';
 
 /** Builds the InputError for the row or file being read, so messages name the right place. */

@@ -13,7 +13,7 @@ export interface ItemInput {
   /** 'train' | 'test' from the split column, else 90/10 by content hash. Other split names from the column are kept as given. */
   split: string;
   /** Where the row came from, for error messages. */
-  source: { file: string; line: number };
+  source: { file: string; line?: number };
 }
 
 export interface ImageInput {

@@ -158,9 +158,15 @@ export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
   const limit = pLimit(o.concurrency);
   const inFlight = new Set<Promise<void>>();
   let stop: { status: 'stopped' | 'interrupted' | 'failed'; message: string } | undefined;
-  o.stopSignal?.addEventListener('abort', () => (stop ??= { status: 'interrupted', message: 'interrupted; rerun the same command to resume' }));
+  // Aborted at the first stop of any kind: cuts short the waits (rate limiter, backoff) of requests not yet sent.
+  const stopping = new AbortController();
+  const stopWith = (s: NonNullable<typeof stop>) => {
+    stop ??= s;
+    stopping.abort();
+  };
+  o.stopSignal?.addEventListener('abort', () => stopWith({ status: 'interrupted', message: 'interrupted; rerun the same command to resume' }));
 
-  const ctx: ItemContext = { o, run, budget, limiter, stats, isStopping: () => stop !== undefined };
+  const ctx: ItemContext = { o, run, budget, limiter, stats, promptScale: 1, stopSignal: stopping.signal, isStopping: () => stop !== undefined };
   o.progress?.start(plan.todo.length, run);
   try {
     for await (const { item, req } of targetItems(o, plan.todo)) {
@@ -170,9 +176,9 @@ export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
         try {
           await labelItem(ctx, item, req);
         } catch (e) {
-          if (e instanceof BudgetExceeded) stop ??= { status: 'stopped', message: e.message };
-          else if (e instanceof TeacherError) stop ??= { status: 'failed', message: e.message };
-          else stop ??= { status: 'failed', message: `item ${item.ext_id}: ${(e as Error).message}` };
+          if (e instanceof BudgetExceeded) stopWith({ status: 'stopped', message: e.message });
+          else if (e instanceof TeacherError) stopWith({ status: 'failed', message: e.message });
+          else stopWith({ status: 'failed', message: `item ${item.ext_id}: ${(e as Error).message}` });
         } finally {
           o.progress?.update(stats);
         }
@@ -233,6 +239,12 @@ interface ItemContext {
   budget: Budget;
   limiter: RateLimiter;
   stats: LabelStats;
+  /**
+   * Largest ratio seen of the server's prompt tokens to our estimate (servers count what we cannot see,
+   * such as the response schema): reservations scale by it so that the cost cap holds.
+   */
+  promptScale: number;
+  stopSignal: AbortSignal;
   isStopping: () => boolean;
 }
 
@@ -254,7 +266,8 @@ async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): 
     if (ctx.isStopping()) return;
     const paid = await requestWithRetries(ctx, req);
     if (!paid) {
-      stats.unreachable++;
+      // undefined also means "stopping": only an item whose retries ran out is unreachable.
+      if (!ctx.isStopping()) stats.unreachable++;
       return;
     }
     totals.promptTokens += paid.promptTokens;
@@ -291,17 +304,29 @@ async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): 
 /** One paid answer, or undefined when every retry failed; fatal errors throw. */
 async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promise<Paid | undefined> {
   const { o, run, budget, limiter, stats } = ctx;
-  const worstCase = costOf(o.price, req.promptTokens, req.maxCompletionTokens);
-  const estTokens = req.promptTokens + req.maxCompletionTokens;
   for (let attempt = 0; ; attempt++) {
     if (ctx.isStopping()) return undefined;
+    const estPrompt = Math.ceil(req.promptTokens * ctx.promptScale);
+    const worstCase = costOf(o.price, estPrompt, req.maxCompletionTokens);
+    const estTokens = estPrompt + req.maxCompletionTokens;
     await budget.reserve(worstCase);
     let reserved = true;
     try {
-      await limiter.acquire(estTokens);
+      await limiter.acquire(estTokens, ctx.stopSignal);
+      // Commit the answers already paid for before paying for another, so that a kill loses only the requests
+      // in flight. One turn of the event loop first lets answers that arrived together commit in one batch.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      o.store.flush();
+      // The wait for the budget or the rate limiter can outlast a stop (Ctrl-C, cost cap, fatal error): start nothing then.
+      if (ctx.isStopping()) {
+        budget.settle(worstCase, 0);
+        return undefined;
+      }
       stats.requests++;
       const { completion, latencyMs } = await o.client.complete(req.params);
-      const promptTokens = completion.usage?.prompt_tokens ?? req.promptTokens;
+      const promptTokens = completion.usage?.prompt_tokens ?? estPrompt;
+      // 5% headroom over the worst ratio seen so far.
+      if (promptTokens > 0) ctx.promptScale = Math.max(ctx.promptScale, (1.05 * promptTokens) / req.promptTokens);
       const completionTokens = completion.usage?.completion_tokens ?? req.maxCompletionTokens;
       const cost = costOf(o.price, promptTokens, completionTokens);
       budget.settle(worstCase, cost);
@@ -322,7 +347,7 @@ async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promis
       if (cls.kind === 'fatal') throw cls.error;
       if (cls.rateLimited && cls.waitMs !== undefined) limiter.pause(cls.waitMs);
       if (attempt >= o.retry.maxRetries) return undefined;
-      await sleep(retryDelayMs(attempt, o.retry, cls.waitMs));
+      await sleep(retryDelayMs(attempt, o.retry, cls.waitMs), ctx.stopSignal);
     }
   }
 }

@@ -52,19 +52,19 @@ export class RateLimiter {
     if (limits.tpm) this.tokens = new Bucket(limits.tpm, Math.max(1, limits.tpm / 6));
   }
 
-  /** Wait until one request of `tokens` estimated tokens may start. Callers are served in order. */
-  acquire(tokens: number): Promise<void> {
-    const turn = this.queue.then(() => this.waitTurn(tokens));
+  /** Wait until one request of `tokens` estimated tokens may start. Callers are served in order; `signal` cuts the wait short. */
+  acquire(tokens: number, signal?: AbortSignal): Promise<void> {
+    const turn = this.queue.then(() => this.waitTurn(tokens, signal));
     this.queue = turn.catch(() => undefined);
     return turn;
   }
 
-  private async waitTurn(tokens: number): Promise<void> {
-    for (;;) {
+  private async waitTurn(tokens: number, signal?: AbortSignal): Promise<void> {
+    while (!signal?.aborted) {
       const now = Date.now();
       const wait = Math.max(this.pausedUntil - now, this.requests?.waitFor(1, now) ?? 0, this.tokens?.waitFor(tokens, now) ?? 0);
       if (wait <= 0) break;
-      await sleep(wait);
+      await sleep(wait, signal);
     }
     this.requests?.take(1);
     this.tokens?.take(tokens);
@@ -81,6 +81,16 @@ export class RateLimiter {
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or as soon as `signal` aborts (never rejects: callers check what they need). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

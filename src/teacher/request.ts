@@ -97,8 +97,17 @@ export function buildRequest(task: Task, item: ItemRow, settings: TeacherSetting
 
 /** Chat-format token estimate: content tokens, ~4 per message of framing, 3 to prime the reply, images by OpenAI's tile rule. */
 function estimatePromptTokens(task: Task, text: string, imageItem: ItemRow | undefined, detail: string): number {
-  let tokens = 3 + 4 + encode(text).length;
+  let tokens = 3 + 4 + encode(text).length + schemaTokens(task.labels);
   if (task.system) tokens += 4 + encode(task.system).length;
   if (imageItem) tokens += detail === 'low' ? 85 : 85 + 170 * 4; // high/auto: assume up to 4 tiles (512px each)
   return tokens;
+}
+
+/** Servers count the response schema as prompt: an estimate from its JSON text, once per label set. */
+const schemaTokenCache = new Map<string, number>();
+function schemaTokens(labels: readonly string[]): number {
+  const key = JSON.stringify(labels);
+  let n = schemaTokenCache.get(key);
+  if (n === undefined) schemaTokenCache.set(key, (n = encode(JSON.stringify(responseFormat(labels).json_schema.schema)).length));
+  return n;
 }

@@ -28,7 +28,7 @@ export function classifyError(err: unknown): FailureClass {
   if (err instanceof OpenAI.APIError && err.status !== undefined) {
     const status = err.status;
     if (status === 429) {
-      if (isQuotaExhausted(err)) return { kind: 'fatal', error: new TeacherError(`429 insufficient quota: ${oneLine(err.message)}`) };
+      if (isQuotaExhausted(err)) return { kind: 'fatal', error: new TeacherError(`insufficient quota: ${oneLine(err.message)}`) };
       return { kind: 'retry', reason: '429 rate limited', waitMs: serverWaitMs(err.headers), rateLimited: true };
     }
     if (status === 408 || status === 409 || status >= 500) {
@@ -40,8 +40,8 @@ export function classifyError(err: unknown): FailureClass {
         error: new TeacherError(`the server rejected logprobs (${oneLine(err.message)}); use --soft samples:N (self-consistency) or --soft none`),
       };
     }
-    if (status === 401) return { kind: 'fatal', error: new TeacherError(`401 unauthorized: check the API key variable (${oneLine(err.message)})`) };
-    return { kind: 'fatal', error: new TeacherError(`${status} from the teacher: ${oneLine(err.message)}`) };
+    if (status === 401) return { kind: 'fatal', error: new TeacherError(`${oneLine(err.message)} (check the API key variable)`) };
+    return { kind: 'fatal', error: new TeacherError(`the teacher answered ${oneLine(err.message)}`) };
   }
   if (err instanceof Error && err.name === 'AbortError') return { kind: 'retry', reason: 'aborted', rateLimited: false };
   return { kind: 'fatal', error: new TeacherError(`unexpected error from the teacher client: ${oneLine(String((err as Error)?.message ?? err))}`) };
@@ -85,7 +85,7 @@ export function parseDuration(s: string | null | undefined): number | undefined 
   return matched.length > 0 && matched === s.trim() ? total : undefined;
 }
 
-/** Exponential backoff with full jitter, or the server's wait when it gave one. */
+/** Exponential backoff with jitter (between half and all of the step), or the server's wait when it gave one. */
 export function retryDelayMs(attempt: number, policy: RetryPolicy, serverWait?: number, random = Math.random): number {
   if (serverWait !== undefined) return Math.min(serverWait, policy.maxServerWaitMs);
   const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
