@@ -264,7 +264,7 @@ async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): 
   let lastError = '';
   for (let invalid = 0; invalid <= o.maxInvalid; ) {
     if (ctx.isStopping()) return;
-    const paid = await requestWithRetries(ctx, req);
+    const paid = await requestWithRetries(ctx, item, req);
     if (!paid) {
       // undefined also means "stopping": only an item whose retries ran out is unreachable.
       if (!ctx.isStopping()) stats.unreachable++;
@@ -302,7 +302,7 @@ async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): 
 }
 
 /** One paid answer, or undefined when every retry failed; fatal errors throw. */
-async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promise<Paid | undefined> {
+async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherRequest): Promise<Paid | undefined> {
   const { o, run, budget, limiter, stats } = ctx;
   for (let attempt = 0; ; attempt++) {
     if (ctx.isStopping()) return undefined;
@@ -332,7 +332,6 @@ async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promis
       budget.settle(worstCase, cost);
       reserved = false;
       limiter.settle(estTokens, promptTokens + completionTokens);
-      o.store.countRequest(run.id, false);
       stats.cost += cost;
       stats.promptTokens += promptTokens;
       stats.completionTokens += completionTokens;
@@ -342,8 +341,8 @@ async function requestWithRetries(ctx: ItemContext, req: TeacherRequest): Promis
       reserved = false;
       if (e instanceof BudgetExceeded) throw e;
       stats.errors++;
-      o.store.countRequest(run.id, true);
       const cls = classifyError(e);
+      o.store.recordRequestError({ runId: run.id, itemId: item.id, requestKey: req.key, reason: cls.kind === 'fatal' ? cls.error.message : cls.reason });
       if (cls.kind === 'fatal') throw cls.error;
       if (cls.rateLimited && cls.waitMs !== undefined) limiter.pause(cls.waitMs);
       if (attempt >= o.retry.maxRetries) return undefined;

@@ -47,8 +47,6 @@ export const MIGRATIONS: string[] = [
     labels          TEXT NOT NULL,         -- JSON array of the task's labels at the time
     status          TEXT NOT NULL,         -- running | completed | stopped | interrupted | failed
     items_total     INTEGER NOT NULL DEFAULT 0,
-    requests        INTEGER NOT NULL DEFAULT 0,   -- HTTP requests sent, retries included
-    errors          INTEGER NOT NULL DEFAULT 0,   -- requests that got no usable answer
     started_at      TEXT NOT NULL,
     ended_at        TEXT,
     message         TEXT
@@ -69,8 +67,19 @@ export const MIGRATIONS: string[] = [
     latency_ms         INTEGER NOT NULL,
     created_at         TEXT NOT NULL
   );
-  CREATE INDEX responses_key ON responses (request_key, status);
   CREATE INDEX responses_run ON responses (run_id);
+
+  -- Requests that got no answer (429, 5xx, timeouts, dropped connections): nothing paid.
+  -- A run's requests = its responses + its request errors.
+  CREATE TABLE request_errors (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    item_id      INTEGER NOT NULL REFERENCES items(id),
+    request_key  TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+  );
+  CREATE INDEX request_errors_run ON request_errors (run_id);
 
   CREATE TABLE labels (
     id                 INTEGER PRIMARY KEY,

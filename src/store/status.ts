@@ -47,13 +47,15 @@ export function storeStatus(store: Store): StoreStatus {
   const runs = db
     .prepare(
       `SELECT r.id AS run, t.name AS task, r.kind, r.teacher, r.base_url, r.prompt_version, json_extract(r.params, '$.soft') AS soft,
-              r.status, r.started_at, r.ended_at, r.message, r.items_total AS items, r.requests, r.errors,
+              r.status, r.started_at, r.ended_at, r.message, r.items_total AS items,
+              coalesce(s.n, 0) + (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS requests,
+              (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS errors,
               (SELECT count(DISTINCT item_id) FROM labels l WHERE l.run_id = r.id AND l.status = 'ok') AS labeled,
               (SELECT count(DISTINCT item_id) FROM labels l WHERE l.run_id = r.id AND l.status = 'failed'
                  AND NOT EXISTS (SELECT 1 FROM labels k WHERE k.run_id = r.id AND k.item_id = l.item_id AND k.status = 'ok')) AS failed,
               coalesce(s.prompt_tokens, 0) AS prompt_tokens, coalesce(s.completion_tokens, 0) AS completion_tokens, coalesce(s.cost, 0) AS cost
        FROM runs r JOIN tasks t ON t.id = r.task_id
-       LEFT JOIN (SELECT run_id, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
+       LEFT JOIN (SELECT run_id, count(*) AS n, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
                   FROM responses GROUP BY run_id) s ON s.run_id = r.id
        ORDER BY r.id`,
     )

@@ -37,7 +37,9 @@ export interface RunRow {
   labels: string;
   status: string;
   items_total: number;
+  /** HTTP requests sent, retries included (derived). */
   requests: number;
+  /** Requests that got no answer (derived). */
   errors: number;
   started_at: string;
   ended_at: string | null;
@@ -83,6 +85,12 @@ export interface ImportResult {
 }
 
 const now = () => new Date().toISOString();
+
+/** A run with its request counters, derived from what was stored rather than kept twice. */
+const RUN_SELECT = `SELECT r.*,
+  (SELECT count(*) FROM responses x WHERE x.run_id = r.id) + (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS requests,
+  (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS errors
+  FROM runs r`;
 
 /**
  * The SQLite store: the only module that writes SQL. One connection per
@@ -268,7 +276,7 @@ export class Store {
   /** The latest run with this configuration that did not complete: the one a rerun resumes. */
   resumableRun(configHash: string): RunRow | undefined {
     return this.db
-      .prepare(`SELECT * FROM runs WHERE config_hash = ? AND status != 'completed' ORDER BY id DESC LIMIT 1`)
+      .prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status != 'completed' ORDER BY r.id DESC LIMIT 1`)
       .get(configHash) as RunRow | undefined;
   }
 
@@ -285,31 +293,18 @@ export class Store {
   }
 
   run(id: number): RunRow | undefined {
-    return this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id) as RunRow | undefined;
+    this.flush();
+    return this.db.prepare(`${RUN_SELECT} WHERE r.id = ?`).get(id) as RunRow | undefined;
   }
 
   runs(taskId?: number): RunRow[] {
+    this.flush();
     return (taskId === undefined
-      ? this.db.prepare('SELECT * FROM runs ORDER BY id').all()
-      : this.db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY id').all(taskId)) as RunRow[];
+      ? this.db.prepare(`${RUN_SELECT} ORDER BY r.id`).all()
+      : this.db.prepare(`${RUN_SELECT} WHERE r.task_id = ? ORDER BY r.id`).all(taskId)) as RunRow[];
   }
 
   // ---- the idempotency ledger -------------------------------------------
-
-  /** What is known about a request key: a valid answer, or how many invalid answers were paid for. */
-  requestState(requestKey: string): { ok: boolean; invalid: number; failedLabels: number } {
-    const rows = this.db
-      .prepare('SELECT status, count(*) AS n FROM responses WHERE request_key = ? GROUP BY status')
-      .all(requestKey) as { status: string; n: number }[];
-    const failed = this.db
-      .prepare(`SELECT count(*) AS n FROM labels WHERE request_key = ? AND status = 'failed'`)
-      .get(requestKey) as { n: number };
-    return {
-      ok: rows.some((r) => r.status === 'ok' && r.n > 0),
-      invalid: rows.find((r) => r.status === 'invalid')?.n ?? 0,
-      failedLabels: failed.n,
-    };
-  }
 
   /** Whether this key already has a label row (ok or failed) in some run. */
   hasLabel(requestKey: string): { ok: boolean; failed: boolean } {
@@ -359,8 +354,10 @@ export class Store {
     );
   }
 
-  countRequest(runId: number, error: boolean): void {
-    this.enqueue(() => this.stmt('UPDATE runs SET requests = requests + 1, errors = errors + ? WHERE id = ?').run(error ? 1 : 0, runId));
+  recordRequestError(e: { runId: number; itemId: number; requestKey: string; reason: string }): void {
+    this.enqueue(() =>
+      this.stmt('INSERT INTO request_errors (run_id, item_id, request_key, reason, created_at) VALUES (?, ?, ?, ?, ?)').run(e.runId, e.itemId, e.requestKey, e.reason, now()),
+    );
   }
 
   private readonly stmts = new Map<string, Database.Statement>();
