@@ -29,7 +29,7 @@ import { runLabeling } from '../src/label/labeler.ts';
 import { Store } from '../src/store/store.ts';
 import { loadTask, type Task } from '../src/task/task.ts';
 import { TeacherClient } from '../src/teacher/client.ts';
-import { buildRequest, defaultMaxTokens, type TeacherSettings } from '../src/teacher/request.ts';
+import { RequestBuilder, defaultMaxTokens, type TeacherSettings } from '../src/teacher/request.ts';
 import { DEFAULT_RETRY } from '../src/teacher/retry.ts';
 import { startFakeTeacher } from '../test/fake-openai.ts';
 
@@ -100,7 +100,8 @@ function inputFile(dir: string, name: string, n: number, offset = 0): string {
 async function bareLoop(task: Task, settings: TeacherSettings, dir: string, name: string): Promise<number> {
   const store = Store.open(join(dir, `${name}.db`));
   const { itemIds } = await store.importItems(task, readItems(inputFile(dir, name, opts.items), task));
-  const requests = store.itemsByIds(itemIds).map((item) => buildRequest(task, item, settings).params);
+  const builder = new RequestBuilder(task, settings);
+  const requests = store.itemsByIds(itemIds).map((item) => builder.build(item).params);
   store.close();
   const client = new OpenAI({ apiKey: 'bench', baseURL: settings.baseURL, maxRetries: 0 });
   const limit = pLimit(opts.concurrency);

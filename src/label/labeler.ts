@@ -7,7 +7,7 @@ import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { parseAnswer } from '../teacher/answer.ts';
 import type { TeacherClient } from '../teacher/client.ts';
-import { buildRequest, softModeName, type TeacherRequest, type TeacherSettings } from '../teacher/request.ts';
+import { RequestBuilder, softModeName, type TeacherRequest, type TeacherSettings } from '../teacher/request.ts';
 import { classifyError, retryDelayMs, type RetryPolicy } from '../teacher/retry.ts';
 import { softLabelFromLogprobs, SoftLabelError } from '../teacher/soft-labels.ts';
 import { Budget, costOf, type Price } from './cost.ts';
@@ -59,6 +59,8 @@ export interface Plan {
   configHash: string;
   /** Target items with no stored answer: what a run would send. */
   todo: number[];
+  /** Their request keys, in the same order. */
+  keys: string[];
   /** Target items already labeled under this configuration. */
   cached: number;
   /** Target items whose answers were all invalid (skipped unless --retry-failed). */
@@ -95,33 +97,33 @@ export function configHash(task: Task, s: TeacherSettings): string {
   );
 }
 
-/** Walk the target items in pages, with their requests built. */
-async function* targetItems(o: Pick<LabelOptions, 'store' | 'task' | 'taskRow' | 'settings' | 'itemIds'>, ids?: number[]): AsyncGenerator<{ item: ItemRow; req: TeacherRequest }> {
+/** The target items, in pages of rows. */
+function* targetItems(o: Pick<LabelOptions, 'store' | 'taskRow' | 'itemIds'>, ids?: number[]): Generator<ItemRow> {
   const list = ids ?? o.itemIds;
-  const images = o.task.input === 'image';
-  const withRequest = (item: ItemRow) => ({ item, req: buildRequest(o.task, item, o.settings, images && item.image ? o.store.blob(item.image) : undefined) });
   if (list) {
-    for (let i = 0; i < list.length; i += PAGE) for (const item of o.store.itemsByIds(list.slice(i, i + PAGE))) yield withRequest(item);
+    for (let i = 0; i < list.length; i += PAGE) yield* o.store.itemsByIds(list.slice(i, i + PAGE));
     return;
   }
   for (let after = 0; ; ) {
     const page = o.store.itemPage(o.taskRow.id, after, PAGE);
     if (page.length === 0) return;
-    for (const item of page) yield withRequest(item);
+    yield* page;
     after = page[page.length - 1].id;
   }
 }
 
 /** Which target items need a request, and (with `estimate`) what they would cost. Sends nothing, writes nothing. */
 export async function planLabeling(o: LabelOptions, estimate = true): Promise<Plan> {
-  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], cached: 0, failedBefore: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
+  const builder = new RequestBuilder(o.task, o.settings);
+  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], keys: [], cached: 0, failedBefore: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
   const n = o.settings.soft.kind === 'samples' ? o.settings.soft.n : 1;
   const typicalAnswer = Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
   const seen = new Set<number>();
-  for await (const { item, req } of targetItems(o)) {
+  for (const item of targetItems(o)) {
     if (seen.has(item.id)) continue; // the same content twice in one input
     seen.add(item.id);
-    const state = o.store.hasLabel(req.key);
+    const key = builder.key(item);
+    const state = o.store.hasLabel(key);
     if (state.ok) {
       plan.cached++;
       continue;
@@ -132,7 +134,9 @@ export async function planLabeling(o: LabelOptions, estimate = true): Promise<Pl
     }
     if (o.limit !== undefined && plan.todo.length >= o.limit) continue;
     plan.todo.push(item.id);
+    plan.keys.push(key);
     if (!estimate) continue;
+    const req = builder.build(item, o.task.input === 'image' && item.image ? o.store.blob(item.image) : undefined, key);
     plan.promptTokens += req.promptTokens;
     plan.expectedCompletionTokens += typicalAnswer * n;
     plan.maxCompletionTokens += req.maxCompletionTokens;
@@ -169,8 +173,11 @@ export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
   const ctx: ItemContext = { o, run, budget, limiter, stats, promptScale: 1, stopSignal: stopping.signal, isStopping: () => stop !== undefined };
   o.progress?.start(plan.todo.length, run);
   try {
-    for await (const { item, req } of targetItems(o, plan.todo)) {
+    const builder = new RequestBuilder(o.task, o.settings);
+    let index = 0;
+    for (const item of targetItems(o, plan.todo)) {
       if (stop) break;
+      const req = builder.build(item, o.task.input === 'image' && item.image ? o.store.blob(item.image) : undefined, plan.keys[index++]);
       const p = limit(async () => {
         if (stop) return;
         try {
@@ -306,7 +313,9 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
   const { o, run, budget, limiter, stats } = ctx;
   for (let attempt = 0; ; attempt++) {
     if (ctx.isStopping()) return undefined;
-    const estPrompt = Math.ceil(req.promptTokens * ctx.promptScale);
+    // The tokenizer runs only when a budget needs the estimate.
+    const needsEstimate = o.maxCost !== undefined || o.limits.tpm !== undefined;
+    const estPrompt = needsEstimate ? Math.ceil(req.promptTokens * ctx.promptScale) : 0;
     const worstCase = costOf(o.price, estPrompt, req.maxCompletionTokens);
     const estTokens = estPrompt + req.maxCompletionTokens;
     await budget.reserve(worstCase);
@@ -324,9 +333,9 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
       }
       stats.requests++;
       const { completion, latencyMs } = await o.client.complete(req.params);
-      const promptTokens = completion.usage?.prompt_tokens ?? estPrompt;
+      const promptTokens = completion.usage?.prompt_tokens ?? req.promptTokens;
       // 5% headroom over the worst ratio seen so far.
-      if (promptTokens > 0) ctx.promptScale = Math.max(ctx.promptScale, (1.05 * promptTokens) / req.promptTokens);
+      if (needsEstimate && promptTokens > 0) ctx.promptScale = Math.max(ctx.promptScale, (1.05 * promptTokens) / req.promptTokens);
       const completionTokens = completion.usage?.completion_tokens ?? req.maxCompletionTokens;
       const cost = costOf(o.price, promptTokens, completionTokens);
       budget.settle(worstCase, cost);

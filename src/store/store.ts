@@ -341,7 +341,7 @@ export class Store {
       this.stmt(
         `INSERT INTO responses (request_key, run_id, item_id, status, body, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(r.requestKey, r.runId, r.itemId, r.status, deflateRawSync(JSON.stringify(r.body)), r.promptTokens, r.completionTokens, r.cost, r.latencyMs, now()),
+      ).run(r.requestKey, r.runId, r.itemId, r.status, deflateRawSync(JSON.stringify(r.body), { level: 1 }), r.promptTokens, r.completionTokens, r.cost, r.latencyMs, now()),
     );
   }
 

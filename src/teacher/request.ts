@@ -48,58 +48,92 @@ export function defaultMaxTokens(labels: readonly string[]): number {
   return longest + 16;
 }
 
-export function buildRequest(task: Task, item: ItemRow, settings: TeacherSettings, image?: { mime: string; bytes: Buffer }): TeacherRequest {
-  const fields = JSON.parse(item.input) as Record<string, unknown>;
-  let text: string;
-  try {
-    text = renderTemplate(task.template, fields);
-  } catch (e) {
-    throw new DistilleryError(`${task.path}: item ${item.ext_id}: ${(e as Error).message}`);
-  }
-  const messages: ChatCompletionMessageParam[] = [];
-  if (task.system) messages.push({ role: 'system', content: task.system });
-  // In the key, an image stands for its content hash: the same bytes give the same key.
-  const keyMessages: unknown[] = [...messages];
-  if (task.input === 'image') {
-    if (!image || !item.image) throw new DistilleryError(`item ${item.ext_id} of image task "${task.name}" has no image`);
-    const part = (url: string): ChatCompletionContentPart => ({ type: 'image_url', image_url: { url, detail: settings.imageDetail } });
-    messages.push({ role: 'user', content: [{ type: 'text', text }, part(`data:${image.mime};base64,${image.bytes.toString('base64')}`)] });
-    keyMessages.push({ role: 'user', content: [{ type: 'text', text }, part(`sha256:${item.image}`)] });
-  } else {
-    messages.push({ role: 'user', content: text });
-    keyMessages.push({ role: 'user', content: text });
+/**
+ * Builds the requests of one run. What is the same for every item (schema,
+ * decoding, soft mode, model, base URL) is digested once; an item's request
+ * key is then sha256 over that digest and the item's rendered messages, in
+ * canonical JSON so that a refactor cannot silently change keys (and make
+ * users pay twice).
+ */
+export class RequestBuilder {
+  private readonly decoding: Omit<ChatCompletionCreateParamsNonStreaming, 'messages'>;
+  private readonly configDigest: string;
+  readonly maxCompletionTokens: number;
+
+  constructor(
+    private readonly task: Task,
+    private readonly settings: TeacherSettings,
+  ) {
+    const n = settings.soft.kind === 'samples' ? settings.soft.n : 1;
+    this.decoding = {
+      model: settings.model,
+      response_format: responseFormat(task.labels),
+      temperature: settings.temperature,
+      max_tokens: settings.maxTokens,
+      ...(n > 1 ? { n } : {}),
+      ...(settings.soft.kind === 'logprobs' ? { logprobs: true, top_logprobs: TOP_LOGPROBS } : {}),
+    };
+    this.configDigest = sha256Hex(canonicalJson({ baseURL: settings.baseURL, soft: softModeName(settings.soft), ...this.decoding }));
+    this.maxCompletionTokens = settings.maxTokens * n;
   }
 
-  const n = settings.soft.kind === 'samples' ? settings.soft.n : 1;
-  const params: ChatCompletionCreateParamsNonStreaming = {
-    model: settings.model,
-    messages,
-    response_format: responseFormat(task.labels),
-    temperature: settings.temperature,
-    max_tokens: settings.maxTokens,
-    ...(n > 1 ? { n } : {}),
-    ...(settings.soft.kind === 'logprobs' ? { logprobs: true, top_logprobs: TOP_LOGPROBS } : {}),
-  };
-  const { messages: _omit, ...decoding } = params;
-  const key = sha256Hex(
-    canonicalJson({ v: 1, baseURL: settings.baseURL, soft: softModeName(settings.soft), messages: keyMessages, ...decoding }),
-  );
-  let promptTokens: number | undefined;
-  return {
-    params,
-    key,
-    get promptTokens() {
-      return (promptTokens ??= estimatePromptTokens(task, text, image ? item : undefined, settings.imageDetail));
-    },
-    maxCompletionTokens: settings.maxTokens * n,
-  };
+  /** The request key alone: no image bytes needed, an image stands for its content hash. */
+  key(item: ItemRow): string {
+    const text = this.render(item);
+    return this.keyOf(this.messages(item, text, `sha256:${item.image}`));
+  }
+
+  build(item: ItemRow, image?: { mime: string; bytes: Buffer }, knownKey?: string): TeacherRequest {
+    const text = this.render(item);
+    if (this.task.input === 'image' && (!image || !item.image)) {
+      throw new DistilleryError(`item ${item.ext_id} of image task "${this.task.name}" has no image`);
+    }
+    const messages = this.messages(item, text, image ? `data:${image.mime};base64,${image.bytes.toString('base64')}` : '');
+    let key = knownKey;
+    let promptTokens: number | undefined;
+    const self = this;
+    return {
+      params: { ...this.decoding, messages },
+      get key() {
+        return (key ??= self.keyOf(self.messages(item, text, `sha256:${item.image}`)));
+      },
+      get promptTokens() {
+        return (promptTokens ??= estimatePromptTokens(self.task, text, image !== undefined, self.settings.imageDetail));
+      },
+      maxCompletionTokens: this.maxCompletionTokens,
+    };
+  }
+
+  private keyOf(messages: ChatCompletionMessageParam[]): string {
+    return sha256Hex(canonicalJson({ v: 1, config: this.configDigest, messages }));
+  }
+
+  private render(item: ItemRow): string {
+    try {
+      return renderTemplate(this.task.template, JSON.parse(item.input) as Record<string, unknown>);
+    } catch (e) {
+      throw new DistilleryError(`${this.task.path}: item ${item.ext_id}: ${(e as Error).message}`);
+    }
+  }
+
+  private messages(item: ItemRow, text: string, imageUrl: string): ChatCompletionMessageParam[] {
+    const messages: ChatCompletionMessageParam[] = [];
+    if (this.task.system) messages.push({ role: 'system', content: this.task.system });
+    if (this.task.input === 'image') {
+      const image: ChatCompletionContentPart = { type: 'image_url', image_url: { url: imageUrl, detail: this.settings.imageDetail } };
+      messages.push({ role: 'user', content: [{ type: 'text', text }, image] });
+    } else {
+      messages.push({ role: 'user', content: text });
+    }
+    return messages;
+  }
 }
 
 /** Chat-format token estimate: content tokens, ~4 per message of framing, 3 to prime the reply, images by OpenAI's tile rule. */
-function estimatePromptTokens(task: Task, text: string, imageItem: ItemRow | undefined, detail: string): number {
+function estimatePromptTokens(task: Task, text: string, hasImage: boolean, detail: string): number {
   let tokens = 3 + 4 + encode(text).length + schemaTokens(task.labels);
   if (task.system) tokens += 4 + encode(task.system).length;
-  if (imageItem) tokens += detail === 'low' ? 85 : 85 + 170 * 4; // high/auto: assume up to 4 tiles (512px each)
+  if (hasImage) tokens += detail === 'low' ? 85 : 85 + 170 * 4; // high/auto: assume up to 4 tiles (512px each)
   return tokens;
 }
 
