@@ -397,14 +397,29 @@ function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
   }
 }
 
-/** What is kept of a response: enough to recompute the labels, nothing about the request's credentials. */
+/**
+ * What is kept of a response: enough to recompute the labels (content and
+ * token logprobs), nothing about the request's credentials. A token's `bytes`
+ * are kept only where its text cannot stand for them (a split UTF-8
+ * character shows as U+FFFD): that makes the stored body several times smaller.
+ */
 function responseBody(c: ChatCompletion): unknown {
   return {
     id: c.id,
     model: c.model,
     usage: c.usage,
-    choices: c.choices.map((ch) => ({ content: ch.message?.content ?? null, finish_reason: ch.finish_reason, logprobs: ch.logprobs?.content ?? null })),
+    choices: c.choices.map((ch) => ({ content: ch.message?.content ?? null, finish_reason: ch.finish_reason, logprobs: ch.logprobs?.content?.map(compactToken) ?? null })),
   };
+}
+
+type Logprob = { token: string; logprob: number; bytes?: number[] | null };
+
+function compactLogprob(t: Logprob): Logprob {
+  return t.token.includes('\uFFFD') && t.bytes ? { token: t.token, logprob: t.logprob, bytes: t.bytes } : { token: t.token, logprob: t.logprob };
+}
+
+function compactToken(t: Logprob & { top_logprobs?: Logprob[] }): unknown {
+  return { ...compactLogprob(t), top_logprobs: (t.top_logprobs ?? []).map(compactLogprob) };
 }
 
 export { DistilleryError };

@@ -117,6 +117,9 @@ export class Store {
       db.pragma('journal_mode = WAL');
       // NORMAL in WAL mode: a commit survives a process kill; only an OS crash may lose the last ones.
       db.pragma('synchronous = NORMAL');
+      // Checkpoint (the only fsync in WAL + NORMAL) every ~16 MiB of WAL rather than every 4 MiB:
+      // pages written by many small commits coalesce before they go to the database file.
+      db.pragma('wal_autocheckpoint = 4000');
       db.pragma('foreign_keys = ON');
       // 64 MiB of page cache: index look-ups per item stay in memory as the database grows.
       db.pragma('cache_size = -65536');
