@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { addDbOption } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
+import { formatTable } from '../src/cli/table.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { storeStatus, type Counts } from '../src/store/status.ts';
 import { Store } from '../src/store/store.ts';
@@ -26,7 +27,7 @@ runCli(async () => {
     const rows = status.runs.map((r) => [`${r.run}`, r.task, r.teacher, r.soft ?? '', r.status, ...counts(r)]);
     for (const t of status.tasks) rows.push(['task', t.task, '', '', '', ...counts(t)]);
     rows.push(['total', '', '', '', '', ...counts(status.total)]);
-    for (const line of table([head, ...rows])) say(line);
+    for (const line of formatTable([head, ...rows], 5)) say(line);
     for (const r of status.runs) if (r.message) say(`run ${r.run}: ${r.message}`);
   } finally {
     store.close();
@@ -35,9 +36,4 @@ runCli(async () => {
 
 function counts(c: Counts): string[] {
   return [c.items, c.labeled, c.failed, c.pending, c.requests, c.errors, c.prompt_tokens + c.completion_tokens].map(String).concat(`$${c.cost.toFixed(4)}`);
-}
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => (i >= 5 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd());
 }

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { defaultSoftFormat, parseSoftFormat, type SoftFormat } from '../soft/codec.ts';
 import { DistilleryError } from '../errors.ts';
 import { DEFAULT_FIELDS, type FieldOptions } from '../input/types.ts';
 import { loadTask, type Task } from '../task/task.ts';
@@ -28,4 +29,33 @@ export function resolveTask(arg: string): Task {
   if (existsSync(arg)) return loadTask(arg);
   for (const candidate of [join('prompts', arg), join('prompts', `${arg}.md`)]) if (existsSync(candidate)) return loadTask(candidate);
   throw new DistilleryError(`${arg}: no such task file (give a path, or a name from prompts/)`);
+}
+
+/** --teachers, --aggregate, --weights, --calibrate: how the training target is built (export, train). */
+export function addTargetOptions(cmd: Command): Command {
+  return cmd
+    .option('--teachers <list>', 'comma list of teacher names or run ids (default: every teacher of the task)')
+    .addOption(new Option('--aggregate <method>', 'how several teachers become one target').choices(['mean', 'weighted', 'vote', 'dawid-skene']))
+    .option('--weights <list>', "per-teacher weights for --aggregate weighted (default: each teacher's accuracy on gold, train split)", parseWeights)
+    .option('--calibrate', 'fit one temperature per teacher on the gold labels of the train split before aggregating', false);
+}
+
+function parseWeights(v: string): number[] {
+  const ws = v.split(',').map((x) => Number(x.trim()));
+  if (ws.some((w) => !Number.isFinite(w) || w < 0)) throw new InvalidArgumentError('expected a comma list of non-negative numbers');
+  return ws;
+}
+
+/** --store for producers of soft labels: the codec format. */
+export function addStoreOption(cmd: Command): Command {
+  return cmd.option('--store <format>', 'soft-label storage: dense32 | dense16 | topk:K (default: topk:20 when the task has more than 20 labels, else dense16)');
+}
+
+export function storeFormat(arg: string | undefined, numClasses: number): SoftFormat {
+  if (arg === undefined) return defaultSoftFormat(numClasses);
+  try {
+    return parseSoftFormat(arg);
+  } catch (e) {
+    throw new DistilleryError(`--store: ${(e as Error).message}`);
+  }
 }

@@ -38,10 +38,12 @@ export const MIGRATIONS: string[] = [
   CREATE TABLE runs (
     id              INTEGER PRIMARY KEY,
     task_id         INTEGER NOT NULL REFERENCES tasks(id),
-    kind            TEXT NOT NULL,         -- llm (black-box teacher)
-    teacher         TEXT NOT NULL,         -- model name
+    kind            TEXT NOT NULL,         -- llm (black-box teacher) | logits (white-box ingest)
+    teacher         TEXT NOT NULL,         -- model name (llm) or the teacher's given name (logits)
     base_url        TEXT,
-    prompt_version  TEXT,                  -- sha256 of the task file
+    prompt_version  TEXT,                  -- sha256 of the task file (llm runs)
+    source          TEXT,                  -- logits runs: the ingested file's name (no directory)
+    source_hash     TEXT,                  -- logits runs: sha256 of the ingested file (and ids file)
     config_hash     TEXT NOT NULL,         -- what makes two invocations the same run
     params          TEXT NOT NULL,         -- JSON: decoding parameters, soft mode, limits
     labels          TEXT NOT NULL,         -- JSON array of the task's labels at the time

@@ -32,6 +32,8 @@ export interface RunRow {
   teacher: string;
   base_url: string | null;
   prompt_version: string | null;
+  source: string | null;
+  source_hash: string | null;
   config_hash: string;
   params: string;
   labels: string;
@@ -202,9 +204,7 @@ export class Store {
     const insertBlob = this.db.prepare('INSERT OR IGNORE INTO blobs (sha256, mime, bytes) VALUES (?, ?, ?)');
     const result: ImportResult & { extra?: T } = { added: 0, existing: 0, itemIds: [], taskRow: undefined as unknown as TaskRow };
     const createdAt = now();
-    this.flush();
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
+    return this.transaction(async (tx) => {
       result.taskRow = this.ensureTask(task);
       const taskId = result.taskRow.id;
       for await (const item of items) {
@@ -233,12 +233,28 @@ export class Store {
         result.itemIds.push(Number(info.lastInsertRowid));
       }
       if (opts.beforeCommit) result.extra = await opts.beforeCommit(result);
-      this.db.exec(opts.dryRun ? 'ROLLBACK' : 'COMMIT');
+      if (opts.dryRun) tx.rollback();
+      return result;
+    });
+  }
+
+  /**
+   * One write transaction around async work (reading a file, say): committed
+   * when `work` resolves, rolled back when it throws or calls `rollback()`.
+   * Queued writes are flushed first; nothing else may write meanwhile.
+   */
+  async transaction<T>(work: (tx: { rollback(): void }) => Promise<T>): Promise<T> {
+    this.flush();
+    let rolledBack = false;
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = await work({ rollback: () => (rolledBack = true) });
+      this.db.exec(rolledBack ? 'ROLLBACK' : 'COMMIT');
+      return result;
     } catch (e) {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
       throw e;
     }
-    return result;
   }
 
   /** Items of a task after `afterId`, in id order: keyset paging keeps every page O(page). */
@@ -253,6 +269,24 @@ export class Store {
     return ids.map((id) => get.get(id) as ItemRow);
   }
 
+  itemIdByExtId(taskId: number, extId: string): number | undefined {
+    return (this.stmt('SELECT id FROM items WHERE task_id = ? AND ext_id = ?').get(taskId, extId) as { id: number } | undefined)?.id;
+  }
+
+  /** text -> item id for a text task, for matching rows that name their item by text. */
+  itemIdsByText(taskId: number): Map<string, number> {
+    const map = new Map<string, number>();
+    for (const r of this.db.prepare(`SELECT id, json_extract(input, '$.text') AS text FROM items WHERE task_id = ?`).iterate(taskId) as Iterable<{ id: number; text: string | null }>) {
+      if (r.text !== null && !map.has(r.text)) map.set(r.text, r.id);
+    }
+    return map;
+  }
+
+  /** The latest run with this configuration that completed (an ingest already done). */
+  completedRun(configHash: string): RunRow | undefined {
+    return this.db.prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status = 'completed' ORDER BY r.id DESC LIMIT 1`).get(configHash) as RunRow | undefined;
+  }
+
   countItems(taskId: number): number {
     return (this.db.prepare('SELECT count(*) AS n FROM items WHERE task_id = ?').get(taskId) as { n: number }).n;
   }
@@ -265,14 +299,17 @@ export class Store {
 
   // ---- runs --------------------------------------------------------------
 
-  createRun(r: Pick<RunRow, 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'config_hash' | 'params' | 'labels' | 'items_total'>): RunRow {
+  createRun(
+    r: Pick<RunRow, 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'config_hash' | 'params' | 'labels' | 'items_total'> &
+      Partial<Pick<RunRow, 'source' | 'source_hash'>>,
+  ): RunRow {
     this.flush();
     const info = this.db
       .prepare(
-        `INSERT INTO runs (task_id, kind, teacher, base_url, prompt_version, config_hash, params, labels, status, items_total, started_at)
-         VALUES (@task_id, @kind, @teacher, @base_url, @prompt_version, @config_hash, @params, @labels, 'running', @items_total, @started_at)`,
+        `INSERT INTO runs (task_id, kind, teacher, base_url, prompt_version, source, source_hash, config_hash, params, labels, status, items_total, started_at)
+         VALUES (@task_id, @kind, @teacher, @base_url, @prompt_version, @source, @source_hash, @config_hash, @params, @labels, 'running', @items_total, @started_at)`,
       )
-      .run({ ...r, started_at: now() });
+      .run({ source: null, source_hash: null, ...r, started_at: now() });
     return this.run(Number(info.lastInsertRowid))!;
   }
 
@@ -288,6 +325,10 @@ export class Store {
     this.db
       .prepare(`UPDATE runs SET status = 'running', ended_at = NULL, message = NULL, items_total = max(items_total, ?) WHERE id = ?`)
       .run(itemsTotal, runId);
+  }
+
+  setItemsTotal(runId: number, n: number): void {
+    this.db.prepare('UPDATE runs SET items_total = ? WHERE id = ?').run(n, runId);
   }
 
   finishRun(runId: number, status: 'completed' | 'stopped' | 'interrupted' | 'failed', message: string | null): void {
@@ -349,12 +390,15 @@ export class Store {
   }
 
   recordLabel(l: LabelRecord): void {
-    this.enqueue(() =>
-      this.stmt(
+    this.enqueue(() => this.insertLabel(l));
+  }
+
+  /** Insert a label now, inside the caller's transaction (see `transaction`). */
+  insertLabel(l: LabelRecord): void {
+    this.stmt(
         `INSERT INTO labels (item_id, run_id, request_key, status, label, soft, soft_method, sparse, raw, prompt_tokens, completion_tokens, cost, latency_ms, attempts, error, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(l.itemId, l.runId, l.requestKey, l.status, l.label, l.soft, l.softMethod, l.sparse ? 1 : 0, l.raw, l.promptTokens, l.completionTokens, l.cost, l.latencyMs, l.attempts, l.error, now()),
-    );
+      ).run(l.itemId, l.runId, l.requestKey, l.status, l.label, l.soft, l.softMethod, l.sparse ? 1 : 0, l.raw, l.promptTokens, l.completionTokens, l.cost, l.latencyMs, l.attempts, l.error, now());
   }
 
   recordRequestError(e: { runId: number; itemId: number; requestKey: string; reason: string }): void {

@@ -1,0 +1,125 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { basename } from 'node:path';
+import { DistilleryError, InputError } from '../errors.ts';
+import { canonicalJson } from '../input/canonical.ts';
+import { encodeSoft, formatName, type SoftFormat } from '../soft/codec.ts';
+import type { RunRow, Store, TaskRow } from '../store/store.ts';
+import { sha256Hex, type Task } from '../task/task.ts';
+import { readLogits, type LogitsRow } from './read-logits.ts';
+
+export interface IngestOptions {
+  store: Store;
+  task: Task;
+  /** The teacher's name, as later given to --teachers. */
+  teacher: string;
+  input: string;
+  /** Item ids, one per line in row order (required for .npy). */
+  idsFile?: string;
+  format: SoftFormat;
+}
+
+export interface IngestResult {
+  run: RunRow;
+  rows: number;
+  /** True when this exact file was already ingested for this teacher: nothing was written. */
+  alreadyIngested: boolean;
+}
+
+/**
+ * Store a teacher's logits as a run of kind `logits`: one label per row (the
+ * argmax, and the logits through the soft-label codec). All or nothing: the
+ * run and its labels are written in one transaction, so a bad row anywhere
+ * leaves the database as it was. Ingesting the same file again is a no-op.
+ */
+export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
+  const taskRow = o.store.findTask(o.task.name);
+  if (!taskRow) throw new DistilleryError(`${o.store.path}: task "${o.task.name}" has no items; import them first (scripts/import.ts)`);
+  o.store.ensureTask(o.task); // same labels as stored, or a clear error
+  const sourceHash = await hashFiles([o.input, ...(o.idsFile ? [o.idsFile] : [])]);
+  const configHash = sha256Hex(canonicalJson({ kind: 'logits', task: o.task.name, teacher: o.teacher, sourceHash, format: formatName(o.format) }));
+  const done = o.store.completedRun(configHash);
+  if (done) return { run: done, rows: done.items_total, alreadyIngested: true };
+
+  return o.store.transaction(async () => {
+    const run = o.store.createRun({
+      task_id: taskRow.id,
+      kind: 'logits',
+      teacher: o.teacher,
+      base_url: null,
+      prompt_version: null,
+      source: basename(o.input),
+      source_hash: sourceHash,
+      config_hash: configHash,
+      labels: JSON.stringify(o.task.labels),
+      items_total: 0,
+      params: JSON.stringify({ store: formatName(o.format), ids: o.idsFile ? basename(o.idsFile) : null }),
+    });
+    const resolve = itemResolver(o.store, taskRow);
+    const seen = new Map<number, number>();
+    let rows = 0;
+    for await (const row of readLogits(o.input, { numClasses: o.task.labels.length, idsFile: o.idsFile })) {
+      const itemId = resolve(row);
+      const earlier = seen.get(itemId);
+      if (earlier !== undefined) throw new InputError(row.file, row.line, `the same item as row ${earlier} (each item once per ingest)`);
+      seen.set(itemId, row.line);
+      o.store.insertLabel({
+        itemId,
+        runId: run.id,
+        requestKey: `logits:${sourceHash}:${row.line}`,
+        status: 'ok',
+        label: o.task.labels[argmax(row.logits)],
+        soft: encodeSoft({ kind: 'logits', values: row.logits }, o.format),
+        softMethod: 'logits',
+        sparse: o.format.kind === 'topk' && o.format.k < o.task.labels.length,
+        raw: null,
+        promptTokens: 0,
+        completionTokens: 0,
+        cost: 0,
+        latencyMs: 0,
+        attempts: 0,
+        error: null,
+      });
+      rows++;
+    }
+    if (rows === 0) throw new InputError(o.input, undefined, 'no rows');
+    o.store.setItemsTotal(run.id, rows);
+    o.store.finishRun(run.id, 'completed', null);
+    return { run: o.store.run(run.id)!, rows, alreadyIngested: false };
+  });
+}
+
+/** Rows name their item by id, or by text (matched like the text column of the items). */
+function itemResolver(store: Store, task: TaskRow): (row: LogitsRow) => number {
+  let byText: Map<string, number> | undefined;
+  return (row) => {
+    if ('id' in row.ref) {
+      const id = store.itemIdByExtId(task.id, row.ref.id);
+      if (id === undefined) throw new InputError(row.file, row.line, `no item with id "${row.ref.id}" in task "${task.name}"`);
+      return id;
+    }
+    byText ??= store.itemIdsByText(task.id);
+    const id = byText.get(row.ref.text);
+    if (id === undefined) throw new InputError(row.file, row.line, `no item with this text in task "${task.name}"`);
+    return id;
+  };
+}
+
+export function argmax(xs: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < xs.length; i++) if (xs[i] > xs[best]) best = i;
+  return best;
+}
+
+async function hashFiles(paths: string[]): Promise<string> {
+  const h = createHash('sha256');
+  for (const p of paths) {
+    await new Promise<void>((resolve, reject) => {
+      createReadStream(p)
+        .on('data', (chunk) => h.update(chunk))
+        .on('end', () => resolve())
+        .on('error', (e: NodeJS.ErrnoException) => reject(new InputError(p, undefined, `cannot read (${e.code ?? e.message})`)));
+    });
+  }
+  return h.digest('hex');
+}
