@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { fileURLToPath } from 'node:url';
-import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
+import { addDbOption, addInputOptions, addStoreOption, fieldOptions, resolveTask, storeFormat } from '../src/cli/options.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
@@ -14,7 +14,7 @@ import { DEFAULT_RETRY } from '../src/teacher/retry.ts';
 
 const DEFAULT_PRICES = fileURLToPath(new URL('../prices.json', import.meta.url));
 
-const program = addInputOptions(
+const program = addStoreOption(addInputOptions(
   addDbOption(new Command('label'))
     .description('Label every unlabeled item of a task with a teacher LLM behind an OpenAI-compatible API. Resumable: the same command never pays for an answer twice.')
     .requiredOption('--task <file>', 'task file (or a name from prompts/)')
@@ -41,7 +41,7 @@ const program = addInputOptions(
     .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
     .option('--dry-run', 'print the item count, estimated tokens and cost; send nothing', false)
     .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10),
-);
+));
 
 runCli(async () => {
   const opts = program.parse().opts();
@@ -81,6 +81,7 @@ runCli(async () => {
       maxInvalid: opts.maxInvalid,
       retryFailed: opts.retryFailed,
       maxCost: opts.maxCost,
+      storeFormat: storeFormat(opts.store, task.labels.length),
       itemIds,
       limit: opts.limit,
       stopSignal: stop.signal,

@@ -341,7 +341,7 @@ describe('faults', () => {
     while (fake.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
     const started = performance.now();
     await fake.close();
-    assert.ok(performance.now() - started < 500, 'close() took too long');
+    assert.ok(performance.now() - started < 5000, 'close() hung (it should not wait for hung requests)');
     assert.ok((await pending) instanceof OpenAI.APIConnectionError);
   });
 
@@ -351,7 +351,7 @@ describe('faults', () => {
     while (fake.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
     const started = performance.now();
     await fake.close();
-    assert.ok(performance.now() - started < 500, 'close() took too long');
+    assert.ok(performance.now() - started < 5000, 'close() hung (it should not wait for hung requests)');
     assert.ok((await pending) instanceof OpenAI.APIConnectionError);
   });
 

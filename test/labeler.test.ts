@@ -329,9 +329,10 @@ describe('runLabeling: soft modes', () => {
       const counts = LABELS.map((l) => votes.filter((v) => v === l).length);
       assert.ok(r.probs);
       near(r.probs.reduce((a, b) => a + b, 0), 1, 1e-6, 'sum');
+      // Stored as dense16 (the default for a task with up to 20 labels): fp16 keeps ~3 decimal digits.
       r.probs.forEach((p, i) => {
-        near(p * 5, Math.round(p * 5), 1e-5, `p(${LABELS[i]}) is a multiple of 1/5`);
-        near(p, counts[i] / 5, 1e-6, `p(${LABELS[i]}) = its vote share`);
+        near(p * 5, Math.round(p * 5), 5e-3, `p(${LABELS[i]}) is a multiple of 1/5`);
+        near(p, counts[i] / 5, 1e-3, `p(${LABELS[i]}) = its vote share`);
       });
       assert.equal(counts[LABELS.indexOf(r.label!)], Math.max(...counts), 'hard label is a majority');
       if (Math.max(...counts) < 5) notUnanimous++;

@@ -2,7 +2,7 @@ import pLimit from 'p-limit';
 import type { ChatCompletion } from 'openai/resources/chat/completions';
 import { BudgetExceeded, DistilleryError, TeacherError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
-import { encodeSoft, probsToLogprobs } from '../soft/codec.ts';
+import { defaultSoftFormat, encodeSoft, formatName, probsToLogprobs, type SoftFormat } from '../soft/codec.ts';
 import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { parseAnswer } from '../teacher/answer.ts';
@@ -28,6 +28,8 @@ export interface LabelOptions {
   /** Try again items whose earlier answers were all invalid. */
   retryFailed: boolean;
   maxCost?: number;
+  /** How soft labels are stored (the codec's format); default by the number of classes. */
+  storeFormat?: SoftFormat;
   /** Items to label (internal ids); all items of the task when absent. */
   itemIds?: number[];
   limit?: number;
@@ -235,6 +237,7 @@ function openRun(o: LabelOptions, plan: Plan): RunRow {
       rpm: o.limits.rpm ?? null,
       tpm: o.limits.tpm ?? null,
       max_cost: o.maxCost ?? null,
+      store: formatName(o.storeFormat ?? defaultSoftFormat(o.task.labels.length)),
       price: o.price,
     }),
   });
@@ -364,6 +367,10 @@ type Outcome =
   | { ok: true; label: string; soft: Buffer | null; sparse: boolean; raw: string }
   | { ok: false; error: string; raw: string | null; fatal?: TeacherError };
 
+function storeFormatOf(o: LabelOptions): SoftFormat {
+  return o.storeFormat ?? defaultSoftFormat(o.task.labels.length);
+}
+
 /** Turn a completion into a hard label and a distribution, per soft mode. */
 function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
   const labels = o.task.labels;
@@ -379,7 +386,7 @@ function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
     // Majority vote; a tie goes to the label that was sampled first.
     const best = Math.max(...counts);
     const hard = valid.find((v) => counts[labels.indexOf(v.label)] === best)!.label;
-    return { ok: true, label: hard, soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }), sparse: false, raw: JSON.stringify(completion.choices.map((c) => c.message?.content ?? null)) };
+    return { ok: true, label: hard, soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }, storeFormatOf(o)), sparse: false, raw: JSON.stringify(completion.choices.map((c) => c.message?.content ?? null)) };
   }
   const parsed = parseAnswer(raw, labels);
   if (!parsed.ok) return { ok: false, error: parsed.error, raw };
@@ -390,7 +397,7 @@ function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
   }
   try {
     const soft = softLabelFromLogprobs(tokens, labels);
-    return { ok: true, label: parsed.label, soft: encodeSoft({ kind: 'logprobs', values: probsToLogprobs(soft.probs) }), sparse: soft.sparse, raw: raw! };
+    return { ok: true, label: parsed.label, soft: encodeSoft({ kind: 'logprobs', values: probsToLogprobs(soft.probs) }, storeFormatOf(o)), sparse: soft.sparse, raw: raw! };
   } catch (e) {
     if (e instanceof SoftLabelError) return { ok: false, error: `cannot read label probabilities: ${e.message}`, raw };
     throw e;

@@ -92,11 +92,17 @@ export function loadView(store: Store, task: TaskRow, items: TaskItems, teacher:
   return view;
 }
 
-/** Log-probabilities whatever was stored: logits are normalised, probabilities logged. */
+/**
+ * Normalised log-probabilities whatever was stored: logits and log-probabilities
+ * go through log-softmax (fp16 storage leaves log-probabilities a little off
+ * normalised), probabilities are normalised and logged.
+ */
 export function toLogprobs(v: SoftVector): Float64Array {
   const out = Float64Array.from(v.values);
-  if (v.kind === 'probs') return out.map(Math.log);
-  if (v.kind === 'logprobs') return out;
+  if (v.kind === 'probs') {
+    const total = out.reduce((a, b) => a + b, 0);
+    return out.map((p) => Math.log(p / total));
+  }
   let m = -Infinity;
   for (const x of out) m = Math.max(m, x);
   let s = 0;

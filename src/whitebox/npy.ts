@@ -145,6 +145,8 @@ type PyValue = string | number | boolean | null | PyValue[] | Map<string, PyValu
  */
 class PyLiteral {
   private pos = 0;
+  /** Bounded so that a hostile header is a SyntaxError, not a stack overflow. */
+  private depth = 0;
 
   constructor(private readonly text: string) {}
 
@@ -184,6 +186,7 @@ class PyLiteral {
 
   /** Comma-separated items up to `close`, a trailing comma allowed (as in `(3,)`). */
   private items(close: string, item: () => void): void {
+    if (++this.depth > 32) throw this.error('nested too deeply');
     this.pos++;
     for (;;) {
       this.skipSpace();
@@ -194,6 +197,7 @@ class PyLiteral {
       else if (this.text[this.pos] !== close) throw this.error(`expected ',' or '${close}'`);
     }
     this.pos++;
+    this.depth--;
   }
 
   private string(): string {
