@@ -4,7 +4,7 @@ import { BudgetExceeded } from '../src/errors.ts';
 import { Budget, costOf, resolvePrice } from '../src/label/cost.ts';
 import { RateLimiter } from '../src/label/rate-limit.ts';
 import { DEFAULT_RETRY, parseDuration, retryDelayMs, serverWaitMs } from '../src/teacher/retry.ts';
-import { redactSecrets } from '../src/teacher/client.ts';
+import { redactSecrets } from '../src/secrets.ts';
 
 test('rate-limit headers: the longest requested wait wins', () => {
   assert.equal(serverWaitMs({ 'retry-after-ms': '250' }), 250);

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from 'commander';
-import { redactSecrets } from '../teacher/client.ts';
+import { redactSecrets } from '../secrets.ts';
 import { DistilleryError } from '../errors.ts';
 
 /** Exit codes every script shares. */

@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { DistilleryError } from '../errors.ts';
+import { redactSecrets } from '../secrets.ts';
 
 export const OFFICIAL_BASE_URL = 'https://api.openai.com/v1';
 
@@ -49,11 +50,4 @@ export class TeacherClient {
       throw e;
     }
   }
-}
-
-/** Every key-looking string in a message, masked: what servers echo back ("Incorrect API key provided: sk-ab***yz") included. */
-export function redactSecrets(message: string, secrets: Array<string | undefined>): string {
-  let out = message;
-  for (const s of secrets) if (s && s.length >= 4) out = out.split(s).join('[redacted]');
-  return out.replace(/\b(sk-[A-Za-z0-9_*.-]{3,})/g, 'sk-[redacted]');
 }

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { DistilleryError, InputError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
-import { encodeSoft, formatName, type SoftFormat } from '../soft/codec.ts';
+import { encodeSoft, formatName, SoftCodecError, type SoftFormat } from '../soft/codec.ts';
 import type { RunRow, Store, TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { readLogits, type LogitsRow } from './read-logits.ts';
@@ -69,7 +69,7 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
         requestKey: `logits:${sourceHash}:${row.line}`,
         status: 'ok',
         label: o.task.labels[argmax(row.logits)],
-        soft: encodeSoft({ kind: 'logits', values: row.logits }, o.format),
+        soft: encodeRow(row, o.format),
         softMethod: 'logits',
         sparse: o.format.kind === 'topk' && o.format.k < o.task.labels.length,
         raw: null,
@@ -103,6 +103,16 @@ function itemResolver(store: Store, task: TaskRow): (row: LogitsRow) => number {
     if (id === undefined) throw new InputError(row.file, row.line, `no item with this text in task "${task.name}"`);
     return id;
   };
+}
+
+/** A row the chosen format cannot hold (a logit beyond fp16's range in dense16 or topk) is bad input at that row. */
+function encodeRow(row: LogitsRow, format: SoftFormat): Buffer {
+  try {
+    return encodeSoft({ kind: 'logits', values: row.logits }, format);
+  } catch (e) {
+    if (e instanceof SoftCodecError) throw new InputError(row.file, row.line, `${e.message} (--store ${formatName(format)})`);
+    throw e;
+  }
 }
 
 export function argmax(xs: ArrayLike<number>): number {
