@@ -32,6 +32,7 @@ import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { performance } from 'node:perf_hooks';
 import { intArg, numberArg } from '../src/cli/run.ts';
 import { decodeSoft, encodeSoft, formatName, softToProbs, type SoftFormat, type SoftKind, type SoftVector } from '../src/soft/codec.ts';
+import { gaussian, mulberry32 } from '../src/random.ts';
 
 const CLASS_COUNTS = [10, 100, 1000];
 const TOP_KS = [5, 10, 20];
@@ -300,22 +301,7 @@ function parseKind(s: string): SoftKind {
   throw new InvalidArgumentError('expected logits, logprobs or probs');
 }
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same rows on every machine. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-/** Box-Muller; 1 - u keeps the logarithm away from 0. */
-function gaussian(rng: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
-}
 
 function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;

@@ -4,24 +4,11 @@ import { accuracy, agreement, ece, nll, softmaxT } from '../src/targets/metrics.
 import { calibrationReport, fitTemperature } from '../src/targets/calibrate.ts';
 import { aggregate, type AggregateResult } from '../src/targets/aggregate.ts';
 import { TargetsError, type Labels, type TeacherView } from '../src/targets/types.ts';
+import { gaussian, mulberry32 as rng } from '../src/random.ts';
 
 // ---------- helpers ----------
 
-/** mulberry32: a tiny seeded PRNG so the synthetic teachers are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-function gaussian(rand: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-}
 
 function lp(...probs: number[]): Float64Array {
   return Float64Array.from(probs, Math.log);

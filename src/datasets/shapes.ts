@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
+import { mulberry32 } from '../random.ts';
 
 /**
  * A tiny image sample the project draws itself: white circles, squares and
@@ -35,17 +36,6 @@ function contains(shape: Shape, dx: number, dy: number, r: number): boolean {
   return Math.abs(dx) <= halfWidth;
 }
 
-/** mulberry32: a small seeded PRNG, so the sample is the same bytes on every machine. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Write DIR/<shape>/<shape>-NN.png and DIR/shapes.jsonl (image path relative to DIR, gold label). */
 export function writeShapes(dir: string, perClass: number, size = 32, seed = 7): number {
