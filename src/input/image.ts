@@ -78,3 +78,17 @@ function decodeErrorMessage(e: unknown): string {
   if (/read requests wait/i.test(message)) return 'truncated PNG data';
   return message;
 }
+
+/** RGBA pixels of a PNG or JPEG (the trainer's input pipeline). */
+export function decodePixels(bytes: Buffer): { width: number; height: number; rgba: Uint8Array } {
+  const mime = sniffImageType(bytes);
+  if (mime === 'image/png') {
+    const png = PNG.sync.read(bytes);
+    return { width: png.width, height: png.height, rgba: png.data };
+  }
+  if (mime === 'image/jpeg') {
+    const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: JPEG_MAX_MEMORY_MB });
+    return { width: img.width, height: img.height, rgba: img.data };
+  }
+  throw new Error('unsupported image format (only PNG and JPEG)');
+}

@@ -1,0 +1,132 @@
+import { DistilleryError } from '../errors.ts';
+import { decodePixels } from '../input/image.ts';
+import type { Store, TaskRow } from '../store/store.ts';
+import { buildTargets, taskItems, type TargetsOptions } from '../targets/from-store.ts';
+
+/** How raw inputs become tensors; saved with the model so eval and predict see what training saw. */
+export interface Preprocess {
+  input: 'image' | 'text';
+  /** Images: size and channels (1 when every image is grey), and the train split's pixel mean and std. */
+  image?: { height: number; width: number; channels: 1 | 3; mean: number; std: number };
+}
+
+export interface Dataset {
+  task: TaskRow;
+  n: number;
+  ids: string[];
+  splits: string[];
+  /** Gold class per item, −1 where there is none. */
+  gold: Int32Array;
+  /** The training target per item: the teachers' aggregated distribution (N·C), and its hard label (−1: no target). */
+  targetProbs: Float32Array;
+  targetHard: Int32Array;
+  /** The teachers' own hard label per item (for agreement), −1 where none. */
+  teacherHard: Int32Array;
+  /** Images: N·H·W·C normalised pixels. Texts: the text of each item. */
+  pixels?: Float32Array;
+  texts?: string[];
+  preprocess: Preprocess;
+}
+
+export interface DatasetOptions {
+  targets: Omit<TargetsOptions, 'aggregate'> & { aggregate?: TargetsOptions['aggregate'] };
+  /** Train on gold labels (a teacher, or a baseline): the target is the gold one-hot. */
+  supervised: boolean;
+  /** Use this preprocessing (a saved model's) instead of computing it from the data. */
+  preprocess?: Preprocess;
+  /** Evaluation: teachers are optional (only for agreement). */
+  evaluate?: boolean;
+}
+
+/**
+ * Everything the trainer needs from the store, in memory: inputs decoded once,
+ * targets built by src/targets (the same module the export uses).
+ */
+export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dataset {
+  const items = taskItems(store, task);
+  const n = items.items.length;
+  if (n === 0) throw new DistilleryError(`${store.path}: task "${task.name}" has no items`);
+  const c = task.labels.length;
+  const gold = Int32Array.from(items.gold, (g) => (g === null ? -1 : g));
+  const targetProbs = new Float32Array(n * c);
+  const targetHard = new Int32Array(n).fill(-1);
+  const teacherHard = new Int32Array(n).fill(-1);
+
+  const hasRuns = store.runs(task.id).length > 0;
+  if (hasRuns && !(o.supervised && !o.targets.teachers)) {
+    const t = buildTargets(store, task, { aggregate: 'mean', ...o.targets });
+    for (let i = 0; i < n; i++) {
+      const h = t.hard[i];
+      if (h !== null) teacherHard[i] = h;
+      if (!o.supervised && t.probs[i] && h !== null) {
+        targetProbs.set(t.probs[i]!, i * c);
+        targetHard[i] = h;
+      }
+    }
+  } else if (!o.supervised && !o.evaluate) {
+    throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs; label or ingest logits first, or train on gold with --supervised`);
+  }
+  if (o.supervised) {
+    for (let i = 0; i < n; i++) {
+      if (gold[i] < 0) continue;
+      targetProbs[i * c + gold[i]] = 1;
+      targetHard[i] = gold[i];
+    }
+  }
+
+  const base = { task, n, ids: items.items.map((it) => it.ext_id), splits: items.items.map((it) => it.split), gold, targetProbs, targetHard, teacherHard };
+  if (task.input_kind === 'text') {
+    return { ...base, texts: items.items.map((it) => String((JSON.parse(it.input) as Record<string, unknown>).text ?? '')), preprocess: { input: 'text' } };
+  }
+  const images = items.items.map((it) => {
+    if (!it.image) throw new DistilleryError(`item ${it.ext_id} has no image`);
+    return decodePixels(store.blob(it.image).bytes);
+  });
+  const pre = o.preprocess?.image ?? imagePreprocess(images, base.splits);
+  return { ...base, pixels: toPixels(images, pre, base.ids), preprocess: { input: 'image', image: pre } };
+}
+
+type Rgba = { width: number; height: number; rgba: Uint8Array };
+
+function imagePreprocess(images: Rgba[], splits: string[]): NonNullable<Preprocess['image']> {
+  const { width, height } = images[0];
+  const grey = images.slice(0, 64).every(isGrey);
+  const channels = grey ? 1 : 3;
+  let sum = 0;
+  let sumSq = 0;
+  let count = 0;
+  images.forEach((img, i) => {
+    if (splits[i] !== 'train') return;
+    for (let p = 0; p < img.rgba.length; p += 4) {
+      for (let ch = 0; ch < channels; ch++) {
+        const x = img.rgba[p + ch] / 255;
+        sum += x;
+        sumSq += x * x;
+        count++;
+      }
+    }
+  });
+  const mean = count ? sum / count : 0.5;
+  const std = count ? Math.sqrt(Math.max(1e-6, sumSq / count - mean * mean)) : 0.5;
+  return { height, width, channels, mean, std };
+}
+
+function isGrey(img: Rgba): boolean {
+  for (let p = 0; p < img.rgba.length; p += 4) if (img.rgba[p] !== img.rgba[p + 1] || img.rgba[p] !== img.rgba[p + 2]) return false;
+  return true;
+}
+
+/** Normalised pixels, N·H·W·C. Every image must have the training size. */
+export function toPixels(images: Rgba[], pre: NonNullable<Preprocess['image']>, ids: string[]): Float32Array {
+  const { height, width, channels, mean, std } = pre;
+  const per = height * width * channels;
+  const out = new Float32Array(images.length * per);
+  images.forEach((img, i) => {
+    if (img.width !== width || img.height !== height) {
+      throw new DistilleryError(`item ${ids[i]}: image is ${img.width}×${img.height}, the model takes ${width}×${height} (resize the images to one size)`);
+    }
+    let o = i * per;
+    for (let p = 0; p < img.rgba.length; p += 4) for (let ch = 0; ch < channels; ch++) out[o++] = (img.rgba[p + ch] / 255 - mean) / std;
+  });
+  return out;
+}

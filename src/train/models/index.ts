@@ -1,0 +1,135 @@
+/**
+ * Students: small models trained (distilled) on the wasm backend. One file per
+ * model, each a `build(spec, param)` that reads top to bottom; this file holds
+ * the common shapes and the two ways to make a student (fresh, or from saved weights).
+ *
+ *   const s = createStudent({ kind: 'vit', numClasses: 10, inputShape: [28, 28, 1], ... }, 42);
+ *   const { logits } = tf.tidy(() => s.forward(x, { training: true }));
+ *   await saveWeights(dir, s.spec, s.weights);
+ *   const { spec, tensors } = await loadWeights<StudentSpec>(dir);
+ *   const again = studentFromWeights(spec, tensors);
+ *
+ * Memory: forward allocates freely; call it inside tf.tidy (or optimizer.minimize /
+ * tf.variableGrads, which tidy for you). ForwardOut is a tensor container, so tidy can return it whole.
+ */
+import { DistilleryError } from '../../errors.ts';
+import { tf } from '../backend.ts';
+import type { Bag } from '../ops.ts';
+import { buildCnn, type CnnSpec } from './cnn.ts';
+import { buildFasttext, type FasttextSpec } from './fasttext.ts';
+import { buildLogreg, type LogregSpec } from './logreg.ts';
+import { buildMlp, type MlpSpec } from './mlp.ts';
+import { loadedParams, positiveInt, seededParams, type ParamFn } from './params.ts';
+import { buildVit, type VitSpec } from './vit.ts';
+
+export type { CnnSpec, FasttextSpec, LogregSpec, MlpSpec, VitSpec };
+export { hashTokens, textBatch, type HashOptions } from './fasttext.ts';
+export { vitTokenCounts } from './vit.ts';
+
+/** Every student's spec: JSON-serialisable, stored as model.json's `spec` by saveWeights. */
+export type StudentSpec = LogregSpec | MlpSpec | CnnSpec | VitSpec | FasttextSpec;
+export type StudentKind = StudentSpec['kind'];
+
+/**
+ * Text input for `fasttext`: per item, the hashed feature ids in [0, buckets)
+ * (see hashTokens / textBatch). A plain array rather than an int tensor plus
+ * offsets because embeddingBag plans its gather and its gradient in JS anyway.
+ */
+export interface TextBatch {
+  bags: readonly Bag[];
+}
+
+/** Image models take a float tensor [B, H, W, C] (or [B, D] for logreg/mlp); fasttext takes a TextBatch. */
+export type StudentInput = tf.Tensor | TextBatch;
+
+/**
+ * A type alias, not an interface, so that it counts as a tf.TensorContainer:
+ * `tf.tidy(() => student.forward(x))` then type-checks and keeps every output.
+ */
+export type ForwardOut = {
+  logits: tf.Tensor2D;
+  /** ViT with a distillation token (DeiT): the distillation head's logits. */
+  distLogits?: tf.Tensor2D;
+  /** collect: each block's output [B, N, D] (N counts the class/distillation tokens). */
+  hidden?: tf.Tensor[];
+  /** collect: each block's attention inputs, [B, heads, N, d]. */
+  qkv?: { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D }[];
+  /** collect: the last block's output at the patch positions only, [B, patches, D]. */
+  patches?: tf.Tensor3D;
+};
+
+export interface ForwardOptions {
+  /** Turns dropout on (mlp, cnn, fasttext MLP head). Default false. */
+  training?: boolean;
+  /** Return the intermediate tensors the feature losses need (ViT). Default false. */
+  collect?: boolean;
+}
+
+export type Forward = (x: StudentInput, opts?: ForwardOptions) => ForwardOut;
+
+export interface Student {
+  spec: StudentSpec;
+  /** Trainable variables by explicit name ('blocks.0.attn.qkv.w'); a shared weight appears once. */
+  weights: Record<string, tf.Variable>;
+  forward: Forward;
+  /** Frees the variables. */
+  dispose(): void;
+}
+
+function build(spec: StudentSpec, param: ParamFn): Forward {
+  if (spec === null || typeof spec !== 'object') throw new DistilleryError(`student spec must be an object, got ${JSON.stringify(spec)}`);
+  positiveInt(`${spec.kind} numClasses`, spec.numClasses);
+  switch (spec.kind) {
+    case 'logreg':
+      return buildLogreg(spec, param);
+    case 'mlp':
+      return buildMlp(spec, param);
+    case 'cnn':
+      return buildCnn(spec, param);
+    case 'vit':
+      return buildVit(spec, param);
+    case 'fasttext':
+      return buildFasttext(spec, param);
+    default:
+      throw new DistilleryError(`unknown student kind ${JSON.stringify((spec as { kind?: unknown }).kind)} (expected logreg, mlp, cnn, vit or fasttext)`);
+  }
+}
+
+function student(spec: StudentSpec, weights: Record<string, tf.Variable>, forward: Forward): Student {
+  return { spec, weights, forward, dispose: () => tf.dispose(Object.values(weights)) };
+}
+
+/** A fresh student; the same (spec, seed) gives the same initial weights. */
+export function createStudent(spec: StudentSpec, seed: number): Student {
+  const weights: Record<string, tf.Variable> = {};
+  try {
+    return student(spec, weights, build(spec, seededParams(seed, weights)));
+  } catch (err) {
+    tf.dispose(Object.values(weights));
+    throw err;
+  }
+}
+
+/**
+ * A student from saved tensors (e.g. loadWeights' output). The tensors are
+ * copied: the caller still owns (and may dispose) them. Missing, extra or
+ * wrongly shaped tensors are an error, so a spec that does not match its
+ * weights is caught here rather than producing garbage.
+ */
+export function studentFromWeights(spec: StudentSpec, tensors: Record<string, tf.Tensor>): Student {
+  const weights: Record<string, tf.Variable> = {};
+  try {
+    const forward = build(spec, loadedParams(tensors, weights, `${spec?.kind} student`));
+    const extra = Object.keys(tensors).filter((name) => !(name in weights));
+    if (extra.length > 0) throw new DistilleryError(`${spec.kind} student: saved weights hold tensors the spec does not use: ${extra.join(', ')}`);
+    return student(spec, weights, forward);
+  } catch (err) {
+    tf.dispose(Object.values(weights));
+    throw err;
+  }
+}
+
+/** Number of trainable scalars; a shared weight counts once. */
+export function countParams(s: Student): number {
+  return Object.values(s.weights).reduce((n, v) => n + v.size, 0);
+}

@@ -1,0 +1,336 @@
+/**
+ * Students (src/train/models) on the wasm backend, at tiny sizes: output
+ * shapes, that each one overfits a small batch with Adam (which needs every
+ * gradient on the path to exist on wasm), MiniViT weight sharing, save/load
+ * round trips, and fastText hashing.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, test } from 'node:test';
+import { selectBackend, tf } from '../src/train/backend.ts';
+import { loadWeights, saveWeights } from '../src/train/io.ts';
+import { crossEntropy } from '../src/train/losses.ts';
+import {
+  countParams,
+  createStudent,
+  hashTokens,
+  studentFromWeights,
+  textBatch,
+  type FasttextSpec,
+  type Student,
+  type StudentInput,
+  type StudentSpec,
+  type VitSpec,
+} from '../src/train/models/index.ts';
+import { tmpDir } from './helpers.ts';
+
+const dirs: string[] = [];
+before(async () => {
+  const { backend } = await selectBackend('wasm');
+  assert.equal(backend, 'wasm');
+});
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** mulberry32: deterministic inputs, so a failure reproduces. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const B = 16;
+const C = 4;
+const LABELS = Array.from({ length: B }, (_, i) => i % C);
+
+function images(seed: number, shape = [B, 8, 8, 1]): tf.Tensor4D {
+  const r = rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return tf.tensor4d(Float32Array.from({ length: n }, () => r()), shape as [number, number, number, number]);
+}
+
+/** 16 texts of 3–6 made-up words each, from a 40-word vocabulary. */
+function texts(seed: number): string[] {
+  const r = rng(seed);
+  const vocab = Array.from({ length: 40 }, (_, i) => `w${i}x${Math.floor(r() * 1000)}`);
+  return Array.from({ length: B }, () => Array.from({ length: 3 + Math.floor(r() * 4) }, () => vocab[Math.floor(r() * vocab.length)]).join(' '));
+}
+
+const logregSpec: StudentSpec = { kind: 'logreg', numClasses: C, inputShape: [8, 8, 1] };
+const mlpSpec: StudentSpec = { kind: 'mlp', numClasses: C, inputShape: [8, 8, 1], hidden: [32, 16] };
+const cnnSpec: StudentSpec = { kind: 'cnn', numClasses: C, inputShape: [8, 8, 1], channels: [4, 4, 8], fc: 16 };
+const vitSpec: VitSpec = { kind: 'vit', numClasses: C, inputShape: [8, 8, 1], patchSize: 4, width: 16, depth: 2, heads: 2, mlpRatio: 2, distillToken: true };
+const fasttextSpec: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 256, dim: 16, bigrams: true };
+const fasttextMlpSpec: FasttextSpec = { ...fasttextSpec, hidden: [16] };
+
+function inputFor(spec: StudentSpec, seed: number): StudentInput {
+  return spec.kind === 'fasttext' ? textBatch(texts(seed), spec) : images(seed);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes
+
+test('every student maps a batch to [B, C] logits', () => {
+  for (const spec of [logregSpec, mlpSpec, cnnSpec, vitSpec, fasttextSpec, fasttextMlpSpec]) {
+    const s = createStudent(spec, 1);
+    const x = inputFor(spec, 2);
+    const logits = tf.tidy(() => s.forward(x).logits);
+    assert.deepEqual(logits.shape, [B, C], spec.kind);
+    assert.ok(Array.from(logits.dataSync()).every(Number.isFinite), `${spec.kind}: non-finite logits`);
+    tf.dispose([logits, ...(x instanceof tf.Tensor ? [x] : [])]);
+    s.dispose();
+  }
+});
+
+test('logreg and mlp also take pre-flattened [B, D] input, with the same result', () => {
+  const s = createStudent(mlpSpec, 3);
+  const x = images(4);
+  const [a, b] = tf.tidy(() => [s.forward(x).logits, s.forward(tf.reshape(x, [B, 64])).logits]);
+  assert.deepEqual(a.dataSync(), b.dataSync());
+  assert.throws(() => s.forward(tf.zeros([B, 63])), /input must be \[B, 8, 8, 1\] or \[B, 64\]/);
+  tf.dispose([a, b, x]);
+  s.dispose();
+});
+
+test('ViT collect: hidden states, per-block q/k/v, patch tokens and the distillation head', () => {
+  const s = createStudent({ ...vitSpec, depth: 3 }, 5);
+  const x = images(6, [3, 8, 8, 1]);
+  const out = tf.tidy(() => s.forward(x, { collect: true }));
+  // 2 prefix tokens (class, distillation) + 4 patches of 4×4.
+  assert.deepEqual(out.logits.shape, [3, C]);
+  assert.deepEqual(out.distLogits?.shape, [3, C]);
+  assert.equal(out.hidden?.length, 3);
+  for (const h of out.hidden!) assert.deepEqual(h.shape, [3, 6, 16]);
+  assert.equal(out.qkv?.length, 3);
+  for (const { q, k, v } of out.qkv!) for (const t of [q, k, v]) assert.deepEqual(t.shape, [3, 2, 6, 8]);
+  assert.deepEqual(out.patches?.shape, [3, 4, 16]);
+  // The patch tokens are the last block's output past the prefix.
+  const tail = tf.slice(out.hidden![2], [0, 2, 0], [3, 4, 16]);
+  assert.deepEqual(tail.dataSync(), out.patches!.dataSync());
+  tf.dispose([out, tail, x]);
+
+  const plain = tf.tidy(() => s.forward(images(6, [3, 8, 8, 1])));
+  assert.equal(plain.hidden, undefined);
+  assert.equal(plain.qkv, undefined);
+  tf.dispose(plain);
+  s.dispose();
+
+  const noCls = createStudent({ ...vitSpec, classToken: false, distillToken: false }, 5);
+  const out2 = tf.tidy(() => noCls.forward(images(7, [2, 8, 8, 1]), { collect: true }));
+  assert.deepEqual(out2.logits.shape, [2, C]);
+  assert.equal(out2.distLogits, undefined);
+  assert.deepEqual(out2.hidden![0].shape, [2, 4, 16]);
+  tf.dispose(out2);
+  noCls.dispose();
+});
+
+test('dropout is active only when training', () => {
+  const s = createStudent({ ...mlpSpec, dropout: 0.5 }, 8);
+  const x = images(9);
+  const [e1, e2, t1] = tf.tidy(() => [s.forward(x).logits, s.forward(x).logits, s.forward(x, { training: true }).logits]);
+  assert.deepEqual(e1.dataSync(), e2.dataSync());
+  assert.notDeepEqual(e1.dataSync(), t1.dataSync());
+  tf.dispose([e1, e2, t1, x]);
+  s.dispose();
+});
+
+test('the same seed gives the same weights; another seed does not', () => {
+  const [a, b, c] = [createStudent(vitSpec, 11), createStudent(vitSpec, 11), createStudent(vitSpec, 12)];
+  for (const name of Object.keys(a.weights)) assert.deepEqual(a.weights[name].dataSync(), b.weights[name].dataSync(), name);
+  assert.notDeepEqual(a.weights['blocks.0.attn.qkv.w'].dataSync(), c.weights['blocks.0.attn.qkv.w'].dataSync());
+  // Per-name seeds: two blocks' weights of the same shape must not start equal.
+  assert.notDeepEqual(a.weights['blocks.0.attn.qkv.w'].dataSync(), a.weights['blocks.1.attn.qkv.w'].dataSync());
+  [a, b, c].forEach((s) => s.dispose());
+});
+
+test('bad specs are rejected with a message naming the field', () => {
+  assert.throws(() => createStudent({ ...vitSpec, width: 15 }, 1), /width 15 is not divisible by heads 2/);
+  assert.throws(() => createStudent({ ...vitSpec, inputShape: [10, 8, 1] }, 1), /not a whole number of 4×4 patches/);
+  assert.throws(() => createStudent({ ...mlpSpec, hidden: [0] }, 1), /mlp hidden\[0\] must be a positive integer/);
+  assert.throws(() => createStudent({ ...logregSpec, numClasses: 0 }, 1), /numClasses must be a positive integer/);
+  assert.throws(() => createStudent({ kind: 'rnn', numClasses: 2 } as unknown as StudentSpec, 1), /unknown student kind "rnn"/);
+});
+
+// ---------------------------------------------------------------------------------------
+// Training: each student overfits 16 items with 4 random labels
+
+/**
+ * CE (plus the distillation head's CE when there is one, so that head trains
+ * too). First checks every weight receives a non-zero gradient, then runs Adam
+ * until the loss is below 10% of its start.
+ */
+async function overfit(s: Student, x: StudentInput, lr: number, maxSteps: number): Promise<{ start: number; end: number; steps: number }> {
+  const labels = tf.tensor1d(LABELS, 'int32');
+  const loss = (): tf.Scalar => {
+    const out = s.forward(x, { training: true });
+    const ce = crossEntropy(out.logits, labels);
+    return out.distLogits ? tf.add(ce, crossEntropy(out.distLogits, labels)) : ce;
+  };
+  const vars = Object.values(s.weights);
+  const { value, grads } = tf.variableGrads(loss, vars);
+  for (const [name, v] of Object.entries(s.weights)) {
+    const g = grads[v.name];
+    assert.ok(g, `${s.spec.kind}: no gradient for ${name}`);
+    assert.ok(g.dataSync().some((e) => e !== 0), `${s.spec.kind}: ${name} gets a zero gradient`);
+  }
+  const start = value.dataSync()[0];
+  tf.dispose([value, grads]);
+
+  const optimizer = tf.train.adam(lr);
+  let end = start;
+  let steps = 0;
+  while (steps < maxSteps && end >= 0.1 * start) {
+    const cost = optimizer.minimize(loss, true, vars)!;
+    end = cost.dataSync()[0];
+    cost.dispose();
+    steps++;
+  }
+  optimizer.dispose();
+  labels.dispose();
+  return { start, end, steps };
+}
+
+for (const [name, spec, lr, maxSteps] of [
+  ['logreg', logregSpec, 0.05, 200],
+  ['mlp', mlpSpec, 0.01, 200],
+  ['cnn', cnnSpec, 0.01, 300],
+  ['vit (class + distillation tokens)', vitSpec, 0.01, 300],
+  ['vit (MiniViT sharing, no class token)', { ...vitSpec, depth: 4, shareEvery: 2, classToken: false, distillToken: false } as StudentSpec, 0.01, 300],
+  ['fasttext (linear head)', fasttextSpec, 0.05, 300],
+  ['fasttext (MLP head)', fasttextMlpSpec, 0.02, 300],
+] as const) {
+  test(`${name} overfits 16 items on wasm`, async (t) => {
+    const s = createStudent(spec, 21);
+    const x = inputFor(spec, 22);
+    const tensorsBefore = tf.memory().numTensors;
+    const { start, end, steps } = await overfit(s, x, lr, maxSteps);
+    assert.ok(end < 0.1 * start, `${name}: cross-entropy ${start.toFixed(3)} → ${end.toFixed(3)} after ${steps} steps`);
+    t.diagnostic(`${name}: cross-entropy ${start.toFixed(3)} → ${end.toFixed(3)} in ${steps} Adam steps`);
+    assert.equal(tf.memory().numTensors, tensorsBefore, `${name}: tensors leaked while training`);
+    if (x instanceof tf.Tensor) x.dispose();
+    s.dispose();
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// MiniViT weight sharing
+
+test('MiniViT sharing: depth 4, shareEvery 2 shares attention + MLP per pair, keeps every LayerNorm', () => {
+  const base: VitSpec = { kind: 'vit', numClasses: 4, inputShape: [8, 8, 1], patchSize: 4, width: 8, depth: 4, heads: 2, mlpRatio: 2 };
+  const plain = createStudent(base, 1);
+  const shared = createStudent({ ...base, shareEvery: 2 }, 1);
+  // By hand, D = 8, 4 patches + class token = 5 tokens, MLP 16:
+  const embed = 4 * 4 * 1 * 8 + 8 + 8 + 5 * 8; // patch.w, patch.b, cls_token, pos_embed = 184
+  const attnMlp = 8 * 24 + 24 + (8 * 8 + 8) + (8 * 16 + 16) + (16 * 8 + 8); // qkv, proj, fc1, fc2 = 568
+  const norms = 2 * (8 + 8); // norm1, norm2 = 32
+  const tail = 8 + 8 + (8 * 4 + 4); // final norm, head = 52
+  assert.equal(countParams(plain), embed + 4 * (attnMlp + norms) + tail); // 2636
+  assert.equal(countParams(shared), embed + 2 * attnMlp + 4 * norms + tail); // 1500
+  assert.equal(countParams(plain), 2636);
+  assert.equal(countParams(shared), 1500);
+
+  for (let i = 0; i < 4; i++) {
+    for (const ln of ['norm1', 'norm2']) assert.ok(shared.weights[`blocks.${i}.${ln}.g`], `blocks.${i}.${ln} is its own`);
+    const owner = i % 2 === 0;
+    assert.equal(`blocks.${i}.attn.qkv.w` in shared.weights, owner, `blocks.${i}.attn`);
+    assert.equal(`blocks.${i}.mlp.fc1.w` in shared.weights, owner, `blocks.${i}.mlp`);
+  }
+  plain.dispose();
+  shared.dispose();
+});
+
+test('MiniViT sharing: the second block of a group projects with the qkv weight of the first', () => {
+  const spec: VitSpec = { ...vitSpec, depth: 2, shareEvery: 2, distillToken: false };
+  const s = createStudent(spec, 3);
+  const x = images(4, [2, 8, 8, 1]);
+  const out = tf.tidy(() => s.forward(x, { collect: true }));
+  // Equal weights give equal projections: q of block 1 is LN₁⁽¹⁾(h₀)·W, the same map as block 0 applies.
+  const w = s.weights['blocks.0.attn.qkv.w'];
+  const [q1FromShared] = tf.tidy(() => {
+    const [bq, n, d] = [2, 5, 16];
+    const ln = s.weights['blocks.1.norm1.g'];
+    const lb = s.weights['blocks.1.norm1.b'];
+    const h = out.hidden![0];
+    const mean = tf.mean(h, -1, true);
+    const c = tf.sub(h, mean);
+    const normed = tf.add(tf.mul(tf.mul(c, tf.rsqrt(tf.add(tf.mean(tf.square(c), -1, true), 1e-5))), ln), lb);
+    const qkv = tf.add(tf.matMul(tf.reshape(normed, [bq * n, d]), w), s.weights['blocks.0.attn.qkv.b']);
+    const q = tf.transpose(tf.reshape(tf.slice(qkv, [0, 0], [bq * n, d]), [bq, n, 2, 8]), [0, 2, 1, 3]);
+    return [q];
+  });
+  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(q1FromShared, out.qkv![1].q))).dataSync()[0]);
+  assert.ok(diff < 1e-5, `block 1's q differs from the shared projection by ${diff}`);
+  tf.dispose([out, q1FromShared, x]);
+  s.dispose();
+});
+
+// ---------------------------------------------------------------------------------------
+// Save / load
+
+test('studentFromWeights after saveWeights/loadWeights gives the same logits', async () => {
+  const specs: StudentSpec[] = [logregSpec, mlpSpec, cnnSpec, { ...vitSpec, depth: 4, shareEvery: 2 }, fasttextMlpSpec];
+  for (const spec of specs) {
+    const s = createStudent(spec, 31);
+    const dir = tmpDir();
+    dirs.push(dir);
+    await saveWeights(dir, s.spec, s.weights);
+    const { spec: loadedSpec, tensors } = await loadWeights<StudentSpec>(dir);
+    assert.deepEqual(loadedSpec, spec);
+    const again = studentFromWeights(loadedSpec, tensors);
+    tf.dispose(Object.values(tensors)); // studentFromWeights copies them
+    assert.equal(countParams(again), countParams(s));
+
+    const x = inputFor(spec, 32);
+    const [a, b] = tf.tidy(() => {
+      const o1 = s.forward(x);
+      const o2 = again.forward(x);
+      return [o1.distLogits ? tf.concat([o1.logits, o1.distLogits], 1) : o1.logits, o2.distLogits ? tf.concat([o2.logits, o2.distLogits], 1) : o2.logits];
+    });
+    const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+    assert.ok(diff <= 1e-6, `${spec.kind}: logits differ by ${diff} after a save/load round trip`);
+    tf.dispose([a, b, ...(x instanceof tf.Tensor ? [x] : [])]);
+    s.dispose();
+    again.dispose();
+  }
+});
+
+test('studentFromWeights rejects missing, extra and misshaped tensors', () => {
+  const s = createStudent(mlpSpec, 1);
+  const { ['head.b']: _dropped, ...missing } = s.weights;
+  assert.throws(() => studentFromWeights(mlpSpec, missing), /saved weights lack "head.b"/);
+  const extra = tf.zeros([3]);
+  assert.throws(() => studentFromWeights(mlpSpec, { ...s.weights, 'bogus.w': extra }), /does not use: bogus\.w/);
+  assert.throws(() => studentFromWeights({ ...mlpSpec, numClasses: 5 } as StudentSpec, s.weights), /"head.w" is \[16,4\], the spec needs \[16,5\]/);
+  extra.dispose();
+  s.dispose();
+});
+
+// ---------------------------------------------------------------------------------------
+// fastText hashing
+
+test('hashTokens: deterministic FNV-1a, same word same bucket, bigrams after words', () => {
+  // FNV-1a("a") = 0xe40c292c: pins the hash, so ids stay valid across versions.
+  assert.deepEqual(hashTokens('a', 2 ** 32), [0xe40c292c]);
+  const buckets = 1000;
+  const a = hashTokens('The cat sat.', buckets);
+  assert.deepEqual(hashTokens('The cat sat.', buckets), a);
+  assert.equal(a.length, 3 + 2); // 3 words, 2 bigrams
+  assert.ok(a.every((id) => Number.isInteger(id) && id >= 0 && id < buckets));
+  // Lowercased and split on anything not a letter or digit: "CAT!" is "cat".
+  const cat = hashTokens('cat', buckets, { bigrams: false })[0];
+  assert.equal(a[1], cat);
+  assert.equal(hashTokens('--CAT!', buckets, { bigrams: false })[0], cat);
+  assert.deepEqual(hashTokens('a dog, a CAT', buckets, { bigrams: false }).slice(2), hashTokens('a cat', buckets, { bigrams: false }));
+  // A bigram is hashed as "w1 w2" (one space), whatever separated the words.
+  assert.equal(hashTokens('the, cat', buckets)[2], hashTokens('THE   cat', buckets)[2]);
+  assert.notEqual(hashTokens('the cat', buckets)[2], hashTokens('cat the', buckets)[2]);
+  assert.deepEqual(hashTokens('', buckets), []);
+  assert.deepEqual(hashTokens('Ünïcode 42', buckets, { bigrams: false }).length, 2);
+  assert.deepEqual(textBatch(['The cat sat.'], { buckets, bigrams: true }).bags, [a]);
+});
