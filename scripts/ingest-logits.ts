@@ -1,7 +1,9 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { DistilleryError } from '../src/errors.ts';
 import { addDbOption, addStoreOption, resolveTask, storeFormat } from '../src/cli/options.ts';
-import { runCli, say } from '../src/cli/run.ts';
-import { formatName } from '../src/soft/codec.ts';
+import { log, runCli, say } from '../src/cli/run.ts';
+import { formatName, type SoftFormat } from '../src/soft/codec.ts';
+import type { Task } from '../src/task/task.ts';
 import { Store } from '../src/store/store.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 
@@ -10,8 +12,10 @@ const program = addStoreOption(
     .description("Store a white-box teacher's logits as a run: JSONL rows {\"id\" or \"text\", \"logits\": [C numbers]}, or a .npy array [N, C] (float32 or float16) with --ids.")
     .requiredOption('--task <file>', 'task file (or a name from prompts/); its items must be imported already')
     .requiredOption('--teacher <name>', "the teacher's name (what --teachers refers to later)")
-    .requiredOption('--input <file>', 'logits: .jsonl or .npy')
-    .option('--ids <file>', 'for .npy: item ids, one per line in row order'),
+    .option('--input <file>', 'logits: .jsonl or .npy')
+    .option('--ids <file>', 'for .npy: item ids, one per line in row order')
+    .option('--from-model <dir>', 'instead of a file: run a student trained by train.ts over every item of the task (a local white-box teacher)')
+    .addOption(new Option('--backend <name>', 'tensor backend for --from-model').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto')),
 );
 
 runCli(async () => {
@@ -20,13 +24,30 @@ runCli(async () => {
   const format = storeFormat(opts.store, task.labels.length);
   const store = Store.open(opts.db);
   try {
-    const res = await ingestLogits({ store, task, teacher: opts.teacher, input: opts.input, idsFile: opts.ids, format });
+    if (!opts.input === !opts.fromModel) throw new DistilleryError('give either --input FILE or --from-model DIR');
+    const res = opts.fromModel
+      ? await ingestFromModel(store, task, opts.teacher, opts.fromModel, format, opts.backend)
+      : await ingestLogits({ store, task, teacher: opts.teacher, input: opts.input, idsFile: opts.ids, format });
     say(
       res.alreadyIngested
-        ? `nothing to do: ${opts.input} was already ingested as run ${res.run.id} (${res.rows} rows)`
-        : `run ${res.run.id}: ingested ${res.rows} rows of logits from ${opts.input} as teacher "${opts.teacher}", stored as ${formatName(format)}`,
+        ? `nothing to do: ${opts.input ?? opts.fromModel} was already ingested as run ${res.run.id} (${res.rows} rows)`
+        : `run ${res.run.id}: ingested ${res.rows} rows of logits from ${opts.input ?? opts.fromModel} as teacher "${opts.teacher}", stored as ${formatName(format)}`,
     );
   } finally {
     store.close();
   }
 });
+
+/** The heteromorphic path: a local model (say a CNN trained with --supervised) becomes a white-box teacher run. */
+async function ingestFromModel(store: Store, task: Task, teacher: string, dir: string, format: SoftFormat, backend: string) {
+  const { selectBackend } = await import('../src/train/backend.ts');
+  const { loadModel, modelFiles, modelLogitsRows } = await import('../src/train/model.ts');
+  const { loadDataset } = await import('../src/train/data.ts');
+  log(`backend: ${(await selectBackend(backend as never)).detail}`);
+  const model = await loadModel(dir);
+  if (JSON.stringify(model.spec.labels) !== JSON.stringify(task.labels)) throw new DistilleryError(`${dir}: the model's labels differ from task "${task.name}"'s`);
+  const taskRow = store.findTask(task.name);
+  if (!taskRow) throw new DistilleryError(`${store.path}: task "${task.name}" has no items; import them first`);
+  const ds = loadDataset(store, taskRow, { supervised: false, evaluate: true, preprocess: model.spec.preprocess, targets: { calibrate: false } });
+  return ingestLogits({ store, task, teacher, input: dir, format, sourceFiles: modelFiles(dir), rows: () => modelLogitsRows(model, ds) });
+}

@@ -54,7 +54,7 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
 
   const hasRuns = store.runs(task.id).length > 0;
   if (hasRuns && !(o.supervised && !o.targets.teachers)) {
-    const t = buildTargets(store, task, { aggregate: 'mean', ...o.targets });
+    const t = buildTargets(store, task, { ...o.targets, aggregate: o.targets.aggregate ?? 'mean' });
     for (let i = 0; i < n; i++) {
       const h = t.hard[i];
       if (h !== null) teacherHard[i] = h;

@@ -17,6 +17,9 @@ export interface IngestOptions {
   /** Item ids, one per line in row order (required for .npy). */
   idsFile?: string;
   format: SoftFormat;
+  /** Logits from elsewhere than a file (a local model): the rows, and the files whose hash identifies the source. */
+  rows?: () => AsyncIterable<LogitsRow>;
+  sourceFiles?: string[];
 }
 
 export interface IngestResult {
@@ -36,7 +39,7 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
   const taskRow = o.store.findTask(o.task.name);
   if (!taskRow) throw new DistilleryError(`${o.store.path}: task "${o.task.name}" has no items; import them first (scripts/import.ts)`);
   o.store.ensureTask(o.task); // same labels as stored, or a clear error
-  const sourceHash = await hashFiles([o.input, ...(o.idsFile ? [o.idsFile] : [])]);
+  const sourceHash = await hashFiles(o.sourceFiles ?? [o.input, ...(o.idsFile ? [o.idsFile] : [])]);
   const configHash = sha256Hex(canonicalJson({ kind: 'logits', task: o.task.name, teacher: o.teacher, sourceHash, format: formatName(o.format) }));
   const done = o.store.completedRun(configHash);
   if (done) return { run: done, rows: done.items_total, alreadyIngested: true };
@@ -58,7 +61,8 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
     const resolve = itemResolver(o.store, taskRow);
     const seen = new Map<number, number>();
     let rows = 0;
-    for await (const row of readLogits(o.input, { numClasses: o.task.labels.length, idsFile: o.idsFile })) {
+    const logitRows = o.rows ? o.rows() : readLogits(o.input, { numClasses: o.task.labels.length, idsFile: o.idsFile });
+    for await (const row of logitRows) {
       const itemId = resolve(row);
       const earlier = seen.get(itemId);
       if (earlier !== undefined) throw new InputError(row.file, row.line, `the same item as row ${earlier} (each item once per ingest)`);
