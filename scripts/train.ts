@@ -23,7 +23,7 @@ const program = addTargetOptions(
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
     .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
     .option('--weight-decay <x>', 'decoupled weight decay (matrices only)', numberArg(0), 0.05)
-    .option('--warmup <steps>', 'linear warm-up steps before the cosine decay', intArg(0), 100)
+    .option('--warmup <steps>', 'linear warm-up steps before the cosine decay (default: 5% of all steps)', intArg(0))
     .option('--clip <norm>', 'clip gradients to this global norm (0: off)', numberArg(0), 1)
     .option('--patience <epochs>', 'early stopping: epochs without a better validation score (0: off)', intArg(0), 0)
     .option('--seed <n>', 'seed for initialisation, shuffling and the validation slice', intArg(0), 1)

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DistilleryError } from '../errors.ts';
+import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32 } from '../random.ts';
 import { ece } from '../targets/metrics.ts';
 import { tf } from './backend.ts';
@@ -23,8 +24,8 @@ export interface TrainConfig {
   batchSize: number;
   lr: number;
   weightDecay: number;
-  /** Warm-up, in optimizer steps. */
-  warmup: number;
+  /** Warm-up, in optimizer steps; undefined: 5% of all steps. */
+  warmup?: number;
   seed: number;
   clip: number;
   /** Stop after this many epochs without a better validation score (0: never). */
@@ -222,6 +223,11 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   if (o.resume) {
     if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
     const ck = await loadWeights<SavedModelSpec & { epoch: number; history: EpochRecord[]; best: typeof best }>(ckptDir);
+    // The saved model's spec is `spec`: a checkpoint of another student would be trained on, then saved under the wrong spec.
+    if (canonicalJson(ck.spec.student) !== canonicalJson(spec)) {
+      tf.dispose(Object.values(ck.tensors));
+      throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.spec.student)}); resume with the same student options, or train into a new folder`);
+    }
     student = studentFromWeights(ck.spec.student, Object.fromEntries(Object.entries(ck.tensors).filter(([k]) => !k.startsWith('adam.'))));
     optState = ck.tensors;
     history.push(...ck.spec.history);
@@ -250,7 +256,7 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
     let lr = c.lr;
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
-      lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup, total: totalSteps });
+      lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
       const x = batchInput(ds, spec, idx);
       const hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
       const teacher = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
@@ -294,7 +300,9 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       best = { score, epoch };
       await saveWeights(outDir, saved, student.weights);
     }
-    await saveWeights(ckptDir, { ...saved, epoch, history, best }, { ...student.weights, ...opt.state() });
+    const moments = opt.state();
+    await saveWeights(ckptDir, { ...saved, epoch, history, best }, { ...student.weights, ...moments });
+    moments['adam.step'].dispose();
     if (c.patience > 0 && valAcc !== null && epoch - best.epoch >= c.patience) break;
   }
 
