@@ -1,0 +1,117 @@
+/**
+ * bench-train: training throughput of the reference ViT (28×28×1 input, patch 4,
+ * width 64, depth 4, 2 heads, MLP 128, batch 64) on the chosen tfjs backend,
+ * next to the same model and step in PyTorch in the same call when a Python
+ * with torch is available (`apt-get install python3-torch` gives Debian's CPU
+ * build).
+ *
+ *   tsx scripts/bench-train.ts [--backend wasm] [--steps 20] [--json]
+ *
+ * One step = forward, cross-entropy, backward, AdamW update, on random inputs
+ * (throughput does not depend on the data). Warm-up steps are not timed.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { Command, Option } from 'commander';
+import { intArg } from '../src/cli/run.ts';
+import { selectBackend, tf, type BackendChoice } from '../src/train/backend.ts';
+import { crossEntropy } from '../src/train/losses.ts';
+import { createStudent, type VitSpec } from '../src/train/models/index.ts';
+import { AdamW } from '../src/train/optim.ts';
+
+const program = new Command('bench-train')
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+  .option('--steps <n>', 'timed steps', intArg(1), 20)
+  .option('--warmup <n>', 'untimed steps first', intArg(0), 3)
+  .option('--batch-size <n>', 'batch size', intArg(1), 64)
+  .option('--python <path>', 'a Python with torch (default: $DISTILLERY_PYTHON, python3, /usr/bin/python3)')
+  .option('--json', 'print one JSON object as the last line', false);
+
+const SPEC: VitSpec = { kind: 'vit', numClasses: 10, inputShape: [28, 28, 1], patchSize: 4, width: 64, depth: 4, heads: 2, mlpRatio: 2 };
+
+const opts = program.parse().opts();
+const backend = await selectBackend(opts.backend as BackendChoice);
+console.error(`backend: ${backend.detail}`);
+const tfjs = tfjsImagesPerSecond(opts.batchSize, opts.steps, opts.warmup);
+const python = findTorchPython(opts.python);
+const torch = python ? torchImagesPerSecond(python, opts.batchSize, opts.steps, opts.warmup) : null;
+const figures = {
+  backend: backend.backend,
+  batch_size: opts.batchSize,
+  steps: opts.steps,
+  tfjs_img_per_s: round(tfjs),
+  torch_img_per_s: torch ? round(torch.imgPerS) : null,
+  torch_threads: torch?.threads ?? null,
+  ratio: torch ? round(tfjs / torch.imgPerS, 3) : null,
+};
+console.log(`tfjs (${backend.backend}): ${figures.tfjs_img_per_s} img/s`);
+console.log(torch ? `pytorch (${torch.threads} threads): ${figures.torch_img_per_s} img/s; ratio tfjs/pytorch ${figures.ratio} (goal >= 1.0)` : 'pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
+if (opts.json) console.log(JSON.stringify(figures));
+
+function tfjsImagesPerSecond(batch: number, steps: number, warmup: number): number {
+  const student = createStudent(SPEC, 1);
+  const opt = new AdamW(student.weights, { weightDecay: 0.05 });
+  const x = tf.randomNormal([batch, 28, 28, 1]);
+  const y = tf.tensor1d(Int32Array.from({ length: batch }, (_, i) => i % 10), 'int32');
+  const names = Object.keys(student.weights);
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => crossEntropy(student.forward(x, { training: true }).logits, y), Object.values(student.weights));
+    const named = Object.fromEntries(names.map((n) => [n, grads[student.weights[n].name]]));
+    opt.apply(named, 1e-3);
+    value.dataSync();
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  for (let i = 0; i < warmup; i++) step();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) step();
+  const secs = (performance.now() - t0) / 1000;
+  tf.dispose([x, y]);
+  opt.dispose();
+  student.dispose();
+  return (batch * steps) / secs;
+}
+
+function findTorchPython(given?: string): string | undefined {
+  const candidates = [given, process.env.DISTILLERY_PYTHON, 'python3', '/usr/bin/python3'].filter((c): c is string => !!c);
+  return candidates.find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
+}
+
+/** The same ViT and step in PyTorch (pre-norm blocks, class token, learned positions, AdamW). */
+function torchImagesPerSecond(python: string, batch: number, steps: number, warmup: number): { imgPerS: number; threads: number } {
+  const script = `
+import time, torch, torch.nn as nn, os
+torch.manual_seed(1)
+torch.set_num_threads(int(os.environ.get('TORCH_THREADS', os.cpu_count() or 1)))
+class Block(nn.Module):
+    def __init__(s, d, h, m):
+        super().__init__(); s.n1 = nn.LayerNorm(d); s.attn = nn.MultiheadAttention(d, h, batch_first=True); s.n2 = nn.LayerNorm(d)
+        s.mlp = nn.Sequential(nn.Linear(d, m), nn.GELU(approximate='tanh'), nn.Linear(m, d))
+    def forward(s, x):
+        y = s.n1(x); x = x + s.attn(y, y, y, need_weights=False)[0]
+        return x + s.mlp(s.n2(x))
+class ViT(nn.Module):
+    def __init__(s, p=4, d=64, depth=4, h=2, m=128, c=10):
+        super().__init__(); s.p = p; s.embed = nn.Linear(p * p, d); s.cls = nn.Parameter(torch.zeros(1, 1, d))
+        s.pos = nn.Parameter(torch.zeros(1, 1 + (28 // p) ** 2, d)); s.blocks = nn.Sequential(*[Block(d, h, m) for _ in range(depth)])
+        s.norm = nn.LayerNorm(d); s.head = nn.Linear(d, c)
+    def forward(s, x):
+        b = x.shape[0]; p = s.p
+        x = x.reshape(b, 28 // p, p, 28 // p, p).permute(0, 1, 3, 2, 4).reshape(b, -1, p * p)
+        x = torch.cat([s.cls.expand(b, -1, -1), s.embed(x)], 1) + s.pos
+        return s.head(s.norm(s.blocks(x))[:, 0])
+model = ViT(); opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05); loss_fn = nn.CrossEntropyLoss()
+x = torch.randn(${batch}, 1, 28, 28); y = torch.arange(${batch}) % 10
+def step():
+    opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
+for _ in range(${warmup}): step()
+t0 = time.perf_counter()
+for _ in range(${steps}): step()
+print(${batch} * ${steps} / (time.perf_counter() - t0), torch.get_num_threads())
+`;
+  const out = execFileSync(python, ['-c', script], { encoding: 'utf8' }).trim().split(/\s+/);
+  return { imgPerS: Number(out[0]), threads: Number(out[1]) };
+}
+
+function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
