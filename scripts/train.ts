@@ -8,6 +8,7 @@ import { pickTask } from '../src/export/export.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
+import { parseLayerMap, type FeatureKdConfig } from '../src/train/feature-kd.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, writeMetrics, type TrainConfig } from '../src/train/trainer.ts';
 
@@ -32,6 +33,12 @@ const program = addTargetOptions(
     .option('--temperature <T>', 'KD temperature, applied to logits (stored probabilities are logged first)', numberArg(0.01), 1)
     .addOption(new Option('--distill <mode>', 'DeiT: loss of the distillation head (needs --distill-token)').choices(['hard', 'soft']).default('hard'))
     .option('--distill-weight <w>', 'weight of the DeiT distillation-head loss', numberArg(0), 1)
+    // feature-level KD from a local ViT teacher (src/train/feature-kd.ts)
+    .option('--teacher-model <dir>', 'a ViT trained by this project, run frozen on each batch for the feature losses below')
+    .option('--hidden-weight <w>', 'weight of the hidden-state MSE (learned projection when widths differ)', numberArg(0), 0)
+    .option('--hidden-layers <s:t,...>', 'student:teacher block pairs for --hidden-weight and --attn-weight (0-based; default: last to last)')
+    .option('--attn-weight <w>', "weight of MiniViT's Q/K/V attention-relation loss", numberArg(0), 0)
+    .option('--manifold-weight <w>', "weight of the manifold (patch-relation) loss on the last block's patches", numberArg(0), 0)
     .option('--resume', 'continue from DIR/checkpoint', false)
     // student shapes
     .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
@@ -62,6 +69,7 @@ runCli(async () => {
     store.close();
   }
   const spec = studentSpec(opts, ds);
+  const featureKd = featureKdConfig(opts);
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
@@ -76,6 +84,7 @@ runCli(async () => {
     temperature: opts.temperature,
     distill: opts.distill,
     distillWeight: opts.distillWeight,
+    ...(featureKd ? { featureKd } : {}),
   };
   const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
   let epoch = 0;
@@ -112,6 +121,22 @@ runCli(async () => {
   const t = result.test;
   say(`saved ${opts.out}: test accuracy ${t.accuracy === null ? '-' : (100 * t.accuracy).toFixed(2) + '%'} on ${t.n} items, teacher agreement ${t.teacher_agreement === null ? '-' : (100 * t.teacher_agreement).toFixed(2) + '%'}, ${result.samples_per_second.toFixed(0)} samples/s`);
 });
+
+function featureKdConfig(o: Record<string, any>): FeatureKdConfig | undefined {
+  const on = (['hidden', 'attn', 'manifold'] as const).filter((k) => o[`${k}Weight`] > 0);
+  if (o.teacherModel === undefined) {
+    if (on.length > 0) throw new DistilleryError(`${on.map((k) => `--${k}-weight`).join(', ')}: needs --teacher-model DIR (a ViT trained by this project)`);
+    if (o.hiddenLayers !== undefined) throw new DistilleryError('--hidden-layers: needs --teacher-model DIR');
+    return undefined;
+  }
+  return {
+    teacherModel: o.teacherModel,
+    hiddenWeight: o.hiddenWeight,
+    attnWeight: o.attnWeight,
+    manifoldWeight: o.manifoldWeight,
+    ...(o.hiddenLayers !== undefined ? { layers: parseLayerMap(o.hiddenLayers) } : {}),
+  };
+}
 
 function studentSpec(o: Record<string, any>, ds: Dataset): StudentSpec {
   const numClasses = ds.task.labels.length;

@@ -6,6 +6,7 @@ import { mulberry32 } from '../random.ts';
 import { ece } from '../targets/metrics.ts';
 import { tf } from './backend.ts';
 import type { Dataset, Preprocess } from './data.ts';
+import { disposeTeacherFeatures, FeatureKd, PROJ_PREFIX, type FeatureKdConfig } from './feature-kd.ts';
 import { loadWeights, saveWeights } from './io.ts';
 import { crossEntropy, deitHardDistill, deitPredict, deitSoftDistill, kdLoss, weightedSum, type LossTerms } from './losses.ts';
 import { createStudent, studentFromWeights, textBatch, type ForwardOut, type Student, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
@@ -38,6 +39,8 @@ export interface TrainConfig {
   /** DeiT's distillation head (a ViT with a distillation token). */
   distill: 'hard' | 'soft';
   distillWeight: number;
+  /** Feature-level KD from a local ViT teacher (--teacher-model): see feature-kd.ts. */
+  featureKd?: FeatureKdConfig;
 }
 
 export interface EpochRecord {
@@ -228,7 +231,7 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       tf.dispose(Object.values(ck.tensors));
       throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.spec.student)}); resume with the same student options, or train into a new folder`);
     }
-    student = studentFromWeights(ck.spec.student, Object.fromEntries(Object.entries(ck.tensors).filter(([k]) => !k.startsWith('adam.'))));
+    student = studentFromWeights(ck.spec.student, Object.fromEntries(Object.entries(ck.tensors).filter(([k]) => !k.startsWith('adam.') && !k.startsWith(PROJ_PREFIX))));
     optState = ck.tensors;
     history.push(...ck.spec.history);
     startEpoch = ck.spec.epoch + 1;
@@ -236,8 +239,19 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   } else {
     student = createStudent(spec, c.seed);
   }
-  const opt = new AdamW(student.weights, { weightDecay: c.weightDecay });
+  let fkd: FeatureKd | undefined;
+  try {
+    fkd = c.featureKd ? await FeatureKd.load(c.featureKd, spec, c.seed) : undefined;
+  } catch (e) {
+    student.dispose();
+    tf.dispose(Object.values(optState ?? {}));
+    throw e;
+  }
+  // The projections train with the student, and only the checkpoint keeps them (the saved model is the student alone).
+  const trained = { ...student.weights, ...(fkd?.weights ?? {}) };
+  const opt = new AdamW(trained, { weightDecay: c.weightDecay });
   if (optState) {
+    for (const [k, v] of Object.entries(fkd?.weights ?? {})) if (optState[k]) v.assign(optState[k]);
     opt.load(optState);
     tf.dispose(Object.values(optState));
   }
@@ -260,14 +274,18 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       const x = batchInput(ds, spec, idx);
       const hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
       const teacher = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
+      const features = fkd?.teacherFeatures(x);
       let values: Record<string, number> = {};
       const { value, grads } = tf.variableGrads(() => {
-        const terms = lossTerms(student.forward(x, { training: true }), hard, teacher, c);
+        const out = student.forward(x, { training: true, collect: fkd !== undefined });
+        const terms = lossTerms(out, hard, teacher, c);
+        if (fkd) fkd.addTerms(terms, out, features!);
         values = Object.fromEntries(Object.entries(terms).map(([k, t]) => [k, t.dataSync()[0]]));
-        return weightedSum(terms, { ...(terms.ce ? { ce: c.ceWeight } : {}), ...(terms.kd ? { kd: c.kdWeight } : {}), ...(terms.distill ? { distill: c.distillWeight } : {}) });
-      }, Object.values(student.weights));
+        return weightedSum(terms, { ...(terms.ce ? { ce: c.ceWeight } : {}), ...(terms.kd ? { kd: c.kdWeight } : {}), ...(terms.distill ? { distill: c.distillWeight } : {}), ...(fkd?.termWeights() ?? {}) });
+      }, Object.values(trained));
+      if (features) disposeTeacherFeatures(features);
       const named: Record<string, tf.Tensor> = {};
-      for (const [name, v] of Object.entries(student.weights)) named[name] = grads[v.name];
+      for (const [name, v] of Object.entries(trained)) named[name] = grads[v.name];
       const clipped = clipByGlobalNorm(named, c.clip);
       opt.apply(clipped.grads, lr);
       lossSum += value.dataSync()[0] * idx.length;
@@ -301,12 +319,13 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       await saveWeights(outDir, saved, student.weights);
     }
     const moments = opt.state();
-    await saveWeights(ckptDir, { ...saved, epoch, history, best }, { ...student.weights, ...moments });
+    await saveWeights(ckptDir, { ...saved, epoch, history, best }, { ...trained, ...moments });
     moments['adam.step'].dispose();
     if (c.patience > 0 && valAcc !== null && epoch - best.epoch >= c.patience) break;
   }
 
   opt.dispose();
+  fkd?.dispose();
   const finalModel = await loadWeights<SavedModelSpec>(outDir);
   student.dispose();
   student = studentFromWeights(finalModel.spec.student, finalModel.tensors);

@@ -1,0 +1,233 @@
+/**
+ * Feature-level KD from a local ViT teacher (src/train/feature-kd.ts, `scripts/train.ts
+ * --teacher-model`): the terms as a library on tiny random ViTs, then the CLI on 16×16 shapes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { writeShapes } from '../src/datasets/shapes.ts';
+import { DistilleryError } from '../src/errors.ts';
+import { Store } from '../src/store/store.ts';
+import { selectBackend, tf } from '../src/train/backend.ts';
+import { disposeTeacherFeatures, FeatureKd, parseLayerMap, type FeatureKdConfig } from '../src/train/feature-kd.ts';
+import { saveWeights } from '../src/train/io.ts';
+import type { LossTerms } from '../src/train/losses.ts';
+import { loadModel } from '../src/train/model.ts';
+import { createStudent, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
+import { AdamW } from '../src/train/optim.ts';
+import type { EpochRecord } from '../src/train/trainer.ts';
+import { importFile, loadTaskFile, REPO_ROOT, tmpDir } from './helpers.ts';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function workDir(): string {
+  const d = tmpDir();
+  dirs.push(d);
+  return d;
+}
+
+before(async () => {
+  await selectBackend('wasm');
+});
+
+const vit = (o: Partial<VitSpec> = {}): VitSpec => ({ kind: 'vit', numClasses: 3, inputShape: [16, 16, 1], patchSize: 4, width: 8, depth: 2, heads: 2, mlpRatio: 2, ...o });
+
+/** A saved model folder holding a fresh student of `spec` (what loadWeights / FeatureKd.load read). */
+async function savedTeacher(spec: StudentSpec, seed: number): Promise<string> {
+  const dir = workDir();
+  const s = createStudent(spec, seed);
+  await saveWeights(dir, { student: spec, task: 'shapes', labels: ['circle', 'square', 'triangle'] }, s.weights);
+  s.dispose();
+  return dir;
+}
+
+const cfg = (teacherModel: string, o: Partial<FeatureKdConfig> = {}): FeatureKdConfig => ({ teacherModel, hiddenWeight: 1, attnWeight: 1, manifoldWeight: 1, ...o });
+
+/** The feature terms of `student` (seed) against the teacher in `dir`, on a random batch, as numbers. */
+async function termsFor(studentSpec: VitSpec, seed: number, dir: string, o: Partial<FeatureKdConfig> = {}): Promise<{ values: Record<string, number>; proj: string[] }> {
+  const fkd = await FeatureKd.load(cfg(dir, o), studentSpec, 1);
+  const student = createStudent(studentSpec, seed);
+  const x = tf.randomNormal([4, 16, 16, 1], 0, 1, 'float32', 7);
+  const f = fkd.teacherFeatures(x);
+  const values = tf.tidy(() => {
+    const terms: LossTerms = {};
+    fkd.addTerms(terms, student.forward(x, { collect: true }), f);
+    return Object.fromEntries(Object.entries(terms).map(([k, t]) => [k, t.dataSync()[0]]));
+  });
+  const proj = Object.keys(fkd.weights);
+  disposeTeacherFeatures(f);
+  tf.dispose(x);
+  student.dispose();
+  fkd.dispose();
+  return { values, proj };
+}
+
+describe('feature KD: terms', () => {
+  test('every term is 0 against an identical copy of the student, positive against another teacher', async () => {
+    const spec = vit();
+    const same = await termsFor(spec, 3, await savedTeacher(spec, 3));
+    assert.deepEqual(Object.keys(same.values).sort(), ['attn', 'hidden', 'manifold']);
+    assert.deepEqual(same.proj, [], 'no projection when the widths match');
+    for (const [k, v] of Object.entries(same.values)) assert.ok(Math.abs(v) < 1e-6, `${k} = ${v} against itself`);
+
+    const other = await termsFor(spec, 3, await savedTeacher(spec, 4));
+    for (const [k, v] of Object.entries(other.values)) assert.ok(v > 1e-6, `${k} = ${v} against another teacher`);
+
+    // A wider teacher with more heads: a learned projection for hidden, relation heads for attn.
+    const wide = await termsFor(spec, 3, await savedTeacher(vit({ width: 16, heads: 4, depth: 3 }), 5), { layers: [[0, 0], [1, 2]] });
+    assert.deepEqual(wide.proj.sort(), ['proj.hidden.0.w', 'proj.hidden.1.w']);
+    for (const [k, v] of Object.entries(wide.values)) assert.ok(Number.isFinite(v) && v > 1e-6, `${k} = ${v} against a wider teacher`);
+  });
+
+  test('only the terms with a weight are computed', async () => {
+    const spec = vit();
+    const r = await termsFor(spec, 3, await savedTeacher(vit({ width: 16 }), 5), { attnWeight: 0, manifoldWeight: 0 });
+    assert.deepEqual(Object.keys(r.values), ['hidden']);
+  });
+
+  test('errors: a CNN teacher, mismatched token counts, bad layer maps, no weight', async () => {
+    const cnn = await savedTeacher({ kind: 'cnn', numClasses: 3, inputShape: [16, 16, 1] }, 1);
+    await assert.rejects(FeatureKd.load(cfg(cnn, { hiddenWeight: 0, manifoldWeight: 0 }), vit(), 1), (e: Error) => e instanceof DistilleryError && /--attn-weight need a ViT student and a ViT teacher.*teacher.*cnn/.test(e.message));
+    const patch8 = await savedTeacher(vit({ patchSize: 8 }), 1);
+    await assert.rejects(FeatureKd.load(cfg(patch8, { manifoldWeight: 0 }), vit(), 1), /token counts differ, student 17 .* teacher 5/);
+    await assert.rejects(FeatureKd.load(cfg(patch8, { hiddenWeight: 0, attnWeight: 0 }), vit(), 1), /patch counts differ/);
+    const same = await savedTeacher(vit(), 1);
+    await assert.rejects(FeatureKd.load(cfg(same, { layers: [[2, 0]] }), vit(), 1), /the student has blocks 0\.\.1/);
+    await assert.rejects(FeatureKd.load(cfg(same, { hiddenWeight: 0, attnWeight: 0, manifoldWeight: 0 }), vit(), 1), /all are 0/);
+    assert.deepEqual(parseLayerMap('1:3,0:0'), [[1, 3], [0, 0]]);
+    assert.throws(() => parseLayerMap('1-3'), /--hidden-layers/);
+  });
+
+  test('the projection gets gradients: training on the hidden term alone lowers it', async () => {
+    const spec = vit();
+    const fkd = await FeatureKd.load(cfg(await savedTeacher(vit({ width: 16, heads: 4 }), 9), { attnWeight: 0, manifoldWeight: 0 }), spec, 1);
+    const student = createStudent(spec, 2);
+    const trained = { ...student.weights, ...fkd.weights };
+    const projOnly = new AdamW(fkd.weights, { weightDecay: 0 });
+    const x = tf.randomNormal([8, 16, 16, 1], 0, 1, 'float32', 11);
+    const f = fkd.teacherFeatures(x);
+    const losses: number[] = [];
+    for (let step = 0; step < 25; step++) {
+      const { value, grads } = tf.variableGrads(() => fkd.addTerms({}, student.forward(x, { collect: true }), f).hidden, Object.values(trained));
+      losses.push(value.dataSync()[0]);
+      const projGrad = grads[fkd.weights['proj.hidden.1.w'].name];
+      assert.ok(projGrad && tf.tidy(() => tf.sum(tf.abs(projGrad)).dataSync()[0]) > 0, 'the projection has a non-zero gradient');
+      // Train the projection only: the loss can only go down through it.
+      projOnly.apply({ 'proj.hidden.1.w': projGrad }, 0.01);
+      tf.dispose([value, ...Object.values(grads)]);
+    }
+    assert.ok(losses[losses.length - 1] < 0.8 * losses[0], `hidden term decreases: ${losses.map((l) => l.toFixed(4)).join(' ')}`);
+    projOnly.dispose();
+    disposeTeacherFeatures(f);
+    tf.dispose(x);
+    student.dispose();
+    fkd.dispose();
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// The CLI
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(script: string, args: string[]): Promise<Result> {
+  const env = { ...process.env };
+  delete env.NODE_TEST_CONTEXT;
+  const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const show = (r: Result) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+const ok = (r: Result) => (assert.equal(r.code, 0, show(r)), r);
+
+function oneLineError(r: Result, pattern: RegExp): void {
+  assert.equal(r.code, 1, show(r));
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  const errors = lines.filter((l) => l.startsWith('error: '));
+  assert.equal(errors.length, 1, `one error line: ${JSON.stringify(r.stderr)}`);
+  assert.ok(lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')), `nothing but the error: ${JSON.stringify(r.stderr)}`);
+  assert.match(errors[0], pattern);
+}
+
+async function shapesDb(): Promise<{ dir: string; db: string }> {
+  const dir = workDir();
+  writeShapes(dir, 20, 16);
+  const file = path.join(dir, 'shapes.jsonl');
+  const rows = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  fs.writeFileSync(file, rows.map((r, i) => JSON.stringify({ ...r, split: i % 4 === 0 ? 'test' : 'train' })).join('\n') + '\n');
+  const db = path.join(dir, 'distill.db');
+  const store = Store.open(db);
+  try {
+    await importFile(store, loadTaskFile(path.join(REPO_ROOT, 'prompts', 'shapes.md')), file);
+  } finally {
+    store.close();
+  }
+  return { dir, db };
+}
+
+describe('feature KD: CLI', () => {
+  test('a ViT student learns from a wider local ViT teacher with hidden, attn and manifold terms; errors are one line', async () => {
+    const { dir, db } = await shapesDb();
+    const T = path.join(dir, 'teacher');
+    const S = path.join(dir, 'student');
+    const base = ['--db', db, '--task', 'shapes', '--supervised', '--batch-size', '8', '--backend', 'wasm', '--lr', '0.005', '--warmup', '0'];
+    ok(await run('train', [...base, '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '2', '--heads', '4', '--epochs', '2', '--out', T]));
+
+    const sArgs = [...base, '--student', 'vit', '--patch', '4', '--width', '8', '--depth', '2', '--heads', '2', '--epochs', '4', '--teacher-model', T, '--hidden-weight', '1', '--attn-weight', '1', '--manifold-weight', '1', '--hidden-layers', '0:0,1:1', '--out', S];
+    const cnnTeacher = await savedTeacher({ kind: 'cnn', numClasses: 3, inputShape: [16, 16, 1] }, 1);
+    const patch8 = await savedTeacher(vit({ patchSize: 8 }), 1);
+    const [rs, rCnn, rTokens, rNoTeacher] = await Promise.all([
+      run('train', sArgs),
+      run('train', [...base, '--student', 'vit', '--width', '8', '--epochs', '1', '--teacher-model', cnnTeacher, '--attn-weight', '1', '--out', path.join(dir, 'x')]),
+      run('train', [...base, '--student', 'vit', '--width', '8', '--epochs', '1', '--teacher-model', patch8, '--hidden-weight', '1', '--out', path.join(dir, 'y')]),
+      run('train', [...base, '--student', 'vit', '--width', '8', '--epochs', '1', '--manifold-weight', '1', '--out', path.join(dir, 'z')]),
+    ]);
+    ok(rs);
+    oneLineError(rCnn, /--attn-weight need a ViT student and a ViT teacher/);
+    oneLineError(rTokens, /token counts differ/);
+    oneLineError(rNoTeacher, /--manifold-weight: needs --teacher-model/);
+    for (const d of ['x', 'y', 'z']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
+
+    const m = JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { config: { featureKd: FeatureKdConfig }; history: EpochRecord[] };
+    assert.deepEqual(m.config.featureKd, { teacherModel: T, hiddenWeight: 1, attnWeight: 1, manifoldWeight: 1, layers: [[0, 0], [1, 1]] });
+    assert.equal(m.history.length, 4);
+    for (const h of m.history) {
+      assert.deepEqual(Object.keys(h.terms).sort(), ['attn', 'ce', 'hidden', 'manifold']);
+      for (const v of Object.values(h.terms)) assert.ok(Number.isFinite(v) && v >= 0);
+    }
+    const first = m.history[0];
+    const last = m.history[m.history.length - 1];
+    assert.ok(last.loss < first.loss, `the loss goes down: ${m.history.map((h) => h.loss)}`);
+    assert.ok(last.terms.hidden < first.terms.hidden, `hidden goes down: ${m.history.map((h) => h.terms.hidden)}`);
+
+    // The saved model is the student alone (loads as before); the checkpoint keeps the projections.
+    const saved = JSON.parse(fs.readFileSync(path.join(S, 'model.json'), 'utf8')) as { weights: Array<{ name: string }> };
+    assert.ok(!saved.weights.some((w) => w.name.startsWith('proj.')), 'no projection in the saved student');
+    const ckpt = JSON.parse(fs.readFileSync(path.join(S, 'checkpoint', 'model.json'), 'utf8')) as { weights: Array<{ name: string }> };
+    assert.ok(ckpt.weights.some((w) => w.name === 'proj.hidden.0.w') && ckpt.weights.some((w) => w.name === 'adam.m.proj.hidden.1.w'), 'the checkpoint keeps the projections and their moments');
+    const loaded = await loadModel(S);
+    assert.equal(loaded.spec.student.kind, 'vit');
+    loaded.student.dispose();
+
+    // --resume restores the projections from the checkpoint.
+    ok(await run('train', [...sArgs.map((a, i) => (sArgs[i - 1] === '--epochs' ? '5' : a)), '--resume']));
+    const resumed = JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { history: EpochRecord[] };
+    assert.equal(resumed.history.length, 5);
+    assert.deepEqual(resumed.history[3], last);
+  });
+});
