@@ -3,13 +3,13 @@
  * child process, against the fake OpenAI-compatible server in this process.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { defaultTeacher, startFakeTeacher, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { animalRows, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
 
 const dirs: string[] = [];
 const fakes: FakeTeacher[] = [];
@@ -30,33 +30,8 @@ function workDir(): string {
   return d;
 }
 
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The environment without anything that could point the scripts at a real API. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('OPENAI_')) delete env[k];
-  delete env.NODE_TEST_CONTEXT; // a child must not think it is a test runner's child
-  return { ...env, ...extra };
-}
-
-function start(script: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<Result> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], { cwd: REPO_ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { child, done };
-}
+type Result = ScriptResult;
+const start = (script: string, args: string[], env: Record<string, string> = {}) => startNode([`scripts/${script}.ts`, ...args], env);
 
 function run(script: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
   return start(script, args, env).done;

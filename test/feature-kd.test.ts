@@ -3,7 +3,6 @@
  * --teacher-model`): the terms as a library on tiny random ViTs, then the CLI on 16×16 shapes.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,7 +17,7 @@ import { loadModel } from '../src/train/model.ts';
 import { createStudent, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { AdamW } from '../src/train/optim.ts';
 import type { EpochRecord } from '../src/train/trainer.ts';
-import { importFile, loadTaskFile, REPO_ROOT, tmpDir } from './helpers.ts';
+import { importFile, loadTaskFile, REPO_ROOT, runScript, tmpDir, type ScriptResult } from './helpers.ts';
 
 const dirs: string[] = [];
 after(() => {
@@ -132,25 +131,8 @@ describe('feature KD: terms', () => {
 // ---------------------------------------------------------------------------------------
 // The CLI
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(script: string, args: string[]): Promise<Result> {
-  const env = { ...process.env };
-  delete env.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+type Result = ScriptResult;
+const run = runScript;
 
 const show = (r: Result) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const ok = (r: Result) => (assert.equal(r.code, 0, show(r)), r);

@@ -2,6 +2,7 @@
  * Shared fixtures for the labeler and CLI tests: temp folders, tiny task files
  * and inputs, LabelOptions with test-friendly defaults, and store queries.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -182,4 +183,60 @@ export function requestsPerItem(requests: ChatRequest[]): Map<string, number> {
   const m = new Map<string, number>();
   for (const r of requests) m.set(itemText(r), (m.get(itemText(r)) ?? 0) + 1);
   return m;
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the scripts as a user does: `node --import tsx scripts/X.ts ...`, cwd = repo root
+
+export interface ScriptResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment without anything that could point a script at a real API. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('OPENAI_')) delete env[k];
+  delete env.NODE_TEST_CONTEXT; // a child must not think it is a test runner's child
+  return { ...env, ...extra };
+}
+
+/** Start `node --import tsx ARGS...`; `done` resolves when it exits. */
+export function startNode(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<ScriptResult> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: REPO_ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<ScriptResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+/**
+ * At most two children at once per test file: each costs ~1.4 s of CPU to start
+ * (tsx and the imports), and on two cores more at once only thrash.
+ */
+const MAX_CHILDREN = 2;
+let running = 0;
+const waiting: Array<() => void> = [];
+
+export async function runNode(args: string[], env: Record<string, string> = {}): Promise<ScriptResult> {
+  if (running >= MAX_CHILDREN) await new Promise<void>((resolve) => waiting.push(resolve));
+  else running++;
+  try {
+    return await startNode(args, env).done;
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+}
+
+export function runScript(script: string, args: string[], env: Record<string, string> = {}): Promise<ScriptResult> {
+  return runNode([`scripts/${script}.ts`, ...args], env);
 }

@@ -5,7 +5,6 @@
  * (16×16 shapes, a few dozen sentences), so the whole file runs in seconds.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,7 +18,7 @@ import { loadModel, predictBatches } from '../src/train/model.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
-import { importFile, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
 const SHAPE_LABELS = ['circle', 'square', 'triangle'];
@@ -38,47 +37,9 @@ function workDir(): string {
 // ---------------------------------------------------------------------------------------
 // Running the scripts
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('OPENAI_')) delete env[k];
-  delete env.NODE_TEST_CONTEXT; // a child must not think it is a test runner's child
-  return env;
-}
-
-/** At most two children at once: each costs ~1.5 s of CPU to start, and the machine has two cores. */
-const MAX_CHILDREN = 2;
-let running = 0;
-const waiting: Array<() => void> = [];
-
-async function run(script: string, args: string[]): Promise<Result> {
-  if (running >= MAX_CHILDREN) await new Promise<void>((resolve) => waiting.push(resolve));
-  else running++;
-  try {
-    return await spawnNode([`scripts/${script}.ts`, ...args]);
-  } finally {
-    const next = waiting.shift();
-    if (next) next();
-    else running--;
-  }
-}
-
-function spawnNode(args: string[]): Promise<Result> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: REPO_ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+type Result = ScriptResult;
+const run = runScript;
+const spawnNode = runNode;
 
 const show = (r: Result) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 

@@ -6,7 +6,6 @@
  * against the local fake server; nothing touches the network.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -14,7 +13,7 @@ import Database from 'better-sqlite3';
 import { Store } from '../src/store/store.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { startFakeTeacher, type FakeTeacher } from './fake-openai.ts';
-import { importFile, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, runScript, type ScriptResult, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
 
 const LABELS4 = ['cat', 'dog', 'bird', 'fish'];
 
@@ -34,51 +33,8 @@ function workDir(): string {
 // ---------------------------------------------------------------------------------------
 // Running the scripts
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The environment without anything that could point a script at a real API. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('OPENAI_')) delete env[k];
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
-
-/**
- * At most this many scripts at once: each is ~1.4 s of CPU (tsx and the imports), and
- * on two cores a dozen at once only thrash. A slot frees when its child exits.
- */
-const MAX_CHILDREN = 2;
-let running = 0;
-const waiting: Array<() => void> = [];
-
-async function run(script: string, args: string[]): Promise<Result> {
-  if (running >= MAX_CHILDREN) await new Promise<void>((resolve) => waiting.push(resolve));
-  else running++;
-  try {
-    return await spawnScript(script, args);
-  } finally {
-    const next = waiting.shift();
-    if (next) next();
-    else running--;
-  }
-}
-
-function spawnScript(script: string, args: string[]): Promise<Result> {
-  const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], { cwd: REPO_ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+type Result = ScriptResult;
+const run = runScript;
 
 const show = (r: Result) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 
