@@ -9,13 +9,11 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { defaultTeacher, startFakeTeacher, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { animalRows, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
 
-const dirs: string[] = [];
 const fakes: FakeTeacher[] = [];
 after(async () => {
   await Promise.all(fakes.map((f) => f.close()));
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
 async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
@@ -24,11 +22,6 @@ async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
   return fake;
 }
 
-function workDir(): string {
-  const d = tmpDir();
-  dirs.push(d);
-  return d;
-}
 
 type Result = ScriptResult;
 const start = (script: string, args: string[], env: Record<string, string> = {}) => startNode([`scripts/${script}.ts`, ...args], env);

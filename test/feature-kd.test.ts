@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { Store } from '../src/store/store.ts';
@@ -17,17 +17,8 @@ import { loadModel } from '../src/train/model.ts';
 import { createStudent, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { AdamW } from '../src/train/optim.ts';
 import type { EpochRecord } from '../src/train/trainer.ts';
-import { importFile, loadTaskFile, REPO_ROOT, runScript, tmpDir, type ScriptResult } from './helpers.ts';
+import { importFile, loadTaskFile, REPO_ROOT, runScript, tmpDir, type ScriptResult, workDir } from './helpers.ts';
 
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-});
-function workDir(): string {
-  const d = tmpDir();
-  dirs.push(d);
-  return d;
-}
 
 before(async () => {
   await selectBackend('wasm');

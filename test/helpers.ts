@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { after } from 'node:test';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,18 @@ import { DEFAULT_RETRY } from '../src/teacher/retry.ts';
 import { lastUserText, type ChatRequest } from './fake-openai.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const workDirs: string[] = [];
+after(() => {
+  for (const d of workDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A temp folder removed when the test file ends. */
+export function workDir(): string {
+  const d = tmpDir();
+  workDirs.push(d);
+  return d;
+}
 
 export function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'distillery-'));

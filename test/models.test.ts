@@ -23,6 +23,7 @@ import {
   type VitSpec,
 } from '../src/train/models/index.ts';
 import { tmpDir } from './helpers.ts';
+import { mulberry32 as rng } from '../src/random.ts';
 
 const dirs: string[] = [];
 before(async () => {
@@ -33,17 +34,6 @@ after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-/** mulberry32: deterministic inputs, so a failure reproduces. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const B = 16;
 const C = 4;

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import { Store } from '../src/store/store.ts';
@@ -18,21 +18,12 @@ import { loadModel, predictBatches } from '../src/train/model.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
-import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
 const SHAPE_LABELS = ['circle', 'square', 'triangle'];
 
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-});
 
-function workDir(): string {
-  const d = tmpDir();
-  dirs.push(d);
-  return d;
-}
 
 // ---------------------------------------------------------------------------------------
 // Running the scripts

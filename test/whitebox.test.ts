@@ -13,22 +13,15 @@ import Database from 'better-sqlite3';
 import { Store } from '../src/store/store.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { startFakeTeacher, type FakeTeacher } from './fake-openai.ts';
-import { importFile, runScript, type ScriptResult, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, runScript, type ScriptResult, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
 
 const LABELS4 = ['cat', 'dog', 'bird', 'fish'];
 
-const dirs: string[] = [];
 const fakes: FakeTeacher[] = [];
 after(async () => {
   await Promise.all(fakes.map((f) => f.close()));
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function workDir(): string {
-  const d = tmpDir();
-  dirs.push(d);
-  return d;
-}
 
 // ---------------------------------------------------------------------------------------
 // Running the scripts
