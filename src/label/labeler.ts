@@ -36,6 +36,10 @@ export interface LabelOptions {
   progress?: ProgressSink;
   /** Aborted on the first Ctrl-C: no new request starts, answers in flight are kept. */
   stopSignal?: AbortSignal;
+  /** Extra fields for the run's params (relabel: the policies and the selection). */
+  runParams?: Record<string, unknown>;
+  /** Called with the run once it is created or reopened, before any request is sent. */
+  onRunOpened?: (run: RunRow) => void;
 }
 
 export interface ProgressSink {
@@ -95,6 +99,7 @@ export function configHash(task: Task, s: TeacherSettings): string {
       temperature: s.temperature,
       maxTokens: s.maxTokens,
       imageDetail: s.imageDetail,
+      ...(s.keySalt ? { relabel: s.keySalt } : {}),
     }),
   );
 }
@@ -158,6 +163,7 @@ export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
   if (plan.todo.length === 0) return { plan, stats, status: 'nothing-to-do' };
 
   const run = openRun(o, plan);
+  o.onRunOpened?.(run);
   const budget = new Budget(o.maxCost, o.store.runCost(run.id));
   stats.cost = 0;
   const limiter = new RateLimiter(o.limits);
@@ -239,6 +245,8 @@ function openRun(o: LabelOptions, plan: Plan): RunRow {
       max_cost: o.maxCost ?? null,
       store: formatName(o.storeFormat ?? defaultSoftFormat(o.task.labels.length)),
       price: o.price,
+      ...(s.keySalt ? { relabel_salt: s.keySalt } : {}),
+      ...o.runParams,
     }),
   });
 }

@@ -106,6 +106,43 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX labels_run ON labels (run_id, status);
   CREATE INDEX labels_key ON labels (request_key, status);
   `,
+
+  // v2: relabeling (what each relabel run selected and why, its drift) and the lease that keeps relabels one at a time.
+  `
+  CREATE TABLE relabels (
+    id            INTEGER PRIMARY KEY,
+    task_id       INTEGER NOT NULL REFERENCES tasks(id),
+    salt          TEXT NOT NULL UNIQUE,   -- part of every request key of this relabel (see TeacherSettings.keySalt)
+    base_config   TEXT NOT NULL,          -- config hash of the teacher settings without the salt: what a resume must match
+    run_id        INTEGER REFERENCES runs(id),
+    policies      TEXT NOT NULL,          -- JSON: the --policy list as given
+    status        TEXT NOT NULL,          -- selected | running | completed | stopped | interrupted | failed
+    drift         TEXT,                   -- JSON: compared, changed, confusion {old: {new: n}}
+    created_at    TEXT NOT NULL,
+    ended_at      TEXT
+  );
+  CREATE INDEX relabels_task ON relabels (task_id, id);
+
+  CREATE TABLE relabel_items (
+    relabel_id     INTEGER NOT NULL REFERENCES relabels(id),
+    item_id        INTEGER NOT NULL REFERENCES items(id),
+    reason         TEXT NOT NULL,         -- disagree | low-confidence | changed | stale
+    rank           INTEGER NOT NULL,      -- order of selection (most useful first)
+    prev_label_id  INTEGER REFERENCES labels(id),
+    PRIMARY KEY (relabel_id, item_id)
+  );
+
+  -- One row per named lease; a holder renews expires_at while it works, so a crashed holder frees it after the TTL.
+  CREATE TABLE leases (
+    name         TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,           -- host:pid:random
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    acquired_at  TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -28,6 +28,11 @@ export interface TeacherSettings {
   temperature: number;
   maxTokens: number;
   imageDetail: 'low' | 'high' | 'auto';
+  /**
+   * Set by relabel runs: a fresh value per relabel run, part of every request key, so that asking the same
+   * question again is a new paid request (once per relabel run, however often that run is resumed).
+   */
+  keySalt?: string;
 }
 
 export interface TeacherRequest {
@@ -73,7 +78,10 @@ export class RequestBuilder {
       ...(n > 1 ? { n } : {}),
       ...(settings.soft.kind === 'logprobs' ? { logprobs: true, top_logprobs: TOP_LOGPROBS } : {}),
     };
-    this.configDigest = sha256Hex(canonicalJson({ baseURL: settings.baseURL, soft: softModeName(settings.soft), ...this.decoding }));
+    // keySalt only when set: the keys of every plain run stay what they always were.
+    this.configDigest = sha256Hex(
+      canonicalJson({ baseURL: settings.baseURL, soft: softModeName(settings.soft), ...this.decoding, ...(settings.keySalt ? { relabel: settings.keySalt } : {}) }),
+    );
     this.maxCompletionTokens = settings.maxTokens * n;
   }
 

@@ -1,0 +1,132 @@
+/**
+ * The teacher flags and their wiring, shared by label.ts and relabel.ts:
+ * one definition of how a command line becomes LabelOptions.
+ */
+import { Option, type Command } from 'commander';
+import { fileURLToPath } from 'node:url';
+import { loadPriceTable, resolvePrice } from '../label/cost.ts';
+import type { LabelOptions, LabelResult } from '../label/labeler.ts';
+import { makeProgress } from '../label/progress.ts';
+import type { Store, TaskRow } from '../store/store.ts';
+import type { Task } from '../task/task.ts';
+import { TeacherClient } from '../teacher/client.ts';
+import { defaultMaxTokens, parseSoftMode } from '../teacher/request.ts';
+import { DEFAULT_RETRY } from '../teacher/retry.ts';
+import { addStoreOption, storeFormat } from './options.ts';
+import { EXIT, intArg, log, numberArg } from './run.ts';
+
+const DEFAULT_PRICES = fileURLToPath(new URL('../../prices.json', import.meta.url));
+
+/** Every flag that says which teacher to ask and how: model, decoding, limits, retries, prices, cost cap. */
+export function addTeacherOptions(cmd: Command): Command {
+  return addStoreOption(
+    cmd
+      .requiredOption('--model <name>', 'teacher model')
+      .option('--base-url <url>', 'OpenAI-compatible endpoint (default: env OPENAI_BASE_URL, else the official API)')
+      .option('--api-key-env <name>', 'environment variable holding the API key', 'OPENAI_API_KEY')
+      .option('--soft <mode>', 'soft labels: logprobs | samples:N | none', 'logprobs')
+      .option('--temperature <t>', 'sampling temperature (default 0, or 1 with samples:N)', numberArg(0, 2))
+      .option('--max-tokens <n>', 'max_tokens per answer (default: longest label answer + 16)', intArg(1))
+      .addOption(new Option('--image-detail <d>', 'image detail for vision models').choices(['low', 'high', 'auto']).default('low'))
+      .option('--concurrency <n>', 'requests in flight', intArg(1, 1024), 8)
+      .option('--rpm <n>', 'client-side requests-per-minute budget', intArg(1))
+      .option('--tpm <n>', 'client-side tokens-per-minute budget', intArg(1))
+      .option('--timeout <seconds>', 'per-request timeout', numberArg(0.01), 60)
+      .option('--max-retries <n>', 'retries per request for 429, 5xx, timeouts and dropped connections', intArg(0, 100), DEFAULT_RETRY.maxRetries)
+      .option('--retry-base-ms <ms>', 'first backoff step (doubles each retry, with jitter)', intArg(1), DEFAULT_RETRY.baseDelayMs)
+      .option('--max-invalid <n>', 'invalid answers retried per item before it is recorded as failed', intArg(0, 100), 2)
+      .option('--retry-failed', 'ask again for items whose earlier answers were all invalid', false)
+      .option('--prices <file>', 'price table (US$ per 1M tokens)', DEFAULT_PRICES)
+      .option('--price-in <usd>', 'US$ per 1M input tokens (overrides the table)', numberArg(0))
+      .option('--price-out <usd>', 'US$ per 1M output tokens (overrides the table)', numberArg(0))
+      .option('--max-cost <usd>', 'hard cost cap for the run: no request starts that could take its total over this', numberArg(0))
+      .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
+      .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10),
+  );
+}
+
+/** What the teacher flags resolve to before a store is open: the client and the price are made once per process. */
+export interface TeacherSetup {
+  client: TeacherClient;
+  price: ReturnType<typeof resolvePrice>;
+  opts: Record<string, any>;
+  task: Task;
+}
+
+export function teacherSetup(opts: Record<string, any>, task: Task): TeacherSetup {
+  const onlyPrices = opts.priceIn !== undefined && opts.priceOut !== undefined;
+  const price = resolvePrice(opts.model, onlyPrices ? undefined : loadPriceTable(opts.prices), opts.prices, opts.priceIn, opts.priceOut);
+  const client = new TeacherClient({ baseURL: opts.baseUrl, apiKeyEnv: opts.apiKeyEnv, timeoutMs: opts.timeout * 1000 });
+  return { client, price, opts, task };
+}
+
+/** LabelOptions for one labeling pass over `itemIds` (every item of the task when absent). */
+export function labelOptions(t: TeacherSetup, store: Store, taskRow: TaskRow, extra: Partial<LabelOptions> = {}): LabelOptions {
+  const { opts, task } = t;
+  const soft = parseSoftMode(opts.soft);
+  return {
+    store,
+    task,
+    taskRow,
+    client: t.client,
+    settings: {
+      model: opts.model,
+      baseURL: t.client.baseURL,
+      soft,
+      temperature: opts.temperature ?? (soft.kind === 'samples' ? 1 : 0),
+      maxTokens: opts.maxTokens ?? defaultMaxTokens(task.labels),
+      imageDetail: opts.imageDetail,
+    },
+    price: t.price,
+    concurrency: opts.concurrency,
+    limits: { rpm: opts.rpm, tpm: opts.tpm },
+    retry: { ...DEFAULT_RETRY, maxRetries: opts.maxRetries, baseDelayMs: opts.retryBaseMs },
+    maxInvalid: opts.maxInvalid,
+    retryFailed: opts.retryFailed,
+    maxCost: opts.maxCost,
+    storeFormat: storeFormat(opts.store, task.labels.length),
+    limit: opts.limit,
+    progress: makeProgress({ tty: process.stderr.isTTY === true, intervalMs: opts.progressInterval * 1000, write: log }),
+    ...extra,
+  };
+}
+
+/** First Ctrl-C: finish the requests in flight and stop; second: quit at once. */
+export function interruptOnSigint(): AbortSignal {
+  const stop = new AbortController();
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    if (++interrupts > 1) process.exit(EXIT.interrupted);
+    log('interrupt: finishing the requests in flight (Ctrl-C again to quit at once)');
+    stop.abort();
+  });
+  return stop.signal;
+}
+
+/** The one-line summary of a labeling pass. */
+export function labelSummary(r: LabelResult): string {
+  if (r.status === 'nothing-to-do') {
+    return `nothing to do: ${r.plan.cached} item(s) already labeled${r.plan.failedBefore ? `, ${r.plan.failedBefore} failed before (--retry-failed to ask again)` : ''}; 0 requests sent`;
+  }
+  const s = r.stats;
+  const pending = s.total - s.labeled - s.failed;
+  return (
+    `run ${r.run!.id} ${r.status}: ${s.labeled} labeled, ${s.failed} failed, ${pending} pending, ${r.plan.cached} already labeled; ` +
+    `${s.requests} requests (${s.errors} errors), ${s.promptTokens + s.completionTokens} tokens, $${s.cost.toFixed(4)}` +
+    (r.message ? ` — ${r.message}` : '')
+  );
+}
+
+export function labelExitCode(r: LabelResult): number {
+  switch (r.status) {
+    case 'completed':
+    case 'nothing-to-do':
+      return EXIT.ok;
+    case 'stopped':
+      return EXIT.stopped;
+    case 'interrupted':
+      return EXIT.interrupted;
+    default:
+      return EXIT.error;
+  }
+}
