@@ -4,7 +4,7 @@ import { addDbOption } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { storeStatus, type Counts } from '../src/store/status.ts';
+import { storeStatus, type Counts, type RelabelStatus } from '../src/store/status.ts';
 import { Store } from '../src/store/store.ts';
 
 const COUNT_COLUMNS = ['items', 'labeled', 'failed', 'pending', 'requests', 'errors', 'tokens', 'cost'];
@@ -29,10 +29,21 @@ runCli(async () => {
     rows.push(['total', '', '', '', '', ...counts(status.total)]);
     for (const line of formatTable([head, ...rows], 5)) say(line);
     for (const r of status.runs) if (r.message) say(`run ${r.run}: ${r.message}`);
+    for (const r of status.runs) if (r.relabel) say(`run ${r.run}: ${relabelLine(r.relabel)}`);
   } finally {
     store.close();
   }
 });
+
+function relabelLine(r: RelabelStatus): string {
+  const reasons = Object.entries(r.by_reason).map(([k, n]) => `${k} ${n}`).join(', ');
+  const head = `relabel ${r.id} (${r.policies.join(', ')}) of ${r.selected} item(s) [${reasons}], ${r.status}`;
+  if (!r.drift) return `${head}; no new labels yet`;
+  const moves = Object.entries(r.drift.confusion)
+    .flatMap(([old, row]) => Object.entries(row).filter(([neu]) => neu !== old).map(([neu, n]) => `${old}→${neu} ${n}`))
+    .join(', ');
+  return `${head}; drift: ${r.drift.changed} of ${r.drift.compared} label(s) changed${moves ? ` (${moves})` : ''}`;
+}
 
 function counts(c: Counts): string[] {
   return [c.items, c.labeled, c.failed, c.pending, c.requests, c.errors, c.prompt_tokens + c.completion_tokens].map(String).concat(`$${c.cost.toFixed(4)}`);

@@ -1,5 +1,16 @@
 import type { Store } from './store.ts';
 
+/** A relabel pass (scripts/relabel.ts): what it selected and how the new labels differ from the old ones. */
+export interface RelabelStatus {
+  id: number;
+  policies: string[];
+  status: string;
+  selected: number;
+  by_reason: Record<string, number>;
+  /** compared (items with an old and a new label), changed, confusion {old: {new: n}}; null until the run stores labels. */
+  drift: { compared: number; changed: number; confusion: Record<string, Record<string, number>> } | null;
+}
+
 export interface Counts {
   items: number;
   labeled: number;
@@ -24,6 +35,8 @@ export interface RunStatus extends Counts {
   started_at: string;
   ended_at: string | null;
   message: string | null;
+  /** Set when the run is a relabel pass. */
+  relabel: RelabelStatus | null;
 }
 
 export interface TaskStatus extends Counts {
@@ -60,7 +73,8 @@ export function storeStatus(store: Store): StoreStatus {
        ORDER BY r.id`,
     )
     .all() as Omit<RunStatus, 'pending'>[];
-  const runStatuses: RunStatus[] = runs.map((r) => ({ ...r, pending: Math.max(0, r.items - r.labeled - r.failed) }));
+  const relabels = relabelsByRun(store);
+  const runStatuses: RunStatus[] = runs.map((r) => ({ ...r, pending: Math.max(0, r.items - r.labeled - r.failed), relabel: relabels.get(r.run) ?? null }));
 
   const tasks = store.listTasks().map((t): TaskStatus => {
     const c = db
@@ -85,6 +99,29 @@ export function storeStatus(store: Store): StoreStatus {
     ...sumSpend(runStatuses),
   };
   return { runs: runStatuses, tasks, total };
+}
+
+function relabelsByRun(store: Store): Map<number, RelabelStatus> {
+  const rows = store.db
+    .prepare(
+      `SELECT rl.id, rl.run_id, rl.policies, rl.status, rl.drift, ri.reason, count(ri.item_id) AS n
+       FROM relabels rl LEFT JOIN relabel_items ri ON ri.relabel_id = rl.id
+       WHERE rl.run_id IS NOT NULL GROUP BY rl.id, ri.reason ORDER BY rl.id`,
+    )
+    .all() as { id: number; run_id: number; policies: string; status: string; drift: string | null; reason: string | null; n: number }[];
+  const out = new Map<number, RelabelStatus>();
+  for (const r of rows) {
+    let s = out.get(r.run_id);
+    if (!s) {
+      s = { id: r.id, policies: JSON.parse(r.policies) as string[], status: r.status, selected: 0, by_reason: {}, drift: r.drift ? JSON.parse(r.drift) : null };
+      out.set(r.run_id, s);
+    }
+    if (r.reason) {
+      s.by_reason[r.reason] = r.n;
+      s.selected += r.n;
+    }
+  }
+  return out;
 }
 
 function sumSpend(rs: Counts[]): Pick<Counts, 'requests' | 'errors' | 'prompt_tokens' | 'completion_tokens' | 'cost'> {

@@ -1,0 +1,130 @@
+import { Command, Option } from 'commander';
+import { Cron } from 'croner';
+import { existsSync } from 'node:fs';
+import { addDbOption, resolveTask } from '../src/cli/options.ts';
+import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
+import { addTeacherOptions, interruptOnSigint, labelExitCode, labelOptions, labelSummary, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
+import { DistilleryError } from '../src/errors.ts';
+import { planLabeling, runLabeling } from '../src/label/labeler.ts';
+import { parsePolicies, REASON_ORDER, type Policy } from '../src/relabel/policy.ts';
+import { relabelOnce, type RelabelOutcome } from '../src/relabel/relabel.ts';
+import { studentPredictions } from '../src/relabel/student.ts';
+import { Lease } from '../src/store/lease.ts';
+import { Store } from '../src/store/store.ts';
+
+const LEASE = 'relabel';
+
+const program = addTeacherOptions(
+  addDbOption(new Command('relabel'))
+    .description('Ask the teacher again about the items whose labels are doubtful or stale. Old labels stay in the store; each pass records how many labels changed.')
+    .requiredOption('--task <file>', 'task file (or a name from prompts/)')
+    .requiredOption('--policy <list...>', 'what to relabel: changed, stale:DURATION (e.g. stale:7d), low-confidence:P, disagree (comma list or repeated)')
+    .option('--student <dir>', 'a student trained by train.ts: `disagree` also selects items where it predicts another class than the label')
+    .addOption(new Option('--backend <name>', 'tensor backend for --student').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+    .option('--cron <expr>', 'stay running and relabel on this schedule (cron syntax, 5 fields, or 6 with seconds first)')
+    .option('--max-runs <n>', 'with --cron: exit after N scheduled passes', intArg(1))
+    .option('--wait', 'if another relabel holds the database, wait for it instead of exiting', false)
+    .option('--lease-ttl <seconds>', 'the lease expires this long after its holder last renewed it (a crashed relabel blocks no longer)', numberArg(1), 300)
+    .option('--dry-run', 'print what would be relabeled and its estimated cost; send nothing, write nothing', false),
+);
+
+runCli(async () => {
+  const opts = program.parse().opts();
+  const task = resolveTask(opts.task);
+  const policies = parsePolicies(opts.policy);
+  const teacher = teacherSetup(opts, task);
+  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
+  const stopSignal = interruptOnSigint();
+  const command = `relabel --task ${task.name} --model ${opts.model} --policy ${opts.policy.join(',')}`;
+
+  if (!opts.cron) return pass(opts, teacher, policies, command, stopSignal);
+
+  let job: Cron;
+  try {
+    job = new Cron(opts.cron, { protect: true, paused: true });
+  } catch (e) {
+    throw new DistilleryError(`--cron "${opts.cron}": ${(e as Error).message}`);
+  }
+  log(`relabel scheduled "${opts.cron}": next pass at ${job.nextRun()?.toISOString()}`);
+  job.stop();
+  let passes = 0;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      job.stop();
+      resolve();
+    };
+    stopSignal.addEventListener('abort', done);
+    job = new Cron(opts.cron, { protect: true }, async () => {
+      if (stopSignal.aborted) return;
+      try {
+        await pass(opts, teacher, policies, command, stopSignal);
+      } catch (e) {
+        // One failed pass (the lease held by another process, a server down) must not end the schedule.
+        log(`pass failed: ${(e as Error).message}`);
+      }
+      passes++;
+      if (opts.maxRuns !== undefined && passes >= opts.maxRuns) done();
+      else if (!stopSignal.aborted) log(`next pass at ${job.nextRun()?.toISOString()}`);
+    });
+  });
+  return stopSignal.aborted ? EXIT.interrupted : EXIT.ok;
+});
+
+/** One relabel pass under the lease. */
+async function pass(opts: Record<string, any>, teacher: TeacherSetup, policies: Policy[], command: string, stopSignal: AbortSignal): Promise<number> {
+  const store = Store.open(opts.db);
+  try {
+    const taskRow = store.findTask(teacher.task.name);
+    if (!taskRow) throw new DistilleryError(`${store.path}: task "${teacher.task.name}" has no items yet`);
+    const leaseLost = new AbortController();
+    const leaseOpts = { ttlMs: opts.leaseTtl * 1000, command };
+    const onLost = () => {
+      log('lost the relabel lease (this process stalled past --lease-ttl and another took over): stopping');
+      leaseLost.abort();
+    };
+    const lease = opts.dryRun
+      ? undefined
+      : opts.wait
+        ? await Lease.wait(store, LEASE, { ...leaseOpts, signal: stopSignal, onWait: (held) => log(`waiting for the relabel lease held by pid ${held.pid} on ${held.host} (until ${held.expires_at})`) }, onLost)
+        : Lease.acquire(store, LEASE, leaseOpts, onLost);
+    try {
+      const student = opts.student ? await studentPredictions(store, taskRow, teacher.task, opts.student, opts.backend) : undefined;
+      const label = labelOptions(teacher, store, taskRow, { stopSignal: AbortSignal.any([stopSignal, leaseLost.signal]) });
+      const outcome = await relabelOnce({ label, policies, run: runLabeling, student, limit: opts.limit, dryRun: opts.dryRun });
+      if (opts.dryRun) {
+        say(await dryRunLine(outcome, teacher, label));
+        return EXIT.ok;
+      }
+      say(summary(outcome, policies));
+      return outcome.result ? labelExitCode(outcome.result) : EXIT.ok;
+    } finally {
+      lease?.release();
+    }
+  } finally {
+    store.close();
+  }
+}
+
+function reasons(o: RelabelOutcome): string {
+  return REASON_ORDER.map((r) => `${r} ${o.selected[r]}`).join(', ');
+}
+
+function summary(o: RelabelOutcome, policies: Policy[]): string {
+  if (!o.relabel || !o.result) return `nothing to relabel (policies: ${policies.map((p) => p.kind).join(', ')}); 0 requests sent`;
+  const total = REASON_ORDER.reduce((a, r) => a + o.selected[r], 0);
+  const drift = o.drift ? `; drift: ${o.drift.changed} of ${o.drift.compared} label(s) changed` : '';
+  return `relabel ${o.relabel.id}${o.resumed ? ' (resumed)' : ''}: ${total} item(s) selected (${reasons(o)}); ${labelSummary(o.result)}${drift}`;
+}
+
+async function dryRunLine(o: RelabelOutcome, teacher: TeacherSetup, label: ReturnType<typeof labelOptions>): Promise<string> {
+  const total = REASON_ORDER.reduce((a, r) => a + o.selected[r], 0);
+  if (total === 0) return 'dry run: nothing to relabel; nothing sent';
+  const plan = await planLabeling({ ...label, itemIds: o.itemIds, limit: undefined, settings: { ...label.settings, keySalt: o.relabel?.salt ?? 'dry-run' } });
+  const { price } = teacher;
+  const expected = (plan.promptTokens * price.input + plan.expectedCompletionTokens * price.output) / 1e6;
+  const worst = (plan.promptTokens * price.input + plan.maxCompletionTokens * price.output) / 1e6;
+  return (
+    `dry run: ${o.relabel ? `unfinished relabel ${o.relabel.id} would resume: ` : ''}${plan.todo.length} item(s) to relabel (${reasons(o)}): ` +
+    `~${plan.promptTokens} input tokens, estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)}); nothing sent`
+  );
+}
