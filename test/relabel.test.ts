@@ -264,7 +264,11 @@ describe('cli: relabel.ts', () => {
     assert.match(refused.stderr, /^error: .*cli\.db: relabel is held by pid 4242 on elsewhere since .*\(relabel by the test\).*--wait/);
     assert.equal(fake.answered, 12);
     const waiting = startNode(args(o, ['--policy', 'stale:0s', '--wait']), env);
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise<void>((resolve) => {
+      waiting.child.stderr!.on('data', (d: string) => {
+        if (d.includes('waiting for the relabel lease')) resolve();
+      });
+    });
     assert.equal(fake.answered, 12, 'nothing sent while waiting');
     db.prepare(`DELETE FROM leases`).run();
     db.close();

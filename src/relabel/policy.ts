@@ -21,6 +21,7 @@
  */
 import { DistilleryError } from '../errors.ts';
 import { decodeSoft, softToProbs } from '../soft/codec.ts';
+import { currentLabels, type CurrentLabel } from '../store/relabels.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
 
@@ -87,33 +88,6 @@ export function policyName(p: Policy): string {
   }
 }
 
-/** An item's latest valid label from an LLM run of the task. */
-export interface CurrentLabel {
-  labelId: number;
-  itemId: number;
-  label: string;
-  soft: Buffer | null;
-  createdAt: string;
-  model: string;
-  promptVersion: string | null;
-  /** Set when the label came from a relabel run: that relabel's base config. */
-  relabelConfig: string | null;
-}
-
-export function currentLabels(store: Store, task: TaskRow): Map<number, CurrentLabel> {
-  store.flush();
-  const rows = store.db
-    .prepare(
-      `SELECT l.id AS labelId, l.item_id AS itemId, l.label, l.soft, l.created_at AS createdAt, r.teacher AS model,
-              r.prompt_version AS promptVersion, rl.base_config AS relabelConfig
-       FROM labels l JOIN runs r ON r.id = l.run_id LEFT JOIN relabels rl ON rl.run_id = r.id
-       WHERE l.id IN (SELECT max(l2.id) FROM labels l2 JOIN runs r2 ON r2.id = l2.run_id
-                      WHERE r2.task_id = ? AND r2.kind = 'llm' AND l2.status = 'ok' GROUP BY l2.item_id)`,
-    )
-    .all(task.id) as CurrentLabel[];
-  return new Map(rows.map((r) => [r.itemId, r]));
-}
-
 export interface SelectContext {
   /** The teacher asked now. */
   model: string;
@@ -135,7 +109,7 @@ export interface Selected {
 }
 
 export function selectItems(store: Store, task: TaskRow, policies: Policy[], ctx: SelectContext): Selected[] {
-  const current = currentLabels(store, task);
+  const current = currentLabels(store, task.id);
   const picked = new Map<number, Selected>();
   const consider = (itemId: number, reason: Reason, score: number) => {
     const cur = current.get(itemId);
