@@ -92,6 +92,24 @@ export function nll(probs: (Float64Array | null)[], gold: Labels): Metric {
  * Σ_m |B_m|/n · |acc(B_m) − conf(B_m)|.
  */
 export function ece(probs: (Float64Array | null)[], gold: Labels, bins = 15): Metric {
+  const r = reliabilityBins(probs, gold, bins);
+  let sum = 0;
+  for (const b of r.bins) if (b.count) sum += b.count * Math.abs(b.accuracy - b.confidence);
+  return { n: r.n, value: r.n ? sum / r.n : NaN };
+}
+
+export interface ReliabilityBin {
+  /** The bin's range of confidence: (lo, hi]. */
+  lo: number;
+  hi: number;
+  count: number;
+  /** Accuracy and mean confidence of the bin's items (0 when empty). */
+  accuracy: number;
+  confidence: number;
+}
+
+/** The reliability diagram behind ECE: per confidence bin, how often the top class was right. */
+export function reliabilityBins(probs: (Float64Array | null)[], gold: Labels, bins = 15): { n: number; bins: ReliabilityBin[] } {
   checkSameLength(probs, gold, 'probabilities and gold differ in length');
   if (!Number.isInteger(bins) || bins < 1) throw new TargetsError(`ece needs a positive whole number of bins, got ${bins}`);
   const count = new Float64Array(bins);
@@ -110,9 +128,16 @@ export function ece(probs: (Float64Array | null)[], gold: Labels, bins = 15): Me
     confSum[b] += p[top];
     if (top === g) correct[b]++;
   }
-  let sum = 0;
-  for (let b = 0; b < bins; b++) if (count[b]) sum += Math.abs(correct[b] - confSum[b]);
-  return { n, value: n ? sum / n : NaN };
+  return {
+    n,
+    bins: Array.from({ length: bins }, (_, b) => ({
+      lo: b / bins,
+      hi: (b + 1) / bins,
+      count: count[b],
+      accuracy: count[b] ? correct[b] / count[b] : 0,
+      confidence: count[b] ? confSum[b] / count[b] : 0,
+    })),
+  };
 }
 
 /** Bins are closed on the right, as in Guo et al.: confidence 1 goes to the last bin, 1/M to the first. */
