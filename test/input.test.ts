@@ -451,3 +451,29 @@ describe('readItems: class folders', () => {
     await rejectsWith(collect(root, makeTask()), new RegExp(`^${escapeRe(root)}: a folder of class folders is only for image tasks`));
   });
 });
+
+describe('UTF-8', () => {
+  const line = (i: number) => JSON.stringify({ id: `r${i}`, text: `ligne ${i}: café, naïve, 日本語, 🙂` });
+
+  test('valid multi-byte text across 1 MiB read chunks is read as written', async () => {
+    const rows = Array.from({ length: 60_000 }, (_, i) => line(i));
+    const file = write('big.jsonl', rows.join('\n') + '\n');
+    assert.ok(fs.statSync(file).size > 2 << 20, 'several read chunks');
+    const items = await collect(file);
+    assert.equal(items.length, 60_000);
+    assert.equal(items[59_999].fields.text, "ligne 59999: café, naïve, 日本語, 🙂");
+  });
+
+  test('a byte that is not UTF-8 names its line: JSONL, CSV, far into a large file, a truncated last character', async () => {
+    const bad = Buffer.from([0x63, 0x61, 0x66, 0xe9]); // "caf" + a Latin-1 é
+    const jsonl = write('bad.jsonl', Buffer.concat([Buffer.from(`${line(0)}\n{"text":"`), bad, Buffer.from('"}\n')]));
+    await rejectsWith(collect(jsonl), new RegExp(`^${escapeRe(jsonl)}:2: invalid UTF-8`));
+    const csv = write('bad.csv', Buffer.concat([Buffer.from('text,label\nfine,cat\n"'), bad, Buffer.from('",dog\n')]));
+    await rejectsWith(collect(csv), new RegExp(`^${escapeRe(csv)}:3: invalid UTF-8`));
+    const far = Array.from({ length: 20_000 }, (_, i) => line(i)).join('\n') + '\n';
+    const big = write('far.jsonl', Buffer.concat([Buffer.from(far), Buffer.from('{"text":"'), bad, Buffer.from('"}\n')]));
+    await rejectsWith(collect(big), new RegExp(`^${escapeRe(big)}:20001: invalid UTF-8`));
+    const cut = write('cut.jsonl', Buffer.concat([Buffer.from(`${line(0)}\n{"text":"x"}`), Buffer.from([0xe6, 0x97])]));
+    await rejectsWith(collect(cut), new RegExp(`^${escapeRe(cut)}:2: invalid UTF-8`));
+  });
+});

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { CsvError, parse, type Info } from 'csv-parse';
 import { InputError } from '../errors.ts';
 import { itemsThenError, type Batch } from './batch.ts';
+import { checkedUtf8 } from './utf8.ts';
 
 /** One record as parsed, before any meaning is given to its columns. */
 export interface RawRow {
@@ -19,7 +20,9 @@ export interface RawRow {
  * file slow, not the parsing.
  */
 export async function* readJsonlRows(path: string): AsyncGenerator<RawRow[]> {
-  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 });
+  const file = createReadStream(path, { highWaterMark: 1 << 20 });
+  const stream = file.pipe(checkedUtf8(path)).setEncoding('utf8');
+  file.on('error', (e) => stream.destroy(e));
   let line = 0;
   let row = 0;
   let partial = '';
@@ -48,6 +51,7 @@ export async function* readJsonlRows(path: string): AsyncGenerator<RawRow[]> {
     if (partial !== '') yield* itemsThenError(parseLines([partial]));
   } finally {
     stream.destroy();
+    file.destroy();
   }
 }
 
@@ -74,7 +78,9 @@ interface CsvRecord {
 /** CSV or TSV with a header row, in batches like readJsonlRows. */
 export async function* readDelimitedRows(path: string, delimiter: ',' | '\t'): AsyncGenerator<RawRow[]> {
   const kind = delimiter === ',' ? 'CSV' : 'TSV';
-  const source = createReadStream(path);
+  const file = createReadStream(path);
+  const source = file.pipe(checkedUtf8(path));
+  file.on('error', (e) => source.destroy(e));
   const parser = parse({
     columns: true,
     bom: true,
@@ -112,6 +118,7 @@ export async function* readDelimitedRows(path: string, delimiter: ',' | '\t'): A
   } finally {
     parser.destroy();
     source.destroy();
+    file.destroy();
   }
 }
 
