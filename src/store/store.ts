@@ -331,6 +331,18 @@ export class Store {
     this.db.prepare('UPDATE runs SET items_total = ? WHERE id = ?').run(n, runId);
   }
 
+  /** A run as described, its id and status included: loading an export into an empty database (src/export/import.ts). */
+  restoreRun(r: Pick<RunRow, 'id' | 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'source' | 'source_hash' | 'config_hash' | 'params' | 'labels' | 'status' | 'items_total'>): void {
+    this.flush();
+    const t = now();
+    this.db
+      .prepare(
+        `INSERT INTO runs (id, task_id, kind, teacher, base_url, prompt_version, source, source_hash, config_hash, params, labels, status, items_total, started_at, ended_at)
+         VALUES (@id, @task_id, @kind, @teacher, @base_url, @prompt_version, @source, @source_hash, @config_hash, @params, @labels, @status, @items_total, @started_at, @ended_at)`,
+      )
+      .run({ ...r, started_at: t, ended_at: r.status === 'running' ? null : t });
+  }
+
   finishRun(runId: number, status: 'completed' | 'stopped' | 'interrupted' | 'failed', message: string | null): void {
     this.flush();
     this.db.prepare('UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?').run(status, now(), message, runId);
@@ -415,19 +427,35 @@ export class Store {
   }
 
   private enqueue(write: () => void): void {
+    if (this.writeError) throw this.writeError;
     this.pendingWrites.push(write);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(() => {
+        try {
+          this.flush();
+        } catch {
+          // Kept in writeError: the next flush or write (the labeler flushes before every request) reports it.
+        }
+      });
     }
   }
+
+  /** Set when a commit failed (disk full, I/O error): every later write fails with it, nothing half-saved. */
+  private writeError?: DistilleryError;
 
   /** Commit every queued write now, in one transaction. */
   flush(): void {
     this.flushScheduled = false;
+    if (this.writeError) throw this.writeError;
     if (this.pendingWrites.length === 0) return;
     const writes = this.pendingWrites;
-    this.pendingWrites = [];
-    this.db.transaction(() => writes.forEach((w) => w())).immediate();
+    try {
+      this.db.transaction(() => writes.forEach((w) => w())).immediate();
+      this.pendingWrites = [];
+    } catch (e) {
+      this.writeError = new DistilleryError(`${this.path}: cannot write (${(e as Error).message}); ${writes.length} record(s) of the last moment were not saved, everything before them is`);
+      throw this.writeError;
+    }
   }
 }
