@@ -1,38 +1,64 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
-import { log, runCli, say } from '../src/cli/run.ts';
+import { EXIT, intArg, log, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask, writeJsonlExport, type ExportOptions } from '../src/export/export.ts';
+import { pickTask, writeExport, type WriteOptions } from '../src/export/export.ts';
+import { DATA_FILES, FORMATS, MANIFEST, type Format } from '../src/export/manifest.ts';
+import { verifyExport } from '../src/export/verify.ts';
 import { Store } from '../src/store/store.ts';
 
 const program = addTargetOptions(
   addDbOption(new Command('export'))
-    .description("Write DIR/labels.jsonl: per item and teacher its latest valid label, or with --aggregate one target per item from several teachers.")
-    .requiredOption('--out <dir>', 'output folder')
-    .option('--format <formats>', 'output format (jsonl)', 'jsonl')
+    .description(
+      'Write DIR/labels.jsonl and/or DIR/labels.parquet and DIR/manifest.json: per item and teacher its latest valid label, or with --aggregate one target per item from several teachers. The same database state gives byte-identical files.',
+    )
+    .option('--out <dir>', 'output folder')
+    .option('--format <formats>', `comma list of output formats (${FORMATS.join(', ')})`, 'jsonl')
     .option('--task <name>', 'task name (needed when the database holds several)')
-    .option('--logits', 'include the stored logits of white-box teachers (per-teacher rows)', false),
+    .option('--logits', 'include the stored logits of white-box teachers (per-teacher rows)', false)
+    .option('--as-of <run>', 'export the state after this run: labels of runs with id <= RUN, items imported by the end of that run', intArg(1))
+    .option('--with-images', 'image tasks: also write the images, as images/<sha256>.<ext>', false)
+    .option('--verify <dir>', 'check an export: every file hash and size, no unlisted file, the counts against the rows; exits 1 naming the file on any difference'),
 );
 
 runCli(async () => {
   const opts = program.parse().opts();
-  const formats = String(opts.format).split(',').map((f) => f.trim());
-  const unknown = formats.filter((f) => f !== 'jsonl');
-  if (unknown.length) throw new DistilleryError(`--format: unsupported format ${unknown.join(', ')} (supported: jsonl)`);
+  if (opts.verify !== undefined) {
+    if (opts.out !== undefined) throw new DistilleryError('--verify DIR checks an export; it goes without --out');
+    const v = await verifyExport(opts.verify);
+    if (v.problems.length) {
+      for (const p of v.problems) log(`error: ${p}`);
+      return EXIT.error;
+    }
+    const files = v.manifest!.files;
+    say(`${opts.verify}: ok (${files.length} file(s) and ${MANIFEST}, ${v.manifest!.counts.rows} row(s))`);
+    return EXIT.ok;
+  }
+  if (opts.out === undefined) throw new DistilleryError('give --out DIR (write an export) or --verify DIR (check one)');
+  const formats = [...new Set(String(opts.format).split(',').map((f) => f.trim()))];
+  const unknown = formats.filter((f) => !(FORMATS as readonly string[]).includes(f));
+  if (unknown.length || formats.length === 0) throw new DistilleryError(`--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')})`);
   if (opts.calibrate && !opts.aggregate) throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
   if (opts.weights && opts.aggregate !== 'weighted') throw new DistilleryError('--weights goes with --aggregate weighted');
   if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
   const store = Store.open(opts.db);
   try {
     const task = pickTask(store, opts.task);
-    const o: ExportOptions = {
+    const o: WriteOptions = {
       teachers: opts.teachers,
       logits: opts.logits,
       targets: opts.aggregate ? { aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate } : undefined,
+      formats: formats as Format[],
+      asOf: opts.asOf,
+      withImages: opts.withImages,
     };
-    const { path, rows } = writeJsonlExport(store, task, opts.out, o);
-    say(`wrote ${rows} row(s) to ${path}`);
+    const r = await writeExport(store, task, opts.out, o);
+    const images = r.files.filter((f) => f.startsWith('images/')).length;
+    say(
+      `wrote ${r.rows} row(s) to ${formats.map((f) => join(opts.out, DATA_FILES[f as Format])).join(' and ')}${images ? `, ${images} image(s) to ${join(opts.out, 'images')}` : ''}; manifest ${join(opts.out, MANIFEST)}`,
+    );
   } finally {
     store.close();
   }

@@ -122,7 +122,7 @@ describe('cli: label, status, export', () => {
     const lines = fs.readFileSync(path.join(out, 'labels.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(lines.length, 7);
     lines.forEach((row, i) => {
-      assert.deepEqual(Object.keys(row).sort(), ['gold', 'id', 'label', 'probs', 'prompt_version', 'soft_method', 'split', 'teacher', 'text'].sort());
+      assert.deepEqual(Object.keys(row).sort(), ['gold', 'id', 'label', 'probs', 'prompt_version', 'soft_method', 'split', 'teacher', 'text', 'run', 'cost', 'request_key', 'soft'].sort());
       assert.equal(row.id, rows[i].id);
       assert.equal(row.text, rows[i].text);
       assert.equal(row.gold, rows[i].label ?? null);
