@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
-import { addTeacherOptions, interruptOnSigint, labelExitCode, labelOptions, labelSummary, teacherSetup } from '../src/cli/teacher.ts';
+import { addTeacherOptions, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
-import { planLabeling, runLabeling, type LabelOptions } from '../src/label/labeler.ts';
+import { batchPrice } from '../src/label/cost.ts';
+import { planLabeling, type LabelOptions } from '../src/label/labeler.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { softModeName } from '../src/teacher/request.ts';
 
@@ -29,13 +30,14 @@ runCli(async () => {
     if (opts.dryRun) {
       const dry = async (o: LabelOptions) => {
         const plan = await planLabeling(o);
-        const { price } = teacher;
+        const price = opts.batch ? batchPrice(teacher.price) : teacher.price;
         const expected = (plan.promptTokens * price.input + plan.expectedCompletionTokens * price.output) / 1e6;
         const worst = (plan.promptTokens * price.input + plan.maxCompletionTokens * price.output) / 1e6;
         say(
           `dry run: ${plan.todo.length} item(s) to label (${plan.cached} already labeled, ${plan.failedBefore} failed before) with ${opts.model}, ` +
             `soft ${softModeName(o.settings.soft)}: ~${plan.promptTokens} input tokens, ~${plan.expectedCompletionTokens} output tokens, ` +
-            `estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)}); nothing sent`,
+            `estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)})${opts.batch ? ' at the batch price' : ''}` +
+            `${plan.inBatch ? `, ${plan.inBatch} in live batch jobs` : ''}; nothing sent`,
         );
       };
       if (opts.input) await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)), { dryRun: true, beforeCommit: (r) => dry(base(r.taskRow, r.itemIds)) });
@@ -51,7 +53,7 @@ runCli(async () => {
     } else {
       o = base(existingTask(store, task.name));
     }
-    const result = await runLabeling(o);
+    const result = await runTeacherPass(teacher, o);
     say(labelSummary(result));
     return labelExitCode(result);
   } finally {

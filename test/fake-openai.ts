@@ -51,6 +51,8 @@ export interface ChatRequestBody {
 export interface ChatRequest {
   body: ChatRequestBody;
   headers: Record<string, string | string[] | undefined>;
+  /** Set for a line of a batch job: the batch's id. */
+  batchId?: string;
 }
 
 /** What a teacher decides: a class distribution (and its argmax), or a literal answer. */
@@ -76,6 +78,64 @@ export interface FakeTeacherOptions {
    * completion tokens the number of generated tokens over all choices.
    */
   usage?: (req: ChatRequest, contents: string[]) => { prompt_tokens: number; completion_tokens: number };
+  /**
+   * How each batch job behaves (the Batch API: /v1/files and /v1/batches). Default: it answers every line and is
+   * `completed` at its first poll. Lines are answered by the same chat logic as live requests (teacher, fault,
+   * usage, logprobs), and count in `requests` and `answered` like them.
+   */
+  batch?: (info: { id: string; index: number /* 1-based */; lines: number; metadata: Record<string, string> }) => BatchScript | undefined;
+  /**
+   * Called for every /v1/files and /v1/batches call (n: 1-based count of such calls). `status`: answer that error
+   * and do nothing; `drop`: do the work, then drop the connection instead of answering (the client never learns
+   * the result, as when a process dies just after the call).
+   */
+  apiFault?: (call: { method: string; path: string }, n: number) => ApiFault | undefined;
+}
+
+export type ApiFault = { kind: 'status'; status: 429 | 500 | 502 | 503 | 400 | 401 } | { kind: 'drop' };
+
+/** The script of one batch job. Polls are `GET /v1/batches/{id}` calls. */
+export interface BatchScript {
+  /** Polls that still show each state (default 0: straight through to the end at the first poll). */
+  validatingPolls?: number;
+  inProgressPolls?: number;
+  finalizingPolls?: number;
+  /**
+   * How the job ends: `completed` (default); `failed` (validation failed, no output, `errors` shown on the batch);
+   * `expired` (the first `answered` lines are in the output file, the rest in the error file as `batch_expired`).
+   */
+  outcome?: 'completed' | 'failed' | 'expired';
+  /** Lines answered before the job expires or is cancelled (default 0). */
+  answered?: number;
+  errors?: Array<{ code: string; message: string }>;
+  /** A line (0-based) that fails: in the error file with this HTTP status, as a real API reports a request it refused. */
+  lineError?: (line: { custom_id: string; body: ChatRequestBody }, index: number) => { status: number; code?: string; message?: string } | undefined;
+}
+
+export type FakeBatchStatus = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+
+/** A batch as the fake keeps it (tests read these). */
+export interface FakeBatch {
+  id: string;
+  index: number;
+  status: FakeBatchStatus;
+  input_file_id: string;
+  metadata: Record<string, string>;
+  /** custom_id of every line of its input file, in order. */
+  customIds: string[];
+  /** Size of its input file. */
+  bytes: number;
+  /** Polls so far (retrieve calls). */
+  polls: number;
+  output_file_id?: string;
+  error_file_id?: string;
+}
+
+export interface FakeFile {
+  id: string;
+  filename: string;
+  purpose: string;
+  bytes: Buffer;
 }
 
 export type Fault =
@@ -90,8 +150,14 @@ export interface FakeTeacher {
   url: string;
   /** Every chat request received, including faulted and rejected ones. */
   requests: ChatRequest[];
-  /** Number of 200 chat answers sent (what a real API would bill). */
+  /** Number of 200 chat answers sent (what a real API would bill), batch lines included. */
   answered: number;
+  /** Batch jobs created, in order. */
+  batches: FakeBatch[];
+  /** Uploaded and generated files by id. */
+  files: Map<string, FakeFile>;
+  /** Every request to /v1/files and /v1/batches: method and path. */
+  apiCalls: Array<{ method: string; path: string; headers: Record<string, string | string[] | undefined> }>;
   /** Closes the server and all sockets, including hung ones. */
   close(): Promise<void>;
 }
@@ -392,9 +458,13 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown, heade
 }
 
 async function readBody(req: http.IncomingMessage): Promise<string> {
+  return (await readRaw(req)).toString('utf8');
+}
+
+async function readRaw(req: http.IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 function parseBody(text: string): ChatRequestBody {
@@ -549,6 +619,7 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
         data: [{ id: FAKE_MODEL, object: 'model', created: 0, owned_by: 'distillery' }],
       });
     }
+    if (path.startsWith('/v1/files') || path.startsWith('/v1/batches')) return handleBatchApi(req, res, path);
     if (req.method !== 'POST' || path !== '/v1/chat/completions') {
       await readBody(req); // drain, so keep-alive connections stay usable
       throw new HttpError(404, `Unknown request URL: ${req.method} ${req.url}`, null, 'invalid_request_error', 'unknown_url');
@@ -564,22 +635,203 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
 
     if (fault?.kind === 'drop') return req.socket.destroy();
     if (fault?.kind === 'hang') return; // close() destroys the socket
-    if (fault?.kind === 'status') {
-      const body = fault.body ?? { error: { ...DEFAULT_STATUS_ERRORS[fault.status], param: null } };
-      return sendJson(res, fault.status, body, { 'x-request-id': requestId, ...fault.headers });
-    }
+    const { status, body, headers } = chatAnswer(chat, index, fault);
+    sendJson(res, status, body, { 'x-request-id': requestId, ...headers });
+  }
 
+  /** The answer to one chat request (live, or a batch line): the status and body a real API would send. */
+  function chatAnswer(chat: ChatRequest, index: number, fault: Fault | undefined): { status: number; body: unknown; headers?: Record<string, string> } {
+    if (fault?.kind === 'status') {
+      return { status: fault.status, body: fault.body ?? { error: { ...DEFAULT_STATUS_ERRORS[fault.status], param: null } }, headers: fault.headers };
+    }
     let v: Validated;
     try {
       v = validate(chat, opts);
     } catch (err) {
       if (!(err instanceof HttpError)) throw err;
-      return sendJson(res, err.status, err.body(), { 'x-request-id': requestId });
+      return { status: err.status, body: err.body() };
     }
     const choices = chooseAnswers(chat, v, index, opts, fault);
     const body = completionBody(chat, v, choices, index, opts);
     fake.answered++;
-    sendJson(res, 200, body, { 'x-request-id': requestId });
+    return { status: 200, body };
+  }
+
+  // ---- the Batch API -------------------------------------------------------
+
+  let fileCount = 0;
+  let lineCount = 0;
+  const scripts = new Map<string, BatchScript>();
+  const inState = new Map<string, number>(); // polls seen in the current state
+
+  function addFile(filename: string, purpose: string, bytes: Buffer): FakeFile {
+    const f: FakeFile = { id: `file-fake-${++fileCount}`, filename, purpose, bytes };
+    fake.files.set(f.id, f);
+    return f;
+  }
+
+  const fileObject = (f: FakeFile) => ({ id: f.id, object: 'file', bytes: f.bytes.length, created_at: 0, filename: f.filename, purpose: f.purpose, status: 'processed' });
+
+  function batchObject(b: FakeBatch) {
+    return {
+      id: b.id,
+      object: 'batch',
+      endpoint: '/v1/chat/completions',
+      input_file_id: b.input_file_id,
+      completion_window: '24h',
+      status: b.status,
+      output_file_id: b.output_file_id ?? null,
+      error_file_id: b.error_file_id ?? null,
+      created_at: b.index,
+      metadata: b.metadata,
+      errors: b.status === 'failed' ? { object: 'list', data: (scripts.get(b.id)?.errors ?? [{ code: 'invalid_request', message: 'The batch failed validation (fake).' }]).map((e) => ({ ...e, line: null, param: null })) } : null,
+      request_counts: { total: b.customIds.length, completed: 0, failed: 0 },
+    };
+  }
+
+  /** Answer the first `count` lines of a batch with the chat logic; the rest go to the error file with `restCode`. */
+  function runLines(b: FakeBatch, count: number, restCode: string | undefined, headers: ChatRequest['headers']) {
+    const script = scripts.get(b.id) ?? {};
+    const input = fake.files.get(b.input_file_id)!.bytes.toString('utf8').split('\n').filter((l) => l.trim() !== '');
+    const out: string[] = [];
+    const errors: string[] = [];
+    input.forEach((text, i) => {
+      const line = JSON.parse(text) as { custom_id: string; body: ChatRequestBody };
+      const id = `batch_req_fake_${++lineCount}`;
+      if (i >= count) {
+        if (restCode) errors.push(JSON.stringify({ id, custom_id: line.custom_id, response: null, error: { code: restCode, message: `This request could not be executed (${restCode}, fake).` } }));
+        return;
+      }
+      const scripted = script.lineError?.(line, i);
+      if (scripted) {
+        const body = { error: { message: scripted.message ?? `request failed (fake ${scripted.status})`, type: 'invalid_request_error', param: null, code: scripted.code ?? null } };
+        errors.push(JSON.stringify({ id, custom_id: line.custom_id, response: { status_code: scripted.status, request_id: id, body }, error: null }));
+        return;
+      }
+      const chat: ChatRequest = { body: line.body, headers, batchId: b.id };
+      fake.requests.push(chat);
+      const index = fake.requests.length;
+      const fault = opts.fault?.(chat, index);
+      const answer = fault?.kind === 'drop' || fault?.kind === 'hang' ? { status: 500, body: { error: { ...DEFAULT_STATUS_ERRORS[500], param: null } } } : chatAnswer(chat, index, fault);
+      const entry = JSON.stringify({ id, custom_id: line.custom_id, response: { status_code: answer.status, request_id: `req_fake_${index}`, body: answer.body }, error: null });
+      (answer.status === 200 ? out : errors).push(entry);
+    });
+    if (out.length > 0) b.output_file_id = addFile(`${b.id}_output.jsonl`, 'batch_output', Buffer.from(out.join('\n') + '\n')).id;
+    if (errors.length > 0) b.error_file_id = addFile(`${b.id}_error.jsonl`, 'batch_output', Buffer.from(errors.join('\n') + '\n')).id;
+  }
+
+  /** One poll: move through every state whose polls are used up, then count this poll in the state reached. */
+  function poll(b: FakeBatch, headers: ChatRequest['headers']) {
+    const script = scripts.get(b.id) ?? {};
+    for (;;) {
+      const seen = inState.get(b.id) ?? 0;
+      let next: FakeBatchStatus | undefined;
+      if (b.status === 'validating' && seen >= (script.validatingPolls ?? 0)) next = script.outcome === 'failed' ? 'failed' : 'in_progress';
+      else if (b.status === 'in_progress' && seen >= (script.inProgressPolls ?? 0)) {
+        if (script.outcome === 'expired') {
+          runLines(b, script.answered ?? 0, 'batch_expired', headers);
+          next = 'expired';
+        } else {
+          runLines(b, Infinity, undefined, headers);
+          next = 'finalizing';
+        }
+      } else if (b.status === 'finalizing' && seen >= (script.finalizingPolls ?? 0)) next = 'completed';
+      else if (b.status === 'cancelling') {
+        runLines(b, script.answered ?? 0, 'batch_cancelled', headers);
+        next = 'cancelled';
+      }
+      if (!next) break;
+      b.status = next;
+      inState.set(b.id, 0);
+      if (next === 'completed' || next === 'failed' || next === 'expired' || next === 'cancelled') return;
+    }
+    inState.set(b.id, (inState.get(b.id) ?? 0) + 1);
+  }
+
+  async function handleBatchApi(req: http.IncomingMessage, res: http.ServerResponse, path: string) {
+    const method = req.method ?? 'GET';
+    fake.apiCalls.push({ method, path, headers: req.headers });
+    const raw = await readRaw(req);
+    const apiFault = opts.apiFault?.({ method, path }, fake.apiCalls.length);
+    if (apiFault?.kind === 'status') {
+      const e = DEFAULT_STATUS_ERRORS[apiFault.status] ?? { message: `Request refused (fake ${apiFault.status}).`, type: 'invalid_request_error', code: null };
+      return sendJson(res, apiFault.status, { error: { ...e, param: null } });
+    }
+    if (apiFault?.kind === 'drop') {
+      // Do the work against a response that goes nowhere, then cut the connection.
+      const sink = Object.assign(Object.create(res) as http.ServerResponse, { writeHead: () => sink, end: () => sink });
+      await batchApi(req, sink, path, method, raw).catch(() => undefined);
+      return req.socket.destroy();
+    }
+    return batchApi(req, res, path, method, raw);
+  }
+
+  async function batchApi(req: http.IncomingMessage, res: http.ServerResponse, path: string, method: string, raw: Buffer) {
+    const parts = path.split('/').filter(Boolean); // v1, files|batches, id?, action?
+    if (parts[1] === 'files') {
+      if (method === 'POST' && parts.length === 2) {
+        const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': String(req.headers['content-type'] ?? '') } }).formData().catch(() => undefined);
+        const file = form?.get('file');
+        const purpose = form?.get('purpose');
+        if (!form || typeof file === 'string' || !file) throw new HttpError(400, "'file' is a required property", 'file');
+        if (purpose !== 'batch') throw new HttpError(400, `Invalid purpose: ${String(purpose)} (the fake takes batch files only)`, 'purpose');
+        return sendJson(res, 200, fileObject(addFile(file.name, 'batch', Buffer.from(await file.arrayBuffer()))));
+      }
+      const f = parts[2] ? fake.files.get(parts[2]) : undefined;
+      if (method === 'GET' && parts.length === 2) return sendJson(res, 200, { object: 'list', data: [...fake.files.values()].map(fileObject), has_more: false });
+      if (!f) throw new HttpError(404, `No such File object: ${parts[2]}`, 'id');
+      if (method === 'GET' && parts.length === 3) return sendJson(res, 200, fileObject(f));
+      if (method === 'GET' && parts[3] === 'content') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': f.bytes.length });
+        return res.end(f.bytes);
+      }
+    }
+    if (parts[1] === 'batches') {
+      if (method === 'POST' && parts.length === 2) {
+        const body = parseBody(raw.toString('utf8')) as { input_file_id?: string; endpoint?: string; completion_window?: string; metadata?: Record<string, string> };
+        const input = body.input_file_id ? fake.files.get(body.input_file_id) : undefined;
+        if (!input) throw new HttpError(400, `Invalid input_file_id: ${body.input_file_id}`, 'input_file_id');
+        if (body.endpoint !== '/v1/chat/completions') throw new HttpError(400, `Unsupported endpoint: ${body.endpoint}`, 'endpoint');
+        if (body.completion_window !== '24h') throw new HttpError(400, `Invalid completion_window: ${body.completion_window}`, 'completion_window');
+        const customIds: string[] = [];
+        for (const [i, text] of input.bytes.toString('utf8').split('\n').entries()) {
+          if (text.trim() === '') continue;
+          let line: { custom_id?: unknown; method?: unknown; url?: unknown; body?: unknown };
+          try {
+            line = JSON.parse(text);
+          } catch {
+            throw new HttpError(400, `Line ${i + 1} of the input file is not JSON`, 'input_file_id');
+          }
+          if (typeof line.custom_id !== 'string' || line.method !== 'POST' || line.url !== '/v1/chat/completions' || typeof line.body !== 'object') {
+            throw new HttpError(400, `Line ${i + 1} of the input file is not a chat completions request`, 'input_file_id');
+          }
+          if (customIds.includes(line.custom_id)) throw new HttpError(400, `Duplicate custom_id ${line.custom_id}`, 'input_file_id');
+          customIds.push(line.custom_id);
+        }
+        const index = fake.batches.length + 1;
+        const b: FakeBatch = { id: `batch_fake_${index}`, index, status: 'validating', input_file_id: input.id, metadata: body.metadata ?? {}, customIds, bytes: input.bytes.length, polls: 0 };
+        fake.batches.push(b);
+        const script = opts.batch?.({ id: b.id, index, lines: customIds.length, metadata: b.metadata });
+        if (script) scripts.set(b.id, script);
+        return sendJson(res, 200, batchObject(b));
+      }
+      if (method === 'GET' && parts.length === 2) {
+        const data = [...fake.batches].reverse().map(batchObject);
+        return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: false });
+      }
+      const b = fake.batches.find((x) => x.id === parts[2]);
+      if (!b) throw new HttpError(404, `No batch found with id '${parts[2]}'.`, 'id');
+      if (method === 'GET' && parts.length === 3) {
+        b.polls++;
+        poll(b, req.headers);
+        return sendJson(res, 200, batchObject(b));
+      }
+      if (method === 'POST' && parts[3] === 'cancel') {
+        if (b.status === 'validating' || b.status === 'in_progress' || b.status === 'finalizing') b.status = 'cancelling';
+        return sendJson(res, 200, batchObject(b));
+      }
+    }
+    throw new HttpError(404, `Unknown request URL: ${method} ${req.url}`, null, 'invalid_request_error', 'unknown_url');
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -593,6 +845,9 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
     url: `http://127.0.0.1:${port}/v1`,
     requests: [],
     answered: 0,
+    batches: [],
+    files: new Map(),
+    apiCalls: [],
     close() {
       closed ??= new Promise<void>((resolve) => {
         closing.abort();

@@ -4,8 +4,9 @@
  */
 import { Option, type Command } from 'commander';
 import { fileURLToPath } from 'node:url';
+import { BATCH_LIMITS, runBatchLabeling, type BatchLabelResult, type BatchOptions } from '../batch/batch.ts';
 import { loadPriceTable, resolvePrice } from '../label/cost.ts';
-import type { LabelOptions, LabelResult } from '../label/labeler.ts';
+import { runLabeling, type LabelOptions, type LabelResult } from '../label/labeler.ts';
 import { makeProgress } from '../label/progress.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import type { Task } from '../task/task.ts';
@@ -41,8 +42,38 @@ export function addTeacherOptions(cmd: Command): Command {
       .option('--price-out <usd>', 'US$ per 1M output tokens (overrides the table)', numberArg(0))
       .option('--max-cost <usd>', 'hard cost cap for the run: no request starts that could take its total over this', numberArg(0))
       .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
-      .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10),
+      .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10)
+      .option('--batch', "send the requests through OpenAI's Batch API: half the price, answers within 24 hours; resumable (see the README)", false)
+      .option('--no-wait', 'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done')
+      .option('--poll-interval <seconds>', 'with --batch: seconds between polls of the running jobs', numberArg(0), 60)
+      .addOption(
+        new Option('--batch-retry <where>', 'with --batch: where items that got no answer (or an invalid one) inside a batch are asked again')
+          .choices(['batch', 'live'])
+          .default('batch'),
+      )
+      // Advanced: OpenAI's per-batch limits, overridable (tests split small).
+      .addOption(new Option('--batch-max-requests <n>', 'requests per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxRequests).hideHelp())
+      .addOption(new Option('--batch-max-bytes <n>', 'bytes of JSONL per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxBytes).hideHelp()),
   );
+}
+
+/** The batch flags as BatchOptions; undefined without --batch. */
+export function batchOptions(opts: Record<string, any>): BatchOptions | undefined {
+  if (!opts.batch) return undefined;
+  return {
+    wait: opts.wait !== false,
+    pollIntervalMs: opts.pollInterval * 1000,
+    maxRequests: opts.batchMaxRequests,
+    maxBytes: opts.batchMaxBytes,
+    retry: opts.batchRetry,
+    log,
+  };
+}
+
+/** One labeling pass as the flags say: live (runLabeling), or through the Batch API with --batch (runBatchLabeling). */
+export function runTeacherPass(t: TeacherSetup, o: LabelOptions): Promise<LabelResult> {
+  const b = batchOptions(t.opts);
+  return b ? runBatchLabeling({ ...o, progress: undefined }, b) : runLabeling(o);
 }
 
 /** What the teacher flags resolve to before a store is open: the client and the price are made once per process. */
@@ -104,25 +135,31 @@ export function interruptOnSigint(): AbortSignal {
 }
 
 /** The one-line summary of a labeling pass. */
-export function labelSummary(r: LabelResult): string {
+export function labelSummary(r: LabelResult | BatchLabelResult): string {
   if (r.status === 'nothing-to-do') {
-    return `nothing to do: ${r.plan.cached} item(s) already labeled${r.plan.failedBefore ? `, ${r.plan.failedBefore} failed before (--retry-failed to ask again)` : ''}; 0 requests sent`;
+    return (
+      `nothing to do: ${r.plan.cached} item(s) already labeled${r.plan.failedBefore ? `, ${r.plan.failedBefore} failed before (--retry-failed to ask again)` : ''}` +
+      `${r.plan.inBatch ? `, ${r.plan.inBatch} in live batch jobs (--batch collects them)` : ''}; 0 requests sent`
+    );
   }
   const s = r.stats;
   const pending = s.total - s.labeled - s.failed;
+  const jobs = 'jobs' in r ? `; batch jobs: ${r.jobs.submitted} submitted, ${r.jobs.collected} collected, ${r.jobs.pending} pending` : '';
   return (
     `run ${r.run!.id} ${r.status}: ${s.labeled} labeled, ${s.failed} failed, ${pending} pending, ${r.plan.cached} already labeled; ` +
-    `${s.requests} requests (${s.errors} errors), ${s.promptTokens + s.completionTokens} tokens, $${s.cost.toFixed(4)}` +
+    `${s.requests} requests (${s.errors} errors), ${s.promptTokens + s.completionTokens} tokens, $${s.cost.toFixed(4)}${jobs}` +
     (r.message ? ` — ${r.message}` : '')
   );
 }
 
-export function labelExitCode(r: LabelResult): number {
+/** 0 done, 3 stopped early or batch jobs still pending, 130 interrupted, 1 failed. */
+export function labelExitCode(r: LabelResult | BatchLabelResult): number {
   switch (r.status) {
     case 'completed':
     case 'nothing-to-do':
       return EXIT.ok;
     case 'stopped':
+    case 'pending':
       return EXIT.stopped;
     case 'interrupted':
       return EXIT.interrupted;

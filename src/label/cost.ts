@@ -2,10 +2,15 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { BudgetExceeded, InputError } from '../errors.ts';
 
-/** The editable price table: US dollars per 1M input and output tokens. */
+const TokenPrice = z.object({ input: z.number().nonnegative(), output: z.number().nonnegative() }).strict();
+
+/**
+ * The editable price table: US dollars per 1M input and output tokens, and optionally the Batch API's price
+ * (`batch`; when absent, half the live price).
+ */
 export const PriceTable = z.object({
   _comment: z.string().optional(),
-  models: z.record(z.string(), z.object({ input: z.number().nonnegative(), output: z.number().nonnegative() }).strict()),
+  models: z.record(z.string(), TokenPrice.extend({ batch: TokenPrice.optional() }).strict()),
 });
 export type PriceTable = z.infer<typeof PriceTable>;
 
@@ -14,6 +19,14 @@ export interface Price {
   output: number;
   /** Where the price came from, for the run's record. */
   source: string;
+  /** The Batch API's price, when the table gives one (else half the live price: see batchPrice). */
+  batch?: { input: number; output: number };
+}
+
+/** The price of a request sent through the Batch API: the table's batch price, else half the live price. */
+export function batchPrice(price: Price): Price {
+  if (price.batch) return { input: price.batch.input, output: price.batch.output, source: `${price.source} (batch)` };
+  return { input: price.input / 2, output: price.output / 2, source: `${price.source} (batch: half)` };
 }
 
 export function loadPriceTable(path: string): PriceTable {
@@ -47,7 +60,9 @@ export function resolvePrice(model: string, table: PriceTable | undefined, table
     throw new InputError(tablePath, undefined, `model "${model}" has no price; add it to the table or pass --price-in and --price-out (US$ per 1M tokens; 0 for a local model)`);
   }
   const p = table!.models[key];
-  return { input: priceIn ?? p.input, output: priceOut ?? p.output, source: `${tablePath}#${key}` };
+  // A flag overriding the live price makes the table's batch price stale: batchPrice() then halves the flags.
+  const batch = p.batch && priceIn === undefined && priceOut === undefined ? { batch: p.batch } : {};
+  return { input: priceIn ?? p.input, output: priceOut ?? p.output, source: `${tablePath}#${key}`, ...batch };
 }
 
 export function costOf(price: Price, promptTokens: number, completionTokens: number): number {

@@ -10,6 +10,7 @@ import type { TeacherClient } from '../teacher/client.ts';
 import { RequestBuilder, softModeName, type TeacherRequest, type TeacherSettings } from '../teacher/request.ts';
 import { classifyError, retryDelayMs, type RetryPolicy } from '../teacher/retry.ts';
 import { softLabelFromLogprobs, SoftLabelError } from '../teacher/soft-labels.ts';
+import { BatchLedger, liveBatchKeys, priorAttempts } from '../batch/ledger.ts';
 import { Budget, costOf, type Price } from './cost.ts';
 import { RateLimiter, sleep, type RateLimits } from './rate-limit.ts';
 
@@ -71,6 +72,8 @@ export interface Plan {
   cached: number;
   /** Target items whose answers were all invalid (skipped unless --retry-failed). */
   failedBefore: number;
+  /** Target items whose request is in a live Batch API job (not sent again until that job is collected). */
+  inBatch: number;
   /** Estimates over `todo`. */
   promptTokens: number;
   expectedCompletionTokens: number;
@@ -81,9 +84,12 @@ export interface LabelResult {
   run?: RunRow;
   plan: Plan;
   stats: LabelStats;
-  status: 'completed' | 'stopped' | 'interrupted' | 'failed' | 'nothing-to-do';
+  /** `pending` only from runBatchLabeling: batch jobs are still running at the API (a rerun collects them). */
+  status: 'completed' | 'stopped' | 'interrupted' | 'failed' | 'nothing-to-do' | 'pending';
   message?: string;
 }
+
+export type StopStatus = { status: 'stopped' | 'interrupted' | 'failed'; message: string };
 
 const PAGE = 256;
 
@@ -105,7 +111,7 @@ export function configHash(task: Task, s: TeacherSettings): string {
 }
 
 /** The target items, in pages of rows. */
-function* targetItems(o: Pick<LabelOptions, 'store' | 'taskRow' | 'itemIds'>, ids?: number[]): Generator<ItemRow> {
+export function* targetItems(o: Pick<LabelOptions, 'store' | 'taskRow' | 'itemIds'>, ids?: number[]): Generator<ItemRow> {
   const list = ids ?? o.itemIds;
   if (list) {
     for (let i = 0; i < list.length; i += PAGE) yield* o.store.itemsByIds(list.slice(i, i + PAGE));
@@ -122,7 +128,9 @@ function* targetItems(o: Pick<LabelOptions, 'store' | 'taskRow' | 'itemIds'>, id
 /** Which target items need a request, and (with `estimate`) what they would cost. Sends nothing, writes nothing. */
 export async function planLabeling(o: LabelOptions, estimate = true): Promise<Plan> {
   const builder = new RequestBuilder(o.task, o.settings);
-  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], keys: [], cached: 0, failedBefore: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
+  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], keys: [], cached: 0, failedBefore: 0, inBatch: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
+  // Requests in a live batch job are paid for (or will be): neither mode sends them again until the job is collected.
+  const inBatch = liveBatchKeys(o.store);
   const n = o.settings.soft.kind === 'samples' ? o.settings.soft.n : 1;
   const typicalAnswer = Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
   const seen = new Set<number>();
@@ -137,6 +145,10 @@ export async function planLabeling(o: LabelOptions, estimate = true): Promise<Pl
     }
     if (state.failed && !o.retryFailed) {
       plan.failedBefore++;
+      continue;
+    }
+    if (inBatch?.has(key)) {
+      plan.inBatch++;
       continue;
     }
     if (o.limit !== undefined && plan.todo.length >= o.limit) continue;
@@ -159,33 +171,70 @@ export async function planLabeling(o: LabelOptions, estimate = true): Promise<Pl
  */
 export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
   const plan = await planLabeling(o, false);
-  const stats: LabelStats = { total: plan.todo.length, labeled: 0, failed: 0, unreachable: 0, requests: 0, errors: 0, cost: 0, promptTokens: 0, completionTokens: 0 };
-  if (plan.todo.length === 0) return { plan, stats, status: 'nothing-to-do' };
+  const stats = emptyStats(plan.todo.length);
+  if (plan.todo.length === 0) {
+    const message = plan.inBatch > 0 ? `${plan.inBatch} item(s) are in live batch jobs; collect them with --batch` : undefined;
+    return { plan, stats, status: 'nothing-to-do', message };
+  }
 
   const run = openRun(o, plan);
   o.onRunOpened?.(run);
-  const budget = new Budget(o.maxCost, o.store.runCost(run.id));
-  stats.cost = 0;
+  o.progress?.start(plan.todo.length, run);
+  let stop: StopStatus | undefined;
+  try {
+    // The worst case held by this run's live batch jobs counts against --max-cost here too.
+    stop = await labelLive(o, run, plan, { stats, reservedElsewhere: new BatchLedger(o.store).reservedFor(run.id) });
+  } finally {
+    o.progress?.stop();
+    o.store.flush();
+  }
+  const status = stop?.status ?? 'completed';
+  o.store.finishRun(run.id, status, stop?.message ?? null);
+  return { run: o.store.run(run.id), plan, stats, status, message: stop?.message };
+}
+
+export function emptyStats(total: number): LabelStats {
+  return { total, labeled: 0, failed: 0, unreachable: 0, requests: 0, errors: 0, cost: 0, promptTokens: 0, completionTokens: 0 };
+}
+
+export interface LiveOptions {
+  /** Counters to add to (and report progress with). */
+  stats: LabelStats;
+  /** Cost held elsewhere against the cap (live batch jobs' reservations). */
+  reservedElsewhere?: number;
+  /** Count the invalid answers already stored for a key in this run (items retried after a batch). */
+  resumeAttempts?: boolean;
+}
+
+/**
+ * The live path of one run: ask for `todo` (with their request keys), at most `concurrency` at a time, within the rate
+ * and cost budgets. Does not open or finish the run; returns why it stopped early, if it did.
+ */
+export async function labelLive(o: LabelOptions, run: RunRow, work: Pick<Plan, 'todo' | 'keys'>, lo: LiveOptions): Promise<StopStatus | undefined> {
+  const { stats } = lo;
+  const budget = new Budget(o.maxCost, o.store.runCost(run.id) + (lo.reservedElsewhere ?? 0));
   const limiter = new RateLimiter(o.limits);
   const limit = pLimit(o.concurrency);
   const inFlight = new Set<Promise<void>>();
-  let stop: { status: 'stopped' | 'interrupted' | 'failed'; message: string } | undefined;
+  let stop: StopStatus | undefined;
   // Aborted at the first stop of any kind: cuts short the waits (rate limiter, backoff) of requests not yet sent.
   const stopping = new AbortController();
-  const stopWith = (s: NonNullable<typeof stop>) => {
+  const stopWith = (s: StopStatus) => {
     stop ??= s;
     stopping.abort();
   };
-  o.stopSignal?.addEventListener('abort', () => stopWith({ status: 'interrupted', message: 'interrupted; rerun the same command to resume' }));
+  const onAbort = () => stopWith({ status: 'interrupted', message: 'interrupted; rerun the same command to resume' });
+  if (o.stopSignal?.aborted) onAbort();
+  o.stopSignal?.addEventListener('abort', onAbort);
+  const unreachableBefore = stats.unreachable;
 
-  const ctx: ItemContext = { o, run, budget, limiter, stats, promptScale: 1, stopSignal: stopping.signal, isStopping: () => stop !== undefined };
-  o.progress?.start(plan.todo.length, run);
+  const ctx: ItemContext = { o, run, budget, limiter, stats, promptScale: 1, stopSignal: stopping.signal, isStopping: () => stop !== undefined, resumeAttempts: lo.resumeAttempts === true };
   try {
     const builder = new RequestBuilder(o.task, o.settings);
     let index = 0;
-    for (const item of targetItems(o, plan.todo)) {
+    for (const item of targetItems(o, work.todo)) {
       if (stop) break;
-      const req = builder.build(item, o.task.input === 'image' && item.image ? o.store.blob(item.image) : undefined, plan.keys[index++]);
+      const req = builder.build(item, o.task.input === 'image' && item.image ? o.store.blob(item.image) : undefined, work.keys[index++]);
       const p = limit(async () => {
         if (stop) return;
         try {
@@ -205,22 +254,22 @@ export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
     }
     await Promise.all(inFlight);
   } finally {
-    o.progress?.stop();
+    o.stopSignal?.removeEventListener('abort', onAbort);
     o.store.flush();
   }
-  if (!stop && stats.unreachable > 0) {
-    stop = { status: 'stopped', message: `${stats.unreachable} item(s) got no answer after ${o.retry.maxRetries} retries; rerun the same command to retry them` };
+  const unreachable = stats.unreachable - unreachableBefore;
+  if (!stop && unreachable > 0) {
+    stop = { status: 'stopped', message: `${unreachable} item(s) got no answer after ${o.retry.maxRetries} retries; rerun the same command to retry them` };
   }
-  const status = stop?.status ?? 'completed';
-  o.store.finishRun(run.id, status, stop?.message ?? null);
-  return { run: o.store.run(run.id), plan, stats, status, message: stop?.message };
+  return stop;
 }
 
-function openRun(o: LabelOptions, plan: Plan): RunRow {
+/** The run these options label into: the unfinished run with the same configuration, else a new one. */
+export function openRun(o: LabelOptions, plan: Plan, extraItems = 0): RunRow {
   const previous = o.store.resumableRun(plan.configHash);
   if (previous) {
     const done = o.store.db.prepare('SELECT count(DISTINCT item_id) AS n FROM labels WHERE run_id = ?').get(previous.id) as { n: number };
-    o.store.reopenRun(previous.id, done.n + plan.todo.length);
+    o.store.reopenRun(previous.id, done.n + plan.todo.length + extraItems);
     return o.store.run(previous.id)!;
   }
   const s = o.settings;
@@ -232,7 +281,7 @@ function openRun(o: LabelOptions, plan: Plan): RunRow {
     prompt_version: o.task.version,
     config_hash: plan.configHash,
     labels: JSON.stringify(o.task.labels),
-    items_total: plan.todo.length,
+    items_total: plan.todo.length + extraItems,
     params: JSON.stringify({
       soft: softModeName(s.soft),
       temperature: s.temperature,
@@ -264,9 +313,11 @@ interface ItemContext {
   promptScale: number;
   stopSignal: AbortSignal;
   isStopping: () => boolean;
+  resumeAttempts: boolean;
 }
 
-interface Paid {
+/** One paid answer and what it cost. */
+export interface Paid {
   completion: ChatCompletion;
   latencyMs: number;
   promptTokens: number;
@@ -274,13 +325,65 @@ interface Paid {
   cost: number;
 }
 
+/** What the answers to one request key have added up to in a run (the label row's totals). */
+export interface AttemptTotals {
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+  latencyMs: number;
+  attempts: number;
+  /** Invalid answers so far. */
+  invalid: number;
+  lastRaw: string | null;
+  lastError: string;
+}
+
+export function freshTotals(): AttemptTotals {
+  return { promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, attempts: 0, invalid: 0, lastRaw: null, lastError: '' };
+}
+
+/**
+ * Record one paid answer to a request: its response row always, and a label row when it settles the item (a valid
+ * answer, or the invalid answer beyond `maxInvalid`). The one place answers become labels, for the live path and the
+ * batch ingest alike. `totals` (the key's earlier answers in this run) is updated. Returns what the item needs next;
+ * throws the TeacherError of an answer that shows no request of this run can work (no logprobs), after storing it.
+ */
+export function recordAnswer(o: LabelOptions, runId: number, itemId: number, requestKey: string, paid: Paid, totals: AttemptTotals): 'labeled' | 'failed' | 'invalid' {
+  totals.promptTokens += paid.promptTokens;
+  totals.completionTokens += paid.completionTokens;
+  totals.cost += paid.cost;
+  totals.latencyMs += paid.latencyMs;
+  totals.attempts++;
+  const outcome = interpretCompletion(o, paid.completion);
+  totals.lastRaw = outcome.raw;
+  o.store.recordResponse({
+    requestKey,
+    runId,
+    itemId,
+    status: outcome.ok ? 'ok' : 'invalid',
+    body: responseBody(paid.completion),
+    promptTokens: paid.promptTokens,
+    completionTokens: paid.completionTokens,
+    cost: paid.cost,
+    latencyMs: paid.latencyMs,
+  });
+  const { invalid: _invalid, lastRaw: _raw, lastError: _error, ...sums } = totals;
+  if (outcome.ok) {
+    o.store.recordLabel({ itemId, runId, requestKey, status: 'ok', label: outcome.label, soft: outcome.soft, softMethod: softModeName(o.settings.soft), sparse: outcome.sparse, raw: outcome.raw, ...sums, error: null });
+    return 'labeled';
+  }
+  if (outcome.fatal) throw outcome.fatal;
+  totals.lastError = outcome.error;
+  if (++totals.invalid <= o.maxInvalid) return 'invalid';
+  o.store.recordLabel({ itemId, runId, requestKey, status: 'failed', label: null, soft: null, softMethod: softModeName(o.settings.soft), sparse: false, raw: totals.lastRaw, ...sums, error: `${o.maxInvalid + 1} invalid answers; last: ${totals.lastError}` });
+  return 'failed';
+}
+
 /** Ask until a valid answer or `maxInvalid` invalid ones; store every paid answer. */
 async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): Promise<void> {
   const { o, run, stats } = ctx;
-  const totals = { promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, attempts: 0 };
-  let lastRaw: string | null = null;
-  let lastError = '';
-  for (let invalid = 0; invalid <= o.maxInvalid; ) {
+  const totals = ctx.resumeAttempts ? priorAttempts(o.store, run.id, req.key) : freshTotals();
+  for (;;) {
     if (ctx.isStopping()) return;
     const paid = await requestWithRetries(ctx, item, req);
     if (!paid) {
@@ -288,35 +391,11 @@ async function labelItem(ctx: ItemContext, item: ItemRow, req: TeacherRequest): 
       if (!ctx.isStopping()) stats.unreachable++;
       return;
     }
-    totals.promptTokens += paid.promptTokens;
-    totals.completionTokens += paid.completionTokens;
-    totals.cost += paid.cost;
-    totals.latencyMs += paid.latencyMs;
-    totals.attempts++;
-    const outcome = interpret(o, paid.completion);
-    lastRaw = outcome.raw;
-    o.store.recordResponse({
-      requestKey: req.key,
-      runId: run.id,
-      itemId: item.id,
-      status: outcome.ok ? 'ok' : 'invalid',
-      body: responseBody(paid.completion),
-      promptTokens: paid.promptTokens,
-      completionTokens: paid.completionTokens,
-      cost: paid.cost,
-      latencyMs: paid.latencyMs,
-    });
-    if (outcome.ok) {
-      o.store.recordLabel({ itemId: item.id, runId: run.id, requestKey: req.key, status: 'ok', label: outcome.label, soft: outcome.soft, softMethod: softModeName(o.settings.soft), sparse: outcome.sparse, raw: outcome.raw, ...totals, error: null });
-      stats.labeled++;
-      return;
-    }
-    if (outcome.fatal) throw outcome.fatal;
-    lastError = outcome.error;
-    invalid++;
+    const next = recordAnswer(o, run.id, item.id, req.key, paid, totals);
+    if (next === 'labeled') stats.labeled++;
+    if (next === 'failed') stats.failed++;
+    if (next !== 'invalid') return;
   }
-  o.store.recordLabel({ itemId: item.id, runId: run.id, requestKey: req.key, status: 'failed', label: null, soft: null, softMethod: softModeName(o.settings.soft), sparse: false, raw: lastRaw, ...totals, error: `${o.maxInvalid + 1} invalid answers; last: ${lastError}` });
-  stats.failed++;
 }
 
 /** One paid answer, or undefined when every retry failed; fatal errors throw. */
@@ -371,16 +450,16 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
   }
 }
 
-type Outcome =
+export type Outcome =
   | { ok: true; label: string; soft: Buffer | null; sparse: boolean; raw: string }
   | { ok: false; error: string; raw: string | null; fatal?: TeacherError };
 
-function storeFormatOf(o: LabelOptions): SoftFormat {
+function storeFormatOf(o: Pick<LabelOptions, 'task' | 'storeFormat'>): SoftFormat {
   return o.storeFormat ?? defaultSoftFormat(o.task.labels.length);
 }
 
 /** Turn a completion into a hard label and a distribution, per soft mode. */
-function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
+export function interpretCompletion(o: Pick<LabelOptions, 'task' | 'settings' | 'storeFormat'>, completion: ChatCompletion): Outcome {
   const labels = o.task.labels;
   const mode = o.settings.soft;
   const first = completion.choices[0];
@@ -418,7 +497,7 @@ function interpret(o: LabelOptions, completion: ChatCompletion): Outcome {
  * are kept only where its text cannot stand for them (a split UTF-8
  * character shows as U+FFFD): that makes the stored body several times smaller.
  */
-function responseBody(c: ChatCompletion): unknown {
+export function responseBody(c: ChatCompletion): unknown {
   return {
     id: c.id,
     model: c.model,

@@ -143,6 +143,44 @@ export const MIGRATIONS: string[] = [
     expires_at   TEXT NOT NULL
   );
   `,
+
+  // v3: the Batch API job ledger (src/batch/ledger.ts): what was uploaded and submitted, so a rerun resumes polling
+  // and never resubmits a request that is in a live job.
+  `
+  CREATE TABLE batch_jobs (
+    id              INTEGER PRIMARY KEY,
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    token           TEXT NOT NULL UNIQUE,  -- random; in the batch's metadata, to find a batch created just before a crash
+    state           TEXT NOT NULL,         -- preparing | uploaded | submitted | done
+    remote_status   TEXT,                  -- the API's status: validating | in_progress | finalizing | cancelling | completed | failed | expired | cancelled
+    input_file_id   TEXT,
+    batch_id        TEXT,
+    output_file_id  TEXT,
+    error_file_id   TEXT,
+    requests        INTEGER NOT NULL,
+    bytes           INTEGER NOT NULL,
+    reserved        REAL NOT NULL DEFAULT 0, -- worst-case cost held against --max-cost until the job is ingested
+    cost            REAL NOT NULL DEFAULT 0, -- what its answers cost (batch price), once ingested
+    message         TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    ended_at        TEXT
+  );
+  CREATE INDEX batch_jobs_run ON batch_jobs (run_id, state);
+  CREATE INDEX batch_jobs_state ON batch_jobs (state);
+
+  CREATE TABLE batch_requests (
+    job_id         INTEGER NOT NULL REFERENCES batch_jobs(id),
+    request_key    TEXT NOT NULL,          -- also the line's custom_id
+    item_id        INTEGER NOT NULL REFERENCES items(id),
+    state          TEXT NOT NULL,          -- pending | answered | invalid | failed | error
+    est_prompt     INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens  INTEGER,
+    error          TEXT,
+    PRIMARY KEY (job_id, request_key)
+  );
+  CREATE INDEX batch_requests_key ON batch_requests (request_key, state);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

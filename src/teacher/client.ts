@@ -1,4 +1,6 @@
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
+import type { Batch } from 'openai/resources/batches';
+import type { FileObject } from 'openai/resources/files';
 import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { DistilleryError } from '../errors.ts';
 import { redactSecrets } from '../secrets.ts';
@@ -46,6 +48,56 @@ export class TeacherClient {
       return { completion, latencyMs: Math.round(performance.now() - t0) };
     } catch (e) {
       // A server may quote the key in its error message; that message can end up in the store (runs.message).
+      if (e instanceof Error) e.message = redactSecrets(e.message, [this.apiKey]);
+      throw e;
+    }
+  }
+
+  // ---- the Batch API (src/batch/): one attempt each, errors redacted like complete()'s ----
+
+  /** Upload a JSONL file of requests (purpose "batch"). */
+  uploadBatchFile(name: string, content: Buffer, signal?: AbortSignal): Promise<FileObject> {
+    return this.redacted(async () => this.openai.files.create({ file: await toFile(content, name, { type: 'application/jsonl' }), purpose: 'batch' }, { signal }));
+  }
+
+  createBatch(inputFileId: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<Batch> {
+    return this.redacted(() => this.openai.batches.create({ input_file_id: inputFileId, endpoint: '/v1/chat/completions', completion_window: '24h', metadata }, { signal }));
+  }
+
+  retrieveBatch(batchId: string, signal?: AbortSignal): Promise<Batch> {
+    return this.redacted(() => this.openai.batches.retrieve(batchId, { signal }));
+  }
+
+  cancelBatch(batchId: string, signal?: AbortSignal): Promise<Batch> {
+    return this.redacted(() => this.openai.batches.cancel(batchId, { signal }));
+  }
+
+  /** Recent batches, newest first, at most `max` of them (to find one created just before a crash). */
+  recentBatches(max: number, signal?: AbortSignal): Promise<Batch[]> {
+    return this.redacted(async () => {
+      const out: Batch[] = [];
+      for await (const b of this.openai.batches.list({ limit: Math.min(100, max) }, { signal })) {
+        out.push(b);
+        if (out.length >= max) break;
+      }
+      return out;
+    });
+  }
+
+  /** A file's content as text (batch output and error files). */
+  fileText(fileId: string, signal?: AbortSignal): Promise<string> {
+    return this.redacted(async () => (await this.openai.files.content(fileId, { signal })).text());
+  }
+
+  /** `text` without the key (or anything key-like): for what the API writes in files (batch error lines) that we store or print. */
+  redact(text: string): string {
+    return redactSecrets(text, [this.apiKey]);
+  }
+
+  private async redacted<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (e) {
       if (e instanceof Error) e.message = redactSecrets(e.message, [this.apiKey]);
       throw e;
     }
