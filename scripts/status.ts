@@ -30,6 +30,13 @@ runCli(async () => {
     for (const line of formatTable([head, ...rows], 5)) say(line);
     for (const r of status.runs) if (r.message) say(`run ${r.run}: ${r.message}`);
     for (const r of status.runs) if (r.relabel) say(`run ${r.run}: ${relabelLine(r.relabel)}`);
+    for (const j of status.batches) {
+      say(
+        `run ${j.run}: batch job ${j.job} ${j.state}${j.remote_status ? ` (${j.remote_status}${j.batch_id ? `, ${j.batch_id}` : ''})` : ''}: ` +
+          `${j.requests} request(s), ${j.answered} answered, ${j.invalid} invalid, ${j.failed} failed, ${j.pending} pending; ` +
+          (j.state === 'done' ? `$${j.cost.toFixed(4)}` : `$${j.reserved.toFixed(4)} reserved`),
+      );
+    }
   } finally {
     store.close();
   }

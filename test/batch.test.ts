@@ -198,7 +198,7 @@ describe('batch: never paid twice', () => {
 });
 
 describe('batch: a restart in every state', () => {
-  test('validating, in_progress, finalizing: each --no-wait invocation polls once and the last one ingests', async () => {
+  test('validating, in_progress, finalizing: each --no-poll invocation polls once and the last one ingests', async () => {
     const b = await setup(animalRows(6), { batch: () => ({ validatingPolls: 1, inProgressPolls: 2, finalizingPolls: 1 }) });
     const seen: string[] = [];
     let res = await runBatchLabeling(b.opts(), NO_WAIT);
@@ -517,7 +517,7 @@ function labelArgs(o: { task: string; db: string; url: string; input?: string },
 const show = (r: ScriptResult) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 
 describe('batch: the CLI', () => {
-  test('label.ts --batch end to end: --no-wait for cron (exit 3 while pending), then waiting; status; the key nowhere', async () => {
+  test('label.ts --batch end to end: --no-poll for cron (exit 3 while pending), then waiting; status; the key nowhere', async () => {
     const key = 'sk-test-BATCHSECRET987';
     const dir = workDir();
     // Batch 2's first line fails with a message that quotes the key, as a careless server might.
@@ -535,11 +535,11 @@ describe('batch: the CLI', () => {
     assert.match(dry.stdout, /dry run: 7 item\(s\) to label .* at the batch price; nothing sent/);
 
     // Cron style: submit and exit 3 (pending); the next invocation polls, ingests what finished, submits the retries.
-    const r1 = await runScript('label', [...args, '--no-wait'], env);
+    const r1 = await runScript('label', [...args, '--no-poll'], env);
     assert.equal(r1.code, 3, show(r1));
     assert.match(r1.stdout, /run 1 pending: 0 labeled, 0 failed, 7 pending.*batch jobs: 2 submitted, 0 collected, 2 pending/);
     assert.match(r1.stderr, /batch job 1: submitted batch_fake_1 \(5 requests/);
-    const r2 = await runScript('label', [...args, '--no-wait'], env);
+    const r2 = await runScript('label', [...args, '--no-poll'], env);
     assert.equal(r2.code, 3, show(r2));
     // Batch 2 finished at its first poll with one failed line (retried in batch 3); batch 1 is still in progress.
     assert.equal(fake.batches.length, 3);

@@ -292,6 +292,22 @@ describe('cli: relabel.ts', () => {
     db.close();
   });
 
+  test('--batch: the relabel pass goes through the Batch API at the batch price, with its drift recorded', async () => {
+    const { fake, o } = await setup(5);
+    const r = await startNode(args(o, ['--policy', 'stale:0s', '--batch', '--poll-interval', '0.02']), env).done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /relabel 1: 5 item\(s\) selected .*drift: 0 of 5 label\(s\) changed/);
+    assert.equal(fake.answered, 10);
+    const db = new Database(o.db, { readonly: true });
+    const batchRuns = db.prepare(`SELECT r.id, sum(l.cost) AS cost FROM runs r JOIN labels l ON l.run_id = r.id GROUP BY r.id ORDER BY r.id`).all() as { id: number; cost: number }[];
+    assert.equal(batchRuns.length, 2);
+    assert.ok(Math.abs(batchRuns[1].cost - batchRuns[0].cost / 2) < 1e-9, `batch labels cost half: ${JSON.stringify(batchRuns)}`);
+    assert.equal((db.prepare(`SELECT count(*) AS n FROM batch_jobs WHERE state = 'done'`).get() as { n: number }).n, 1);
+    db.close();
+    const status = await startNode(['scripts/status.ts', '--db', o.db]).done;
+    assert.match(status.stdout, /run 2: batch job 1 done \(completed, batch_\w+\): 5 request\(s\), 5 answered, 0 invalid, 0 failed, 0 pending/);
+  });
+
   test('bad policy and missing database: one-line errors', async () => {
     const dir = workDir();
     const task = writeTask(dir);

@@ -23,6 +23,7 @@ function handMadeData(): ReportData {
       runs: [
         { run: 1, task: 't', kind: 'llm', teacher: EVIL, base_url: null, prompt_version: null, soft: 'logprobs', status: 'completed', started_at: '', ended_at: null, message: null, relabel: null, items: 3, labeled: 3, failed: 0, pending: 0, requests: 3, errors: 0, prompt_tokens: 30, completion_tokens: 9, cost: 0.0012 },
       ],
+      batches: [],
       tasks: [],
       total: { items: 3, labeled: 3, failed: 0, pending: 0, requests: 3, errors: 0, prompt_tokens: 30, completion_tokens: 9, cost: 0.0012 },
     },

@@ -42,7 +42,7 @@ export interface BatchOptions {
   log?: (line: string) => void;
 }
 
-/** A LabelResult (status `pending`: jobs are still running at the API, after --no-wait or polls that kept failing) with the jobs. */
+/** A LabelResult (status `pending`: jobs are still running at the API, after --no-poll or polls that kept failing) with the jobs. */
 export interface BatchLabelResult extends LabelResult {
   jobs: { submitted: number; collected: number; pending: number; pendingRequests: number };
 }

@@ -44,7 +44,7 @@ export function addTeacherOptions(cmd: Command): Command {
       .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
       .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10)
       .option('--batch', "send the requests through OpenAI's Batch API: half the price, answers within 24 hours; resumable (see the README)", false)
-      .option('--no-wait', 'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done')
+      .option('--no-poll', 'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done')
       .option('--poll-interval <seconds>', 'with --batch: seconds between polls of the running jobs', numberArg(0), 60)
       .addOption(
         new Option('--batch-retry <where>', 'with --batch: where items that got no answer (or an invalid one) inside a batch are asked again')
@@ -61,7 +61,7 @@ export function addTeacherOptions(cmd: Command): Command {
 export function batchOptions(opts: Record<string, any>): BatchOptions | undefined {
   if (!opts.batch) return undefined;
   return {
-    wait: opts.wait !== false,
+    wait: opts.poll !== false,
     pollIntervalMs: opts.pollInterval * 1000,
     maxRequests: opts.batchMaxRequests,
     maxBytes: opts.batchMaxBytes,

@@ -56,6 +56,12 @@ function runsSection(d: ReportData): string {
       relabels.map((r) => [r.run, r.relabel!.id, r.relabel!.policies.join(', '), r.relabel!.selected, r.relabel!.status, r.relabel!.drift?.compared ?? '–', r.relabel!.drift?.changed ?? '–']),
     )}`;
   }
+  if (s.batches.length) {
+    html += `<h3>Batch API jobs</h3>${table(
+      ['job', 'run', 'teacher', 'state', 'API status', 'requests', 'answered', 'invalid', 'failed', 'pending', 'cost'],
+      s.batches.map((j) => [j.job, j.run, j.teacher, j.state, j.remote_status ?? '–', j.requests, j.answered, j.invalid, j.failed, j.pending, j.state === 'done' ? money(j.cost) : `${money(j.reserved)} reserved`]),
+    )}`;
+  }
   return html;
 }
 

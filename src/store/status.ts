@@ -1,3 +1,4 @@
+import { batchJobSummaries, type BatchJobSummary } from '../batch/ledger.ts';
 import type { Store } from './store.ts';
 
 /** A relabel pass (scripts/relabel.ts): what it selected and how the new labels differ from the old ones. */
@@ -46,6 +47,8 @@ export interface TaskStatus extends Counts {
 
 export interface StoreStatus {
   runs: RunStatus[];
+  /** Batch API jobs (label.ts --batch), newest first. */
+  batches: BatchJobSummary[];
   tasks: TaskStatus[];
   total: Counts;
 }
@@ -98,7 +101,7 @@ export function storeStatus(store: Store): StoreStatus {
     pending: sum(tasks, 'pending'),
     ...sumSpend(runStatuses),
   };
-  return { runs: runStatuses, tasks, total };
+  return { runs: runStatuses, batches: batchJobSummaries(store), tasks, total };
 }
 
 function relabelsByRun(store: Store): Map<number, RelabelStatus> {
