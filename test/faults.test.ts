@@ -88,6 +88,36 @@ describe('faults', () => {
     assert.ok(repaid <= 8, `paid twice: ${repaid}`);
   });
 
+  test('two labelers on one database at once: the second is refused naming the first, nothing is paid twice', async () => {
+    const dir = workDir();
+    const fake = await startFakeTeacher({ latencyMs: 300 }); // 60 items, 2 at a time: the first runs ~9 s, longer than the second takes to start
+    fakes.push(fake);
+    const task = writeTask(dir);
+    const input = writeJsonl(dir, 'items.jsonl', animalRows(60));
+    const db = path.join(dir, 'two.db');
+    assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', input])).code, 0);
+    const args = ['scripts/label.ts', '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60'];
+    const first = startNode(args, env);
+    await new Promise<void>((resolve) => {
+      first.child.stderr!.on('data', (d: string) => {
+        if (d.includes('labeling 60 item(s)')) resolve();
+      });
+    });
+    const second = await startNode(args, env).done;
+    assert.equal(second.code, 1, second.stdout + second.stderr);
+    oneLine(second);
+    assert.match(second.stderr, new RegExp(`two\\.db: labeling animals with fake-teacher \\(config \\w+\\) is held by pid ${first.child.pid} on `));
+    const done = await first.done;
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(fake.answered, 60, 'every item paid once');
+    assert.equal(scalar(db, `SELECT count(*) AS n FROM labels WHERE status = 'ok'`), 60);
+    // Once the first is done, the same command has nothing to do; the lease is gone.
+    const third = await startNode(args, env).done;
+    assert.equal(third.code, 0, third.stderr);
+    assert.match(third.stdout, /nothing to do: 60 item\(s\) already labeled/);
+    assert.equal(scalar(db, 'SELECT count(*) AS n FROM leases'), 0);
+  });
+
   test('SIGKILL during an ingest: the run is all there or not at all, and the rerun completes it', async () => {
     const dir = workDir();
     const task = writeTask(dir);

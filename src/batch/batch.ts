@@ -19,6 +19,7 @@ import {
   type LabelResult,
   type Plan,
   type StopStatus,
+  underLabelLease,
 } from '../label/labeler.ts';
 import { sleep } from '../label/rate-limit.ts';
 import type { ItemRow, RunRow } from '../store/store.ts';
@@ -67,7 +68,11 @@ class TransientBatchError extends DistilleryError {}
  * same request keys: a label paid for in one mode is never paid again in the other). Items already in a live job of
  * this configuration are not sent again; their jobs are polled and ingested first.
  */
-export async function runBatchLabeling(o: LabelOptions, b: BatchOptions): Promise<BatchLabelResult> {
+export function runBatchLabeling(o: LabelOptions, b: BatchOptions): Promise<BatchLabelResult> {
+  return underLabelLease(o, () => batchOnce(o, b));
+}
+
+async function batchOnce(o: LabelOptions, b: BatchOptions): Promise<BatchLabelResult> {
   const maxRequests = b.maxRequests ?? BATCH_LIMITS.maxRequests;
   const maxBytes = b.maxBytes ?? BATCH_LIMITS.maxBytes;
   const log = b.log ?? (() => {});

@@ -3,6 +3,7 @@ import type { ChatCompletion } from 'openai/resources/chat/completions';
 import { BudgetExceeded, DistilleryError, TeacherError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { defaultSoftFormat, encodeSoft, formatName, probsToLogprobs, type SoftFormat } from '../soft/codec.ts';
+import { Lease } from '../store/lease.ts';
 import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { parseAnswer } from '../teacher/answer.ts';
@@ -169,7 +170,32 @@ export async function planLabeling(o: LabelOptions, estimate = true): Promise<Pl
  * committed as soon as it arrives, so a killed run loses at most the requests
  * in flight, and the same command resumes the same run.
  */
-export async function runLabeling(o: LabelOptions): Promise<LabelResult> {
+export function runLabeling(o: LabelOptions): Promise<LabelResult> {
+  return underLabelLease(o, () => labelOnce(o));
+}
+
+/** A lease expires this long after its holder's last renewal (every third of it): how long a hung labeler blocks the next. */
+const LABEL_LEASE_TTL_MS = 60_000;
+
+/**
+ * One labeling process per teacher configuration and database, live or batch: two would plan the same
+ * items and pay for each twice. The second is refused with the holder named; a killed holder's lease is
+ * taken over at once on the same host, and expires after a minute elsewhere.
+ */
+export async function underLabelLease<T>(o: LabelOptions, work: () => Promise<T>): Promise<T> {
+  const lease = Lease.acquire(o.store, `labeling ${o.task.name} with ${o.settings.model} (config ${configHash(o.task, o.settings).slice(0, 12)})`, {
+    ttlMs: LABEL_LEASE_TTL_MS,
+    command: `label ${o.task.name} --model ${o.settings.model}`,
+    hint: 'Let it finish (it labels the same items), or stop it; a killed labeler frees it at once on this host, after a minute elsewhere',
+  });
+  try {
+    return await work();
+  } finally {
+    lease.release();
+  }
+}
+
+async function labelOnce(o: LabelOptions): Promise<LabelResult> {
   const plan = await planLabeling(o, false);
   const stats = emptyStats(plan.todo.length);
   if (plan.todo.length === 0) {

@@ -23,11 +23,9 @@ export class LeaseHeld extends DistilleryError {
   constructor(
     readonly path: string,
     readonly lease: LeaseRow,
+    hint = 'Use --wait to wait for it',
   ) {
-    super(
-      `${path}: ${lease.name} is held by pid ${lease.pid} on ${lease.host} since ${lease.acquired_at} (${lease.command}); ` +
-        `it expires at ${lease.expires_at} unless renewed. Use --wait to wait for it`,
-    );
+    super(`${path}: ${lease.name} is held by pid ${lease.pid} on ${lease.host} since ${lease.acquired_at} (${lease.command}); it expires at ${lease.expires_at} unless renewed. ${hint}`);
     this.name = 'LeaseHeld';
   }
 }
@@ -36,6 +34,8 @@ export interface LeaseOptions {
   ttlMs: number;
   /** What the holder is doing, shown to whoever is refused. */
   command: string;
+  /** What the refused one can do (default: "Use --wait to wait for it"). */
+  hint?: string;
   now?: () => Date;
 }
 
@@ -97,7 +97,7 @@ export class Lease {
       const held = db.prepare('SELECT * FROM leases WHERE name = ?').get(this.name) as LeaseRow | undefined;
       if (held && held.holder !== this.holder && Date.parse(held.expires_at) > now.getTime()) {
         const sameHostDead = held.host === hostname() && held.pid !== process.pid && processGone(held.pid);
-        if (!sameHostDead) throw new LeaseHeld(this.store.path, held);
+        if (!sameHostDead) throw new LeaseHeld(this.store.path, held, this.o.hint);
       }
       db.prepare(
         `INSERT INTO leases (name, holder, pid, host, command, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
