@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -140,6 +142,36 @@ describe('faults', () => {
     assert.equal(scalar(db, `SELECT count(*) AS n FROM runs`), 1);
   });
 
+  test('SIGKILL during an export: every file under its final name is whole; the rerun writes an export that verifies', async () => {
+    const dir = workDir();
+    const task = writeTask(dir);
+    const db = path.join(dir, 'export.db');
+    const n = 30_000;
+    const rows = Array.from({ length: n }, (_, i) => ({ id: `i${i}`, text: `item ${i} about a ${LABELS[i % 3]}` }));
+    assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', rows)])).code, 0);
+    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: [i % 3, (i + 1) % 3, (i + 2) % 3] })));
+    assert.equal((await runScript('ingest-logits', ['--db', db, '--task', task, '--teacher', 'local', '--input', logits])).code, 0);
+    const out = path.join(dir, 'export');
+    const args = ['--db', db, '--format', 'jsonl,parquet', '--logits', '--out', out];
+    const child = startNode(['scripts/export.ts', ...args]);
+    await new Promise((r) => setTimeout(r, 2500));
+    child.child.kill('SIGKILL');
+    await child.done;
+    const jsonl = path.join(out, 'labels.jsonl');
+    if (fs.existsSync(jsonl)) {
+      const text = fs.readFileSync(jsonl, 'utf8');
+      assert.ok(text.endsWith('\n'), 'labels.jsonl is whole');
+      assert.equal(text.split('\n').length - 1, n);
+    }
+    const manifest = path.join(out, 'manifest.json');
+    if (fs.existsSync(manifest)) JSON.parse(fs.readFileSync(manifest, 'utf8')); // whole JSON, or absent
+    const again = await runScript('export', args);
+    assert.equal(again.code, 0, again.stderr);
+    const verify = await runScript('export', ['--verify', out]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp')), [], 'no temporary file left');
+  });
+
   test('SIGKILL during training: --resume continues from the last checkpoint to the full history', async () => {
     const dir = workDir();
     writeShapes(dir, 20, 12);
@@ -215,5 +247,51 @@ describe('faults', () => {
     oneLine(u);
     assert.match(u.stderr, /latin1\.jsonl:2: invalid UTF-8/);
     assert.ok(!fs.existsSync(db) || scalar(db, 'SELECT count(*) AS n FROM items') === 0, 'nothing imported');
+  });
+});
+
+describe('secrets', () => {
+  test('the API key reaches no database file, export, report, log line or error message', async () => {
+    const dir = workDir();
+    const fake = await startFakeTeacher();
+    fakes.push(fake);
+    // A server that echoes the key back in its 401 error, as careless proxies do.
+    const echo = http.createServer((req, res) => {
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${String(req.headers.authorization).replace('Bearer ', '')}`, type: 'invalid_request_error', code: 'invalid_api_key' } }));
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoUrl = `http://127.0.0.1:${(echo.address() as AddressInfo).port}/v1`;
+    try {
+      const task = writeTask(dir);
+      const input = writeJsonl(dir, 'items.jsonl', animalRows(12));
+      const db = path.join(dir, 'secret.db');
+      const teacher = ['--task', task, '--db', db, '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--progress-interval', '60'];
+      const outputs: ScriptResult[] = [];
+      const run = async (script: string, args: string[], code = 0) => {
+        const r = await runScript(script, args, env);
+        assert.equal(r.code, code, `${script}: ${r.stderr}`);
+        outputs.push(r);
+        return r;
+      };
+      await run('label', [...teacher, '--model', 'fake-teacher', '--input', input]);
+      await run('label', [...teacher, '--model', 'fake-batch', '--batch', '--poll-interval', '0.02']);
+      await run('relabel', [...teacher, '--model', 'fake-teacher', '--policy', 'stale:0s']);
+      await run('label', ['--task', task, '--db', db, '--base-url', echoUrl, '--model', 'other', '--price-in', '1', '--price-out', '1', '--max-retries', '0'], 1);
+      const failed = outputs[outputs.length - 1];
+      assert.match(failed.stdout + failed.stderr, /Incorrect API key provided: (sk-)?\[redacted\]/, 'the echoed key is masked');
+      await run('status', ['--db', db]);
+      await run('export', ['--db', db, '--format', 'jsonl,parquet', '--out', path.join(dir, 'export')]);
+      await run('report', ['--db', db, '--out', path.join(dir, 'report.html'), '--no-predict']);
+
+      const files = [db, `${db}-wal`, `${db}-shm`, path.join(dir, 'report.html'), ...fs.readdirSync(path.join(dir, 'export')).map((f) => path.join(dir, 'export', f))].filter((f) => fs.existsSync(f));
+      assert.ok(files.length >= 5);
+      for (const f of files) assert.equal(fs.readFileSync(f).indexOf(KEY), -1, `the key is in ${f}`);
+      for (const r of outputs) assert.doesNotMatch(r.stdout + r.stderr, new RegExp(KEY), 'the key is in a log line');
+      // The key really was sent: the fake server saw it on every request.
+      assert.ok(fake.requests.length > 0);
+    } finally {
+      echo.close();
+    }
   });
 });
