@@ -279,6 +279,35 @@ describe('cli: relabel.ts', () => {
     for (const r of [dry, once, refused, waited]) assert.doesNotMatch(r.stdout + r.stderr, /sk-relabel-secret-key/);
   });
 
+  test('a relabel killed mid-pass: the next one takes over its lease at once and resumes the same pass', async () => {
+    const { fake, o } = await setup(30, { latencyMs: 150 });
+    const first = startNode(args(o, ['--policy', 'stale:0s', '--concurrency', '2']), env);
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (fake.answered >= 36) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 20);
+    });
+    first.child.kill('SIGKILL');
+    await first.done;
+    const db = new Database(o.db, { readonly: true });
+    const held = db.prepare('SELECT pid FROM leases').get() as { pid: number } | undefined;
+    assert.equal(held?.pid, first.child.pid, 'the killed process still holds the lease on paper');
+    db.close();
+    const paidBefore = fake.answered;
+    const second = await startNode(args(o, ['--policy', 'stale:0s']), env).done;
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /relabel 1 \(resumed\): 30 item\(s\) selected/);
+    const d = new Database(o.db, { readonly: true });
+    const relabeled = (d.prepare(`SELECT count(*) AS n FROM labels l JOIN relabels r ON r.run_id = l.run_id WHERE l.status = 'ok'`).get() as { n: number }).n;
+    d.close();
+    assert.equal(relabeled, 30, 'every selected item relabeled once');
+    // What the killed pass had paid for but not yet saved (at most its 2 requests in flight) is the only double payment.
+    assert.ok(fake.answered - 60 <= 2, `paid ${fake.answered - 60} twice (${paidBefore - 30} paid by the killed pass)`);
+  });
+
   test('--cron fires on its schedule: two passes, each under the lease, then exits', async () => {
     const { fake, o } = await setup(3);
     const r = await startNode(args(o, ['--policy', 'stale:0s', '--cron', '* * * * * *', '--max-runs', '2']), env).done;
