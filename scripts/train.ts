@@ -8,6 +8,7 @@ import { pickTask } from '../src/export/export.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
+import { parseAugment } from '../src/train/augment.ts';
 import { parseLayerMap, type FeatureKdConfig } from '../src/train/feature-kd.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, writeMetrics, type TrainConfig } from '../src/train/trainer.ts';
@@ -30,7 +31,7 @@ const program = addTargetOptions(
     .option('--seed <n>', 'seed for initialisation, shuffling and the validation slice', intArg(0), 1)
     .option('--ce-weight <w>', "weight of cross-entropy to the hard target (default 0.1; 1 with --supervised)", numberArg(0))
     .option('--kd-weight <w>', 'weight of the KD term T²·KL(teacher‖student) (default 0.9; 0 with --supervised)', numberArg(0))
-    .option('--temperature <T>', 'KD temperature, applied to logits (stored probabilities are logged first)', numberArg(0.01), 1)
+    .option('--temperature <T>', 'KD temperature, applied to logits (stored probabilities are logged first); 4 was best in bench-kd', numberArg(0.01), 4)
     .addOption(new Option('--distill <mode>', 'DeiT: loss of the distillation head (needs --distill-token)').choices(['hard', 'soft']).default('hard'))
     .option('--distill-weight <w>', 'weight of the DeiT distillation-head loss', numberArg(0), 1)
     // feature-level KD from a local ViT teacher (src/train/feature-kd.ts)
@@ -39,6 +40,7 @@ const program = addTargetOptions(
     .option('--hidden-layers <s:t,...>', 'student:teacher block pairs for --hidden-weight and --attn-weight (0-based; default: last to last)')
     .option('--attn-weight <w>', "weight of MiniViT's Q/K/V attention-relation loss", numberArg(0), 0)
     .option('--manifold-weight <w>', "weight of the manifold (patch-relation) loss on the last block's patches", numberArg(0), 0)
+    .option('--augment <spec>', 'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)', parseAugment)
     .option('--resume', 'continue from DIR/checkpoint', false)
     // student shapes
     .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
@@ -85,6 +87,7 @@ runCli(async () => {
     distill: opts.distill,
     distillWeight: opts.distillWeight,
     ...(featureKd ? { featureKd } : {}),
+    ...(opts.augment ? { augment: opts.augment } : {}),
   };
   const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
   let epoch = 0;

@@ -202,5 +202,21 @@ describe('feature KD: CLI', () => {
     const resumed = JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { history: EpochRecord[] };
     assert.equal(resumed.history.length, 5);
     assert.deepEqual(resumed.history[3], last);
+
+    // --resume refuses a checkpoint trained with other feature-KD settings, as it does for another student:
+    // another weight, another layer map, no feature KD at all, another teacher folder.
+    const more = sArgs.map((a, i) => (sArgs[i - 1] === '--epochs' ? '6' : a));
+    const swap = (flag: string, value: string) => more.map((a, i) => (more[i - 1] === flag ? value : a));
+    const withoutFkd = more.filter((a, i) => !['--teacher-model', '--hidden-weight', '--attn-weight', '--manifold-weight', '--hidden-layers'].includes(a) && !['--teacher-model', '--hidden-weight', '--attn-weight', '--manifold-weight', '--hidden-layers'].includes(more[i - 1]));
+    const otherTeacher = path.join(dir, 'teacher-copy');
+    fs.cpSync(T, otherTeacher, { recursive: true });
+    const refused = await Promise.all([
+      run('train', [...swap('--hidden-weight', '0.5'), '--resume']),
+      run('train', [...swap('--hidden-layers', '1:1'), '--resume']),
+      run('train', [...withoutFkd, '--resume']),
+      run('train', [...swap('--teacher-model', otherTeacher), '--resume']),
+    ]);
+    for (const r of refused) oneLineError(r, /checkpoint was trained with other feature-KD settings/);
+    assert.equal((JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { history: EpochRecord[] }).history.length, 5, 'the model folder is left as it was');
   });
 });

@@ -55,6 +55,8 @@ function texts(seed: number): string[] {
 const logregSpec: StudentSpec = { kind: 'logreg', numClasses: C, inputShape: [8, 8, 1] };
 const mlpSpec: StudentSpec = { kind: 'mlp', numClasses: C, inputShape: [8, 8, 1], hidden: [32, 16] };
 const cnnSpec: StudentSpec = { kind: 'cnn', numClasses: C, inputShape: [8, 8, 1], channels: [4, 4, 8], fc: 16 };
+/** The lighter layout: conv, pool, conv, pool. */
+const cnn2Spec: StudentSpec = { kind: 'cnn', numClasses: C, inputShape: [8, 8, 1], channels: [4, 8], fc: 16 };
 const vitSpec: VitSpec = { kind: 'vit', numClasses: C, inputShape: [8, 8, 1], patchSize: 4, width: 16, depth: 2, heads: 2, mlpRatio: 2, distillToken: true };
 const fasttextSpec: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 256, dim: 16, bigrams: true };
 const fasttextMlpSpec: FasttextSpec = { ...fasttextSpec, hidden: [16] };
@@ -67,7 +69,7 @@ function inputFor(spec: StudentSpec, seed: number): StudentInput {
 // Shapes
 
 test('every student maps a batch to [B, C] logits', () => {
-  for (const spec of [logregSpec, mlpSpec, cnnSpec, vitSpec, fasttextSpec, fasttextMlpSpec]) {
+  for (const spec of [logregSpec, mlpSpec, cnnSpec, cnn2Spec, vitSpec, fasttextSpec, fasttextMlpSpec]) {
     const s = createStudent(spec, 1);
     const x = inputFor(spec, 2);
     const logits = tf.tidy(() => s.forward(x).logits);
@@ -145,6 +147,7 @@ test('bad specs are rejected with a message naming the field', () => {
   assert.throws(() => createStudent({ ...mlpSpec, hidden: [0] }, 1), /mlp hidden\[0\] must be a positive integer/);
   assert.throws(() => createStudent({ ...logregSpec, numClasses: 0 }, 1), /numClasses must be a positive integer/);
   assert.throws(() => createStudent({ kind: 'rnn', numClasses: 2 } as unknown as StudentSpec, 1), /unknown student kind "rnn"/);
+  assert.throws(() => createStudent({ ...cnnSpec, channels: [4] } as unknown as StudentSpec, 1), /cnn channels must list 2 or 3 channel counts/);
 });
 
 // ---------------------------------------------------------------------------------------
@@ -190,6 +193,7 @@ for (const [name, spec, lr, maxSteps] of [
   ['logreg', logregSpec, 0.05, 200],
   ['mlp', mlpSpec, 0.01, 200],
   ['cnn', cnnSpec, 0.01, 300],
+  ['cnn (two convolutions)', cnn2Spec, 0.01, 300],
   ['vit (class + distillation tokens)', vitSpec, 0.01, 300],
   ['vit (MiniViT sharing, no class token)', { ...vitSpec, depth: 4, shareEvery: 2, classToken: false, distillToken: false } as StudentSpec, 0.01, 300],
   ['fasttext (linear head)', fasttextSpec, 0.05, 300],

@@ -133,6 +133,26 @@ test("conv2d3x3 equals tf.conv2d (stride 1, 'valid', no bias)", async () => {
   );
 });
 
+test("conv2d3x3 with one input channel (a first layer's im2col path), and inputGrad: false", async () => {
+  const inputs = [rand([3, 7, 6, 1], 21), rand([3, 3, 1, 5], 22), rand([5], 23)];
+  await checkOp(
+    'conv2d3x3 same, Cin 1',
+    (x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D),
+    (x, w, b) => tf.add(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), b),
+    inputs,
+  );
+  // inputGrad: false gives the same value and weight gradients, and zeros for x (not computed).
+  for (const backend of ['cpu', 'wasm'] as const) {
+    await selectBackend(backend);
+    const full = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D), inputs);
+    const noDx = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, { inputGrad: false }), inputs);
+    assertClose(noDx.value, full.value, 0, `${backend}: value`);
+    assert.ok(noDx.grads[0].every((v) => v === 0), `${backend}: dx is zeros`);
+    assertClose(noDx.grads[1], full.grads[1], 0, `${backend}: dw`);
+    assertClose(noDx.grads[2], full.grads[2], 0, `${backend}: db`);
+  }
+});
+
 test('conv2dPatches equals tf.conv2d with kernel = stride (patch embedding)', async () => {
   await checkOp(
     'conv2dPatches',

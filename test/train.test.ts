@@ -10,8 +10,10 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { writeShapes } from '../src/datasets/shapes.ts';
+import { mulberry32 } from '../src/random.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend } from '../src/train/backend.ts';
+import { augmentImages, parseAugment } from '../src/train/augment.ts';
 import { loadDataset } from '../src/train/data.ts';
 import { saveWeights } from '../src/train/io.ts';
 import { loadModel, predictBatches } from '../src/train/model.ts';
@@ -234,15 +236,21 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
   test('the same seed gives the same losses; another seed, other losses', async () => {
     const { dir, db } = await shapesDb();
-    const args = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
-    const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c'))]);
+    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
+    // With augmentation too: its random shifts are drawn from the seed.
+    const args = (seed: number, out: string) => [...plain(seed, out), '--augment', 'shift:2'];
+    const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c')), run('train', plain(5, 'd'))]);
     rs.forEach(ok);
     const losses = (out: string) => metrics(path.join(dir, out)).history.map((h) => ({ loss: h.loss, terms: h.terms, train: h.train_accuracy }));
-    const [a, b, c] = [losses('a'), losses('b'), losses('c')];
+    const [a, b, c, d] = [losses('a'), losses('b'), losses('c'), losses('d')];
     assert.equal(a.length, 2);
     assert.deepEqual(a, b);
     assert.notDeepEqual(a.map((h) => h.loss), c.map((h) => h.loss));
+    assert.notDeepEqual(a.map((h) => h.loss), d.map((h) => h.loss), 'augmentation changes the training batches');
     assert.equal(metrics(path.join(dir, 'c')).seed, 6);
+    const cfg = (out: string) => (JSON.parse(fs.readFileSync(path.join(dir, out, 'metrics.json'), 'utf8')) as { config: { augment?: unknown } }).config.augment;
+    assert.deepEqual(cfg('a'), { shift: 2, flip: false }, 'metrics.json records the augmentation (the seed is recorded beside it)');
+    assert.equal(cfg('d'), undefined);
   });
 
   test('bad input: one-line errors, exit 1', async () => {
@@ -259,17 +267,21 @@ describe('train: CLI', { concurrency: 3 }, () => {
     }
     const empty = path.join(dir, 'not-a-model');
     fs.mkdirSync(empty);
-    const [fasttextOnImages, vitOnText, evalNoModel, noTeachers] = await Promise.all([
+    const [fasttextOnImages, vitOnText, evalNoModel, noTeachers, badAugment, augmentText] = await Promise.all([
       run('train', ['--db', db, '--task', 'shapes', '--student', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
       run('train', ['--db', textDb, '--task', 'animals', '--student', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
       run('eval', ['--model', empty, '--db', db, '--backend', 'cpu']),
       run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
+      run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
+      run('train', ['--db', textDb, '--task', 'animals', '--student', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
     ]);
+    oneLineError(badAugment, /--augment: unknown part "rotate:3"/);
+    oneLineError(augmentText, /--augment: only image tasks/);
     oneLineError(fasttextOnImages, /--student fasttext.*image task/);
     oneLineError(vitOnText, /--student vit.*text task.*fasttext/);
     oneLineError(evalNoModel, new RegExp(path.join(empty, 'model.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     oneLineError(noTeachers, /no teacher runs.*--supervised/);
-    for (const d of ['x', 'y', 'z']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
+    for (const d of ['x', 'y', 'z', 'v', 'w']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
   });
 
   test('backend selection: cpu, wasm, and tensorflow without tfjs-node', async () => {
@@ -307,9 +319,93 @@ process.stdout.write(JSON.stringify(out) + '\\n');
   });
 });
 
+describe('augmentation (--augment)', () => {
+  const img = (h: number, w: number) => Float32Array.from({ length: h * w }, (_, p) => p); // one channel, value = row·w + col
+  /** A "random" stream that returns the given draws in order. */
+  const draws = (xs: number[]) => {
+    let i = 0;
+    return () => xs[i++ % xs.length];
+  };
+
+  test('parse: shift:N, flip, both; none; errors', () => {
+    assert.deepEqual(parseAugment('shift:2'), { shift: 2, flip: false });
+    assert.deepEqual(parseAugment('flip'), { shift: 0, flip: true });
+    assert.deepEqual(parseAugment('shift:1,flip'), { shift: 1, flip: true });
+    assert.equal(parseAugment('none'), undefined);
+    assert.equal(parseAugment('shift:0'), undefined);
+    assert.throws(() => parseAugment('rotate:3'), /unknown part/);
+    assert.throws(() => parseAugment('shift:-1'), /unknown part/);
+    assert.throws(() => parseAugment('shift:9'), /at most 8/);
+  });
+
+  test('a shift moves the image by (dy, dx) and repeats the edge; flip mirrors', () => {
+    const [h, w] = [3, 4];
+    // shift 2: dy = floor(r·5) − 2, so r = 0.7 → dy = +1 (down), r = 0.3 → dx = −1 (left); r = 0.9: no flip.
+    const a = img(h, w);
+    augmentImages(a, 1, h, w, 1, { shift: 2, flip: false }, draws([0.7, 0.3, 0.9]));
+    // out[i][j] = in[clamp(i − 1)][clamp(j + 1)]
+    assert.deepEqual(Array.from(a), [1, 2, 3, 3, 1, 2, 3, 3, 5, 6, 7, 7]);
+    const b = img(h, w);
+    augmentImages(b, 1, h, w, 1, { shift: 0, flip: true }, draws([0.5, 0.5, 0.1]));
+    assert.deepEqual(Array.from(b), [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8]);
+    const c = img(h, w);
+    augmentImages(c, 1, h, w, 1, { shift: 1, flip: false }, draws([0.5, 0.5, 0.1])); // dy = dx = 0, flip off
+    assert.deepEqual(c, img(h, w));
+  });
+
+  test('deterministic for a seed: the same seed gives the same batch, another seed another', () => {
+    const [n, h, w, ch] = [8, 6, 5, 3];
+    const base = Float32Array.from({ length: n * h * w * ch }, (_, i) => Math.sin(i));
+    const run = (seed: number) => {
+      const x = Float32Array.from(base);
+      augmentImages(x, n, h, w, ch, { shift: 2, flip: true }, mulberry32(seed));
+      return x;
+    };
+    assert.deepEqual(run(7), run(7));
+    assert.notDeepEqual(run(7), run(8));
+    assert.notDeepEqual(run(7), base);
+  });
+});
+
 describe('train: library, a fastText student on a text task', () => {
   before(async () => {
     await selectBackend('wasm');
+  });
+
+  test('a supervised run reports agreement with the teacher when the task has one, null when it has none', async () => {
+    const dir = workDir();
+    const task = loadTaskFile(writeTask(dir, { name: 'animals' }));
+    const rows = Array.from({ length: 24 }, (_, i) => ({ id: `s${i}`, text: `a ${LABELS[i % 3]} number ${i}`, label: LABELS[i % 3], split: i % 4 === 0 ? 'test' : 'train' }));
+    const input = writeJsonl(dir, 'animals.jsonl', rows);
+    // A teacher that is wrong on purpose on every other item: its label is not gold, so agreement ≠ accuracy.
+    const teacherLabel = (i: number) => (i % 2 === 0 ? i % 3 : (i + 1) % 3);
+    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: LABELS.map((_, k) => (k === teacherLabel(i) ? 3 : 0)) })));
+    const store = Store.open(path.join(dir, 'distill.db'));
+    const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 256, dim: 8, hidden: [] };
+    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 1, distill: 'hard', distillWeight: 0 };
+    try {
+      await importFile(store, task, input);
+      const taskRow = store.findTask('animals')!;
+      const before = await train(loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } }), spec, config, path.join(dir, 'a'));
+      assert.equal(before.test.teacher_agreement, null, 'no teacher run: null');
+      await ingestLogits({ store, task, teacher: 'keyword', input: logits, format: { kind: 'dense16' } });
+      const ds = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } });
+      assert.deepEqual(Array.from(ds.targetHard), Array.from(ds.gold), 'still trained on gold');
+      const teacherOf = (item: number) => teacherLabel(Number(ds.ids[item].slice(1)));
+      assert.deepEqual(Array.from(ds.teacherHard), ds.ids.map((_, item) => teacherOf(item)), "the teacher's labels are known");
+      const res = await train(ds, spec, config, path.join(dir, 'b'));
+      assert.ok(res.test.teacher_agreement !== null, 'agreement is measured for a supervised run');
+      // Recompute it from the saved model's predictions.
+      const m = await loadModel(path.join(dir, 'b'));
+      const probs = new Float32Array(ds.n * 3);
+      for await (const b of predictBatches(m, ds)) probs.set(b.probs, b.start * 3);
+      m.student.dispose();
+      const testIdx = ds.splits.flatMap((s, i) => (s === 'test' ? [i] : []));
+      const pred = (i: number) => [0, 1, 2].reduce((best, k) => (probs[i * 3 + k] > probs[i * 3 + best] ? k : best), 0);
+      assert.equal(res.test.teacher_agreement, testIdx.filter((i) => pred(i) === teacherOf(i)).length / testIdx.length);
+    } finally {
+      store.close();
+    }
   });
 
   test('KD from keyword logits: above chance on the targets, and the saved model predicts as before saving', async (t) => {

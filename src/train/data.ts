@@ -20,7 +20,7 @@ export interface Dataset {
   /** The training target per item: the teachers' aggregated distribution (N·C), and its hard label (−1: no target). */
   targetProbs: Float32Array;
   targetHard: Int32Array;
-  /** The teachers' own hard label per item (for agreement), −1 where none. */
+  /** The teachers' own hard label per item (for agreement; built with --supervised too), −1 where none or no teacher run. */
   teacherHard: Int32Array;
   /** Images: N·H·W·C normalised pixels. Texts: the text of each item. */
   pixels?: Float32Array;
@@ -53,7 +53,8 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
   const teacherHard = new Int32Array(n).fill(-1);
 
   const hasRuns = store.runs(task.id).length > 0;
-  if (hasRuns && !(o.supervised && !o.targets.teachers)) {
+  // Supervised runs build the teachers' labels too, for the agreement in the test report.
+  if (hasRuns) {
     const t = buildTargets(store, task, { ...o.targets, aggregate: o.targets.aggregate ?? 'mean' });
     for (let i = 0; i < n; i++) {
       const h = t.hard[i];

@@ -5,7 +5,8 @@
  * kernels that tfjs's own gradients call are missing or wrong there:
  *
  * - `Conv2DBackpropFilter` (weight gradient of tf.conv2d) is missing →
- *   conv2d3x3 and conv2dPatches are im2col + one 2-D matMul.
+ *   conv2d3x3 and conv2dPatches are im2col + one 2-D matMul (conv2d3x3's
+ *   patch matrix is written by a JS loop straight into the wasm heap).
  * - `DepthwiseConv2dNativeBackpropFilter` is missing → no depthwise conv here.
  * - `UnsortedSegmentSum` (gradient of tf.gather w.r.t. its table) is missing →
  *   embeddingBag has its own table gradient.
@@ -23,9 +24,12 @@
  * (forward), ScatterNd, ResizeNearestNeighbor, Tanh, Softmax, Mean, Rsqrt.
  *
  * Also slow on wasm, and avoided where it matters: Slice and Concat are JS
- * loops copying one innermost row at a time, Transpose of a large 2-D matrix
- * costs more than multiplying it (see conv2d3x3's gradient), and GatherV2 is
- * ~40× slower than GatherNd (see embeddingBag).
+ * loops copying one innermost row at a time (an im2col from 9 slices was ~80%
+ * of a CNN step; see conv2d3x3), Transpose of a large 2-D matrix costs more
+ * than multiplying it, and GatherV2 is ~40× slower than GatherNd (see
+ * embeddingBag). And on this machine the first touch of fresh memory is slow
+ * (~0.25 s per 58 MB): large per-step JS arrays handed to tf.tensor cost more
+ * than the product they feed, while the wasm heap, once grown, is reused.
  */
 import { tf } from './backend.ts';
 
@@ -86,12 +90,19 @@ export interface Conv3x3Options {
   stride?: 1;
   /** 'same' (default) keeps H×W; 'valid' drops the border (H−2)×(W−2). */
   padding?: 'same' | 'valid';
+  /**
+   * false: x's gradient is returned as zeros instead of computed. For a first
+   * layer whose input is data: a custom gradient computes every input's
+   * gradient whether or not anything needs it, and dx costs as much as the
+   * forward product. Default true.
+   */
+  inputGrad?: boolean;
 }
 
 /**
  * 3×3 convolution, NHWC x [B,H,W,Cin], w [3,3,Cin,Cout], optional bias [Cout].
- * Same result as tf.conv2d(x, w, 1, padding), but as im2col (Pad, 9 Slices, a
- * Concat into [B·H·W, 9·Cin]) + one plain 2-D matMul, with a custom gradient:
+ * Same result as tf.conv2d(x, w, 1, padding), but as im2col (patches [B·H·W, 9·Cin],
+ * built in JS) + one plain 2-D matMul, with a custom gradient:
  * tf.conv2d's weight gradient needs Conv2DBackpropFilter, which wasm lacks.
  */
 export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts: Conv3x3Options = {}): tf.Tensor4D {
@@ -103,69 +114,103 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
     throw new Error(`conv2d3x3: w must be [3,3,${cin},Cout], got [${w.shape}]`);
   }
   if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3) throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
-  const y = (pad === 1 ? conv3x3Same : conv3x3Valid)(x, w) as tf.Tensor4D;
+  const y = CONV3X3[pad][opts.inputGrad === false ? 0 : 1](x, w) as tf.Tensor4D;
   return b ? tf.add(y, b) : y;
 }
 
 /**
- * Why a custom gradient rather than autodiff through the im2col: autodiff
- * would transpose the [N, 9·Cin] patch matrix for dw (a 2-D Transpose that
- * size costs more than the product on wasm) and pad each of the 9 slice
- * gradients back to full size for dx; it measured ~4× slower. Instead:
+ * Why im2col in JS and a custom gradient: on wasm, tf.slice and tf.concat copy
+ * one innermost row per JS call, so an im2col from 9 shifted slices (with
+ * Cin = 1 for the first layer: one float per call) took ~80% of a CNN step;
+ * and autodiff through it would also transpose the [N, 9·Cin] patch matrix.
+ * Here the patch matrix is written by one JS loop over (b, i, tap) copying
+ * whole input rows, with the zero padding left implicit, and:
  * - dx is the 'valid' 3×3 conv of dy padded by 2 − pad, with w flipped
  *   spatially and its channel axes swapped: the same im2col + plain product.
- * - dw = patchesᵀ·dy, with patchesᵀ built directly as [Cin·9, N] from x made
- *   channels-first (one rank-4 Transpose the size of x), then a plain product.
+ * - dw = patchesᵀ·dy computed as (dyᵀ·patches)ᵀ, reusing the forward's
+ *   patches: only dy [N, Cout] and the small [Cout, 9·Cin] result are transposed.
  */
-function conv3x3WithGrad(pad: 0 | 1) {
+function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
   return tf.customGrad((x, w, save) => {
     const X = x as tf.Tensor4D;
     const W = w as tf.Tensor4D;
-    (save as GradSave)([X, W]);
+    const [batch, h, wd, cin] = X.shape;
+    const cout = W.shape[3];
+    const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
+    const patches = im2col3x3(X, pad);
+    (save as GradSave)([patches, W]);
+    const y = tf.matMul(patches, tf.reshape(W, [9 * cin, cout]) as tf.Tensor2D);
     return {
-      value: conv3x3Valid2d(padSpatial(X, pad), W),
+      value: tf.reshape(y, [batch, ho, wo, cout]),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-        const dY = dy as tf.Tensor4D;
-        const flipped = tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
-        return [conv3x3Valid2d(padSpatial(dY, 2 - pad), flipped), conv3x3FilterGrad(padSpatial(sx, pad), dY)];
+        const [sp, sw] = saved as [tf.Tensor2D, tf.Tensor4D];
+        const dY = tf.reshape(dy, [batch * ho * wo, cout]) as tf.Tensor2D;
+        const dwT = tf.matMul(tf.transpose(dY), sp); // [Cout, 9·Cin]
+        const dw = tf.reshape(tf.transpose(dwT), [3, 3, cin, cout]);
+        if (!inputGrad) return [tf.zeros([batch, h, wd, cin]), dw];
+        // 'valid' conv of dy padded by 2 − pad gives back H×W: (ho + 2(2 − pad) − 2) = h.
+        const flipped = tf.reshape(tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]), [9 * cout, cin]) as tf.Tensor2D;
+        const dx = tf.matMul(im2col3x3(dy as tf.Tensor4D, 2 - pad), flipped);
+        return [tf.reshape(dx, [batch, h, wd, cin]), dw];
       },
     };
   });
 }
-const conv3x3Same = conv3x3WithGrad(1);
-const conv3x3Valid = conv3x3WithGrad(0);
+const CONV3X3 = [
+  [conv3x3WithGrad(0, false), conv3x3WithGrad(0, true)],
+  [conv3x3WithGrad(1, false), conv3x3WithGrad(1, true)],
+] as const;
 
-function padSpatial(x: tf.Tensor4D, p: number): tf.Tensor4D {
-  return p === 0 ? x : tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]);
-}
-
-/** 'valid' 3×3 conv of an already padded x: im2col + one plain 2-D product. */
-function conv3x3Valid2d(xp: tf.Tensor4D, w: tf.Tensor4D): tf.Tensor4D {
-  const [batch, hp, wp, cin] = xp.shape;
-  const cout = w.shape[3];
-  const taps: tf.Tensor4D[] = [];
-  for (let tap = 0; tap < 9; tap++) taps.push(tf.slice(xp, [0, Math.floor(tap / 3), tap % 3, 0], [batch, hp - 2, wp - 2, cin]));
-  // Rows (b,i,j), columns (dy,dx,c): the row-major order of w [3,3,Cin,Cout].
-  const patches = tf.reshape(tf.concat(taps, 3), [-1, 9 * cin]) as tf.Tensor2D;
-  const y = tf.matMul(patches, tf.reshape(w, [9 * cin, cout]) as tf.Tensor2D);
-  return tf.reshape(y, [batch, hp - 2, wp - 2, cout]) as tf.Tensor4D;
-}
-
-/** dw [3,3,Cin,Cout] from a padded x and dy: patchesᵀ [Cin·9, N] (rows (c, tap)) · dy [N, Cout]. */
-function conv3x3FilterGrad(xp: tf.Tensor4D, dy: tf.Tensor4D): tf.Tensor4D {
-  const [batch, hp, wp, cin] = xp.shape;
-  const cout = dy.shape[3];
-  const n = batch * (hp - 2) * (wp - 2);
-  const channelsFirst = tf.transpose(xp, [3, 0, 1, 2]);
-  const taps: tf.Tensor[] = [];
-  for (let tap = 0; tap < 9; tap++) {
-    const t = tf.slice(channelsFirst, [0, 0, Math.floor(tap / 3), tap % 3], [cin, batch, hp - 2, wp - 2]);
-    taps.push(tf.reshape(t, [cin, 1, n]));
+/**
+ * The patch matrix of a 3×3 'valid' conv of x zero-padded by `pad` on each
+ * side: [B·Ho·Wo, 9·C], rows (b, i, j), columns (dy, dx, c) — the row-major
+ * order of w [3,3,C,Cout] — with Ho = H + 2·pad − 2. Exposed for tests.
+ */
+export function im2col3x3(x: tf.Tensor4D, pad: number): tf.Tensor2D {
+  const [batch, h, wd, c] = x.shape;
+  const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
+  const k = 9 * c;
+  const { out, src, finish } = zeroOutput([batch * ho * wo, k], x);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < ho; i++) {
+      for (let ty = 0; ty < 3; ty++) {
+        const r = i + ty - pad; // input row
+        if (r < 0 || r >= h) continue; // zero padding: left as 0
+        const rowBase = (b * h + r) * wd * c;
+        for (let tx = 0; tx < 3; tx++) {
+          // output column j reads input column j + tx − pad
+          const j0 = Math.max(0, pad - tx);
+          const j1 = Math.min(wo, wd + pad - tx);
+          let o = ((b * ho + i) * wo + j0) * k + (ty * 3 + tx) * c;
+          let s = rowBase + (j0 + tx - pad) * c;
+          if (c === 1) {
+            for (let j = j0; j < j1; j++, o += k, s++) out[o] = src[s];
+          } else {
+            for (let j = j0; j < j1; j++, o += k, s += c) for (let ch = 0; ch < c; ch++) out[o + ch] = src[s + ch];
+          }
+        }
+      }
+    }
   }
-  const patchesT = tf.reshape(tf.concat(taps, 1), [cin * 9, n]) as tf.Tensor2D;
-  const dw = tf.matMul(patchesT, tf.reshape(dy, [n, cout]) as tf.Tensor2D);
-  return tf.reshape(tf.transpose(tf.reshape(dw, [cin, 9, cout]), [1, 0, 2]), [3, 3, cin, cout]) as tf.Tensor4D;
+  return finish() as tf.Tensor2D;
+}
+
+/**
+ * A zero tensor of `shape` to be written from JS, and a readable copy or view
+ * of `input`'s values. On wasm both are views of the wasm heap: building a JS
+ * array and handing it to tf.tensor measured ~0.25 s per 58 MB patch matrix
+ * here, nearly all of it first-touch page faults on the fresh JS buffer (the
+ * wasm heap, once grown, is reused), most of a CNN step. Views are taken after
+ * the allocation, which may grow (and so detach) the heap.
+ */
+function zeroOutput(shape: number[], input: tf.Tensor): { out: Float32Array; src: Float32Array; finish: () => tf.Tensor } {
+  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: tf.Tensor) => Float32Array };
+  if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function' && input.dtype === 'float32') {
+    const tensor = tf.fill(shape, 0); // the Fill kernel allocates on the wasm heap (tf.zeros would build a JS array first)
+    return { out: backend.typedArrayFromHeap(tensor), src: backend.typedArrayFromHeap(input), finish: () => tensor };
+  }
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  return { out, src: input.dataSync() as Float32Array, finish: () => tf.tensor(out, shape) };
 }
 
 /**

@@ -1,11 +1,12 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DistilleryError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32 } from '../random.ts';
 import { ece } from '../targets/metrics.ts';
 import { tf } from './backend.ts';
 import type { Dataset, Preprocess } from './data.ts';
+import { augmentImages, type AugmentConfig } from './augment.ts';
 import { disposeTeacherFeatures, FeatureKd, PROJ_PREFIX, type FeatureKdConfig } from './feature-kd.ts';
 import { loadWeights, saveWeights } from './io.ts';
 import { crossEntropy, deitHardDistill, deitPredict, deitSoftDistill, kdLoss, weightedSum, type LossTerms } from './losses.ts';
@@ -41,6 +42,10 @@ export interface TrainConfig {
   distillWeight: number;
   /** Feature-level KD from a local ViT teacher (--teacher-model): see feature-kd.ts. */
   featureKd?: FeatureKdConfig;
+  /** Light augmentation of the training batches (images only), drawn from the seed: see augment.ts. */
+  augment?: AugmentConfig;
+  /** Evaluate the test split after every epoch (history's test_accuracy); false: only the final report. Default true. */
+  testEachEpoch?: boolean;
 }
 
 export interface EpochRecord {
@@ -106,8 +111,8 @@ function shuffle<T>(xs: T[], rand: () => number): T[] {
 
 const hashedBags = new WeakMap<Dataset, TextBatch['bags']>();
 
-/** The student's input for a batch of item indices. */
-export function batchInput(ds: Dataset, spec: StudentSpec, idx: number[]): StudentInput {
+/** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
+export function batchInput(ds: Dataset, spec: StudentSpec, idx: number[], augment?: { config: AugmentConfig; rand: () => number }): StudentInput {
   if (ds.texts) {
     if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
     // Texts are hashed once per dataset, not once per batch and epoch.
@@ -119,6 +124,7 @@ export function batchInput(ds: Dataset, spec: StudentSpec, idx: number[]): Stude
   const per = im.height * im.width * im.channels;
   const buf = new Float32Array(idx.length * per);
   idx.forEach((i, k) => buf.set(ds.pixels!.subarray(i * per, (i + 1) * per), k * per));
+  if (augment) augmentImages(buf, idx.length, im.height, im.width, im.channels, augment.config, augment.rand);
   return tf.tensor4d(buf, [idx.length, im.height, im.width, im.channels]);
 }
 
@@ -215,6 +221,7 @@ const CHECKPOINT = 'checkpoint';
  * model saved to `outDir`.
  */
 export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outDir: string, o: { resume?: boolean; hooks?: TrainHooks } = {}): Promise<TrainResult> {
+  if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
   const { train: trainIdx, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   const history: EpochRecord[] = [];
@@ -225,11 +232,19 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   let optState: Record<string, tf.Tensor> | undefined;
   if (o.resume) {
     if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
-    const ck = await loadWeights<SavedModelSpec & { epoch: number; history: EpochRecord[]; best: typeof best }>(ckptDir);
+    const ck = await loadWeights<SavedModelSpec & { epoch: number; history: EpochRecord[]; best: typeof best; featureKd?: FeatureKdConfig | null }>(ckptDir);
     // The saved model's spec is `spec`: a checkpoint of another student would be trained on, then saved under the wrong spec.
     if (canonicalJson(ck.spec.student) !== canonicalJson(spec)) {
       tf.dispose(Object.values(ck.tensors));
       throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.spec.student)}); resume with the same student options, or train into a new folder`);
+    }
+    // Likewise the feature-KD setup: another teacher or other weights/layers would continue the
+    // projections (and the loss) of a different objective. Checkpoints from before this check hold none.
+    if (ck.spec.featureKd !== undefined && canonicalJson(featureKdKey(ck.spec.featureKd)) !== canonicalJson(featureKdKey(c.featureKd))) {
+      tf.dispose(Object.values(ck.tensors));
+      throw new DistilleryError(
+        `${ckptDir}: the checkpoint was trained with other feature-KD settings (${describeFeatureKd(ck.spec.featureKd)}; now ${describeFeatureKd(c.featureKd)}); resume with the same --teacher-model and feature weights/layers, or train into a new folder`,
+      );
     }
     student = studentFromWeights(ck.spec.student, Object.fromEntries(Object.entries(ck.tensors).filter(([k]) => !k.startsWith('adam.') && !k.startsWith(PROJ_PREFIX))));
     optState = ck.tensors;
@@ -265,13 +280,15 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
     const t0 = performance.now();
     const order = shuffle(trainIdx, mulberry32(c.seed * 1000 + epoch));
+    // Its own stream per epoch (not the shuffle's): a resumed run augments as an uninterrupted one.
+    const augment = c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined;
     const sums: Record<string, number> = {};
     let lossSum = 0;
     let lr = c.lr;
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
-      const x = batchInput(ds, spec, idx);
+      const x = batchInput(ds, spec, idx, augment);
       const hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
       const teacher = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
       const features = fkd?.teacherFeatures(x);
@@ -299,7 +316,7 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
     trainSeconds += seconds;
     const trainAcc = targetAccuracy(await predictAll(student, ds, trainIdx), ds, trainIdx) ?? 0;
     const valAcc = targetAccuracy(await predictAll(student, ds, val), ds, val);
-    const testAcc = test.length ? testReport(await predictAll(student, ds, test), ds, test).accuracy : null;
+    const testAcc = test.length && c.testEachEpoch !== false ? testReport(await predictAll(student, ds, test), ds, test).accuracy : null;
     const record: EpochRecord = {
       epoch,
       loss: lossSum / order.length,
@@ -319,7 +336,7 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       await saveWeights(outDir, saved, student.weights);
     }
     const moments = opt.state();
-    await saveWeights(ckptDir, { ...saved, epoch, history, best }, { ...trained, ...moments });
+    await saveWeights(ckptDir, { ...saved, epoch, history, best, featureKd: featureKdKey(c.featureKd) }, { ...trained, ...moments });
     moments['adam.step'].dispose();
     if (c.patience > 0 && valAcc !== null && epoch - best.epoch >= c.patience) break;
   }
@@ -334,6 +351,17 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   const params = Object.values(student.weights).reduce((n, v) => n + v.size, 0);
   student.dispose();
   return { history, test: report, samples_per_second: trainSeconds > 0 ? trainSamples / trainSeconds : 0, best_epoch: best.epoch, params };
+}
+
+/** The feature-KD settings a checkpoint is bound to: the teacher folder (resolved), the weights and the layer map; null when off. */
+function featureKdKey(f: FeatureKdConfig | null | undefined): FeatureKdConfig | null {
+  if (!f) return null;
+  return { teacherModel: resolve(f.teacherModel), hiddenWeight: f.hiddenWeight, attnWeight: f.attnWeight, manifoldWeight: f.manifoldWeight, ...(f.layers ? { layers: f.layers } : {}) };
+}
+
+function describeFeatureKd(f: FeatureKdConfig | null | undefined): string {
+  if (!f) return 'none';
+  return `teacher ${f.teacherModel}, hidden ${f.hiddenWeight}, attn ${f.attnWeight}, manifold ${f.manifoldWeight}, layers ${f.layers ? f.layers.map(([a, b]) => `${a}:${b}`).join(',') : 'last:last'}`;
 }
 
 function gatherRows(src: Float32Array, idx: number[], c: number): Float32Array {
