@@ -92,13 +92,16 @@ describe('faults', () => {
 
   test('two labelers on one database at once: the second is refused naming the first, nothing is paid twice', async () => {
     const dir = workDir();
-    const fake = await startFakeTeacher({ latencyMs: 300 }); // 60 items, 2 at a time: the first runs ~9 s, longer than the second takes to start
+    // The first labeler's requests hang until the second has been refused (then time out and are retried):
+    // however slow the machine, the first still holds the lease when the second starts.
+    let gateOpen = false;
+    const fake = await startFakeTeacher({ fault: () => (gateOpen ? undefined : { kind: 'hang' }) });
     fakes.push(fake);
     const task = writeTask(dir);
     const input = writeJsonl(dir, 'items.jsonl', animalRows(60));
     const db = path.join(dir, 'two.db');
     assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', input])).code, 0);
-    const args = ['scripts/label.ts', '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60'];
+    const args = ['scripts/label.ts', '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60', '--timeout', '4', '--retry-base-ms', '5'];
     const first = startNode(args, env);
     await new Promise<void>((resolve) => {
       first.child.stderr!.on('data', (d: string) => {
@@ -109,6 +112,7 @@ describe('faults', () => {
     assert.equal(second.code, 1, second.stdout + second.stderr);
     oneLine(second);
     assert.match(second.stderr, new RegExp(`two\\.db: labeling animals with fake-teacher \\(config \\w+\\) is held by pid ${first.child.pid} on `));
+    gateOpen = true;
     const done = await first.done;
     assert.equal(done.code, 0, done.stderr);
     assert.equal(fake.answered, 60, 'every item paid once');
