@@ -1,10 +1,9 @@
 import { Command } from 'commander';
 import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
-import { addTeacherOptions, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
+import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
-import { batchPrice } from '../src/label/cost.ts';
 import { planLabeling, type LabelOptions } from '../src/label/labeler.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { softModeName } from '../src/teacher/request.ts';
@@ -30,13 +29,11 @@ runCli(async () => {
     if (opts.dryRun) {
       const dry = async (o: LabelOptions) => {
         const plan = await planLabeling(o);
-        const price = opts.batch ? batchPrice(teacher.price) : teacher.price;
-        const expected = (plan.promptTokens * price.input + plan.expectedCompletionTokens * price.output) / 1e6;
-        const worst = (plan.promptTokens * price.input + plan.maxCompletionTokens * price.output) / 1e6;
+        const { expected, worst, note } = estimateCost(teacher, plan);
         say(
           `dry run: ${plan.todo.length} item(s) to label (${plan.cached} already labeled, ${plan.failedBefore} failed before) with ${opts.model}, ` +
             `soft ${softModeName(o.settings.soft)}: ~${plan.promptTokens} input tokens, ~${plan.expectedCompletionTokens} output tokens, ` +
-            `estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)})${opts.batch ? ' at the batch price' : ''}` +
+            `estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)})${note}` +
             `${plan.inBatch ? `, ${plan.inBatch} in live batch jobs` : ''}; nothing sent`,
         );
       };

@@ -3,8 +3,7 @@ import { Cron } from 'croner';
 import { existsSync } from 'node:fs';
 import { addDbOption, resolveTask } from '../src/cli/options.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
-import { addTeacherOptions, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
-import { batchPrice } from '../src/label/cost.ts';
+import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { planLabeling } from '../src/label/labeler.ts';
 import { parsePolicies, REASON_ORDER, type Policy } from '../src/relabel/policy.ts';
@@ -121,11 +120,9 @@ async function dryRunLine(o: RelabelOutcome, teacher: TeacherSetup, label: Retur
   const total = REASON_ORDER.reduce((a, r) => a + o.selected[r], 0);
   if (total === 0) return 'dry run: nothing to relabel; nothing sent';
   const plan = await planLabeling({ ...label, itemIds: o.itemIds, limit: undefined, settings: { ...label.settings, keySalt: o.relabel?.salt ?? 'dry-run' } });
-  const price = teacher.opts.batch ? batchPrice(teacher.price) : teacher.price;
-  const expected = (plan.promptTokens * price.input + plan.expectedCompletionTokens * price.output) / 1e6;
-  const worst = (plan.promptTokens * price.input + plan.maxCompletionTokens * price.output) / 1e6;
+  const { expected, worst, note } = estimateCost(teacher, plan);
   return (
     `dry run: ${o.relabel ? `unfinished relabel ${o.relabel.id} would resume: ` : ''}${plan.todo.length} item(s) to relabel (${reasons(o)}): ` +
-    `~${plan.promptTokens} input tokens, estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)})${teacher.opts.batch ? ' at the batch price' : ''}; nothing sent`
+    `~${plan.promptTokens} input tokens, estimated cost $${expected.toFixed(4)} (at most $${worst.toFixed(4)})${note}; nothing sent`
   );
 }

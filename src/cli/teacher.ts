@@ -5,8 +5,8 @@
 import { Option, type Command } from 'commander';
 import { fileURLToPath } from 'node:url';
 import { BATCH_LIMITS, runBatchLabeling, type BatchLabelResult, type BatchOptions } from '../batch/batch.ts';
-import { loadPriceTable, resolvePrice } from '../label/cost.ts';
-import { runLabeling, type LabelOptions, type LabelResult } from '../label/labeler.ts';
+import { batchPrice, costOf, loadPriceTable, resolvePrice } from '../label/cost.ts';
+import { runLabeling, type LabelOptions, type LabelResult, type Plan } from '../label/labeler.ts';
 import { makeProgress } from '../label/progress.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import type { Task } from '../task/task.ts';
@@ -74,6 +74,16 @@ export function batchOptions(opts: Record<string, any>): BatchOptions | undefine
 export function runTeacherPass(t: TeacherSetup, o: LabelOptions): Promise<LabelResult> {
   const b = batchOptions(t.opts);
   return b ? runBatchLabeling({ ...o, progress: undefined }, b) : runLabeling(o);
+}
+
+/** A dry run's estimate at the price the flags select (the batch price with --batch): expected and worst case, US$. */
+export function estimateCost(t: TeacherSetup, plan: Plan): { expected: number; worst: number; note: string } {
+  const price = t.opts.batch ? batchPrice(t.price) : t.price;
+  return {
+    expected: costOf(price, plan.promptTokens, plan.expectedCompletionTokens),
+    worst: costOf(price, plan.promptTokens, plan.maxCompletionTokens),
+    note: t.opts.batch ? ' at the batch price' : '',
+  };
 }
 
 /** What the teacher flags resolve to before a store is open: the client and the price are made once per process. */

@@ -8,7 +8,7 @@ import { DistilleryError } from '../errors.ts';
 import { storeStatus, type StoreStatus } from '../store/status.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
-import { reliabilityBins, type ReliabilityBin } from '../targets/metrics.ts';
+import { eceOfBins, reliabilityBins, type ReliabilityBin } from '../targets/metrics.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
 
 export interface Reliability {
@@ -61,8 +61,7 @@ export interface ReportData {
 
 export function reliabilityOf(probs: (Float64Array | null)[], gold: (number | null)[]): Reliability {
   const r = reliabilityBins(probs, gold, 15);
-  const ece = r.n ? r.bins.reduce((a, b) => a + b.count * Math.abs(b.accuracy - b.confidence), 0) / r.n : null;
-  return { n: r.n, ece, bins: r.bins };
+  return { n: r.n, ece: r.n ? eceOfBins(r) : null, bins: r.bins };
 }
 
 export function taskReport(store: Store, task: TaskRow): TaskReport {

@@ -93,9 +93,14 @@ export function nll(probs: (Float64Array | null)[], gold: Labels): Metric {
  */
 export function ece(probs: (Float64Array | null)[], gold: Labels, bins = 15): Metric {
   const r = reliabilityBins(probs, gold, bins);
+  return { n: r.n, value: eceOfBins(r) };
+}
+
+/** Σ_m |B_m|/n · |acc(B_m) − conf(B_m)| over a reliability diagram's bins (NaN when no item). */
+export function eceOfBins(r: { n: number; bins: ReliabilityBin[] }): number {
   let sum = 0;
   for (const b of r.bins) if (b.count) sum += b.count * Math.abs(b.accuracy - b.confidence);
-  return { n: r.n, value: r.n ? sum / r.n : NaN };
+  return r.n ? sum / r.n : NaN;
 }
 
 export interface ReliabilityBin {
