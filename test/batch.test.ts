@@ -14,9 +14,10 @@ import { planLabeling, runLabeling, type LabelOptions } from '../src/label/label
 import { Store, type ImportResult } from '../src/store/store.ts';
 import type { Task } from '../src/task/task.ts';
 import { RequestBuilder } from '../src/teacher/request.ts';
-import { startFakeTeacher, type ChatRequest, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
+import { type ChatRequest, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
 import {
   animalRows,
+  fakeServer,
   startNode,
   count,
   firstRequestsOf,
@@ -35,18 +36,10 @@ import {
   type ScriptResult,
 } from './helpers.ts';
 
-const fakes: FakeTeacher[] = [];
 const stores: Store[] = [];
-after(async () => {
+after(() => {
   for (const s of stores) if (s.db.open) s.close();
-  await Promise.all(fakes.map((f) => f.close()));
 });
-
-async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
-  const fake = await startFakeTeacher(opts);
-  fakes.push(fake);
-  return fake;
-}
 
 interface Setup {
   dir: string;

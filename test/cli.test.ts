@@ -6,21 +6,11 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { defaultTeacher, startFakeTeacher, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { defaultTeacher, type FakeTeacher } from './fake-openai.ts';
+import { animalRows, fakeServer, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
 
-const fakes: FakeTeacher[] = [];
-after(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
-});
-
-async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
-  const fake = await startFakeTeacher(opts);
-  fakes.push(fake);
-  return fake;
-}
 
 
 type Result = ScriptResult;

@@ -12,17 +12,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/schema.ts';
-import { startFakeTeacher, type FakeTeacher } from './fake-openai.ts';
-import { animalRows, LABELS, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
+import { animalRows, fakeServer, LABELS, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
 
-const fakes: FakeTeacher[] = [];
-after(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
-});
 
 const KEY = 'sk-faults-secret-0123456789';
 const env = { OPENAI_API_KEY: KEY };
@@ -66,8 +61,7 @@ describe('faults', () => {
       t.skip('cannot mount a tmpfs here (needs root); the full-disk case is not exercised');
       return;
     }
-    const fake = await startFakeTeacher();
-    fakes.push(fake);
+    const fake = await fakeServer();
     const task = writeTask(dir);
     const input = writeJsonl(dir, 'items.jsonl', animalRows(600).map((r) => ({ ...r, text: `${r.text} ${'x'.repeat(100)}` })));
     const db = path.join(mnt, 'full.db');
@@ -95,8 +89,7 @@ describe('faults', () => {
     // The first labeler's requests hang until the second has been refused (then time out and are retried):
     // however slow the machine, the first still holds the lease when the second starts.
     let gateOpen = false;
-    const fake = await startFakeTeacher({ fault: () => (gateOpen ? undefined : { kind: 'hang' }) });
-    fakes.push(fake);
+    const fake = await fakeServer({ fault: () => (gateOpen ? undefined : { kind: 'hang' }) });
     const task = writeTask(dir);
     const input = writeJsonl(dir, 'items.jsonl', animalRows(60));
     const db = path.join(dir, 'two.db');
@@ -257,8 +250,7 @@ describe('faults', () => {
 describe('secrets', () => {
   test('the API key reaches no database file, export, report, log line or error message', async () => {
     const dir = workDir();
-    const fake = await startFakeTeacher();
-    fakes.push(fake);
+    const fake = await fakeServer();
     // A server that echoes the key back in its 401 error, as careless proxies do.
     const echo = http.createServer((req, res) => {
       res.writeHead(401, { 'content-type': 'application/json' });

@@ -17,9 +17,21 @@ import { loadTask, type Task } from '../src/task/task.ts';
 import { TeacherClient } from '../src/teacher/client.ts';
 import { parseSoftMode } from '../src/teacher/request.ts';
 import { DEFAULT_RETRY } from '../src/teacher/retry.ts';
-import { lastUserText, type ChatRequest } from './fake-openai.ts';
+import { lastUserText, startFakeTeacher, type ChatRequest, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const fakes: FakeTeacher[] = [];
+after(async () => {
+  await Promise.all(fakes.map((f) => f.close()));
+});
+
+/** A fake OpenAI-compatible server, closed when the test file ends. */
+export async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
+  const fake = await startFakeTeacher(opts);
+  fakes.push(fake);
+  return fake;
+}
 
 const workDirs: string[] = [];
 after(() => {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { configHash, runLabeling } from '../src/label/labeler.ts';
 import { parseAge, parsePolicies, selectItems, type SelectContext } from '../src/relabel/policy.ts';
@@ -14,18 +14,9 @@ import { relabelOnce } from '../src/relabel/relabel.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
 import { currentLease, Lease, LeaseHeld } from '../src/store/lease.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { defaultTeacher, startFakeTeacher, type ChatRequest, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, count, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { defaultTeacher, type ChatRequest, type FakeTeacherOptions } from './fake-openai.ts';
+import { animalRows, count, fakeServer, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
 
-const fakes: FakeTeacher[] = [];
-after(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
-});
-async function fakeServer(opts: FakeTeacherOptions = {}): Promise<FakeTeacher> {
-  const f = await startFakeTeacher(opts);
-  fakes.push(f);
-  return f;
-}
 
 describe('relabel policies', () => {
   test('parsePolicies and durations', () => {
