@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { addDbOption } from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask } from '../src/export/export.ts';
+import { taskInStore } from '../src/cli/task.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset } from '../src/train/data.ts';
@@ -25,7 +25,7 @@ runCli(async () => {
   const store = Store.open(opts.db);
   let ds;
   try {
-    const task = pickTask(store, model.spec.task);
+    const task = taskInStore(store, model.spec.task);
     if (JSON.stringify(task.labels) !== JSON.stringify(model.spec.labels)) throw new DistilleryError(`${opts.model}: the model's labels differ from task "${task.name}"'s`);
     ds = loadDataset(store, task, { supervised: false, evaluate: true, preprocess: model.spec.preprocess, targets: { teachers: opts.teachers, calibrate: false } });
   } finally {

@@ -1,5 +1,5 @@
-import { Command, Option } from 'commander';
-import { addInputOptions, fieldOptions } from '../src/cli/options.ts';
+import { Command, Option, type OptionValues } from 'commander';
+import { addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { log, runCli } from '../src/cli/run.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadModel, predictBatches, readInputs } from '../src/train/model.ts';
@@ -13,7 +13,7 @@ const program = addInputOptions(
 );
 
 runCli(async () => {
-  const opts = program.parse().opts();
+  const opts = program.parse().opts<InputFlags & OptionValues>();
   log(`backend: ${(await selectBackend(opts.backend as BackendChoice)).detail}`);
   const model = await loadModel(opts.model);
   const { items, ds } = await readInputs(model, opts.input, fieldOptions(opts));

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
 import { intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask } from '../src/export/export.ts';
+import { taskInStore } from '../src/cli/task.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
@@ -63,7 +63,7 @@ runCli(async () => {
   const store = Store.open(opts.db);
   let ds: Dataset;
   try {
-    ds = loadDataset(store, pickTask(store, opts.task), {
+    ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
       targets: { teachers: opts.teachers, aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate },
     });
