@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
 import { cwd } from 'node:process';
 import js from '@eslint/js';
+import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 import ts from 'typescript';
 import { createNodeResolver, importX } from 'eslint-plugin-import-x';
@@ -68,8 +69,8 @@ const noCycleWithTypes = {
   },
 };
 
-export default tseslint.config(
-  { ignores: ['node_modules/', 'demo/', 'out/', 'tmp/', 'datasets/'] },
+export default defineConfig(
+  globalIgnores(['node_modules/', 'demo/', 'out/', 'tmp/', 'datasets/']),
   js.configs.recommended,
   tseslint.configs.recommended,
   {
