@@ -27,6 +27,8 @@ const LIBS = ['tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_fram
 /** The C API's headers and what they include (tensorflow/c/c_api.h → tf_status.h → xla/tsl/c/tsl_status.h, …). */
 const INCLUDE_DIRS = ['tensorflow/c', 'tensorflow/core/platform', 'tsl', 'xla/tsl/c', 'xla/tsl/platform'];
 
+const WHEEL_ARCH: Record<string, string> = { x64: 'x86_64', arm64: 'aarch64' };
+
 export interface WheelSource {
   /** A .whl file, or a site-packages folder holding an installed `tensorflow/`. */
   kind: 'wheel' | 'installed';
@@ -84,7 +86,7 @@ function matchingWheel(dir: string, gpu: boolean, version: string): string | und
   const prefix = `${wheelName(gpu).replace('-', '_')}-${version}-`;
   const hit = fs
     .readdirSync(dir)
-    .filter((f) => f.startsWith(prefix) && f.endsWith('.whl') && f.includes('linux_x86_64'))
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.whl') && f.includes('linux') && f.includes(WHEEL_ARCH[process.arch] ?? process.arch))
     .sort();
   return hit.length > 0 ? path.join(dir, hit[hit.length - 1]) : undefined;
 }
