@@ -178,7 +178,7 @@ const CONV3X3 = [
 /**
  * tf.conv2d on TensorFlow's kernels (Conv2D, Conv2DBackpropInput/Filter).
  * inputGrad false keeps the wasm path's contract (x's gradient is zeros, not
- * computed): the gradient asks for the filter's only, through tf.grad with dy.
+ * computed): the gradient runs the filter's kernel only.
  */
 function nativeConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, padding: 'same' | 'valid', inputGrad: boolean): tf.Tensor4D {
   if (inputGrad) return tf.conv2d(x, w, stride, padding);
@@ -188,7 +188,8 @@ function nativeConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, padding: 'sa
       value: tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, stride, padding),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-        const dw = tf.grad((v: tf.Tensor) => tf.conv2d(sx, v as tf.Tensor4D, stride, padding))(sw, dy);
+        const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC', filterShape: sw.shape };
+        const dw = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: sx, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
         return [tf.zerosLike(sx), dw];
       },
     };
@@ -459,7 +460,7 @@ export function embeddingBag(table: tf.Tensor2D, bags: readonly Bag[]): tf.Tenso
   const plan = planBags(bags, vocab);
   const nBags = bags.length;
   // Native: tfjs's own gradient (UnsortedSegmentSum, a TensorFlow kernel) instead of the JS one.
-  if (onNative()) return bagMean(table, plan, nBags);
+  if (onNative() && plan.lmax > 0) return bagMean(table, plan, nBags);
   const f = tf.customGrad((t) => ({
     value: bagMean(t as tf.Tensor2D, plan, nBags),
     gradFunc: (dy: tf.Tensor) => bagTableGrad(dy as tf.Tensor2D, plan, nBags, vocab),
