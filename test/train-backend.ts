@@ -31,5 +31,9 @@ export function nativeBuilt(): boolean {
  * TF_CPP_MIN_LOG_LEVEL does not silence it in TF 2.21.
  */
 export function isTensorflowLog(line: string): boolean {
-  return line.startsWith('WARNING: All log messages before absl::InitializeLog()') || /^[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] /.test(line);
+  return (
+    line.startsWith('WARNING: All log messages before absl::InitializeLog()') ||
+    line.startsWith('To enable the following instructions:') || // cpu_feature_guard's second line
+    /^[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] /.test(line)
+  );
 }

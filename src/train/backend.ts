@@ -34,6 +34,8 @@ const require = createRequire(import.meta.url);
  * loads, importing it registers the `tensorflow` backend.
  */
 async function tryNative(): Promise<string | undefined> {
+  // TensorFlow's INFO and WARNING start-up lines (CPU features, …) off unless the user asked for them; read at load.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       await import(pkg);
