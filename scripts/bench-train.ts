@@ -6,6 +6,8 @@
  * build).
  *
  *   tsx scripts/bench-train.ts [--backend wasm] [--steps 20] [--json]
+ *   tsx scripts/bench-train.ts --backends wasm,tensorflow   (each in turn, in one process: the native backend
+ *                                                           after `npm run setup:native`)
  *
  * One step = forward, cross-entropy, backward, AdamW update, on random inputs
  * (throughput does not depend on the data). Warm-up steps are not timed.
@@ -13,13 +15,14 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { intArg } from '../src/cli/run.ts';
-import { selectBackend, tf, type BackendChoice } from '../src/train/backend.ts';
+import { BACKEND_CHOICES, selectBackend, tf, type BackendChoice } from '../src/train/backend.ts';
 import { crossEntropy } from '../src/train/losses.ts';
 import { createStudent, type VitSpec } from '../src/train/models/index.ts';
 import { AdamW } from '../src/train/optim.ts';
 
 const program = new Command('bench-train')
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+  .option('--backends <list>', 'several backends in turn, comma-separated (overrides --backend)')
   .option('--steps <n>', 'timed steps', intArg(1), 20)
   .option('--warmup <n>', 'untimed steps first', intArg(0), 3)
   .option('--batch-size <n>', 'batch size', intArg(1), 64)
@@ -29,22 +32,29 @@ const program = new Command('bench-train')
 const SPEC: VitSpec = { kind: 'vit', numClasses: 10, inputShape: [28, 28, 1], patchSize: 4, width: 64, depth: 4, heads: 2, mlpRatio: 2 };
 
 const opts = program.parse().opts();
-const backend = await selectBackend(opts.backend as BackendChoice);
-console.error(`backend: ${backend.detail}`);
-const tfjs = tfjsImagesPerSecond(opts.batchSize, opts.steps, opts.warmup);
+const choices = (opts.backends ? String(opts.backends).split(',') : [opts.backend]) as BackendChoice[];
+for (const c of choices) if (!BACKEND_CHOICES.includes(c)) program.error(`--backends: ${c} is not one of ${BACKEND_CHOICES.join(', ')}`);
+const measured: { backend: string; imgPerS: number }[] = [];
+for (const choice of choices) {
+  const backend = await selectBackend(choice);
+  console.error(`backend: ${backend.detail}`);
+  measured.push({ backend: backend.backend, imgPerS: tfjsImagesPerSecond(opts.batchSize, opts.steps, opts.warmup) });
+}
 const python = findTorchPython(opts.python);
 const torch = python ? torchImagesPerSecond(python, opts.batchSize, opts.steps, opts.warmup) : null;
-const figures = {
-  backend: backend.backend,
-  batch_size: opts.batchSize,
-  steps: opts.steps,
-  tfjs_img_per_s: round(tfjs),
-  torch_img_per_s: torch ? round(torch.imgPerS) : null,
-  torch_threads: torch?.threads ?? null,
-  ratio: torch ? round(tfjs / torch.imgPerS, 3) : null,
-};
-console.log(`tfjs (${backend.backend}): ${figures.tfjs_img_per_s} img/s`);
-console.log(torch ? `pytorch (${torch.threads} threads): ${figures.torch_img_per_s} img/s; ratio tfjs/pytorch ${figures.ratio} (goal >= 1.0)` : 'pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
+const perBackend = measured.map(({ backend, imgPerS }) => ({
+  backend,
+  tfjs_img_per_s: round(imgPerS),
+  ratio: torch ? round(imgPerS / torch.imgPerS, 3) : null,
+}));
+// One backend: the flat object this bench always printed; several: one entry each, plus native/wasm when both ran.
+const common = { batch_size: opts.batchSize, steps: opts.steps, torch_img_per_s: torch ? round(torch.imgPerS) : null, torch_threads: torch?.threads ?? null };
+const speed = (b: string) => measured.find((m) => m.backend === b)?.imgPerS;
+const nativeOverWasm = speed('tensorflow') && speed('wasm') ? round(speed('tensorflow')! / speed('wasm')!, 3) : null;
+const figures = perBackend.length === 1 ? { ...perBackend[0], ...common } : { backends: perBackend, tensorflow_over_wasm: nativeOverWasm, ...common };
+for (const b of perBackend) console.log(`tfjs (${b.backend}): ${b.tfjs_img_per_s} img/s${b.ratio === null ? '' : `; ratio tfjs/pytorch ${b.ratio} (goal >= 1.0)`}`);
+if (nativeOverWasm !== null) console.log(`tensorflow / wasm: ${nativeOverWasm}`);
+console.log(torch ? `pytorch (${torch.threads} threads): ${common.torch_img_per_s} img/s` : 'pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
 if (opts.json) console.log(JSON.stringify(figures));
 
 function tfjsImagesPerSecond(batch: number, steps: number, warmup: number): number {

@@ -18,10 +18,11 @@ import { createStudent, type StudentSpec, type VitSpec } from '../src/train/mode
 import { AdamW } from '../src/train/optim.ts';
 import type { EpochRecord } from '../src/train/trainer.ts';
 import { importFile, loadTaskFile, REPO_ROOT, runScript, tmpDir, type ScriptResult, workDir } from './helpers.ts';
+import { isTensorflowLog, TRAIN_BACKEND } from './train-backend.ts';
 
 
 before(async () => {
-  await selectBackend('wasm');
+  await selectBackend(TRAIN_BACKEND);
 });
 
 const vit = (o: Partial<VitSpec> = {}): VitSpec => ({ kind: 'vit', numClasses: 3, inputShape: [16, 16, 1], patchSize: 4, width: 8, depth: 2, heads: 2, mlpRatio: 2, ...o });
@@ -130,7 +131,7 @@ const ok = (r: Result) => (assert.equal(r.code, 0, show(r)), r);
 
 function oneLineError(r: Result, pattern: RegExp): void {
   assert.equal(r.code, 1, show(r));
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  const lines = r.stderr.split('\n').filter((l) => l !== '' && !isTensorflowLog(l));
   const errors = lines.filter((l) => l.startsWith('error: '));
   assert.equal(errors.length, 1, `one error line: ${JSON.stringify(r.stderr)}`);
   assert.ok(lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')), `nothing but the error: ${JSON.stringify(r.stderr)}`);
@@ -158,7 +159,7 @@ describe('feature KD: CLI', () => {
     const { dir, db } = await shapesDb();
     const T = path.join(dir, 'teacher');
     const S = path.join(dir, 'student');
-    const base = ['--db', db, '--task', 'shapes', '--supervised', '--batch-size', '8', '--backend', 'wasm', '--lr', '0.005', '--warmup', '0'];
+    const base = ['--db', db, '--task', 'shapes', '--supervised', '--batch-size', '8', '--backend', TRAIN_BACKEND, '--lr', '0.005', '--warmup', '0'];
     ok(await run('train', [...base, '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '2', '--heads', '4', '--epochs', '2', '--out', T]));
 
     const sArgs = [...base, '--student', 'vit', '--patch', '4', '--width', '8', '--depth', '2', '--heads', '2', '--epochs', '4', '--teacher-model', T, '--hidden-weight', '1', '--attn-weight', '1', '--manifold-weight', '1', '--hidden-layers', '0:0,1:1', '--out', S];

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { InputError } from '../src/errors.ts';
 import { selectBackend, tf } from '../src/train/backend.ts';
+import { TRAIN_BACKEND } from './train-backend.ts';
 import { loadHandler, loadWeights, MODEL_FILE, saveHandler, saveWeights, WEIGHTS_FILE } from '../src/train/io.ts';
 
 const dirs: string[] = [];
@@ -70,13 +71,13 @@ test('saveWeights / loadWeights round trip on cpu: spec, names, shapes, dtypes a
   await assertSameTensors(tensors, vars);
 });
 
-test('weights saved on cpu load on wasm and back, with the same values', async () => {
+test(`weights saved on cpu load on ${TRAIN_BACKEND} and back, with the same values`, async () => {
   const vars = makeVars();
   const fromCpu = tmpDir();
   await saveWeights(fromCpu, SPEC, vars);
-  await selectBackend('wasm');
+  await selectBackend(TRAIN_BACKEND);
   try {
-    assert.equal(tf.getBackend(), 'wasm');
+    assert.equal(tf.getBackend(), TRAIN_BACKEND);
     const onWasm = (await loadWeights(fromCpu)).tensors;
     await assertSameTensors(onWasm, vars);
     const fromWasm = tmpDir();
@@ -111,11 +112,11 @@ test('a Keras model saved through saveHandler loads through loadHandler with the
 
   const loaded = await tf.loadLayersModel(loadHandler(dir));
   assert.deepEqual(Array.from(await (loaded.predict(x) as tf.Tensor).data()), before);
-  await selectBackend('wasm');
+  await selectBackend(TRAIN_BACKEND);
   try {
     const onWasm = await tf.loadLayersModel(loadHandler(dir));
     const p = Array.from(await (onWasm.predict(x) as tf.Tensor).data());
-    p.forEach((v, i) => assert.ok(Math.abs(v - before[i]) < 1e-6, `wasm prediction ${v} vs ${before[i]}`));
+    p.forEach((v, i) => assert.ok(Math.abs(v - before[i]) < 1e-6, `${TRAIN_BACKEND} prediction ${v} vs ${before[i]}`));
   } finally {
     await selectBackend('cpu');
   }

@@ -23,12 +23,13 @@ import {
   type VitSpec,
 } from '../src/train/models/index.ts';
 import { tmpDir } from './helpers.ts';
+import { TRAIN_BACKEND } from './train-backend.ts';
 import { mulberry32 as rng } from '../src/random.ts';
 
 const dirs: string[] = [];
 before(async () => {
-  const { backend } = await selectBackend('wasm');
-  assert.equal(backend, 'wasm');
+  const { backend } = await selectBackend(TRAIN_BACKEND);
+  assert.equal(backend, TRAIN_BACKEND);
 });
 after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

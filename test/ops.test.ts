@@ -4,7 +4,9 @@
  * and UnsortedSegmentSum, exist there) within 1e-4; then on wasm the same op
  * runs forward and backward and matches the cpu numbers within 1e-3. A last
  * group trains one step of a tiny CNN, ViT and embedding-bag model on wasm to
- * prove no kernel is missing anywhere on the path.
+ * prove no kernel is missing anywhere on the path. "wasm" is TRAIN_BACKEND:
+ * with DISTILLERY_BACKEND=tensorflow the same checks run on the native backend
+ * (where the ops use TensorFlow's kernels instead of their wasm workarounds).
  *
  * Tensors do not carry across backend switches, so every run rebuilds its
  * inputs from plain arrays.
@@ -12,6 +14,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { selectBackend, tf } from '../src/train/backend.ts';
+import { TRAIN_BACKEND } from './train-backend.ts';
 import {
   avgPool2x2,
   conv2d3x3,
@@ -92,8 +95,8 @@ async function checkOp(what: string, ours: Op, reference: Op, inputs: Arr[]): Pr
   await selectBackend('cpu');
   const mine = run(ours, inputs);
   assertRunsClose(mine, run(reference, inputs), 1e-4, `${what} (cpu vs reference)`);
-  await selectBackend('wasm');
-  assertRunsClose(run(ours, inputs), mine, 1e-3, `${what} (wasm vs cpu)`);
+  await selectBackend(TRAIN_BACKEND);
+  assertRunsClose(run(ours, inputs), mine, 1e-3, `${what} (${TRAIN_BACKEND} vs cpu)`);
 }
 
 test('matMul2d equals tf.matMul, with plain-product gradients', async () => {
@@ -142,7 +145,7 @@ test("conv2d3x3 with one input channel (a first layer's im2col path), and inputG
     inputs,
   );
   // inputGrad: false gives the same value and weight gradients, and zeros for x (not computed).
-  for (const backend of ['cpu', 'wasm'] as const) {
+  for (const backend of ['cpu', TRAIN_BACKEND] as const) {
     await selectBackend(backend);
     const full = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D), inputs);
     const noDx = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, { inputGrad: false }), inputs);
@@ -186,7 +189,7 @@ test('maxPool2x2 splits the gradient of tied maxima evenly, on both backends', a
   // One window per channel: c0 all tied, c1 two tied, c2 a single max.
   const x: Arr = { shape: [1, 2, 2, 3], data: Float32Array.from([1, 5, 0, 1, 2, 3, 1, 5, 0, 1, 0, 0]) };
   const split = [0.25, 0.5, 0, 0.25, 0, 1, 0.25, 0.5, 0, 0.25, 0, 0];
-  for (const backend of ['cpu', 'wasm'] as const) {
+  for (const backend of ['cpu', TRAIN_BACKEND] as const) {
     await selectBackend(backend);
     const r = run((t) => maxPool2x2(t as tf.Tensor4D), [x]);
     assert.deepEqual(Array.from(r.value), [1, 5, 3]);
@@ -279,14 +282,14 @@ test('embeddingBag equals gather + mean per bag, empty bag → zeros', async () 
 });
 
 test('embeddingBag with only empty bags is zero with a zero gradient', async () => {
-  await selectBackend('wasm');
+  await selectBackend(TRAIN_BACKEND);
   const r = run((t) => embeddingBag(t as tf.Tensor2D, [[], []]), [rand([4, 2], 22)]);
   assert.deepEqual(r.shape, [2, 2]);
   assert.ok(r.value.every((v) => v === 0) && r.grads[0].every((v) => v === 0));
 });
 
-test('embeddingBag over 2^18 hashed buckets on wasm touches only the named rows', async () => {
-  await selectBackend('wasm');
+test(`embeddingBag over 2^18 hashed buckets on ${TRAIN_BACKEND} touches only the named rows`, async () => {
+  await selectBackend(TRAIN_BACKEND);
   const vocab = 2 ** 18;
   const bags: Bag[] = [[5, vocab - 1, 5], [123_456]];
   const table = tf.variable(tf.randomUniform([vocab, 4], -1, 1) as tf.Tensor2D);
@@ -320,9 +323,9 @@ async function probe(what: string, paramShapes: number[][], seed: number, loss: 
   const params = paramShapes.map((shape, i) => rand(shape, seed + i, 0.5));
   await selectBackend('cpu');
   const onCpu = run((...p) => loss(p), params);
-  await selectBackend('wasm');
+  await selectBackend(TRAIN_BACKEND);
   const onWasm = run((...p) => loss(p), params);
-  assertRunsClose(onWasm, onCpu, 1e-3, `${what} (wasm vs cpu)`);
+  assertRunsClose(onWasm, onCpu, 1e-3, `${what} (${TRAIN_BACKEND} vs cpu)`);
   onCpu.grads.forEach((g, i) => assert.ok(g.some((v) => v !== 0), `${what}: parameter ${i} gets no gradient`));
 
   const vars = params.map((a) => tf.variable(tf.tensor(a.data, a.shape)));
@@ -339,7 +342,7 @@ function oneHot(labels: number[], classes: number): tf.Tensor2D {
   return tf.oneHot(tf.tensor1d(labels, 'int32'), classes).toFloat() as tf.Tensor2D;
 }
 
-test('probe: a tiny CNN (conv, relu, both pools, dense) trains on wasm', async () => {
+test(`probe: a tiny CNN (conv, relu, both pools, dense) trains on ${TRAIN_BACKEND}`, async () => {
   const shapes = [[3, 3, 1, 4], [4], [3, 3, 4, 4], [4], [4, 3], [3]];
   await probe('CNN', shapes, 30, ([w1, b1, w2, b2, wo, bo]) => {
     const x = tf.tensor4d(rand([2, 8, 8, 1], 36).data, [2, 8, 8, 1]);
@@ -350,7 +353,7 @@ test('probe: a tiny CNN (conv, relu, both pools, dense) trains on wasm', async (
   });
 });
 
-test('probe: a tiny ViT block (patches, layerNorm, attention, gelu MLP) trains on wasm', async () => {
+test(`probe: a tiny ViT block (patches, layerNorm, attention, gelu MLP) trains on ${TRAIN_BACKEND}`, async () => {
   const [batch, tokens, dim, heads] = [2, 4, 8, 2]; // 4×4 images, 2×2 patches
   const dh = dim / heads;
   const shapes = [[2, 2, 1, dim], [dim], [1, tokens, dim], [dim], [dim], [dim, 3 * dim], [dim, dim], [dim], [dim], [dim, 2 * dim], [2 * dim, dim], [dim, 3]];
@@ -369,7 +372,7 @@ test('probe: a tiny ViT block (patches, layerNorm, attention, gelu MLP) trains o
   });
 });
 
-test('probe: an embedding-bag classifier trains on wasm', async () => {
+test(`probe: an embedding-bag classifier trains on ${TRAIN_BACKEND}`, async () => {
   const bags: Bag[] = [[1, 2, 3], [15], [], [2, 2]];
   await probe('embedding bag', [[16, 4], [4, 2], [2]], 50, ([table, w, b]) =>
     tf.losses.softmaxCrossEntropy(oneHot([0, 1, 0, 1], 2), dense(embeddingBag(table as tf.Tensor2D, bags), w as tf.Tensor2D, b as tf.Tensor1D)) as tf.Scalar,

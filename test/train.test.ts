@@ -21,6 +21,7 @@ import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { isTensorflowLog, nativeBuilt, TRAIN_BACKEND } from './train-backend.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
 const SHAPE_LABELS = ['circle', 'square', 'triangle'];
@@ -44,7 +45,7 @@ function ok(r: Result): Result {
 /** Exit 1 and exactly one `error: ` line on stderr (the `backend: …` info line may precede it), no stack trace. */
 function oneLineError(r: Result, pattern: RegExp): string {
   assert.equal(r.code, 1, show(r));
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  const lines = r.stderr.split('\n').filter((l) => l !== '' && !isTensorflowLog(l));
   const errors = lines.filter((l) => l.startsWith('error: '));
   assert.equal(errors.length, 1, `one error line: ${JSON.stringify(r.stderr)}`);
   assert.ok(lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')), `nothing but the error (and the backend line): ${JSON.stringify(r.stderr)}`);
@@ -136,13 +137,13 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
     // The teacher, on gold. The default warm-up (100 steps) is longer than this whole run
     // (~8 steps an epoch), so without --warmup 0 the learning rate never gets going.
-    const tArgs = ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', T];
+    const tArgs = ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', T];
     const rt = ok(await run('train', tArgs));
     assert.match(rt.stdout, /test accuracy/);
     const mt = metrics(T);
     assert.ok(fs.existsSync(path.join(T, 'model.json')) && fs.existsSync(path.join(T, 'weights.bin')));
     assert.equal(mt.command, `tsx scripts/train.ts ${tArgs.join(' ')}`);
-    assert.equal(mt.backend, 'wasm');
+    assert.equal(mt.backend, TRAIN_BACKEND);
     assert.equal(mt.seed, 1);
     checkHistory(mt, 8, ['ce']);
     assert.ok(mt.history[7].loss < mt.history[0].loss, `the loss goes down: ${mt.history.map((h) => h.loss)}`);
@@ -160,7 +161,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(mt.test.accuracy! >= 0.55, `supervised MLP teacher test accuracy ${mt.test.accuracy}`);
 
     // The teacher as a white-box teacher: its log-probabilities for every item become a logits run.
-    const ri = ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', T, '--backend', 'wasm']));
+    const ri = ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', T, '--backend', TRAIN_BACKEND]));
     assert.match(ri.stdout, /ingested \d+ rows of logits/);
     {
       const d = new Database(db, { readonly: true });
@@ -173,10 +174,10 @@ describe('train: CLI', { concurrency: 3 }, () => {
     }
 
     // The student learns from that teacher: KD on its distribution, CE on its argmax, DeiT's distillation head.
-    const sArgs = ['--db', db, '--task', 'shapes', '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', 'wasm', '--out', S];
+    const sArgs = ['--db', db, '--task', 'shapes', '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', TRAIN_BACKEND, '--out', S];
     ok(await run('train', sArgs));
     const ms = metrics(S);
-    assert.equal(ms.backend, 'wasm');
+    assert.equal(ms.backend, TRAIN_BACKEND);
     checkHistory(ms, 2, ['ce', 'kd', 'distill']);
     assert.equal(ms.test.n, sum(counts));
     assert.deepEqual(ms.test.confusion.map(sum), counts);
@@ -184,7 +185,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(ms.test.teacher_agreement !== null, 'agreement with the ingested teacher is measured');
 
     // eval.ts recomputes the student's test report from the saved model and the database.
-    const [re, reT] = await Promise.all([run('eval', ['--model', S, '--db', db, '--backend', 'wasm']), run('eval', ['--model', T, '--db', db, '--backend', 'wasm'])]);
+    const [re, reT] = await Promise.all([run('eval', ['--model', S, '--db', db, '--backend', TRAIN_BACKEND]), run('eval', ['--model', T, '--db', db, '--backend', TRAIN_BACKEND])]);
     for (const r of [ok(re), ok(reT)]) assert.equal(r.stdout.trim().split('\n').length, 1, `one JSON line: ${r.stdout}`);
     const ev = JSON.parse(re.stdout) as Metrics['test'];
     assert.equal(ev.n, ms.test.n);
@@ -198,7 +199,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(evT.teacher_agreement! >= 0.95, `teacher vs its own logits: ${evT.teacher_agreement}`);
 
     // predict.ts: one row per input line (duplicates included), a label of the task, probabilities that sum to 1.
-    const rp = ok(await run('predict', ['--model', S, '--input', input, '--backend', 'wasm']));
+    const rp = ok(await run('predict', ['--model', S, '--input', input, '--backend', TRAIN_BACKEND]));
     const inputIds = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
     const rows = rp.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; label: string; probs: number[] });
     assert.deepEqual(rows.map((r) => r.id), inputIds);
@@ -213,7 +214,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
   test('--resume continues from the checkpoint and keeps the first epoch as it was', async () => {
     const { dir, db } = await shapesDb();
     const out = path.join(dir, 'resumed');
-    const args = ['--db', db, '--task', 'shapes', '--student', 'logreg', '--supervised', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', out];
+    const args = ['--db', db, '--task', 'shapes', '--student', 'logreg', '--supervised', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', out];
     ok(await run('train', [...args, '--epochs', '1']));
     const first = metrics(out);
     assert.equal(first.history.length, 1);
@@ -236,7 +237,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
   test('the same seed gives the same losses; another seed, other losses', async () => {
     const { dir, db } = await shapesDb();
-    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
+    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
     // With augmentation too: its random shifts are drawn from the seed.
     const args = (seed: number, out: string) => [...plain(seed, out), '--augment', 'shift:2'];
     const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c')), run('train', plain(5, 'd'))]);
@@ -284,7 +285,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     for (const d of ['x', 'y', 'z', 'v', 'w']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
   });
 
-  test('backend selection: cpu, wasm, and tensorflow without tfjs-node', async () => {
+  test('backend selection: cpu, wasm, and tensorflow only where tfjs-node is built', async () => {
     // In a child: switching the global tfjs backend here would pull it from under the library test.
     const dir = workDir();
     const script = path.join(dir, 'backends.mts');
@@ -311,6 +312,12 @@ process.stdout.write(JSON.stringify(out) + '\\n');
     const out = JSON.parse(r.stdout) as { cpu: unknown; wasm: unknown; tensorflow: { name: string; message: string } | string; after: string };
     assert.deepEqual(out.cpu, ['cpu', 'cpu']);
     assert.deepEqual(out.wasm, ['wasm', 'wasm', [4, 6]]);
+    if (nativeBuilt()) {
+      // npm run setup:native has built the binding here (as .ci/run does for its second pass).
+      assert.equal(out.tensorflow, 'resolved');
+      assert.equal(out.after, 'tensorflow');
+      return;
+    }
     assert.equal(typeof out.tensorflow, 'object', 'tensorflow rejects: tfjs-node is not installed here');
     const err = out.tensorflow as { name: string; message: string };
     assert.equal(err.name, 'DistilleryError');
@@ -369,7 +376,7 @@ describe('augmentation (--augment)', () => {
 
 describe('train: library, a fastText student on a text task', () => {
   before(async () => {
-    await selectBackend('wasm');
+    await selectBackend(TRAIN_BACKEND);
   });
 
   test('a supervised run reports agreement with the teacher when the task has one, null when it has none', async () => {

@@ -5,7 +5,25 @@ import { DistilleryError } from '../errors.ts';
 
 export { tf };
 
-export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+
+/** The environment variable that `auto` obeys: run a whole process (a CLI, a test suite) on one backend. */
+export const BACKEND_ENV = 'DISTILLERY_BACKEND';
+
+/**
+ * $DISTILLERY_BACKEND when set (and valid), else `fallback`. `auto` resolves
+ * through this, so `DISTILLERY_BACKEND=tensorflow` moves every `--backend auto`
+ * run onto the native backend; tests pass their own fallback ('wasm').
+ */
+export function envBackend(fallback: BackendChoice = 'auto', env: NodeJS.ProcessEnv = process.env): BackendChoice {
+  const value = env[BACKEND_ENV];
+  if (value === undefined || value === '') return fallback;
+  if (!(BACKEND_CHOICES as readonly string[]).includes(value)) {
+    throw new DistilleryError(`$${BACKEND_ENV}=${value}: expected one of ${BACKEND_CHOICES.join(', ')}`);
+  }
+  return value as BackendChoice;
+}
 
 const require = createRequire(import.meta.url);
 
@@ -16,6 +34,8 @@ const require = createRequire(import.meta.url);
  * loads, importing it registers the `tensorflow` backend.
  */
 async function tryNative(): Promise<string | undefined> {
+  // TensorFlow's INFO and WARNING start-up lines (CPU features, …) off unless the user asked for them; read at load.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       await import(pkg);
@@ -39,11 +59,13 @@ async function tryWasm(): Promise<boolean> {
 }
 
 /**
- * Select the training backend. `auto`: a native TensorFlow binding when one is
- * installed and loads (CUDA first), else wasm, else the pure-JS cpu backend.
+ * Select the training backend. `auto`: $DISTILLERY_BACKEND when set; else a
+ * native TensorFlow binding when one is installed and loads (CUDA first), else
+ * wasm, else the pure-JS cpu backend.
  * Returns a line saying what was chosen and why, for the CLI to print.
  */
-export async function selectBackend(choice: BackendChoice = 'auto'): Promise<{ backend: string; detail: string }> {
+export async function selectBackend(requested: BackendChoice = 'auto'): Promise<{ backend: string; detail: string }> {
+  const choice = requested === 'auto' ? envBackend('auto') : requested;
   if (choice === 'tensorflow' || choice === 'auto') {
     const pkg = await tryNative();
     if (pkg && (await tf.setBackend('tensorflow'))) {
@@ -51,7 +73,9 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<{ b
       return { backend: 'tensorflow', detail: `tensorflow (native, from ${pkg})` };
     }
     if (choice === 'tensorflow') {
-      throw new DistilleryError('--backend tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed and loadable (see the README)');
+      throw new DistilleryError(
+        '--backend tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed and loadable (npm run setup:native; see the README)',
+      );
     }
   }
   if (choice === 'wasm' || choice === 'auto') {

@@ -30,8 +30,21 @@
  * embeddingBag). And on this machine the first touch of fresh memory is slow
  * (~0.25 s per 58 MB): large per-step JS arrays handed to tf.tensor cost more
  * than the product they feed, while the wasm heap, once grown, is reused.
+ *
+ * On the native backend (tfjs-node, `tensorflow`) none of this applies: it
+ * has every kernel, and its MatMul takes transpose flags and batch axes at
+ * full speed. There the ops that exist only for wasm's sake (matMul2d, the
+ * convolutions, embeddingBag) use tfjs's own ops and TensorFlow's kernels
+ * (measured in scripts/bench-train.ts). maxPool2x2 keeps its gradient
+ * everywhere: it splits ties evenly, which TensorFlow's MaxPoolGrad does not,
+ * and a student should not train differently by backend.
  */
 import { tf } from './backend.ts';
+
+/** True on tfjs-node: TensorFlow's own kernels are there and fast, so the wasm workarounds are skipped. */
+function onNative(): boolean {
+  return tf.getBackend() === 'tensorflow';
+}
 
 type GradSave = (tensors: tf.Tensor[]) => void;
 
@@ -62,7 +75,7 @@ const matMul2dWithGrad = tf.customGrad((a, b, save) => {
 export function matMul2d(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   if (a.rank !== 2 || b.rank !== 2) throw new Error(`matMul2d: expected two rank-2 tensors, got ranks ${a.rank} and ${b.rank}`);
   if (a.shape[1] !== b.shape[0]) throw new Error(`matMul2d: inner dimensions differ: [${a.shape}] × [${b.shape}]`);
-  return matMul2dWithGrad(a, b) as tf.Tensor2D;
+  return onNative() ? tf.matMul(a, b) : (matMul2dWithGrad(a, b) as tf.Tensor2D);
 }
 
 /**
@@ -114,7 +127,8 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
     throw new Error(`conv2d3x3: w must be [3,3,${cin},Cout], got [${w.shape}]`);
   }
   if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3) throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
-  const y = CONV3X3[pad][opts.inputGrad === false ? 0 : 1](x, w) as tf.Tensor4D;
+  const inputGrad = opts.inputGrad !== false;
+  const y = onNative() ? nativeConv(x, w, 1, pad ? 'same' : 'valid', inputGrad) : (CONV3X3[pad][inputGrad ? 1 : 0](x, w) as tf.Tensor4D);
   return b ? tf.add(y, b) : y;
 }
 
@@ -160,6 +174,28 @@ const CONV3X3 = [
   [conv3x3WithGrad(0, false), conv3x3WithGrad(0, true)],
   [conv3x3WithGrad(1, false), conv3x3WithGrad(1, true)],
 ] as const;
+
+/**
+ * tf.conv2d on TensorFlow's kernels (Conv2D, Conv2DBackpropInput/Filter).
+ * inputGrad false keeps the wasm path's contract (x's gradient is zeros, not
+ * computed): the gradient runs the filter's kernel only.
+ */
+function nativeConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, padding: 'same' | 'valid', inputGrad: boolean): tf.Tensor4D {
+  if (inputGrad) return tf.conv2d(x, w, stride, padding);
+  const f = tf.customGrad((xi, wi, save) => {
+    (save as GradSave)([xi as tf.Tensor, wi as tf.Tensor]);
+    return {
+      value: tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, stride, padding),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
+        const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC', filterShape: sw.shape };
+        const dw = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: sx, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+        return [tf.zerosLike(sx), dw];
+      },
+    };
+  });
+  return f(x, w) as tf.Tensor4D;
+}
 
 /**
  * The patch matrix of a 3×3 'valid' conv of x zero-padded by `pad` on each
@@ -233,6 +269,10 @@ export function conv2dPatches(x: tf.Tensor4D, w: tf.Tensor4D, kernel: number, st
   const ho = Math.floor(h / p);
   const wo = Math.floor(wd / p);
   if (ho < 1 || wo < 1) throw new Error(`conv2dPatches: input [${x.shape}] is smaller than one ${p}×${p} patch`);
+  if (onNative()) {
+    const y = tf.conv2d(x, w, p, 'valid');
+    return b ? tf.add(y, b) : y;
+  }
   const cropped = ho * p === h && wo * p === wd ? x : tf.slice(x, [0, 0, 0, 0], [batch, ho * p, wo * p, c]);
   // [B·Ho, p(row in patch), Wo, p·C] → [B·Ho, Wo, p, p·C]: columns become (pi, pj, c).
   const rows = tf.transpose(tf.reshape(cropped, [batch * ho, p, wo, p * c]), [0, 2, 1, 3]);
@@ -360,8 +400,12 @@ function planBags(bags: readonly Bag[], vocab: number): BagPlan {
 function bagMean(table: tf.Tensor2D, plan: BagPlan, nBags: number): tf.Tensor2D {
   const dim = table.shape[1];
   if (plan.lmax === 0) return tf.zeros([nBags, dim]);
-  // GatherNd, not tf.gather: wasm's GatherV2 measured ~40× slower on 10K rows of 64.
-  const rows = tf.reshape(tf.gatherND(table, tf.tensor2d(plan.ids, [plan.ids.length, 1], 'int32')), [nBags, plan.lmax, dim]);
+  // GatherNd, not tf.gather: wasm's GatherV2 measured ~40× slower on 10K rows of 64. Native: GatherV2, the
+  // op whose tfjs gradient (UnsortedSegmentSum) is the one wasm lacks.
+  const gathered = onNative()
+    ? tf.gather(table, tf.tensor1d(plan.ids, 'int32'))
+    : tf.gatherND(table, tf.tensor2d(plan.ids, [plan.ids.length, 1], 'int32'));
+  const rows = tf.reshape(gathered, [nBags, plan.lmax, dim]);
   const w = tf.tensor3d(plan.weights, [nBags, plan.lmax, 1]);
   return tf.sum(tf.mul(rows, w), 1) as tf.Tensor2D;
 }
@@ -415,6 +459,8 @@ export function embeddingBag(table: tf.Tensor2D, bags: readonly Bag[]): tf.Tenso
   const [vocab] = table.shape;
   const plan = planBags(bags, vocab);
   const nBags = bags.length;
+  // Native: tfjs's own gradient (UnsortedSegmentSum, a TensorFlow kernel) instead of the JS one.
+  if (onNative() && plan.lmax > 0) return bagMean(table, plan, nBags);
   const f = tf.customGrad((t) => ({
     value: bagMean(t as tf.Tensor2D, plan, nBags),
     gradFunc: (dy: tf.Tensor) => bagTableGrad(dy as tf.Tensor2D, plan, nBags, vocab),
