@@ -456,7 +456,7 @@ describe('export: the scripts', () => {
     assert.match(e.stdout, /wrote 28 row\(s\) to .*labels\.jsonl and .*labels\.parquet; manifest .*manifest\.json/);
     const [ok, bad] = await Promise.all([
       runScript('export', ['--verify', out]),
-      runScript('import-export', [out, '--db', db]),
+      runScript('import-export', ['--input', out, '--db', db]),
     ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /ok \(2 file\(s\) and manifest\.json, 28 row\(s\)\)/);

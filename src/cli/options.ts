@@ -91,6 +91,14 @@ export function addTargetOptions(cmd: Command): Command {
     .option('--calibrate', 'fit one temperature per teacher on the gold labels of the train split before aggregating', false);
 }
 
+/** The flags `addTargetOptions` declares, as commander parses them. */
+export interface TargetFlags {
+  teachers?: string;
+  aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
+  weights?: number[];
+  calibrate: boolean;
+}
+
 function parseWeights(v: string): number[] {
   const ws = v.split(',').map((x) => Number(x.trim()));
   if (ws.some((w) => !Number.isFinite(w) || w < 0)) throw new InvalidArgumentError('expected a comma list of non-negative numbers');
