@@ -59,7 +59,7 @@ export function addOutDirOption(cmd: Command, help = 'output folder', o: { defau
 
 /** --json: one JSON object for machines; without it a table for people. */
 export function addJsonOption(cmd: Command): Command {
-  return cmd.option('--json', 'one JSON object for machines (default: a table for people)', false);
+  return cmd.option('--json', 'one JSON object for machines instead of a table for people', false);
 }
 
 /** The input-file flags shared by import.ts and label.ts. */
