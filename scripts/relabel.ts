@@ -50,9 +50,9 @@ const program = addTeacherOptions(
 
 runCli(async () => {
   const opts = program.parse().opts<RelabelFlags>();
+  const policies = parsePolicies(opts.policy);
   requireDb(opts.db);
   const task = taskFromArg(opts.task, opts.db);
-  const policies = parsePolicies(opts.policy);
   const teacher = teacherSetup(opts, task);
   const stopSignal = interruptOnSigint();
   const command = `relabel --task ${task.name} --model ${opts.model} --policy ${opts.policy.join(',')}`;
