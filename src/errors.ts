@@ -7,13 +7,18 @@ export class DistilleryError extends Error {
   override name = 'DistilleryError';
 }
 
-/** Bad input: names the file and, when known, the 1-based line (or row). */
+/**
+ * Bad input: names the file and, when known, the 1-based line (or row).
+ * `setting` names the setting that would fix it (`textField` for a missing
+ * text column); the CLI layer adds its flag to the message.
+ */
 export class InputError extends DistilleryError {
   override name = 'InputError';
   constructor(
     readonly file: string,
     readonly line: number | undefined,
     readonly reason: string,
+    readonly setting?: string,
   ) {
     super(`${file}${line === undefined ? '' : `:${line}`}: ${reason}`);
   }
