@@ -7,7 +7,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { REPO_ROOT, runScript, workDir, type ScriptResult } from './helpers.ts';
+import { errorLine, flagOf } from '../src/cli/run.ts';
+import { taskFromArg, taskInStore } from '../src/cli/task.ts';
+import { InputError, SettingError } from '../src/errors.ts';
+import { Store } from '../src/store/store.ts';
+import { loadTask } from '../src/task/task.ts';
+import { REPO_ROOT, runScript, workDir, writeTask, type ScriptResult } from './helpers.ts';
 
 const SCRIPTS = fs
   .readdirSync(path.join(REPO_ROOT, 'scripts'))
@@ -164,5 +169,71 @@ describe('a missing database', () => {
     });
     assert.ok(!fs.existsSync(db), 'a missing database was created');
     assert.deepEqual(failures, []);
+  });
+});
+
+describe('--task NAME|FILE: one resolver', () => {
+  /** A database holding the tasks of these files. */
+  function dbWith(files: string[]): Store {
+    const store = Store.open(path.join(workDir(), 'tasks.db'));
+    for (const f of files) store.ensureTask(loadTask(f));
+    return store;
+  }
+
+  test('taskInStore: a name, a file (matched by its name, labels checked), prompts/NAME; omitted: the only task', () => {
+    const dir = workDir();
+    const animals = writeTask(dir);
+    const store = dbWith([animals, 'prompts/shapes.md']);
+    try {
+      assert.equal(taskInStore(store, 'animals').name, 'animals');
+      assert.equal(taskInStore(store, animals).name, 'animals');
+      assert.equal(taskInStore(store, 'shapes').name, 'shapes');
+      assert.throws(() => taskInStore(store), /several tasks \(animals, shapes\); choose one with --task$/);
+      assert.throws(() => taskInStore(store, 'nope'), /no task "nope" \(tasks: animals, shapes\)$/);
+      const other = writeTask(dir, { labels: ['cat', 'dog'], file: 'other.md' });
+      assert.throws(() => taskInStore(store, other), /task "animals" is in .* with labels \["cat","dog","bird"\] \(text\), the file says \["cat","dog"\]/);
+    } finally {
+      store.close();
+    }
+    const one = dbWith([animals]);
+    try {
+      assert.equal(taskInStore(one).name, 'animals');
+    } finally {
+      one.close();
+    }
+  });
+
+  test('taskFromArg: a file, prompts/NAME; omitted: the only task when its file is prompts/NAME.md', () => {
+    const dir = workDir();
+    const animals = writeTask(dir);
+    assert.equal(taskFromArg(animals).path, animals);
+    assert.equal(taskFromArg('shapes').path, path.join('prompts', 'shapes.md'));
+    assert.throws(() => taskFromArg(undefined), /give --task NAME\|FILE \(the database holds no tasks\)$/);
+
+    const shapes = dbWith(['prompts/shapes.md']);
+    try {
+      assert.equal(taskFromArg(undefined, shapes).name, 'shapes');
+    } finally {
+      shapes.close();
+    }
+    const store = dbWith([animals]);
+    try {
+      assert.throws(() => taskFromArg(undefined, store), /give --task FILE: the task file of "animals" is not prompts\/animals\.md/);
+      assert.throws(() => taskFromArg('animals', store), /--task animals: the task is in .* but its file is not prompts\/animals\.md/);
+      assert.equal(taskFromArg(animals, store.path).name, 'animals');
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe('settings become flags only in the CLI layer', () => {
+  test('SettingError carries the setting and value; errorLine spells the flag', () => {
+    const e = new SettingError('kdTemperature', 0, 'must be above 0');
+    assert.deepEqual([e.setting, e.value, e.message], ['kdTemperature', 0, 'kdTemperature: must be above 0']);
+    assert.equal(errorLine(e), '--kd-temperature: must be above 0');
+    assert.equal(flagOf('studentDir'), '--student');
+    assert.equal(flagOf('featureTeacher'), '--feature-teacher');
+    assert.equal(errorLine(new InputError('a.csv', 2, 'missing column "text" (columns: body)', 'textField')), 'a.csv:2: missing column "text" (columns: body); set --text-field');
   });
 });
