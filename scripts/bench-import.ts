@@ -17,16 +17,24 @@ import { createWriteStream, mkdtempSync, rmSync, statSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { addJsonOption } from '../src/cli/options.ts';
 import { intArg, log, runCli } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
-const program = new Command('bench-import')
-  .description('peak memory of scripts/import.ts as the input grows (streaming check)')
-  .option('--sizes <list>', 'input rows per run', (v) => v.split(',').map(Number), [10_000, 100_000])
-  .option('--text-bytes <n>', 'length of each text', intArg(1), 200)
-  .option('--json', 'one JSON object with every figure as the last line', false);
+interface BenchImportFlags {
+  sizes: number[];
+  textBytes: number;
+  json: boolean;
+}
+
+const program = addJsonOption(
+  new Command('bench-import')
+    .description('peak memory of scripts/import.ts as the input grows (streaming check)')
+    .option('--sizes <list>', 'input rows per run', (v) => v.split(',').map(Number), [10_000, 100_000])
+    .option('--text-bytes <n>', 'length of each text', intArg(1), 200),
+);
 
 /** Preloaded into the child: prints its peak RSS (kB) as the last stderr line when it exits. */
 const REPORT_RSS = `process.on('exit', () => process.stderr.write('maxrss_kb ' + process.resourceUsage().maxRSS + '\\n'));\n`;
@@ -56,8 +64,8 @@ async function writeInput(file: string, rows: number, textBytes: number): Promis
 }
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  const sizes: number[] = opts.sizes;
+  const opts = program.parse().opts<BenchImportFlags>();
+  const sizes = opts.sizes;
   if (sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new DistilleryError('--sizes: positive whole numbers');
   const dir = mkdtempSync(join(tmpdir(), 'bench-import-'));
   try {

@@ -30,6 +30,7 @@ import { Store } from '../src/store/store.ts';
 import { loadTask } from '../src/task/task.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { performance } from 'node:perf_hooks';
+import { addJsonOption } from '../src/cli/options.ts';
 import { intArg, numberArg } from '../src/cli/run.ts';
 import { decodeSoft, encodeSoft, formatName, softToProbs, type SoftFormat, type SoftKind, type SoftVector } from '../src/soft/codec.ts';
 import { gaussian, mulberry32 } from '../src/random.ts';
@@ -41,7 +42,7 @@ const WARMUP_ROWS = 500;
 /** Decoded values flow here so that the decode is observable work, not dead code. */
 let sink = 0;
 
-const program = new Command('bench-store')
+const program = addJsonOption(new Command('bench-store'))
   .description('bytes, speed and KL of the soft-label formats on synthetic teacher logits')
   .option('--rows <n>', 'synthetic teacher outputs per class count', intArg(1), 20000)
   .option('--kind <kind>', 'what the teacher hands the codec: logits, logprobs or probs', parseKind, 'logits' as SoftKind)
@@ -49,8 +50,7 @@ const program = new Command('bench-store')
   .option('--sigma <s>', 'standard deviation of the logits', numberArg(0), 1)
   .option('--spread <s>', 'standard deviation of the true-class boost between rows', numberArg(0), 1)
   .option('--seed <n>', 'PRNG seed', intArg(0, 0xffffffff), 1)
-  .option('--repeats <n>', 'timed passes per format; the best is kept', intArg(1), 3)
-  .option('--json', 'print one JSON object as the last line', false);
+  .option('--repeats <n>', 'timed passes per format; the best is kept', intArg(1), 3);
 
 interface Options {
   rows: number;

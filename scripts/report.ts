@@ -1,28 +1,40 @@
-import { Command, Option } from 'commander';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { addDbOption } from '../src/cli/options.ts';
+import { Command } from 'commander';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { addBackendOption, addDbOption, addOutDirOption, addStudentDirOption, openExistingStore, type BackendFlag } from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
-import { DistilleryError } from '../src/errors.ts';
 import { gatherReport, readStudent, type StudentReport } from '../src/report/data.ts';
 import { renderReport } from '../src/report/html.ts';
 import { studentReliability } from '../src/report/student-predictions.ts';
-import { Store } from '../src/store/store.ts';
 
-const program = addDbOption(new Command('report'))
-  .description('One self-contained HTML file: runs and costs, teacher quality and calibration, training curves, confusion matrices, students side by side, reliability diagrams.')
-  .option('--model <dir...>', 'model folders written by train.ts (repeat or list several)', [])
-  .option('--out <file>', 'the HTML file to write', 'report.html')
-  .option('--no-predict', "skip running the students on their test split (no reliability diagram for them, no TensorFlow.js)")
-  .addOption(new Option('--backend <name>', 'tensor backend for the predictions').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'));
+interface ReportFlags {
+  db: string;
+  student: string[];
+  out: string;
+  predict: boolean;
+  backend: BackendFlag;
+}
+
+/** What report.ts writes inside --out. */
+const REPORT_FILE = 'report.html';
+
+const program = addBackendOption(
+  addOutDirOption(
+    addStudentDirOption(addDbOption(new Command('report')), { multiple: true }),
+    `output folder: writes DIR/${REPORT_FILE}`,
+    { default: '.' },
+  )
+    .description('One self-contained HTML file: runs and costs, teacher quality and calibration, training curves, confusion matrices, students side by side, reliability diagrams.')
+    .option('--no-predict', 'skip running the students on their test split (no reliability diagram for them, no TensorFlow.js)'),
+  'tensor backend for the predictions',
+);
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  const dirs: string[] = opts.model;
-  const read = dirs.map((d) => readStudent(d));
-  const store = Store.open(opts.db);
+  const opts = program.parse().opts<ReportFlags>();
+  const dirs = opts.student;
+  const store = openExistingStore(opts.db);
   try {
+    const read = dirs.map((d) => readStudent(d));
     if (opts.predict && dirs.length) {
       const { selectBackend } = await import('../src/train/backend.ts');
       log(`backend: ${(await selectBackend(opts.backend)).detail}`);
@@ -32,8 +44,8 @@ runCli(async () => {
       students.push({ ...read[i], reliability: opts.predict ? await studentReliability(store, dirs[i]) : null });
     }
     const html = renderReport(gatherReport(store, students));
-    const out = resolve(opts.out);
-    mkdirSync(dirname(out), { recursive: true });
+    const out = resolve(join(opts.out, REPORT_FILE));
+    mkdirSync(resolve(opts.out), { recursive: true });
     writeFileSync(`${out}.tmp`, html);
     renameSync(`${out}.tmp`, out);
     say(`wrote ${out} (${html.length} bytes, ${(html.match(/<svg /g) ?? []).length} charts)`);

@@ -1,22 +1,21 @@
 import { Command } from 'commander';
-import { existsSync } from 'node:fs';
-import { addDbOption } from '../src/cli/options.ts';
+import { addDbOption, addJsonOption, openExistingStore } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
-import { DistilleryError } from '../src/errors.ts';
 import { storeStatus, type Counts, type RelabelStatus } from '../src/store/status.ts';
-import { Store } from '../src/store/store.ts';
 
 const COUNT_COLUMNS = ['items', 'labeled', 'failed', 'pending', 'requests', 'errors', 'tokens', 'cost'];
 
-const program = addDbOption(new Command('status'))
-  .description('Per run and in total: items, labeled, failed, pending, requests, tokens, cost.')
-  .option('--json', 'one JSON object for machines', false);
+interface StatusFlags {
+  db: string;
+  json: boolean;
+}
+
+const program = addJsonOption(addDbOption(new Command('status'))).description('Per run and in total: items, labeled, failed, pending, requests, tokens, cost.');
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  const store = Store.open(opts.db);
+  const opts = program.parse().opts<StatusFlags>();
+  const store = openExistingStore(opts.db);
   try {
     const status = storeStatus(store);
     if (opts.json) {

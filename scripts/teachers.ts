@@ -1,24 +1,27 @@
 import { Command } from 'commander';
-import { existsSync } from 'node:fs';
-import { addDbOption } from '../src/cli/options.ts';
+import { addDbOption, addJsonOption, addTaskOption, addTeachersOption, openExistingStore } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
-import { DistilleryError } from '../src/errors.ts';
 import { taskInStore } from '../src/cli/task.ts';
-import { Store } from '../src/store/store.ts';
 import { teachersReport } from '../src/targets/teachers-report.ts';
 
-const program = addDbOption(new Command('teachers'))
-  .description('Every teacher of a task: coverage, accuracy on gold, NLL and calibration error (ECE, 15 bins), agreement between each pair.')
-  .option('--task <name>', 'task name (needed when the database holds several)')
-  .option('--teachers <list>', 'comma list of teacher names or run ids (default: all)')
-  .option('--calibrate', 'also fit a temperature per teacher (train split gold) and show NLL/ECE after it (test split)', false)
-  .option('--json', 'one JSON object for machines', false);
+interface TeachersFlags {
+  db: string;
+  task?: string;
+  teachers?: string;
+  calibrate: boolean;
+  json: boolean;
+}
+
+const program = addJsonOption(
+  addTeachersOption(addTaskOption(addDbOption(new Command('teachers'))))
+    .description('Every teacher of a task: coverage, accuracy on gold, NLL and calibration error (ECE, 15 bins), agreement between each pair.')
+    .option('--calibrate', 'also fit a temperature per teacher (train split gold) and show NLL/ECE after it (test split)', false),
+);
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  const store = Store.open(opts.db);
+  const opts = program.parse().opts<TeachersFlags>();
+  const store = openExistingStore(opts.db);
   try {
     const report = teachersReport(store, taskInStore(store, opts.task), { teachers: opts.teachers, calibrate: opts.calibrate });
     if (opts.json) {

@@ -7,13 +7,18 @@ export class DistilleryError extends Error {
   override name = 'DistilleryError';
 }
 
-/** Bad input: names the file and, when known, the 1-based line (or row). */
+/**
+ * Bad input: names the file and, when known, the 1-based line (or row).
+ * `setting` names the setting that would fix it (`textField` for a missing
+ * text column); the CLI layer adds its flag to the message.
+ */
 export class InputError extends DistilleryError {
   override name = 'InputError';
   constructor(
     readonly file: string,
     readonly line: number | undefined,
     readonly reason: string,
+    readonly setting?: string,
   ) {
     super(`${file}${line === undefined ? '' : `:${line}`}: ${reason}`);
   }
@@ -33,6 +38,7 @@ export class BudgetExceeded extends DistilleryError {
  * A setting with a value it cannot take. src/ names the setting as its config
  * field (`kdTemperature`) and never a flag: only the CLI layer knows flags, and
  * `printError` (src/cli/run.ts) turns the setting into one (`--kd-temperature`).
+ * The reason names the value where it helps; `value` carries it for callers.
  */
 export class SettingError extends DistilleryError {
   override name = 'SettingError';
@@ -41,15 +47,11 @@ export class SettingError extends DistilleryError {
     readonly value: unknown,
     readonly reason: string,
   ) {
-    super(`${setting}${value === undefined ? '' : ` ${showValue(value)}`}: ${reason}`);
+    super(`${setting}: ${reason}`);
   }
-}
-
-function showValue(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) ? v.join(',') : String(v);
 }
 
 /** The message of a SettingError with its setting spelled as `name` (a flag, for a CLI). */
 export function settingMessage(e: SettingError, name: string): string {
-  return `${name}${e.value === undefined ? '' : ` ${showValue(e.value)}`}: ${e.reason}`;
+  return `${name}: ${e.reason}`;
 }

@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { flagOf } from '../src/cli/run.ts';
+import { SettingError, settingMessage } from '../src/errors.ts';
 import { writeExport, type WriteOptions } from '../src/export/export.ts';
 import { importExport } from '../src/export/import.ts';
 import { Manifest } from '../src/export/manifest.ts';
@@ -336,7 +338,11 @@ describe('export: --as-of', () => {
       const agg = manifestOf(await exportTo(store, task, path.join(dir, 'asof-ds'), { asOf: 2, targets: { aggregate: 'dawid-skene', calibrate: false } }));
       assert.deepEqual(agg.runs.map((r) => r.id), [1, 2]);
       assert.equal(agg.counts.items, 10, 'aggregated over the items of that state');
-      await assert.rejects(writeExport(store, task, path.join(dir, 'x'), { asOf: 99 }), /--as-of: run 99 is not a run of task "animals"/);
+      await assert.rejects(writeExport(store, task, path.join(dir, 'x'), { asOf: 99 }), (e: SettingError) => {
+        assert.deepEqual([e.setting, e.value], ['asOf', 99]);
+        assert.match(settingMessage(e, flagOf(e.setting)), /^--as-of: not a run of task "animals"/);
+        return true;
+      });
       await assert.rejects(writeExport(store, task, path.join(dir, 'x'), { asOf: 1, teachers: 'gpt-b' }), /no teacher "gpt-b"/);
     } finally {
       store.close();
@@ -456,7 +462,7 @@ describe('export: the scripts', () => {
     assert.match(e.stdout, /wrote 28 row\(s\) to .*labels\.jsonl and .*labels\.parquet; manifest .*manifest\.json/);
     const [ok, bad] = await Promise.all([
       runScript('export', ['--verify', out]),
-      runScript('import-export', [out, '--db', db]),
+      runScript('import-export', ['--input', out, '--db', db]),
     ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /ok \(2 file\(s\) and manifest\.json, 28 row\(s\)\)/);

@@ -278,7 +278,7 @@ describe('secrets', () => {
       assert.match(failed.stdout + failed.stderr, /Incorrect API key provided: (sk-)?\[redacted\]/, 'the echoed key is masked');
       await run('status', ['--db', db]);
       await run('export', ['--db', db, '--format', 'jsonl,parquet', '--out', path.join(dir, 'export')]);
-      await run('report', ['--db', db, '--out', path.join(dir, 'report.html'), '--no-predict']);
+      await run('report', ['--db', db, '--out', dir, '--no-predict']);
 
       const files = [db, `${db}-wal`, `${db}-shm`, path.join(dir, 'report.html'), ...fs.readdirSync(path.join(dir, 'export')).map((f) => path.join(dir, 'export', f))].filter((f) => fs.existsSync(f));
       assert.ok(files.length >= 5);

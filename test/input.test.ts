@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
+import { errorLine } from '../src/cli/run.ts';
 import { InputError } from '../src/errors.ts';
 import { canonicalJson } from '../src/input/canonical.ts';
 import { readItems } from '../src/input/read.ts';
@@ -277,9 +278,14 @@ describe('readItems: errors', () => {
     await rejectsWith(collect(file), `${file}:2: invalid JSON: expected an object, got an array`);
   });
 
-  test('missing text column', async () => {
+  test('missing text column: names the columns found, and the CLI points at --text-field', async () => {
     const file = write('notext.csv', 'id,body\n1,hello\n');
-    await rejectsWith(collect(file), `${file}:2: missing column "text"`);
+    await rejectsWith(collect(file), `${file}:2: missing column "text" (columns: id, body)`);
+    await assert.rejects(collect(file), (e: InputError) => {
+      assert.equal(e.setting, 'textField');
+      assert.equal(errorLine(e), `${file}:2: missing column "text" (columns: id, body); set --text-field`);
+      return true;
+    });
   });
 
   test('empty text', async () => {
@@ -439,6 +445,18 @@ describe('readItems: class folders', () => {
     const root = makeFolders({ cat: { 'a.png': pngBytes(1, 1) }, horse: { 'h.png': pngBytes(1, 1) } });
     const folder = path.join(root, 'horse');
     await rejectsWith(collect(root, imageTask), `${folder}: folder "horse" is not one of the task's labels (cat, dog)`);
+  });
+
+  test('files beside the class folders are skipped (an index, a README); an image there is an error', async () => {
+    const root = makeFolders({ cat: { 'c.png': pngBytes(1, 1) }, dog: { 'd.png': pngBytes(2, 2) } });
+    fs.writeFileSync(path.join(root, 'shapes.jsonl'), '{"image":"cat/c.png","label":"cat"}\n');
+    fs.writeFileSync(path.join(root, 'README.md'), '# the images\n');
+    assert.deepEqual(
+      (await collect(root, imageTask)).map((i) => i.id),
+      ['cat/c.png', 'dog/d.png'],
+    );
+    fs.writeFileSync(path.join(root, 'stray.png'), pngBytes(1, 1));
+    await rejectsWith(collect(root, imageTask), `${path.join(root, 'stray.png')}: an image outside a class folder has no label (<folder>/<label>/<image>)`);
   });
 
   test('a bad image names its file', async () => {

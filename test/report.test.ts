@@ -104,7 +104,7 @@ describe('report: CLI and browser', () => {
     ok(await runScript('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', path.join(dir, 'teacher'), '--backend', 'wasm']));
     ok(await runScript('train', [...common, '--student', 'logreg', '--epochs', '2', '--out', path.join(dir, 'student')]));
     reportFile = path.join(dir, 'out', 'report.html');
-    const r = ok(await runScript('report', ['--db', db, '--model', path.join(dir, 'student'), path.join(dir, 'teacher'), '--out', reportFile, '--backend', 'wasm']));
+    const r = ok(await runScript('report', ['--db', db, '--student', path.join(dir, 'student'), path.join(dir, 'teacher'), '--out', path.join(dir, 'out'), '--backend', 'wasm']));
     assert.match(r.stdout, /wrote .*report\.html \(\d+ bytes, 11 charts\)/);
     const html = fs.readFileSync(reportFile, 'utf8');
     // Runs, the teacher's table and reliability, both students side by side with their curves.
@@ -113,10 +113,10 @@ describe('report: CLI and browser', () => {
     assert.match(html, /<h3>student <span/);
     assert.match(html, /<h3>teacher <span/);
 
-    const bad = await runScript('report', ['--db', db, '--model', path.join(dir, 'nothing'), '--out', path.join(dir, 'x.html')]);
+    const bad = await runScript('report', ['--db', db, '--student', path.join(dir, 'nothing'), '--out', path.join(dir, 'x')]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: .*nothing\/model\.json: no such file/);
-    assert.ok(!fs.existsSync(path.join(dir, 'x.html')));
+    assert.ok(!fs.existsSync(path.join(dir, 'x', 'report.html')));
   });
 
   test('the report renders in headless Chromium: charts drawn, no console errors', async (t) => {

@@ -518,7 +518,7 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
       expectRejected(
         'no-items',
         (dir) => ({ input: writeJsonl(dir, 'logits.jsonl', [good('e0')]), task: writeTask(dir, { name: 'other', labels: LABELS4 }) }),
-        ({ db }) => new RegExp(`^error: ${esc(db)}: task "other" has no items`),
+        ({ db }) => new RegExp(`^error: ${esc(db)}: no task "other" \\(from .*other\\.md; tasks: animals\\)`),
       ));
   });
 

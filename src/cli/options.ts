@@ -59,7 +59,7 @@ export function addOutDirOption(cmd: Command, help = 'output folder', o: { defau
 
 /** --json: one JSON object for machines; without it a table for people. */
 export function addJsonOption(cmd: Command): Command {
-  return cmd.option('--json', 'one JSON object for machines (default: a table for people)', false);
+  return cmd.option('--json', 'one JSON object for machines instead of a table for people', false);
 }
 
 /** The input-file flags shared by import.ts and label.ts. */
@@ -89,6 +89,14 @@ export function addTargetOptions(cmd: Command): Command {
     .addOption(new Option('--aggregate <method>', 'how several teachers become one target').choices(['mean', 'weighted', 'vote', 'dawid-skene']))
     .option('--weights <list>', "per-teacher weights for --aggregate weighted (default: each teacher's accuracy on gold, train split)", parseWeights)
     .option('--calibrate', 'fit one temperature per teacher on the gold labels of the train split before aggregating', false);
+}
+
+/** The flags `addTargetOptions` declares, as commander parses them. */
+export interface TargetFlags {
+  teachers?: string;
+  aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
+  weights?: number[];
+  calibrate: boolean;
 }
 
 function parseWeights(v: string): number[] {

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { redactSecrets } from '../secrets.ts';
-import { DistilleryError, SettingError, settingMessage } from '../errors.ts';
+import { DistilleryError, InputError, SettingError, settingMessage } from '../errors.ts';
 
 /** Exit codes every script shares. */
 export const EXIT = { ok: 0, error: 1, bug: 2, stopped: 3, interrupted: 130 } as const;
@@ -36,8 +36,15 @@ export function flagOf(setting: string): string {
   return FLAG_OF_SETTING[setting] ?? `--${setting.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
+/** The one line a CLI prints for an error: settings spelled as flags. */
+export function errorLine(e: unknown): string {
+  if (e instanceof SettingError) return settingMessage(e, flagOf(e.setting));
+  if (e instanceof InputError && e.setting) return `${e.message}; set ${flagOf(e.setting)}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
 export function printError(e: unknown): void {
-  const msg = e instanceof SettingError ? settingMessage(e, flagOf(e.setting)) : e instanceof Error ? e.message : String(e);
+  const msg = errorLine(e);
   process.stderr.write(`error: ${redactSecrets(msg.split('\n')[0], secrets())}\n`);
 }
 

@@ -1,8 +1,8 @@
 import { mkdirSync, existsSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { DistilleryError } from '../errors.ts';
+import { DistilleryError, SettingError } from '../errors.ts';
 import { decodeSoft } from '../soft/codec.ts';
-import type { RunRow, Store, TaskRow } from '../store/store.ts';
+import type { LatestLabelRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { buildTargets, resolveTeachers, taskItems, toLogprobs, type TargetsOptions, type TeacherSource, type TaskItems } from '../targets/from-store.ts';
 import { snapshotAsOf } from './as-of.ts';
 import { byCodeUnit, fileSha256, PendingFile } from './files.ts';
@@ -39,25 +39,11 @@ function itemFields(task: TaskRow, it: TaskItems['items'][number]): Pick<ExportR
 }
 
 /** A teacher's latest valid label on an item: the row `loadView` reads, with what the export also carries. */
-interface LatestLabel {
-  item_id: number;
-  run_id: number;
-  label: string;
-  soft: Buffer | null;
-  cost: number;
-  request_key: string;
-}
+type LatestLabel = LatestLabelRow;
 
 /** Per item, the teacher's latest valid label over its runs (the largest label id wins, as in `loadView`). */
 function latestLabels(store: Store, runs: RunRow[]): Map<number, LatestLabel> {
-  const ids = runs.map((r) => r.id);
-  const rows = store.db
-    .prepare(
-      `SELECT item_id, run_id, label, soft, cost, request_key FROM labels
-       WHERE id IN (SELECT max(id) FROM labels WHERE status = 'ok' AND run_id IN (${ids.map(() => '?').join(',')}) GROUP BY item_id)`,
-    )
-    .all(...ids) as LatestLabel[];
-  return new Map(rows.map((r) => [r.item_id, r]));
+  return new Map(Array.from(store.latestLabels(runs.map((r) => r.id)), (r) => [r.item_id, r]));
 }
 
 /** What an export is made of: its rows, and what the manifest says about where they came from. */
@@ -84,7 +70,7 @@ export function collectRows(store: Store, task: TaskRow, o: ExportOptions = {}):
   const rows: ExportRow[] = [];
   const used: LatestLabel[][] = sources.map(() => []);
   if (o.targets) {
-    if (o.logits) throw new DistilleryError('--logits goes with per-teacher rows (without --aggregate)');
+    if (o.logits) throw new SettingError('logits', true, 'goes with per-teacher rows, not with an aggregated target');
     const t = buildTargets(store, task, { ...o.targets, teachers: o.teachers });
     const name = `${o.targets.aggregate}(${t.teachers.map((s) => s.name).join(',')})`;
     for (let i = 0; i < items.items.length; i++) {
@@ -218,12 +204,14 @@ export async function writeExport(store: Store, task: TaskRow, dir: string, o: W
   try {
     c = collectRows(source, task, o);
   } catch (e) {
-    if (e instanceof DistilleryError && source !== store) throw new DistilleryError(e.message.replaceAll(':memory:', `${store.path} as of run ${o.asOf}`));
+    const where = `${store.path} as of run ${o.asOf}`;
+    if (e instanceof SettingError && source !== store) throw new SettingError(e.setting, e.value, e.reason.replaceAll(':memory:', where));
+    if (e instanceof DistilleryError && source !== store) throw new DistilleryError(e.message.replaceAll(':memory:', where));
     throw e;
   } finally {
     if (source !== store) source.close();
   }
-  if (o.withImages && task.input_kind !== 'image') throw new DistilleryError(`--with-images: task "${task.name}" is a text task`);
+  if (o.withImages && task.input_kind !== 'image') throw new SettingError('withImages', true, `task "${task.name}" is a text task`);
 
   const version = toolVersion();
   const runsById = new Map(store.runs(task.id).map((r) => [r.id, r]));

@@ -66,9 +66,7 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
   const store = Store.open(dbPath);
   let ok = false;
   try {
-    const used = store.db
-      .prepare(`SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT count(*) FROM items) AS items, (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM blobs) AS blobs`)
-      .get() as Record<string, number>;
+    const used = store.tableCounts();
     const held = Object.entries(used).filter(([, n]) => n > 0);
     if (held.length) {
       throw new DistilleryError(`${dbPath}: the database is not empty (${held.map(([k, n]) => `${n} ${k}`).join(', ')}); import-export loads an export into a new or empty database`);

@@ -24,16 +24,28 @@ export async function* readClassFolders(dir: string, task: Task): AsyncGenerator
   }
 }
 
+/** Names an image file has: one of these beside the class folders would be an image without a label. */
+const IMAGE_NAME = /\.(png|jpe?g|gif|webp|bmp|tiff?)$/i;
+
+/**
+ * The class folders. Other files beside them are not data and are skipped: an
+ * index of the same images (datasets/shapes/shapes.jsonl), a README, a
+ * licence. An image there is an error: it has no class folder, so no label.
+ */
 async function classFolders(dir: string, task: Task): Promise<string[]> {
-  const entries = await listVisible(dir);
-  for (const entry of entries) {
+  const folders: string[] = [];
+  for (const entry of await listVisible(dir)) {
     const path = join(dir, entry.name);
-    if (!(await isFolder(entry, path))) throw new InputError(path, undefined, 'expected only class folders here (<folder>/<label>/<image>)');
+    if (!(await isFolder(entry, path))) {
+      if (IMAGE_NAME.test(entry.name)) throw new InputError(path, undefined, 'an image outside a class folder has no label (<folder>/<label>/<image>)');
+      continue;
+    }
     if (!task.labels.includes(entry.name)) {
       throw new InputError(path, undefined, `folder "${entry.name}" is not one of the task's labels (${task.labels.join(', ')})`);
     }
+    folders.push(entry.name);
   }
-  return entries.map((e) => e.name);
+  return folders;
 }
 
 async function imageFiles(classDir: string): Promise<string[]> {

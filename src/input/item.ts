@@ -4,7 +4,8 @@ import { canonicalJson } from './canonical.ts';
 import type { ImageInput } from './types.ts';
 
 /** Builds the InputError for the row or file being read, so messages name the right place. */
-export type Fail = (reason: string) => InputError;
+/** An InputError at the current row; `setting` names the setting that would fix it. */
+export type Fail = (reason: string, setting?: string) => InputError;
 
 /** Caught here, per row, rather than as a failed request once money is being spent. */
 export function checkTemplateFields(fields: Record<string, unknown>, templateFields: readonly string[], fail: Fail): void {

@@ -82,7 +82,7 @@ function readRows(path: string): AsyncGenerator<RawRow[]> {
 }
 
 function rowFail(ctx: RowContext, row: RawRow): Fail {
-  return (reason) => new InputError(ctx.path, row.line, reason);
+  return (reason, setting) => new InputError(ctx.path, row.line, reason, setting);
 }
 
 function rowToItem(row: RawRow, ctx: RowContext, image: ImageInput | undefined): ItemInput {
@@ -93,7 +93,7 @@ function rowToItem(row: RawRow, ctx: RowContext, image: ImageInput | undefined):
   const gold = checkGold(scalarText(values, opts.goldField, fail), task, fail);
   const givenSplit = scalarText(values, opts.splitField, fail);
   const fields = contentFields(values, ctx.bookkeeping);
-  if (task.input === 'text') exposeText(fields, opts.textField, fail);
+  if (task.input === 'text') exposeText(fields, opts.textField, fail, Object.keys(values));
   checkTemplateFields(fields, ctx.templateFields, fail);
   const hash = contentHash(fields, image);
   const item: ItemInput = { id, hash, fields, split: assignSplit(givenSplit, hash), source: { file: ctx.path, line } };
@@ -132,9 +132,9 @@ function checkGold(gold: string | undefined, task: Task, fail: Fail): string | u
 }
 
 /** Templates say {{text}} whatever the column is called; the chosen column wins over a column named "text". */
-function exposeText(fields: Record<string, unknown>, textField: string, fail: Fail): void {
+function exposeText(fields: Record<string, unknown>, textField: string, fail: Fail, columns: string[]): void {
   const text = fields[textField];
-  if (text === undefined || text === null) throw fail(`missing column "${textField}"`);
+  if (text === undefined || text === null) throw fail(`missing column "${textField}" (columns: ${columns.join(', ') || 'none'})`, 'textField');
   if (typeof text !== 'string') throw fail(`column "${textField}" must be a string`);
   if (text.trim() === '') throw fail('empty text');
   if (textField !== 'text') fields.text = text;

@@ -19,7 +19,7 @@
  * the same teacher settings: asking the same teacher the same question again would give the same
  * answer, and a scheduled relabel would otherwise pay for it on every tick.
  */
-import { DistilleryError } from '../errors.ts';
+import { SettingError } from '../errors.ts';
 import { decodeSoft, softToProbs } from '../soft/codec.ts';
 import { currentLabels, type CurrentLabel } from '../store/relabels.ts';
 import type { Store, TaskRow } from '../store/store.ts';
@@ -42,7 +42,7 @@ export function parseAge(spec: string): number {
   const s = spec.trim();
   const parts = [...s.matchAll(/(\d+(?:\.\d+)?)([smhdw])/g)];
   if (parts.length === 0 || parts.map((p) => p[0]).join('') !== s) {
-    throw new DistilleryError(`--policy stale:${spec}: expected a duration such as 30m, 12h, 7d or 2w`);
+    throw new SettingError('policy', `stale:${spec}`, `stale:${spec}: expected a duration such as 30m, 12h, 7d or 2w`);
   }
   return parts.reduce((ms, p) => ms + Number(p[1]) * UNIT_MS[p[2]], 0);
 }
@@ -60,15 +60,15 @@ export function parsePolicies(values: string | string[]): Policy[] {
     else if (name === 'stale' && arg) policy = { kind: 'stale', ms: parseAge(arg), spec: arg };
     else if (name === 'low-confidence' && arg) {
       const threshold = Number(arg);
-      if (!Number.isFinite(threshold) || threshold <= 0 || threshold > 1) throw new DistilleryError(`--policy ${p}: P must be a probability in (0, 1]`);
+      if (!Number.isFinite(threshold) || threshold <= 0 || threshold > 1) throw new SettingError('policy', p, `${p}: P must be a probability in (0, 1]`);
       policy = { kind: 'low-confidence', threshold };
     } else {
-      throw new DistilleryError(`--policy ${p}: unknown policy (use changed, stale:DURATION, low-confidence:P, disagree)`);
+      throw new SettingError('policy', p, `${p}: unknown policy (use changed, stale:DURATION, low-confidence:P, disagree)`);
     }
-    if (policies.some((q) => q.kind === policy.kind)) throw new DistilleryError(`--policy: ${policy.kind} given twice`);
+    if (policies.some((q) => q.kind === policy.kind)) throw new SettingError('policy', policy.kind, `${policy.kind} given twice`);
     policies.push(policy);
   }
-  if (policies.length === 0) throw new DistilleryError('--policy: give at least one of changed, stale:DURATION, low-confidence:P, disagree');
+  if (policies.length === 0) throw new SettingError('policy', '', 'give at least one of changed, stale:DURATION, low-confidence:P, disagree');
   return policies;
 }
 

@@ -1,4 +1,4 @@
-import { DistilleryError } from '../errors.ts';
+import { DistilleryError, SettingError } from '../errors.ts';
 import { decodeSoft, type SoftVector } from '../soft/codec.ts';
 import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { aggregate, type AggregateMethod, type AggregateResult } from './aggregate.ts';
@@ -36,19 +36,19 @@ export function resolveTeachers(store: Store, task: TaskRow, spec?: string): Tea
     const s = raw.trim();
     if (/^\d+$/.test(s)) {
       const run = runs.find((r) => r.id === Number(s));
-      if (!run) throw new DistilleryError(`--teachers: run ${s} is not a run of task "${task.name}"`);
+      if (!run) throw new SettingError('teachers', s, `run ${s} is not a run of task "${task.name}"`);
       return { name: `${run.teacher}#${run.id}`, runs: [run] };
     }
     const named = byName(s);
     if (named.length === 0) {
-      throw new DistilleryError(`--teachers: no teacher "${s}" on task "${task.name}" (teachers: ${[...new Set(runs.map((r) => r.teacher))].join(', ')})`);
+      throw new SettingError('teachers', s, `no teacher "${s}" on task "${task.name}" (teachers: ${[...new Set(runs.map((r) => r.teacher))].join(', ')})`);
     }
     return { name: s, runs: named };
   });
 }
 
 export function taskItems(store: Store, task: TaskRow): TaskItems {
-  const items = store.db.prepare('SELECT id, ext_id, gold, split, input, image FROM items WHERE task_id = ? ORDER BY id').all(task.id) as TaskItems['items'];
+  const items = store.taskItemRows(task.id);
   return { items, gold: items.map((it) => (it.gold === null ? null : task.labels.indexOf(it.gold))) };
 }
 
@@ -70,13 +70,7 @@ export function loadView(store: Store, task: TaskRow, items: TaskItems, teacher:
     soft: new Array<SoftVector | null>(n).fill(null),
     runIds: new Array<number | null>(n).fill(null),
   };
-  const runIds = teacher.runs.map((r) => r.id);
-  const rows = store.db
-    .prepare(
-      `SELECT l.item_id, l.run_id, l.label, l.soft FROM labels l
-       WHERE l.id IN (SELECT max(id) FROM labels WHERE status = 'ok' AND run_id IN (${runIds.map(() => '?').join(',')}) GROUP BY item_id)`,
-    )
-    .iterate(...runIds) as Iterable<{ item_id: number; run_id: number; label: string; soft: Buffer | null }>;
+  const rows = store.latestLabels(teacher.runs.map((r) => r.id));
   for (const r of rows) {
     const i = index.get(r.item_id);
     if (i === undefined) continue;
