@@ -25,7 +25,7 @@ import OpenAI from 'openai';
 import pLimit from 'p-limit';
 import { intArg } from '../src/cli/run.ts';
 import { readItems } from '../src/input/read.ts';
-import { runLabeling } from '../src/label/labeler.ts';
+import { runLabeling } from '../src/label/live.ts';
 import { Store } from '../src/store/store.ts';
 import { loadTask, type Task } from '../src/task/task.ts';
 import { TeacherClient } from '../src/teacher/client.ts';

@@ -5,7 +5,8 @@ import { EXIT, log, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
-import { planLabeling, type LabelOptions } from '../src/label/labeler.ts';
+import { planLabeling } from '../src/label/plan.ts';
+import type { LabelOptions } from '../src/label/types.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { softModeName } from '../src/teacher/request.ts';
 

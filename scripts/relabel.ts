@@ -5,7 +5,7 @@ import { taskFromArg } from '../src/cli/task.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { planLabeling } from '../src/label/labeler.ts';
+import { planLabeling } from '../src/label/plan.ts';
 import { parsePolicies, REASON_ORDER, type Policy } from '../src/relabel/policy.ts';
 import { relabelOnce, type RelabelOutcome } from '../src/relabel/relabel.ts';
 import { studentPredictions } from '../src/relabel/student.ts';

@@ -6,7 +6,7 @@
  * no label paid for twice beyond what the failure itself made impossible to save.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,7 +16,7 @@ import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/schema.ts';
-import { animalRows, fakeServer, LABELS, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
+import { animalRows, cleanEnv, fakeServer, LABELS, REPO_ROOT, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
 
 
 const KEY = 'sk-faults-secret-0123456789';
@@ -115,6 +115,71 @@ describe('faults', () => {
     assert.equal(third.code, 0, third.stderr);
     assert.match(third.stdout, /nothing to do: 60 item\(s\) already labeled/);
     assert.equal(scalar(db, 'SELECT count(*) AS n FROM leases'), 0);
+  });
+
+  test('a labeler whose process group is killed: the same command rerun at once is never refused', async (t) => {
+    const dir = workDir();
+    // Requests hang until the loop is over: every labeler still holds the lease when it is killed.
+    let gateOpen = false;
+    const fake = await fakeServer({ fault: () => (gateOpen ? undefined : { kind: 'hang' }) });
+    const task = writeTask(dir);
+    const db = path.join(dir, 'killed.db');
+    assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', animalRows(30))])).code, 0);
+    const args = ['--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60', '--timeout', '4', '--retry-base-ms', '5'];
+    // Each labeler is its own process group (setsid), as a shell job is. When `npx tsx scripts/label.ts` is killed
+    // as a group, its parent dies with it and the labeler stays a zombie until init reaps it (1-2 s here); its parent
+    // is a `sleep` that never reaps it, so the zombie outlasts the rerun whatever the machine's speed.
+    const parents: ChildProcess[] = [];
+    const groups: number[] = [];
+    t.after(() => {
+      for (const g of groups) {
+        try {
+          process.kill(-g, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      for (const p of parents) p.kill('SIGKILL');
+    });
+    const start = async () => {
+      const script = 'setsid "$@" >/dev/null & echo $!; exec sleep 600';
+      const parent = spawn('sh', ['-c', script, 'sh', process.execPath, '--import', 'tsx', 'scripts/label.ts', ...args], { cwd: REPO_ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      parents.push(parent);
+      let stderr = '';
+      const started = new Promise<{ started: boolean; stderr: string }>((resolve) => {
+        parent.stderr!.setEncoding('utf8').on('data', (d: string) => {
+          stderr += d;
+          if (/labeling \d+ item\(s\)/.test(stderr)) resolve({ started: true, stderr });
+          if (/^error:/m.test(stderr)) resolve({ started: false, stderr });
+        });
+      });
+      const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString()))));
+      groups.push(pid);
+      return { pid, started };
+    };
+    /** Where /proc shows it: the killed labeler is a zombie when the rerun starts, the case `kill(pid, 0)` cannot tell. */
+    const killedToZombie = async (pid: number) => {
+      if (!fs.existsSync('/proc/self/stat')) return;
+      const state = () => /\) (\S)/.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+      for (let i = 0; i < 200 && state() !== 'Z'; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(state(), 'Z');
+    };
+    let labeler = await start();
+    for (let i = 0; i < 5; i++) {
+      const first = await labeler.started;
+      assert.ok(first.started, `iteration ${i}: ${first.stderr}`);
+      process.kill(-labeler.pid, 'SIGKILL');
+      await killedToZombie(labeler.pid);
+      labeler = await start();
+    }
+    const last = await labeler.started;
+    assert.ok(last.started, `the last rerun: ${last.stderr}`);
+    assert.doesNotMatch(last.stderr, /is held by pid/);
+    process.kill(-labeler.pid, 'SIGKILL');
+    gateOpen = true;
+    const done = await runScript('label', args, env);
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(scalar(db, `SELECT count(DISTINCT item_id) AS n FROM labels WHERE status = 'ok'`), 30);
   });
 
   test('SIGKILL during an ingest: the run is all there or not at all, and the rerun completes it', async () => {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
 import { readItems } from '../src/input/read.ts';
-import type { LabelOptions } from '../src/label/labeler.ts';
+import type { LabelOptions } from '../src/label/types.ts';
 import { decodeSoft, softToProbs } from '../src/soft/codec.ts';
 import { Store, type ImportResult } from '../src/store/store.ts';
 import { loadTask, type Task } from '../src/task/task.ts';

@@ -4,15 +4,18 @@
  * CLI once and on a cron schedule.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { configHash, runLabeling } from '../src/label/labeler.ts';
+import { runLabeling } from '../src/label/live.ts';
+import { configHash } from '../src/label/plan.ts';
 import { parseAge, parsePolicies, selectItems, type SelectContext } from '../src/relabel/policy.ts';
 import { relabelOnce } from '../src/relabel/relabel.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
-import { currentLease, Lease, LeaseHeld } from '../src/store/lease.ts';
+import { currentLease, Lease, LeaseHeld, processGone, procStatState } from '../src/store/lease.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { defaultTeacher, type ChatRequest, type FakeTeacherOptions } from './fake-openai.ts';
 import { animalRows, count, fakeServer, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
@@ -191,6 +194,43 @@ describe('lease', () => {
     // A holder on this host whose process is gone: free at once.
     put(new Date(Date.now() + 60_000), hostname(), 2 ** 22 + 12345);
     Lease.acquire(store, 'relabel', { ttlMs: 1000, command: 'x' }).release();
+    store.close();
+  });
+
+  test('the state of a /proc stat line, whatever the command name holds', () => {
+    assert.equal(procStatState('4242 (node) S 1 4242 4242 0 -1 4194560 1234 0 0 0'), 'S');
+    assert.equal(procStatState('4242 (node) Z 1 4242 4242 0 -1 4227084 1234 0 0 0'), 'Z');
+    assert.equal(procStatState('17 (a (b) c) ) R 1 17 17 0'), 'R', 'the last ) ends the name');
+    assert.equal(procStatState('17 (x) y) Z 1'), 'Z');
+    assert.equal(procStatState('not a stat line'), undefined);
+    assert.equal(procStatState('17 (x)'), undefined);
+  });
+
+  test('a zombie holder on this host (dead, not yet reaped) frees the lease at once', async (t) => {
+    if (!fs.existsSync('/proc/self/stat')) {
+      t.skip('no /proc here: a same-host holder gets a grace period instead');
+      return;
+    }
+    // `sleep 0` exits at once; its parent has become `sleep 5` (exec), which never reaps it: a zombie for 5 s.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    t.after(() => parent.kill('SIGKILL'));
+    const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString()))));
+    const state = () => procStatState(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    for (let i = 0; i < 200 && state() !== 'Z'; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(state(), 'Z');
+    assert.doesNotThrow(() => process.kill(pid, 0), 'kill(pid, 0) takes a zombie for a live process');
+    assert.equal(processGone(pid), true);
+    assert.equal(processGone(parent.pid!), false, 'its parent is alive');
+
+    const store = Store.open(path.join(workDir(), 'z.db'));
+    const put = (holderPid: number) =>
+      store.db
+        .prepare(`INSERT OR REPLACE INTO leases VALUES ('label', 'other', ?, ?, 'label', ?, ?)`)
+        .run(holderPid, hostname(), new Date().toISOString(), new Date(Date.now() + 60_000).toISOString());
+    put(parent.pid!);
+    assert.throws(() => Lease.acquire(store, 'label', { ttlMs: 1000, command: 'x' }), LeaseHeld);
+    put(pid);
+    Lease.acquire(store, 'label', { ttlMs: 1000, command: 'x' }).release();
     store.close();
   });
 

@@ -4,10 +4,12 @@
  */
 import { Option, type Command } from 'commander';
 import { fileURLToPath } from 'node:url';
-import { BATCH_LIMITS, runBatchLabeling, type BatchLabelResult, type BatchOptions } from '../batch/batch.ts';
+import { runBatchLabeling } from '../batch/batch.ts';
+import { BATCH_LIMITS, type BatchLabelResult, type BatchOptions } from '../batch/types.ts';
 import { batchPrice, costOf, loadPriceTable, resolvePrice } from '../label/cost.ts';
-import { runLabeling, type LabelOptions, type LabelResult, type Plan } from '../label/labeler.ts';
+import { runLabeling } from '../label/live.ts';
 import { makeProgress } from '../label/progress.ts';
+import type { LabelOptions, LabelResult, Plan } from '../label/types.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import type { Task } from '../task/task.ts';
 import { TeacherClient } from '../teacher/client.ts';

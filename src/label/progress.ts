@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { RunRow } from '../store/store.ts';
-import type { LabelStats, ProgressSink } from './labeler.ts';
+import type { LabelStats, ProgressSink } from './types.ts';
 
 /** A progress bar on a terminal; a plain line every `intervalMs` otherwise (logs, CI). */
 export function makeProgress(opts: { tty: boolean; intervalMs: number; write: (line: string) => void }): ProgressSink {

@@ -5,7 +5,8 @@
  * items, same salt, nothing paid twice — by the next invocation with the same
  * teacher settings, before anything new is selected.
  */
-import { configHash, type LabelOptions, type LabelResult } from '../label/labeler.ts';
+import { configHash } from '../label/plan.ts';
+import type { LabelOptions, LabelResult } from '../label/types.ts';
 import {
   finishRelabel,
   measureDrift,

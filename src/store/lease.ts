@@ -2,9 +2,10 @@
  * A named lease in the database: at most one holder at a time, with an expiry
  * that the holder pushes forward while it works. A holder that crashes stops
  * renewing, so its lease frees itself after the TTL; on the same host a holder
- * whose process is gone is recognised at once.
+ * whose process is gone or a zombie is recognised at once.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { DistilleryError } from '../errors.ts';
 import type { Store } from './store.ts';
@@ -39,12 +40,53 @@ export interface LeaseOptions {
   now?: () => Date;
 }
 
-function processGone(pid: number): boolean {
+/**
+ * The state letter of a /proc/PID/stat line (R, S, D, Z, T, ...). The command name in parentheses may itself hold
+ * spaces and parentheses: the state is the first field after the last ')'.
+ */
+export function procStatState(line: string): string | undefined {
+  const end = line.lastIndexOf(')');
+  if (end < 0) return undefined;
+  return /^ (\S)/.exec(line.slice(end + 1))?.[1];
+}
+
+const HAS_PROC = existsSync('/proc/self/stat');
+
+/**
+ * Whether a process on this host can no longer renew a lease: it does not exist, or it is a zombie (dead, not yet
+ * reaped; a killed labeler whose parent died too waits for init, which can take seconds). `kill(pid, 0)` cannot tell:
+ * it succeeds on a zombie, so /proc decides where there is one.
+ */
+export function processGone(pid: number): boolean {
+  if (HAS_PROC && isZombie(pid)) return true;
   try {
     process.kill(pid, 0);
     return false;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/** A missing or unreadable /proc entry says nothing (hidepid hides other users' live processes): kill() decides then. */
+function isZombie(pid: number): boolean {
+  try {
+    const state = procStatState(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** Without /proc a zombie looks alive: give a same-host holder this long to disappear before refusing. */
+const ZOMBIE_GRACE_MS = 2500;
+
+/** Whether `pid` is gone within `ms` (polled; blocks the thread, as taking a lease is synchronous). */
+function goneWithin(pid: number, ms: number): boolean {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (const deadline = Date.now() + ms; ; ) {
+    if (processGone(pid)) return true;
+    if (Date.now() >= deadline) return false;
+    Atomics.wait(pause, 0, 0, 100);
   }
 }
 
@@ -93,9 +135,14 @@ export class Lease {
     const now = this.now();
     const expires = new Date(now.getTime() + this.o.ttlMs).toISOString();
     const db = this.store.db;
+    // Where a zombie cannot be told from a live process, wait a little for a same-host holder to go (outside the transaction).
+    if (!HAS_PROC) {
+      const held = currentLease(this.store, this.name);
+      if (held && this.blocks(held, now) && held.host === hostname() && held.pid !== process.pid) goneWithin(held.pid, ZOMBIE_GRACE_MS);
+    }
     db.transaction(() => {
-      const held = db.prepare('SELECT * FROM leases WHERE name = ?').get(this.name) as LeaseRow | undefined;
-      if (held && held.holder !== this.holder && Date.parse(held.expires_at) > now.getTime()) {
+      const held = currentLease(this.store, this.name);
+      if (held && this.blocks(held, now)) {
         const sameHostDead = held.host === hostname() && held.pid !== process.pid && processGone(held.pid);
         if (!sameHostDead) throw new LeaseHeld(this.store.path, held, this.o.hint);
       }
@@ -105,6 +152,11 @@ export class Lease {
            command = excluded.command, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at`,
       ).run(this.name, this.holder, process.pid, hostname(), this.o.command, now.toISOString(), expires);
     }).immediate();
+  }
+
+  /** Held by someone else and not expired. */
+  private blocks(held: LeaseRow, now: Date): boolean {
+    return held.holder !== this.holder && Date.parse(held.expires_at) > now.getTime();
   }
 
   /** Push the expiry forward; if someone else took the lease meanwhile (we stalled past the TTL), we lost it. */

@@ -1,10 +1,21 @@
 import type { ChatCompletionContentPart, ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import { encode } from 'gpt-tokenizer';
+import { createRequire } from 'node:module';
+import type * as Tokenizer from 'gpt-tokenizer';
 import { DistilleryError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import type { ItemRow } from '../store/store.ts';
 import { renderTemplate, sha256Hex, type Task } from '../task/task.ts';
 import { responseFormat } from './answer.ts';
+
+/**
+ * The o200k tokenizer, loaded on first use: building its table takes most of a second, and only token estimates
+ * (the default --max-tokens, --tpm, --max-cost, --dry-run) need it, not --help or a run with --max-tokens.
+ */
+let tokenizer: typeof Tokenizer | undefined;
+function encode(text: string): number[] {
+  tokenizer ??= createRequire(import.meta.url)('gpt-tokenizer') as typeof Tokenizer;
+  return tokenizer.encode(text);
+}
 
 /** How the per-class distribution is obtained. */
 export type SoftMode = { kind: 'logprobs' } | { kind: 'samples'; n: number } | { kind: 'none' };
