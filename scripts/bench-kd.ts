@@ -41,9 +41,11 @@ import { Store } from '../src/store/store.ts';
 import { loadTask } from '../src/task/task.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
-import { loadModel, modelFiles, modelLogitsRows } from '../src/train/model.ts';
+import { testReport } from '../src/infer/evaluate.ts';
+import { loadModel, modelFiles } from '../src/infer/model.ts';
+import { modelLogitsRows, predictAll, ruleOf } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
-import { predictAll, splitIndices, testReport, train, type TrainConfig } from '../src/train/trainer.ts';
+import { splitIndices, train, type TrainConfig } from '../src/train/trainer.ts';
 import type { LogitsRow } from '../src/whitebox/read-logits.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 
@@ -122,7 +124,7 @@ async function main(): Promise<void> {
       log(`imported ${imported.added} items (${opts.train} train, ${opts.test} test) into ${store.path}`);
 
       // ---- teacher ------------------------------------------------------------------
-      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0, distill: 'hard', distillWeight: 0 } as const;
+      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 } as const;
       const reused = opts.teacherModel ? await loadModel(opts.teacherModel) : undefined;
       if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--teacher-model ${opts.teacherModel}: a ${reused.spec.student.kind}, not a cnn`);
       // A reused teacher sees its own preprocessing (the same when it was trained on the same first N images).
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
       let teacherTestN: number;
       if (reused) {
         const test = splitIndices(goldDs, 0).test;
-        const rep = testReport(await predictAll(reused.student, goldDs, test), goldDs, test);
+        const rep = testReport(await predictAll(reused.student, goldDs, test, ruleOf(reused.spec)), goldDs, test);
         reused.student.dispose();
         teacherAcc = rep.accuracy ?? NaN;
         teacherTestN = rep.n;
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
         const teacherRes = await train(
           goldDs,
           teacherSpec,
-          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, ceWeight: 1, kdWeight: 0, temperature: 1 },
+          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, distill: ['ce'], settings: { ceWeight: 1 } },
           teacherDir,
           { hooks: { onEpoch: epochLogger('cnn teacher') } },
         );
@@ -214,9 +216,8 @@ async function main(): Promise<void> {
             // The test split is scored once, at the end (per-epoch test scores are not used here).
             testEachEpoch: false,
             seed,
-            ceWeight: row.loss === 'kd' ? 0.1 : 1,
-            kdWeight: row.loss === 'kd' ? 0.9 : 0,
-            temperature: row.temperature ?? 1,
+            distill: row.loss === 'kd' ? ['ce', 'kd'] : ['ce'],
+            settings: row.loss === 'kd' ? { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: row.temperature ?? 1 } : { ceWeight: 1 },
           };
           const label = `${row.key} seed ${seed}`;
           const ts = performance.now();

@@ -16,7 +16,8 @@ import { selectBackend } from '../src/train/backend.ts';
 import { augmentImages, parseAugment } from '../src/train/augment.ts';
 import { loadDataset } from '../src/train/data.ts';
 import { saveWeights } from '../src/train/io.ts';
-import { loadModel, predictBatches } from '../src/train/model.ts';
+import { loadModel } from '../src/infer/model.ts';
+import { predictBatches } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
@@ -136,7 +137,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
     // The teacher, on gold. The default warm-up (100 steps) is longer than this whole run
     // (~8 steps an epoch), so without --warmup 0 the learning rate never gets going.
-    const tArgs = ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', T];
+    const tArgs = ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', T];
     const rt = ok(await run('train', tArgs));
     assert.match(rt.stdout, /test accuracy/);
     const mt = metrics(T);
@@ -173,7 +174,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     }
 
     // The student learns from that teacher: KD on its distribution, CE on its argmax, DeiT's distillation head.
-    const sArgs = ['--db', db, '--task', 'shapes', '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', 'wasm', '--out', S];
+    const sArgs = ['--db', db, '--task', 'shapes', '--arch', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', 'wasm', '--out', S];
     ok(await run('train', sArgs));
     const ms = metrics(S);
     assert.equal(ms.backend, 'wasm');
@@ -184,7 +185,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(ms.test.teacher_agreement !== null, 'agreement with the ingested teacher is measured');
 
     // eval.ts recomputes the student's test report from the saved model and the database.
-    const [re, reT] = await Promise.all([run('eval', ['--model', S, '--db', db, '--backend', 'wasm']), run('eval', ['--model', T, '--db', db, '--backend', 'wasm'])]);
+    const [re, reT] = await Promise.all([run('eval', ['--student', S, '--db', db, '--backend', 'wasm', '--json']), run('eval', ['--student', T, '--db', db, '--backend', 'wasm', '--json'])]);
     for (const r of [ok(re), ok(reT)]) assert.equal(r.stdout.trim().split('\n').length, 1, `one JSON line: ${r.stdout}`);
     const ev = JSON.parse(re.stdout) as Metrics['test'];
     assert.equal(ev.n, ms.test.n);
@@ -198,7 +199,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(evT.teacher_agreement! >= 0.95, `teacher vs its own logits: ${evT.teacher_agreement}`);
 
     // predict.ts: one row per input line (duplicates included), a label of the task, probabilities that sum to 1.
-    const rp = ok(await run('predict', ['--model', S, '--input', input, '--backend', 'wasm']));
+    const rp = ok(await run('predict', ['--student', S, '--input', input, '--backend', 'wasm']));
     const inputIds = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
     const rows = rp.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; label: string; probs: number[] });
     assert.deepEqual(rows.map((r) => r.id), inputIds);
@@ -213,7 +214,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
   test('--resume continues from the checkpoint and keeps the first epoch as it was', async () => {
     const { dir, db } = await shapesDb();
     const out = path.join(dir, 'resumed');
-    const args = ['--db', db, '--task', 'shapes', '--student', 'logreg', '--supervised', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', out];
+    const args = ['--db', db, '--task', 'shapes', '--arch', 'logreg', '--supervised', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--out', out];
     ok(await run('train', [...args, '--epochs', '1']));
     const first = metrics(out);
     assert.equal(first.history.length, 1);
@@ -236,7 +237,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
   test('the same seed gives the same losses; another seed, other losses', async () => {
     const { dir, db } = await shapesDb();
-    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
+    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', 'wasm', '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
     // With augmentation too: its random shifts are drawn from the seed.
     const args = (seed: number, out: string) => [...plain(seed, out), '--augment', 'shift:2'];
     const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c')), run('train', plain(5, 'd'))]);
@@ -268,17 +269,17 @@ describe('train: CLI', { concurrency: 3 }, () => {
     const empty = path.join(dir, 'not-a-model');
     fs.mkdirSync(empty);
     const [fasttextOnImages, vitOnText, evalNoModel, noTeachers, badAugment, augmentText] = await Promise.all([
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--student', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
-      run('eval', ['--model', empty, '--db', db, '--backend', 'cpu']),
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--student', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
+      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
+      run('eval', ['--student', empty, '--db', db, '--backend', 'cpu']),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
+      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
     ]);
     oneLineError(badAugment, /--augment: unknown part "rotate:3"/);
     oneLineError(augmentText, /--augment: only image tasks/);
-    oneLineError(fasttextOnImages, /--student fasttext.*image task/);
-    oneLineError(vitOnText, /--student vit.*text task.*fasttext/);
+    oneLineError(fasttextOnImages, /--arch fasttext.*image task/);
+    oneLineError(vitOnText, /--arch vit.*text task.*fasttext/);
     oneLineError(evalNoModel, new RegExp(path.join(empty, 'model.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     oneLineError(noTeachers, /no teacher runs.*--supervised/);
     for (const d of ['x', 'y', 'z', 'v', 'w']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
@@ -382,7 +383,7 @@ describe('train: library, a fastText student on a text task', () => {
     const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: LABELS.map((_, k) => (k === teacherLabel(i) ? 3 : 0)) })));
     const store = Store.open(path.join(dir, 'distill.db'));
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 256, dim: 8, hidden: [] };
-    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 1, distill: 'hard', distillWeight: 0 };
+    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, distill: ['ce'], settings: { ceWeight: 1 } };
     try {
       await importFile(store, task, input);
       const taskRow = store.findTask('animals')!;
@@ -435,7 +436,7 @@ describe('train: library, a fastText student on a text task', () => {
     assert.equal(ds.n, rows.length);
     assert.ok(ds.texts && !ds.pixels);
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 1024, dim: 16, hidden: [] };
-    const config: TrainConfig = { epochs: 6, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 3, clip: 1, patience: 0, ceWeight: 0.1, kdWeight: 0.9, temperature: 2, distill: 'hard', distillWeight: 1 };
+    const config: TrainConfig = { epochs: 6, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 3, clip: 1, patience: 0, distill: ['ce', 'kd'], settings: { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: 2 } };
     const res = await train(ds, spec, config, out);
     assert.equal(res.history.length, 6);
     assert.deepEqual(Object.keys(res.history[0].terms).sort(), ['ce', 'kd']);

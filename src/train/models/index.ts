@@ -50,18 +50,22 @@ export type ForwardOut = {
   logits: tf.Tensor2D;
   /** ViT with a distillation token (DeiT): the distillation head's logits. */
   distLogits?: tf.Tensor2D;
-  /** collect: each block's output [B, N, D] (N counts the class/distillation tokens). */
-  hidden?: tf.Tensor[];
-  /** collect: each block's attention inputs, [B, heads, N, d]. */
-  qkv?: { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D }[];
-  /** collect: the last block's output at the patch positions only, [B, patches, D]. */
-  patches?: tf.Tensor3D;
+  /**
+   * collect: named intermediate tensors, for feature losses (see FEATURES in each model file):
+   *   vit  `block<i>.hidden` [B, N, D] (N counts the class/distillation tokens), `block<i>.q|k|v`
+   *        [B, heads, N, d], `patches` (the last block's output at the patch positions) [B, P, D];
+   *   cnn  `stage<i>` after each conv (and its pool) [B, H, W, C]; mlp `layer<i>` after each hidden layer.
+   */
+  features?: Features;
 };
+
+/** Named intermediate tensors of a forward pass (ForwardOut.features). */
+export type Features = { [name: string]: tf.Tensor };
 
 export interface ForwardOptions {
   /** Turns dropout on (mlp, cnn, fasttext MLP head). Default false. */
   training?: boolean;
-  /** Return the intermediate tensors the feature losses need (ViT). Default false. */
+  /** Return the intermediate tensors (ForwardOut.features) the feature losses need. Default false. */
   collect?: boolean;
 }
 
