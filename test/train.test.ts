@@ -15,7 +15,7 @@ import { Store } from '../src/store/store.ts';
 import { selectBackend } from '../src/train/backend.ts';
 import { augmentImages, parseAugment } from '../src/train/augment.ts';
 import { loadDataset } from '../src/train/data.ts';
-import { saveWeights } from '../src/train/io.ts';
+import { loadWeights, saveWeights } from '../src/train/io.ts';
 import { loadModel } from '../src/infer/model.ts';
 import { predictBatches } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
@@ -233,6 +233,44 @@ describe('train: CLI', { concurrency: 3 }, () => {
     const saved = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8')) as { spec: SavedModelSpec };
     assert.equal(saved.spec.student.kind, 'logreg', 'the model folder is left as it was');
     assert.equal(metrics(out).history.length, 2);
+  });
+
+  test('--init-from starts a new objective from a trained student: its weights, a fresh optimizer', async () => {
+    const { dir, db } = await shapesDb();
+    const A = path.join(dir, 'supervised');
+    // No --task: the database holds one task.
+    const common = ['--db', db, '--batch-size', '16', '--backend', 'wasm', '--warmup', '0'];
+    ok(await run('train', [...common, '--arch', 'mlp', '--hidden', '16', '--supervised', '--lr', '0.01', '--epochs', '4', '--out', A]));
+    ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', A, '--backend', 'wasm']));
+    // At learning rate 0 nothing moves: the first epoch scores exactly what the loaded model scores,
+    // and KD against that model's own logits starts near 0, far below a fresh student's.
+    const B = path.join(dir, 'from-a');
+    const C = path.join(dir, 'scratch');
+    const [rb, rc, both, other] = await Promise.all([
+      run('train', [...common, '--init-from', A, '--distill', 'kd', '--lr', '0', '--epochs', '1', '--out', B]),
+      run('train', [...common, '--arch', 'mlp', '--hidden', '16', '--distill', 'kd', '--lr', '0', '--epochs', '1', '--out', C]),
+      run('train', [...common, '--init-from', A, '--resume', '--epochs', '1', '--out', A]),
+      run('train', [...common, '--init-from', A, '--arch', 'mlp', '--hidden', '8', '--epochs', '1', '--out', path.join(dir, 'x')]),
+    ]);
+    ok(rb);
+    ok(rc);
+    oneLineError(both, /--resume and --init-from: choose one/);
+    oneLineError(other, /--init-from .*another student/);
+    const [ma, mb, mc] = [metrics(A), metrics(B), metrics(C)];
+    assert.deepEqual(Object.keys(mb.history[0].terms), ['kd']);
+    assert.equal(mb.history[0].test_accuracy, ma.test.accuracy, 'the first epoch is the loaded model');
+    assert.equal(mb.test.accuracy, ma.test.accuracy);
+    assert.ok(mb.history[0].terms.kd < 0.1 * mc.history[0].terms.kd, `kd from the loaded weights ${mb.history[0].terms.kd} vs from scratch ${mc.history[0].terms.kd}`);
+    // A fresh optimizer: B's step count is its own epoch's, not A's four epochs plus one.
+    const steps = async (d: string) => {
+      const ck = await loadWeights(path.join(d, 'checkpoint'));
+      const n = ck.tensors['adam.step'].dataSync()[0];
+      for (const t of Object.values(ck.tensors)) t.dispose();
+      return n;
+    };
+    const [sa, sb] = [await steps(A), await steps(B)];
+    assert.ok(sb > 0);
+    assert.equal(sa, 4 * sb);
   });
 
   test('the same seed gives the same losses; another seed, other losses', async () => {
