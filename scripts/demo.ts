@@ -111,17 +111,17 @@ runCli(async () => {
   const db = p('distill.db');
   const backend = ['--backend', opts.backend];
   // Patch 7 (16 tokens): the attention is 9× cheaper than with patch 4's 49 tokens, so the ViT sees more images in the time.
-  const vit = ['--student', 'vit', '--patch', '7', '--width', '64', '--depth', '4', '--heads', '2', '--mlp-ratio', '2', '--epochs', String(sizes.studentEpochs), '--seed', '1'];
+  const vit = ['--arch', 'vit', '--patch', '7', '--width', '64', '--depth', '4', '--heads', '2', '--mlp-ratio', '2', '--epochs', String(sizes.studentEpochs), '--seed', '1'];
 
   await runStep({ title: `MNIST: ${sizes.train} training and ${sizes.test} test images as PNGs`, script: 'make-mnist', args: ['--out', p('mnist'), '--train', String(sizes.train), '--test', String(sizes.test)] });
   await runStep({ title: 'import them', script: 'import', args: ['--task', 'mnist', '--input', p('mnist', 'mnist.jsonl'), '--db', db] });
-  await runStep({ title: 'a CNN teacher, trained on the gold labels', script: 'train', args: ['--db', db, '--task', 'mnist', '--student', 'cnn', '--supervised', '--epochs', String(sizes.teacherEpochs), ...backend, '--out', p('models', 'cnn-teacher')] });
+  await runStep({ title: 'a CNN teacher, trained on the gold labels', script: 'train', args: ['--db', db, '--task', 'mnist', '--arch', 'cnn', '--supervised', '--epochs', String(sizes.teacherEpochs), ...backend, '--out', p('models', 'cnn-teacher')] });
   await runStep({ title: "the teacher's logits, stored as a white-box teacher run", script: 'ingest-logits', args: ['--db', db, '--task', 'mnist', '--teacher', 'cnn', '--from-model', p('models', 'cnn-teacher'), ...backend] });
   await runSideBySide([
     { title: 'a ViT distilled from the stored logits (KD, default weights)', script: 'train', args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...vit, ...backend, '--out', p('models', 'vit-kd')] },
     { title: "its twin: the same ViT on the teacher's hard labels only", script: 'train', args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...vit, '--kd-weight', '0', '--ce-weight', '1', ...backend, '--out', p('models', 'vit-hard')] },
   ]);
-  await runStep({ title: 'evaluate the distilled ViT on the test split', script: 'eval', args: ['--db', db, '--model', p('models', 'vit-kd'), ...backend] });
+  await runStep({ title: 'evaluate the distilled ViT on the test split', script: 'eval', args: ['--db', db, '--student', p('models', 'vit-kd'), ...backend] });
   await runStep({ title: 'export the labels with a manifest', script: 'export', args: ['--db', db, '--task', 'mnist', '--format', 'jsonl,parquet', '--logits', '--out', p('export')] });
   await runStep({ title: 'verify the export', script: 'export', args: ['--verify', p('export')] });
 
@@ -161,6 +161,6 @@ async function llmPart(opts: Record<string, any>, p: (...parts: string[]) => str
     args: ['--db', db, '--task', 'tickets', '--input', sample, '--model', opts.llmModel, '--limit', String(opts.llmItems), '--max-cost', String(opts.maxCost)],
   });
   const out = p('models', 'fasttext');
-  await runStep({ title: 'a fastText-style student on those labels', script: 'train', args: ['--db', db, '--task', 'tickets', '--student', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out] });
+  await runStep({ title: 'a fastText-style student on those labels', script: 'train', args: ['--db', db, '--task', 'tickets', '--arch', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out] });
   return out;
 }
