@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
 import { EXIT, intArg, log, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask, writeExport, type WriteOptions } from '../src/export/export.ts';
+import { taskInStore } from '../src/cli/task.ts';
+import { writeExport, type WriteOptions } from '../src/export/export.ts';
 import { DATA_FILES, FORMATS, MANIFEST, type Format } from '../src/export/manifest.ts';
 import { verifyExport } from '../src/export/verify.ts';
 import { Store } from '../src/store/store.ts';
@@ -45,7 +46,7 @@ runCli(async () => {
   if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
   const store = Store.open(opts.db);
   try {
-    const task = pickTask(store, opts.task);
+    const task = taskInStore(store, opts.task);
     const o: WriteOptions = {
       teachers: opts.teachers,
       logits: opts.logits,

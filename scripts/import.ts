@@ -1,6 +1,7 @@
-import { Command } from 'commander';
+import { taskFromArg } from '../src/cli/task.ts';
+import { Command, type OptionValues } from 'commander';
 import { runCli, say } from '../src/cli/run.ts';
-import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
+import { addDbOption, addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { readItems } from '../src/input/read.ts';
 import { Store } from '../src/store/store.ts';
 
@@ -12,8 +13,8 @@ const program = addInputOptions(
 );
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  const task = resolveTask(opts.task);
+  const opts = program.parse().opts<InputFlags & OptionValues>();
+  const task = taskFromArg(opts.task, opts.db);
   const store = Store.open(opts.db);
   try {
     const res = await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)));

@@ -1,6 +1,7 @@
+import { taskFromArg } from '../src/cli/task.ts';
 import { Command, Option } from 'commander';
 import { DistilleryError } from '../src/errors.ts';
-import { addDbOption, addStoreOption, resolveTask, storeFormat } from '../src/cli/options.ts';
+import { addDbOption, addStoreOption, storeFormat } from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { formatName, type SoftFormat } from '../src/soft/codec.ts';
 import type { Task } from '../src/task/task.ts';
@@ -20,7 +21,7 @@ const program = addStoreOption(
 
 runCli(async () => {
   const opts = program.parse().opts();
-  const task = resolveTask(opts.task);
+  const task = taskFromArg(opts.task, opts.db);
   const format = storeFormat(opts.store, task.labels.length);
   const store = Store.open(opts.db);
   try {

@@ -1,5 +1,6 @@
-import { Command } from 'commander';
-import { addDbOption, addInputOptions, fieldOptions, resolveTask } from '../src/cli/options.ts';
+import { taskFromArg } from '../src/cli/task.ts';
+import { Command, type OptionValues } from 'commander';
+import { addDbOption, addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -17,8 +18,8 @@ const program = addTeacherOptions(addInputOptions(
 ));
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  const task = resolveTask(opts.task);
+  const opts = program.parse().opts<InputFlags & OptionValues>();
+  const task = taskFromArg(opts.task, opts.db);
   const teacher = teacherSetup(opts, task);
   const store = Store.open(opts.db);
   const stopSignal = interruptOnSigint();

@@ -1,26 +1,20 @@
-import { Command, Option } from 'commander';
-import { addInputOptions, fieldOptions } from '../src/cli/options.ts';
+import { Command } from 'commander';
+import { addBackendOption, addInputOptions, addStudentDirOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { log, runCli } from '../src/cli/run.ts';
 import { loadModel, readInputs } from '../src/infer/model.ts';
 import { argmaxRow, predictBatches } from '../src/infer/predict.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 
-interface PredictOptions {
+interface PredictOptions extends InputFlags {
   student: string;
   input: string;
   backend: BackendChoice;
-  textField: string;
-  idField: string;
-  goldField: string;
-  splitField: string;
 }
 
 const program = addInputOptions(
-  new Command('predict')
+  addBackendOption(addStudentDirOption(new Command('predict'), { required: true }))
     .description('Run a trained student over an input file; prints JSONL rows {"id","label","probs"} (probs in the task\'s label order).')
-    .requiredOption('--student <dir>', 'student folder written by train.ts')
-    .requiredOption('--input <file>', 'JSONL, CSV or TSV (a text column, or an image column), or a folder of images')
-    .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto')),
+    .requiredOption('--input <file>', 'JSONL, CSV or TSV (a text column, or an image column), or a folder of images'),
 );
 
 runCli(async () => {

@@ -1,7 +1,8 @@
+import { taskFromArg } from '../src/cli/task.ts';
 import { Command, Option } from 'commander';
 import { Cron } from 'croner';
 import { existsSync } from 'node:fs';
-import { addDbOption, resolveTask } from '../src/cli/options.ts';
+import { addDbOption } from '../src/cli/options.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -30,7 +31,7 @@ const program = addTeacherOptions(
 
 runCli(async () => {
   const opts = program.parse().opts();
-  const task = resolveTask(opts.task);
+  const task = taskFromArg(opts.task, opts.db);
   const policies = parsePolicies(opts.policy);
   const teacher = teacherSetup(opts, task);
   if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);

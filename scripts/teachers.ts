@@ -4,7 +4,7 @@ import { addDbOption } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask } from '../src/export/export.ts';
+import { taskInStore } from '../src/cli/task.ts';
 import { Store } from '../src/store/store.ts';
 import { teachersReport } from '../src/targets/teachers-report.ts';
 
@@ -20,7 +20,7 @@ runCli(async () => {
   if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
   const store = Store.open(opts.db);
   try {
-    const report = teachersReport(store, pickTask(store, opts.task), { teachers: opts.teachers, calibrate: opts.calibrate });
+    const report = teachersReport(store, taskInStore(store, opts.task), { teachers: opts.teachers, calibrate: opts.calibrate });
     if (opts.json) {
       say(JSON.stringify(report, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
       return;

@@ -1,12 +1,10 @@
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
+import { addBackendOption, addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore } from '../src/cli/options.ts';
+import { taskInStore } from '../src/cli/task.ts';
 import { intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { pickTask } from '../src/export/export.ts';
 import { loadModel, type SavedModelSpec } from '../src/infer/model.ts';
-import { Store } from '../src/store/store.ts';
 import { parseAugment, type AugmentConfig } from '../src/train/augment.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
@@ -56,12 +54,9 @@ interface TrainOptions extends Partial<DistillSettings> {
 const kebab = (key: string) => key.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
 
 const program = addTargetOptions(
-  addDbOption(new Command('train'))
+  addBackendOption(addOutDirOption(addTaskOption(addDbOption(new Command('train'))), 'student folder: model.json, weights.bin, metrics.json, checkpoint/', { required: true }))
     .description("Distill the stored teachers' knowledge into a student: the --distill methods' terms summed (KD from soft labels or logits, DeiT, feature losses), or --supervised on gold.")
-    .option('--task <name>', 'task name (default: the database\'s only task)')
     .addOption(new Option('--arch <kind>', 'student architecture (default with --init-from: the model\'s)').choices(['logreg', 'mlp', 'cnn', 'vit', 'fasttext']))
-    .requiredOption('--out <dir>', 'model folder: model.json, weights.bin, metrics.json, checkpoint/')
-    .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
     .option('--distill <list>', 'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token)', (v) => parseDistillList(v))
     .option('--feature-teacher <dir>', 'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers')
@@ -102,14 +97,13 @@ for (const { key, flag, users } of distillFlags()) {
 
 runCli(async () => {
   const opts = program.parse().opts<TrainOptions>();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
   const backend = await selectBackend(opts.backend);
   log(`backend: ${backend.detail}`);
   const init = opts.initFrom ? await savedSpec(opts.initFrom) : undefined;
-  const store = Store.open(opts.db);
+  const store = openExistingStore(opts.db);
   let ds: Dataset;
   try {
-    ds = loadDataset(store, pickTask(store, opts.task), {
+    ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
       targets: { teachers: opts.teachers, aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate },
       // A student started from trained weights sees its inputs as they were preprocessed then.

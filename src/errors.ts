@@ -28,3 +28,28 @@ export class TeacherError extends DistilleryError {
 export class BudgetExceeded extends DistilleryError {
   override name = 'BudgetExceeded';
 }
+
+/**
+ * A setting with a value it cannot take. src/ names the setting as its config
+ * field (`kdTemperature`) and never a flag: only the CLI layer knows flags, and
+ * `printError` (src/cli/run.ts) turns the setting into one (`--kd-temperature`).
+ */
+export class SettingError extends DistilleryError {
+  override name = 'SettingError';
+  constructor(
+    readonly setting: string,
+    readonly value: unknown,
+    readonly reason: string,
+  ) {
+    super(`${setting}${value === undefined ? '' : ` ${showValue(value)}`}: ${reason}`);
+  }
+}
+
+function showValue(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) ? v.join(',') : String(v);
+}
+
+/** The message of a SettingError with its setting spelled as `name` (a flag, for a CLI). */
+export function settingMessage(e: SettingError, name: string): string {
+  return `${name}${e.value === undefined ? '' : ` ${showValue(e.value)}`}: ${e.reason}`;
+}

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { redactSecrets } from '../secrets.ts';
-import { DistilleryError } from '../errors.ts';
+import { DistilleryError, SettingError, settingMessage } from '../errors.ts';
 
 /** Exit codes every script shares. */
 export const EXIT = { ok: 0, error: 1, bug: 2, stopped: 3, interrupted: 130 } as const;
@@ -12,8 +12,32 @@ function secrets(): string[] {
     .map(([, v]) => v!);
 }
 
+/**
+ * Setting names (config fields in src/) whose flag is not simply the kebab-case
+ * of the name. Everything else maps `kdTemperature` -> `--kd-temperature`.
+ */
+export const FLAG_OF_SETTING: Readonly<Record<string, string>> = {
+  dbPath: '--db',
+  taskArg: '--task',
+  studentDir: '--student',
+  studentDirs: '--student',
+  outDir: '--out',
+  inputPath: '--input',
+  exportDir: '--input',
+  softFormat: '--store',
+  aggregate: '--aggregate',
+  featureTeacherDir: '--feature-teacher',
+  fromModelDir: '--from-model',
+  initFromDir: '--init-from',
+};
+
+/** The flag a setting is spelled as on the command line. */
+export function flagOf(setting: string): string {
+  return FLAG_OF_SETTING[setting] ?? `--${setting.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
 export function printError(e: unknown): void {
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = e instanceof SettingError ? settingMessage(e, flagOf(e.setting)) : e instanceof Error ? e.message : String(e);
   process.stderr.write(`error: ${redactSecrets(msg.split('\n')[0], secrets())}\n`);
 }
 

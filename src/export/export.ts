@@ -320,14 +320,3 @@ function removeStale(dir: string, keep: Set<string>): void {
   }
   if (readdirSync(images).length === 0) rmdirSync(images);
 }
-
-export function pickTask(store: Store, name: string | undefined): TaskRow {
-  const tasks = store.listTasks();
-  if (name !== undefined) {
-    const t = tasks.find((x) => x.name === name);
-    if (!t) throw new DistilleryError(`${store.path}: no task "${name}" (tasks: ${tasks.map((x) => x.name).join(', ') || 'none'})`);
-    return t;
-  }
-  if (tasks.length === 1) return tasks[0];
-  throw new DistilleryError(tasks.length === 0 ? `${store.path}: the database has no tasks` : `${store.path}: several tasks (${tasks.map((x) => x.name).join(', ')}); choose one with --task`);
-}
