@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { writeShapes } from '../src/datasets/shapes.ts';
-import { DistilleryError } from '../src/errors.ts';
+import { DistilleryError, SettingError } from '../src/errors.ts';
 import { Store } from '../src/store/store.ts';
 import { selectBackend, tf } from '../src/train/backend.ts';
 import { createDistillers, loadFeatureTeacher, parseLayerMap, type Batch, type Distiller } from '../src/train/distill/index.ts';
@@ -126,7 +126,7 @@ describe('feature KD: terms', () => {
     await assert.rejects(featureKd(cfg(same, { layers: [[2, 0]] }), vit(), 1), /the student has blocks 0\.\.1/);
     await assert.rejects(featureKd(cfg(same, { hiddenWeight: 0, attnWeight: 0, manifoldWeight: 0 }), vit(), 1), /all are 0/);
     assert.deepEqual(parseLayerMap('1:3,0:0'), [[1, 3], [0, 0]]);
-    assert.throws(() => parseLayerMap('1-3'), /--hidden-layers/);
+    assert.throws(() => parseLayerMap('1-3'), (e: Error) => e instanceof SettingError && e.setting === 'hiddenLayers' && /student:teacher block pairs/.test(e.message));
   });
 
   test('the projection gets gradients: training on the hidden term alone lowers it', async () => {

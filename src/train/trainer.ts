@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { DistilleryError } from '../errors.ts';
+import { DistilleryError, SettingError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32 } from '../random.ts';
 import { loadModel, type SavedModelSpec } from '../infer/model.ts';
@@ -134,7 +134,7 @@ interface Checkpoint extends SavedModelSpec {
  */
 export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outDir: string, o: { resume?: boolean; hooks?: TrainHooks } = {}): Promise<TrainResult> {
   if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
-  if (o.resume && c.initFrom) throw new DistilleryError('--resume and --init-from: choose one (resume continues a checkpoint of the same objective; init-from starts a new one)');
+  if (o.resume && c.initFrom) throw new SettingError('initFrom', undefined, 'choose --resume or --init-from, not both (resume continues a checkpoint of the same objective; init-from starts a new objective from a model)');
   const { train: trainIdx, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   const history: EpochRecord[] = [];
@@ -156,7 +156,7 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
     toFree.push(...distillers);
     const needs = unionNeeds(distillers);
     if (featureTeacher && !needs.featureTeacher) {
-      throw new DistilleryError(`--feature-teacher ${c.featureTeacher}: no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)`);
+      throw new SettingError('featureTeacher', c.featureTeacher, 'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)');
     }
     if (o.resume) {
       if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
@@ -180,11 +180,11 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       const init = await loadModel(c.initFrom);
       if (canonicalJson(init.spec.student) !== canonicalJson(spec)) {
         init.student.dispose();
-        throw new DistilleryError(`--init-from ${c.initFrom}: the model is another student (${canonicalJson(init.spec.student)}); use its architecture options`);
+        throw new SettingError('initFrom', c.initFrom, `the model is another student (${canonicalJson(init.spec.student)}); use its architecture options, or leave --arch out`);
       }
       if (JSON.stringify(init.spec.labels) !== JSON.stringify(ds.task.labels)) {
         init.student.dispose();
-        throw new DistilleryError(`--init-from ${c.initFrom}: the model's labels differ from task "${ds.task.name}"'s`);
+        throw new SettingError('initFrom', c.initFrom, `the model's labels differ from task "${ds.task.name}"'s`);
       }
       student = init.student;
     } else {

@@ -3,7 +3,7 @@
  * method is one file in this folder and one line here (and its options type in DistillSettings).
  * The trainer composes the chosen distillers with `createDistillers` and knows none by name.
  */
-import { DistilleryError } from '../../errors.ts';
+import { DistilleryError, SettingError } from '../../errors.ts';
 import { attn, type AttnOptions } from './attn.ts';
 import { ce, type CeOptions } from './ce.ts';
 import { deit, type DeitOptions } from './deit.ts';
@@ -32,7 +32,7 @@ export function distillerNames(): string[] {
 
 export function findDistiller(name: string): DistillerDef<any> {
   const d = DISTILLERS.find((x) => x.name === name);
-  if (!d) throw new DistilleryError(`--distill: unknown distiller "${name}" (known: ${distillerNames().join(', ')})`);
+  if (!d) throw new SettingError('distill', name, `unknown distiller (known: ${distillerNames().join(', ')})`);
   return d;
 }
 
@@ -60,10 +60,10 @@ export function distillDefaults(partial: Partial<DistillSettings> = {}): Distill
 /** `--distill ce,kd`: known names, each once; returned in registry order. */
 export function parseDistillList(text: string): string[] {
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw new DistilleryError('--distill: give at least one distiller');
+  if (names.length === 0) throw new SettingError('distill', text, 'give at least one distiller');
   for (const n of names) findDistiller(n);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
-  if (dup) throw new DistilleryError(`--distill: "${dup}" is listed twice`);
+  if (dup) throw new SettingError('distill', dup, 'listed twice');
   return distillerNames().filter((n) => names.includes(n));
 }
 
@@ -100,10 +100,10 @@ export async function loadFeatureTeacher(dir: string): Promise<{ dir: string; mo
   try {
     loaded = await loadWeights<{ student?: StudentSpec }>(dir);
   } catch (e) {
-    throw new DistilleryError(`--feature-teacher ${dir}: ${(e as Error).message}`);
+    throw new SettingError('featureTeacher', dir, (e as Error).message);
   }
   try {
-    if (!loaded.spec?.student) throw new DistilleryError(`--feature-teacher ${dir}: not a distillery model (no student spec)`);
+    if (!loaded.spec?.student) throw new SettingError('featureTeacher', dir, 'not a distillery model (no student spec)');
     return { dir: resolve(dir), model: studentFromWeights(loaded.spec.student, loaded.tensors) };
   } finally {
     tf.dispose(Object.values(loaded.tensors));

@@ -7,7 +7,7 @@
  * (image size, patch size, class/distillation tokens) must match; manifold compares patches
  * only, so only the patch counts must match.
  */
-import { DistilleryError } from '../../errors.ts';
+import { DistilleryError, SettingError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { vitTokenCounts, type VitSpec } from '../models/index.ts';
 import type { DistillerContext, Flag } from './types.ts';
@@ -18,7 +18,7 @@ export type LayerMap = Array<[number, number]>;
 export function parseLayerMap(text: string): LayerMap {
   const pairs = text.split(',').filter(Boolean).map((p) => p.trim().split(':'));
   if (pairs.length === 0 || pairs.some((p) => p.length !== 2 || p.some((n) => !/^\d+$/.test(n)))) {
-    throw new DistilleryError(`--hidden-layers: expected student:teacher block pairs such as 3:11,1:5, got ${JSON.stringify(text)}`);
+    throw new SettingError('hiddenLayers', text, 'expected student:teacher block pairs such as 3:11,1:5');
   }
   return pairs.map(([s, t]) => [Number(s), Number(t)]);
 }
