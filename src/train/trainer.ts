@@ -7,7 +7,7 @@
  * a fixed sample, scores the validation slice, and saves the best model and a checkpoint.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { DistilleryError, SettingError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32 } from '../random.ts';

@@ -14,7 +14,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { conv2d3x3, dense, maxPool2x2 } from '../ops.ts';
-import type { Features, Forward } from './index.ts';
+import type { Features, Forward } from './types.ts';
 import { he, imageBatch, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface CnnSpec {

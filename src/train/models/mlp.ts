@@ -5,7 +5,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense, gelu } from '../ops.ts';
-import type { Features, Forward } from './index.ts';
+import type { Features, Forward } from './types.ts';
 import { flattenBatch, he, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface MlpSpec {

@@ -23,7 +23,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { conv2dPatches, dense, gelu, layerNorm } from '../ops.ts';
-import type { Features, Forward, ForwardOut } from './index.ts';
+import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface VitSpec {
