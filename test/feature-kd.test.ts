@@ -17,7 +17,7 @@ import { loadModel } from '../src/infer/model.ts';
 import { createStudent, type ForwardOut, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { AdamW } from '../src/train/optim.ts';
 import type { EpochRecord } from '../src/train/trainer.ts';
-import { importFile, loadTaskFile, REPO_ROOT, runScript, tmpDir, type ScriptResult, workDir } from './helpers.ts';
+import { importFile, loadTaskFile, REPO_ROOT, runScript, type ScriptResult, workDir } from './helpers.ts';
 
 
 before(async () => {

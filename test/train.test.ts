@@ -21,7 +21,7 @@ import { predictBatches } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
-import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, writeJsonl, writeTask, workDir } from './helpers.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
 const SHAPE_LABELS = ['circle', 'square', 'triangle'];
