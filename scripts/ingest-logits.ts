@@ -54,13 +54,15 @@ runCli(async () => {
 /** The heteromorphic path: a local model (say a CNN trained with --supervised) becomes a white-box teacher run. */
 async function ingestFromModel(store: Store, task: Task, teacher: string, dir: string, format: SoftFormat, backend: string) {
   const { selectBackend } = await import('../src/train/backend.ts');
-  const { loadModel, modelFiles, modelLogitsRows } = await import('../src/train/model.ts');
-  const { loadDataset } = await import('../src/train/data.ts');
+  const { loadModelForTask, modelFiles } = await import('../src/infer/model.ts');
+  const { modelLogitsRows } = await import('../src/infer/predict.ts');
   log(`backend: ${(await selectBackend(backend as never)).detail}`);
-  const model = await loadModel(dir);
-  if (JSON.stringify(model.spec.labels) !== JSON.stringify(task.labels)) throw new DistilleryError(`${dir}: the model's labels differ from task "${task.name}"'s`);
   const taskRow = store.findTask(task.name);
   if (!taskRow) throw new DistilleryError(`${store.path}: task "${task.name}" has no items; import them first`);
-  const ds = loadDataset(store, taskRow, { supervised: false, evaluate: true, preprocess: model.spec.preprocess, targets: { calibrate: false } });
-  return ingestLogits({ store, task, teacher, input: dir, format, sourceFiles: modelFiles(dir), rows: () => modelLogitsRows(model, ds) });
+  const { model, ds } = await loadModelForTask(store, dir, { task: taskRow });
+  try {
+    return await ingestLogits({ store, task, teacher, input: dir, format, sourceFiles: modelFiles(dir), rows: () => modelLogitsRows(model, ds) });
+  } finally {
+    model.student.dispose();
+  }
 }

@@ -1,21 +1,26 @@
-import { Command, Option, type OptionValues } from 'commander';
-import { addInputOptions, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { Command } from 'commander';
+import { addBackendOption, addInputOptions, addStudentDirOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { log, runCli } from '../src/cli/run.ts';
+import { loadModel, readInputs } from '../src/infer/model.ts';
+import { argmaxRow, predictBatches } from '../src/infer/predict.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
-import { loadModel, predictBatches, readInputs } from '../src/train/model.ts';
+
+interface PredictOptions extends InputFlags {
+  student: string;
+  input: string;
+  backend: BackendChoice;
+}
 
 const program = addInputOptions(
-  new Command('predict')
+  addBackendOption(addStudentDirOption(new Command('predict'), { required: true }))
     .description('Run a trained student over an input file; prints JSONL rows {"id","label","probs"} (probs in the task\'s label order).')
-    .requiredOption('--model <dir>', 'model folder written by train.ts')
-    .requiredOption('--input <file>', 'JSONL, CSV or TSV (a text column, or an image column), or a folder of images')
-    .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto')),
+    .requiredOption('--input <file>', 'JSONL, CSV or TSV (a text column, or an image column), or a folder of images'),
 );
 
 runCli(async () => {
-  const opts = program.parse().opts<InputFlags & OptionValues>();
-  log(`backend: ${(await selectBackend(opts.backend as BackendChoice)).detail}`);
-  const model = await loadModel(opts.model);
+  const opts = program.parse().opts<PredictOptions>();
+  log(`backend: ${(await selectBackend(opts.backend)).detail}`);
+  const model = await loadModel(opts.student);
   const { items, ds } = await readInputs(model, opts.input, fieldOptions(opts));
   const labels = model.spec.labels;
   const c = labels.length;
@@ -23,9 +28,9 @@ runCli(async () => {
     let out = '';
     for (let k = 0; k * c < b.probs.length; k++) {
       const p = Array.from(b.probs.subarray(k * c, (k + 1) * c), (x) => Math.round(x * 1e6) / 1e6);
-      const best = p.indexOf(Math.max(...p));
-      out += `${JSON.stringify({ id: items[b.start + k].id, label: labels[best], probs: p })}\n`;
+      out += `${JSON.stringify({ id: items[b.start + k].id, label: labels[argmaxRow(p, 0, c)], probs: p })}\n`;
     }
     process.stdout.write(out);
   }
+  model.student.dispose();
 });

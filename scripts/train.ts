@@ -1,26 +1,67 @@
 import cliProgress from 'cli-progress';
-import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import { addDbOption, addTargetOptions } from '../src/cli/options.ts';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { addBackendOption, addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore } from '../src/cli/options.ts';
+import { taskInStore } from '../src/cli/task.ts';
 import { intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { taskInStore } from '../src/cli/task.ts';
-import { Store } from '../src/store/store.ts';
+import { loadModel, type SavedModelSpec } from '../src/infer/model.ts';
+import { parseAugment, type AugmentConfig } from '../src/train/augment.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
-import { loadDataset, type Dataset } from '../src/train/data.ts';
-import { parseAugment } from '../src/train/augment.ts';
-import { parseLayerMap, type FeatureKdConfig } from '../src/train/feature-kd.ts';
+import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
+import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, writeMetrics, type TrainConfig } from '../src/train/trainer.ts';
 
+type Arch = 'logreg' | 'mlp' | 'cnn' | 'vit' | 'fasttext';
+
+interface TrainOptions extends Partial<DistillSettings> {
+  db: string;
+  task?: string;
+  arch?: Arch;
+  out: string;
+  backend: BackendChoice;
+  supervised: boolean;
+  distill?: string[];
+  featureTeacher?: string;
+  initFrom?: string;
+  resume: boolean;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  weightDecay: number;
+  warmup?: number;
+  clip: number;
+  patience: number;
+  seed: number;
+  augment?: AugmentConfig;
+  teachers?: string;
+  aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
+  weights?: number[];
+  calibrate: boolean;
+  // student shapes
+  hidden?: number[];
+  patch: number;
+  width: number;
+  depth: number;
+  heads: number;
+  mlpRatio: number;
+  distillToken: boolean;
+  shareEvery: number;
+  buckets: number;
+  dim: number;
+}
+
+const kebab = (key: string) => key.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
+
 const program = addTargetOptions(
-  addDbOption(new Command('train'))
-    .description("Distill the stored teachers' knowledge into a student: KD from soft labels or logits, DeiT distillation, or --supervised on gold.")
-    .requiredOption('--task <name>', 'task name')
-    .addOption(new Option('--student <kind>', 'student model').choices(['logreg', 'mlp', 'cnn', 'vit', 'fasttext']).makeOptionMandatory())
-    .requiredOption('--out <dir>', 'model folder: model.json, weights.bin, metrics.json, checkpoint/')
-    .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
+  addBackendOption(addOutDirOption(addTaskOption(addDbOption(new Command('train'))), 'student folder: model.json, weights.bin, metrics.json, checkpoint/', { required: true }))
+    .description("Distill the stored teachers' knowledge into a student: the --distill methods' terms summed (KD from soft labels or logits, DeiT, feature losses), or --supervised on gold.")
+    .addOption(new Option('--arch <kind>', 'student architecture (default with --init-from: the model\'s)').choices(['logreg', 'mlp', 'cnn', 'vit', 'fasttext']))
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
+    .option('--distill <list>', 'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token)', (v) => parseDistillList(v))
+    .option('--feature-teacher <dir>', 'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers')
+    .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
+    .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
     .option('--epochs <n>', 'epochs', intArg(1), 10)
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
     .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
@@ -29,19 +70,7 @@ const program = addTargetOptions(
     .option('--clip <norm>', 'clip gradients to this global norm (0: off)', numberArg(0), 1)
     .option('--patience <epochs>', 'early stopping: epochs without a better validation score (0: off)', intArg(0), 0)
     .option('--seed <n>', 'seed for initialisation, shuffling and the validation slice', intArg(0), 1)
-    .option('--ce-weight <w>', "weight of cross-entropy to the hard target (default 0.1; 1 with --supervised)", numberArg(0))
-    .option('--kd-weight <w>', 'weight of the KD term T²·KL(teacher‖student) (default 0.9; 0 with --supervised)', numberArg(0))
-    .option('--temperature <T>', 'KD temperature, applied to logits (stored probabilities are logged first); 4 was best in bench-kd', numberArg(0.01), 4)
-    .addOption(new Option('--distill <mode>', 'DeiT: loss of the distillation head (needs --distill-token)').choices(['hard', 'soft']).default('hard'))
-    .option('--distill-weight <w>', 'weight of the DeiT distillation-head loss', numberArg(0), 1)
-    // feature-level KD from a local ViT teacher (src/train/feature-kd.ts)
-    .option('--teacher-model <dir>', 'a ViT trained by this project, run frozen on each batch for the feature losses below')
-    .option('--hidden-weight <w>', 'weight of the hidden-state MSE (learned projection when widths differ)', numberArg(0), 0)
-    .option('--hidden-layers <s:t,...>', 'student:teacher block pairs for --hidden-weight and --attn-weight (0-based; default: last to last)')
-    .option('--attn-weight <w>', "weight of MiniViT's Q/K/V attention-relation loss", numberArg(0), 0)
-    .option('--manifold-weight <w>', "weight of the manifold (patch-relation) loss on the last block's patches", numberArg(0), 0)
     .option('--augment <spec>', 'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)', parseAugment)
-    .option('--resume', 'continue from DIR/checkpoint', false)
     // student shapes
     .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
     .option('--patch <n>', 'vit: patch size', intArg(1), 4)
@@ -54,24 +83,39 @@ const program = addTargetOptions(
     .option('--buckets <n>', 'fasttext: hashed feature buckets', intArg(1), 1 << 18)
     .option('--dim <n>', 'fasttext: embedding width', intArg(1), 64),
 );
+// Each distiller's own settings, from the registry: adding a distiller adds its flags here.
+for (const { key, flag, users } of distillFlags()) {
+  const parse = (v: string) => {
+    try {
+      return flag.parse(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+  program.option(`--${kebab(key)} <value>`, `${flag.help} [${users.join(', ')}; default ${(flag.show ?? String)(flag.default as never)}]`, parse);
+}
 
 runCli(async () => {
-  const opts = program.parse().opts();
-  if (!existsSync(opts.db)) throw new DistilleryError(`${opts.db}: no such database`);
-  const backend = await selectBackend(opts.backend as BackendChoice);
+  const opts = program.parse().opts<TrainOptions>();
+  const backend = await selectBackend(opts.backend);
   log(`backend: ${backend.detail}`);
-  const store = Store.open(opts.db);
+  const init = opts.initFrom ? await savedSpec(opts.initFrom) : undefined;
+  const store = openExistingStore(opts.db);
   let ds: Dataset;
   try {
     ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
       targets: { teachers: opts.teachers, aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate },
+      // A student started from trained weights sees its inputs as they were preprocessed then.
+      ...(init ? { preprocess: init.preprocess } : {}),
     });
   } finally {
     store.close();
   }
-  const spec = studentSpec(opts, ds);
-  const featureKd = featureKdConfig(opts);
+  if (!opts.arch && !init) throw new DistilleryError('--arch: choose the student (logreg, mlp, cnn, vit or fasttext), or start from a model with --init-from');
+  const spec = opts.arch ? studentSpec(opts, opts.arch, ds) : init!.student;
+  const distill = opts.distill ?? [opts.supervised ? 'ce' : 'ce,kd', ...(spec.kind === 'vit' && spec.distillToken ? ['deit'] : [])].join(',').split(',');
+  const settings = distillSettings(opts, distill);
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
@@ -81,12 +125,10 @@ runCli(async () => {
     seed: opts.seed,
     clip: opts.clip,
     patience: opts.patience,
-    ceWeight: opts.ceWeight ?? (opts.supervised ? 1 : 0.1),
-    kdWeight: opts.kdWeight ?? (opts.supervised ? 0 : 0.9),
-    temperature: opts.temperature,
-    distill: opts.distill,
-    distillWeight: opts.distillWeight,
-    ...(featureKd ? { featureKd } : {}),
+    distill,
+    settings,
+    ...(opts.featureTeacher ? { featureTeacher: opts.featureTeacher } : {}),
+    ...(opts.initFrom ? { initFrom: opts.initFrom } : {}),
     ...(opts.augment ? { augment: opts.augment } : {}),
   };
   const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
@@ -125,32 +167,38 @@ runCli(async () => {
   say(`saved ${opts.out}: test accuracy ${t.accuracy === null ? '-' : (100 * t.accuracy).toFixed(2) + '%'} on ${t.n} items, teacher agreement ${t.teacher_agreement === null ? '-' : (100 * t.teacher_agreement).toFixed(2) + '%'}, ${result.samples_per_second.toFixed(0)} samples/s`);
 });
 
-function featureKdConfig(o: Record<string, any>): FeatureKdConfig | undefined {
-  const on = (['hidden', 'attn', 'manifold'] as const).filter((k) => o[`${k}Weight`] > 0);
-  if (o.teacherModel === undefined) {
-    if (on.length > 0) throw new DistilleryError(`${on.map((k) => `--${k}-weight`).join(', ')}: needs --teacher-model DIR (a ViT trained by this project)`);
-    if (o.hiddenLayers !== undefined) throw new DistilleryError('--hidden-layers: needs --teacher-model DIR');
-    return undefined;
+/**
+ * The settings of the chosen distillers: those given on the command line, and --supervised's
+ * default CE weight (1: CE on gold is the whole objective). A setting none of the chosen
+ * distillers reads is an error: it would silently do nothing.
+ */
+function distillSettings(opts: TrainOptions, distill: string[]): Partial<DistillSettings> {
+  const out: Record<string, unknown> = {};
+  for (const { key, users } of distillFlags()) {
+    if (program.getOptionValueSource(key) !== 'cli') continue;
+    if (!users.some((u) => distill.includes(u))) throw new DistilleryError(`--${kebab(key)}: used by ${users.join(', ')}, none of which is in --distill (${distill.join(',')})`);
+    out[key] = opts[key];
   }
-  return {
-    teacherModel: o.teacherModel,
-    hiddenWeight: o.hiddenWeight,
-    attnWeight: o.attnWeight,
-    manifoldWeight: o.manifoldWeight,
-    ...(o.hiddenLayers !== undefined ? { layers: parseLayerMap(o.hiddenLayers) } : {}),
-  };
+  if (opts.supervised && out.ceWeight === undefined) out.ceWeight = 1;
+  return out as Partial<DistillSettings>;
 }
 
-function studentSpec(o: Record<string, any>, ds: Dataset): StudentSpec {
+async function savedSpec(dir: string): Promise<SavedModelSpec> {
+  const m = await loadModel(dir);
+  m.student.dispose();
+  return m.spec;
+}
+
+function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
   const numClasses = ds.task.labels.length;
   if (ds.preprocess.input === 'text') {
-    if (o.student !== 'fasttext') throw new DistilleryError(`--student ${o.student}: a text task trains the fasttext student`);
+    if (arch !== 'fasttext') throw new DistilleryError(`--arch ${arch}: a text task trains the fasttext student`);
     return { kind: 'fasttext', numClasses, buckets: o.buckets, dim: o.dim, hidden: o.hidden ?? [] };
   }
-  if (o.student === 'fasttext') throw new DistilleryError('--student fasttext: an image task trains logreg, mlp, cnn or vit');
-  const im = ds.preprocess.image!;
+  if (arch === 'fasttext') throw new DistilleryError('--arch fasttext: an image task trains logreg, mlp, cnn or vit');
+  const im = (ds.preprocess as Required<Preprocess>).image;
   const inputShape: [number, number, number] = [im.height, im.width, im.channels];
-  switch (o.student) {
+  switch (arch) {
     case 'logreg':
       return { kind: 'logreg', numClasses, inputShape };
     case 'mlp':

@@ -240,7 +240,7 @@ describe('faults', () => {
     const db = path.join(dir, 'train.db');
     assert.equal((await runScript('import', ['--task', 'prompts/shapes.md', '--input', path.join(dir, 'shapes.jsonl'), '--db', db])).code, 0);
     const out = path.join(dir, 'model');
-    const args = ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '6', '--batch-size', '4', '--backend', 'wasm', '--warmup', '0', '--out', out];
+    const args = ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '6', '--batch-size', '4', '--backend', 'wasm', '--warmup', '0', '--out', out];
     const child = startNode(['scripts/train.ts', ...args]);
     await new Promise<void>((resolve) => {
       child.child.stderr!.on('data', (d: string) => {

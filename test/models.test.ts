@@ -98,19 +98,21 @@ test('ViT collect: hidden states, per-block q/k/v, patch tokens and the distilla
   // 2 prefix tokens (class, distillation) + 4 patches of 4×4.
   assert.deepEqual(out.logits.shape, [3, C]);
   assert.deepEqual(out.distLogits?.shape, [3, C]);
-  assert.equal(out.hidden?.length, 3);
-  for (const h of out.hidden!) assert.deepEqual(h.shape, [3, 6, 16]);
-  assert.equal(out.qkv?.length, 3);
-  for (const { q, k, v } of out.qkv!) for (const t of [q, k, v]) assert.deepEqual(t.shape, [3, 2, 6, 8]);
-  assert.deepEqual(out.patches?.shape, [3, 4, 16]);
+  const f = out.features!;
+  const hidden = Object.keys(f).filter((k) => k.endsWith('.hidden'));
+  assert.equal(hidden.length, 3);
+  for (const k of hidden) assert.deepEqual(f[k].shape, [3, 6, 16]);
+  assert.equal(Object.keys(f).filter((k) => k.endsWith('.q')).length, 3);
+  for (let b = 0; b < 3; b++) for (const t of ['q', 'k', 'v']) assert.deepEqual(f[`block${b}.${t}`].shape, [3, 2, 6, 8]);
+  assert.deepEqual(f.patches?.shape, [3, 4, 16]);
   // The patch tokens are the last block's output past the prefix.
-  const tail = tf.slice(out.hidden![2], [0, 2, 0], [3, 4, 16]);
-  assert.deepEqual(tail.dataSync(), out.patches!.dataSync());
+  const tail = tf.slice(f['block2.hidden'], [0, 2, 0], [3, 4, 16]);
+  assert.deepEqual(tail.dataSync(), f.patches.dataSync());
   tf.dispose([out, tail, x]);
 
   const plain = tf.tidy(() => s.forward(images(6, [3, 8, 8, 1])));
-  assert.equal(plain.hidden, undefined);
-  assert.equal(plain.qkv, undefined);
+  assert.equal(plain.features?.['block0.hidden'], undefined);
+  assert.equal(plain.features?.['block0.q'], undefined);
   tf.dispose(plain);
   s.dispose();
 
@@ -118,7 +120,7 @@ test('ViT collect: hidden states, per-block q/k/v, patch tokens and the distilla
   const out2 = tf.tidy(() => noCls.forward(images(7, [2, 8, 8, 1]), { collect: true }));
   assert.deepEqual(out2.logits.shape, [2, C]);
   assert.equal(out2.distLogits, undefined);
-  assert.deepEqual(out2.hidden![0].shape, [2, 4, 16]);
+  assert.deepEqual(out2.features!['block0.hidden'].shape, [2, 4, 16]);
   tf.dispose(out2);
   noCls.dispose();
 });
@@ -251,7 +253,7 @@ test('MiniViT sharing: the second block of a group projects with the qkv weight 
     const [bq, n, d] = [2, 5, 16];
     const ln = s.weights['blocks.1.norm1.g'];
     const lb = s.weights['blocks.1.norm1.b'];
-    const h = out.hidden![0];
+    const h = out.features!['block0.hidden'];
     const mean = tf.mean(h, -1, true);
     const c = tf.sub(h, mean);
     const normed = tf.add(tf.mul(tf.mul(c, tf.rsqrt(tf.add(tf.mean(tf.square(c), -1, true), 1e-5))), ln), lb);
@@ -259,7 +261,7 @@ test('MiniViT sharing: the second block of a group projects with the qkv weight 
     const q = tf.transpose(tf.reshape(tf.slice(qkv, [0, 0], [bq * n, d]), [bq, n, 2, 8]), [0, 2, 1, 3]);
     return [q];
   });
-  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(q1FromShared, out.qkv![1].q))).dataSync()[0]);
+  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(q1FromShared, out.features!['block1.q']))).dataSync()[0]);
   assert.ok(diff < 1e-5, `block 1's q differs from the shared projection by ${diff}`);
   tf.dispose([out, q1FromShared, x]);
   s.dispose();

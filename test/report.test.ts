@@ -100,9 +100,9 @@ describe('report: CLI and browser', () => {
     };
     ok(await runScript('import', ['--task', 'prompts/shapes.md', '--input', input, '--db', db]));
     const common = ['--db', db, '--task', 'shapes', '--batch-size', '16', '--backend', 'wasm', '--warmup', '0', '--lr', '0.01'];
-    ok(await runScript('train', [...common, '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '3', '--out', path.join(dir, 'teacher')]));
+    ok(await runScript('train', [...common, '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '3', '--out', path.join(dir, 'teacher')]));
     ok(await runScript('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', path.join(dir, 'teacher'), '--backend', 'wasm']));
-    ok(await runScript('train', [...common, '--student', 'logreg', '--epochs', '2', '--out', path.join(dir, 'student')]));
+    ok(await runScript('train', [...common, '--arch', 'logreg', '--epochs', '2', '--out', path.join(dir, 'student')]));
     reportFile = path.join(dir, 'out', 'report.html');
     const r = ok(await runScript('report', ['--db', db, '--student', path.join(dir, 'student'), path.join(dir, 'teacher'), '--out', path.join(dir, 'out'), '--backend', 'wasm']));
     assert.match(r.stdout, /wrote .*report\.html \(\d+ bytes, 11 charts\)/);

@@ -15,12 +15,13 @@ import { Store } from '../src/store/store.ts';
 import { selectBackend } from '../src/train/backend.ts';
 import { augmentImages, parseAugment } from '../src/train/augment.ts';
 import { loadDataset } from '../src/train/data.ts';
-import { saveWeights } from '../src/train/io.ts';
-import { loadModel, predictBatches } from '../src/train/model.ts';
+import { loadWeights, saveWeights } from '../src/train/io.ts';
+import { loadModel } from '../src/infer/model.ts';
+import { predictBatches } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
-import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, writeJsonl, writeTask, workDir } from './helpers.ts';
 import { isTensorflowLog, nativeBuilt, TRAIN_BACKEND } from './train-backend.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
@@ -137,7 +138,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
     // The teacher, on gold. The default warm-up (100 steps) is longer than this whole run
     // (~8 steps an epoch), so without --warmup 0 the learning rate never gets going.
-    const tArgs = ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', T];
+    const tArgs = ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', T];
     const rt = ok(await run('train', tArgs));
     assert.match(rt.stdout, /test accuracy/);
     const mt = metrics(T);
@@ -174,7 +175,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     }
 
     // The student learns from that teacher: KD on its distribution, CE on its argmax, DeiT's distillation head.
-    const sArgs = ['--db', db, '--task', 'shapes', '--student', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', TRAIN_BACKEND, '--out', S];
+    const sArgs = ['--db', db, '--task', 'shapes', '--arch', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', TRAIN_BACKEND, '--out', S];
     ok(await run('train', sArgs));
     const ms = metrics(S);
     assert.equal(ms.backend, TRAIN_BACKEND);
@@ -185,7 +186,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(ms.test.teacher_agreement !== null, 'agreement with the ingested teacher is measured');
 
     // eval.ts recomputes the student's test report from the saved model and the database.
-    const [re, reT] = await Promise.all([run('eval', ['--model', S, '--db', db, '--backend', TRAIN_BACKEND]), run('eval', ['--model', T, '--db', db, '--backend', TRAIN_BACKEND])]);
+    const [re, reT] = await Promise.all([run('eval', ['--student', S, '--db', db, '--backend', TRAIN_BACKEND, '--json']), run('eval', ['--student', T, '--db', db, '--backend', TRAIN_BACKEND, '--json'])]);
     for (const r of [ok(re), ok(reT)]) assert.equal(r.stdout.trim().split('\n').length, 1, `one JSON line: ${r.stdout}`);
     const ev = JSON.parse(re.stdout) as Metrics['test'];
     assert.equal(ev.n, ms.test.n);
@@ -199,7 +200,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(evT.teacher_agreement! >= 0.95, `teacher vs its own logits: ${evT.teacher_agreement}`);
 
     // predict.ts: one row per input line (duplicates included), a label of the task, probabilities that sum to 1.
-    const rp = ok(await run('predict', ['--model', S, '--input', input, '--backend', TRAIN_BACKEND]));
+    const rp = ok(await run('predict', ['--student', S, '--input', input, '--backend', TRAIN_BACKEND]));
     const inputIds = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
     const rows = rp.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; label: string; probs: number[] });
     assert.deepEqual(rows.map((r) => r.id), inputIds);
@@ -214,7 +215,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
   test('--resume continues from the checkpoint and keeps the first epoch as it was', async () => {
     const { dir, db } = await shapesDb();
     const out = path.join(dir, 'resumed');
-    const args = ['--db', db, '--task', 'shapes', '--student', 'logreg', '--supervised', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', out];
+    const args = ['--db', db, '--task', 'shapes', '--arch', 'logreg', '--supervised', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', out];
     ok(await run('train', [...args, '--epochs', '1']));
     const first = metrics(out);
     assert.equal(first.history.length, 1);
@@ -235,9 +236,47 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.equal(metrics(out).history.length, 2);
   });
 
+  test('--init-from starts a new objective from a trained student: its weights, a fresh optimizer', async () => {
+    const { dir, db } = await shapesDb();
+    const A = path.join(dir, 'supervised');
+    // No --task: the database holds one task.
+    const common = ['--db', db, '--batch-size', '16', '--backend', TRAIN_BACKEND, '--warmup', '0'];
+    ok(await run('train', [...common, '--arch', 'mlp', '--hidden', '16', '--supervised', '--lr', '0.01', '--epochs', '4', '--out', A]));
+    ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', A, '--backend', TRAIN_BACKEND]));
+    // At learning rate 0 nothing moves: the first epoch scores exactly what the loaded model scores,
+    // and KD against that model's own logits starts near 0, far below a fresh student's.
+    const B = path.join(dir, 'from-a');
+    const C = path.join(dir, 'scratch');
+    const [rb, rc, both, other] = await Promise.all([
+      run('train', [...common, '--init-from', A, '--distill', 'kd', '--lr', '0', '--epochs', '1', '--out', B]),
+      run('train', [...common, '--arch', 'mlp', '--hidden', '16', '--distill', 'kd', '--lr', '0', '--epochs', '1', '--out', C]),
+      run('train', [...common, '--init-from', A, '--resume', '--epochs', '1', '--out', A]),
+      run('train', [...common, '--init-from', A, '--arch', 'mlp', '--hidden', '8', '--epochs', '1', '--out', path.join(dir, 'x')]),
+    ]);
+    ok(rb);
+    ok(rc);
+    oneLineError(both, /--init-from: choose --resume or --init-from, not both/);
+    oneLineError(other, /--init-from .*another student/);
+    const [ma, mb, mc] = [metrics(A), metrics(B), metrics(C)];
+    assert.deepEqual(Object.keys(mb.history[0].terms), ['kd']);
+    assert.equal(mb.history[0].test_accuracy, ma.test.accuracy, 'the first epoch is the loaded model');
+    assert.equal(mb.test.accuracy, ma.test.accuracy);
+    assert.ok(mb.history[0].terms.kd < 0.1 * mc.history[0].terms.kd, `kd from the loaded weights ${mb.history[0].terms.kd} vs from scratch ${mc.history[0].terms.kd}`);
+    // A fresh optimizer: B's step count is its own epoch's, not A's four epochs plus one.
+    const steps = async (d: string) => {
+      const ck = await loadWeights(path.join(d, 'checkpoint'));
+      const n = ck.tensors['adam.step'].dataSync()[0];
+      for (const t of Object.values(ck.tensors)) t.dispose();
+      return n;
+    };
+    const [sa, sb] = [await steps(A), await steps(B)];
+    assert.ok(sb > 0);
+    assert.equal(sa, 4 * sb);
+  });
+
   test('the same seed gives the same losses; another seed, other losses', async () => {
     const { dir, db } = await shapesDb();
-    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--student', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
+    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
     // With augmentation too: its random shifts are drawn from the seed.
     const args = (seed: number, out: string) => [...plain(seed, out), '--augment', 'shift:2'];
     const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c')), run('train', plain(5, 'd'))]);
@@ -269,17 +308,17 @@ describe('train: CLI', { concurrency: 3 }, () => {
     const empty = path.join(dir, 'not-a-model');
     fs.mkdirSync(empty);
     const [fasttextOnImages, vitOnText, evalNoModel, noTeachers, badAugment, augmentText] = await Promise.all([
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--student', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
-      run('eval', ['--model', empty, '--db', db, '--backend', 'cpu']),
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
-      run('train', ['--db', db, '--task', 'shapes', '--student', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--student', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
+      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
+      run('eval', ['--student', empty, '--db', db, '--backend', 'cpu']),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
+      run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
+      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
     ]);
     oneLineError(badAugment, /--augment: unknown part "rotate:3"/);
     oneLineError(augmentText, /--augment: only image tasks/);
-    oneLineError(fasttextOnImages, /--student fasttext.*image task/);
-    oneLineError(vitOnText, /--student vit.*text task.*fasttext/);
+    oneLineError(fasttextOnImages, /--arch fasttext.*image task/);
+    oneLineError(vitOnText, /--arch vit.*text task.*fasttext/);
     oneLineError(evalNoModel, new RegExp(path.join(empty, 'model.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     oneLineError(noTeachers, /no teacher runs.*--supervised/);
     for (const d of ['x', 'y', 'z', 'v', 'w']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
@@ -389,7 +428,7 @@ describe('train: library, a fastText student on a text task', () => {
     const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: LABELS.map((_, k) => (k === teacherLabel(i) ? 3 : 0)) })));
     const store = Store.open(path.join(dir, 'distill.db'));
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 256, dim: 8, hidden: [] };
-    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 1, distill: 'hard', distillWeight: 0 };
+    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, distill: ['ce'], settings: { ceWeight: 1 } };
     try {
       await importFile(store, task, input);
       const taskRow = store.findTask('animals')!;
@@ -442,7 +481,7 @@ describe('train: library, a fastText student on a text task', () => {
     assert.equal(ds.n, rows.length);
     assert.ok(ds.texts && !ds.pixels);
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 1024, dim: 16, hidden: [] };
-    const config: TrainConfig = { epochs: 6, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 3, clip: 1, patience: 0, ceWeight: 0.1, kdWeight: 0.9, temperature: 2, distill: 'hard', distillWeight: 1 };
+    const config: TrainConfig = { epochs: 6, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 3, clip: 1, patience: 0, distill: ['ce', 'kd'], settings: { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: 2 } };
     const res = await train(ds, spec, config, out);
     assert.equal(res.history.length, 6);
     assert.deepEqual(Object.keys(res.history[0].terms).sort(), ['ce', 'kd']);

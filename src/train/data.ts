@@ -2,6 +2,10 @@ import { DistilleryError } from '../errors.ts';
 import { decodePixels } from '../input/image.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { buildTargets, taskItems, type TargetsOptions } from '../targets/from-store.ts';
+import type { TeacherView } from '../targets/types.ts';
+import { augmentImages, type AugmentConfig } from './augment.ts';
+import { tf } from './backend.ts';
+import { textBatch, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
 
 /** How raw inputs become tensors; saved with the model so eval and predict see what training saw. */
 export interface Preprocess {
@@ -22,6 +26,13 @@ export interface Dataset {
   targetHard: Int32Array;
   /** The teachers' own hard label per item (for agreement; built with --supervised too), −1 where none or no teacher run. */
   teacherHard: Int32Array;
+  /**
+   * Each chosen teacher's own distribution next to the aggregated target, so that a distiller can
+   * learn one teacher per head: log-probabilities N·T·C (item-major, teachers in `names` order;
+   * uniform where the teacher did not label the item) and `present` N·T (1: labeled, with a soft label).
+   * Absent when the task has no teacher runs.
+   */
+  perTeacher?: { names: string[]; logprobs: Float32Array; present: Float32Array };
   /** Images: N·H·W·C normalised pixels. Texts: the text of each item. */
   pixels?: Float32Array;
   texts?: string[];
@@ -53,9 +64,11 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
   const teacherHard = new Int32Array(n).fill(-1);
 
   const hasRuns = store.runs(task.id).length > 0;
+  let perTeacher: Dataset['perTeacher'];
   // Supervised runs build the teachers' labels too, for the agreement in the test report.
   if (hasRuns) {
     const t = buildTargets(store, task, { ...o.targets, aggregate: o.targets.aggregate ?? 'mean' });
+    perTeacher = perTeacherOf(t.views, n, c);
     for (let i = 0; i < n; i++) {
       const h = t.hard[i];
       if (h !== null) teacherHard[i] = h;
@@ -75,7 +88,7 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
     }
   }
 
-  const base = { task, n, ids: items.items.map((it) => it.ext_id), splits: items.items.map((it) => it.split), gold, targetProbs, targetHard, teacherHard };
+  const base = { task, n, ids: items.items.map((it) => it.ext_id), splits: items.items.map((it) => it.split), gold, targetProbs, targetHard, teacherHard, ...(perTeacher ? { perTeacher } : {}) };
   if (task.input_kind === 'text') {
     return { ...base, texts: items.items.map((it) => String((JSON.parse(it.input) as Record<string, unknown>).text ?? '')), preprocess: { input: 'text' } };
   }
@@ -85,6 +98,48 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
   });
   const pre = o.preprocess?.image ?? imagePreprocess(images, base.splits);
   return { ...base, pixels: toPixels(images, pre, base.ids), preprocess: { input: 'image', image: pre } };
+}
+
+/** The teachers' views as stored (uncalibrated), item-major. */
+function perTeacherOf(views: TeacherView[], n: number, c: number): NonNullable<Dataset['perTeacher']> {
+  const t = views.length;
+  const logprobs = new Float32Array(n * t * c).fill(-Math.log(c));
+  const present = new Float32Array(n * t);
+  views.forEach((v, k) => {
+    for (let i = 0; i < n; i++) {
+      const lp = v.logprobs[i];
+      if (!lp) continue;
+      logprobs.set(lp, (i * t + k) * c);
+      present[i * t + k] = 1;
+    }
+  });
+  return { names: views.map((v) => v.name), logprobs, present };
+}
+
+/** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
+export function batchInput(ds: BatchSource, spec: StudentSpec, idx: number[], augment?: { config: AugmentConfig; rand: () => number }): StudentInput {
+  if (ds.texts) {
+    if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
+    // Texts are hashed once per dataset, not once per batch and epoch.
+    let bags = hashedBags.get(ds);
+    if (!bags) hashedBags.set(ds, (bags = textBatch(ds.texts, spec).bags));
+    return { bags: idx.map((i) => bags![i]) };
+  }
+  const im = ds.preprocess.image!;
+  const per = im.height * im.width * im.channels;
+  const buf = new Float32Array(idx.length * per);
+  idx.forEach((i, k) => buf.set(ds.pixels!.subarray(i * per, (i + 1) * per), k * per));
+  if (augment) augmentImages(buf, idx.length, im.height, im.width, im.channels, augment.config, augment.rand);
+  return tf.tensor4d(buf, [idx.length, im.height, im.width, im.channels]);
+}
+
+/** What batchInput reads: a Dataset, or just the inputs of new items (predict). */
+export type BatchSource = Pick<Dataset, 'pixels' | 'texts' | 'preprocess' | 'n'>;
+
+const hashedBags = new WeakMap<BatchSource, TextBatch['bags']>();
+
+export function disposeInput(x: StudentInput): void {
+  if (x instanceof tf.Tensor) x.dispose();
 }
 
 type Rgba = { width: number; height: number; rgba: Uint8Array };

@@ -1,25 +1,28 @@
+/**
+ * The training loop, in the manner of nanoGPT's train.py: where the weights come from
+ * (scratch, --resume, --init-from), then one loop that builds each batch, runs the student
+ * once, sums the distillers' named terms (see ./distill: the loop knows no method by name),
+ * steps AdamW, and reads the loss back every `logEvery` steps rather than every batch (a read
+ * per term per batch stalls an asynchronous backend). Each epoch estimates train accuracy on
+ * a fixed sample, scores the validation slice, and saves the best model and a checkpoint.
+ */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { DistilleryError } from '../errors.ts';
+import { join } from 'node:path';
+import { DistilleryError, SettingError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32 } from '../random.ts';
-import { ece } from '../targets/metrics.ts';
+import { loadModel, type SavedModelSpec } from '../infer/model.ts';
+import { predictAll, softmaxRule, argmaxRow, type PredictRule } from '../infer/predict.ts';
+import { testReport, type TestReport } from '../infer/evaluate.ts';
 import { tf } from './backend.ts';
-import type { Dataset, Preprocess } from './data.ts';
-import { augmentImages, type AugmentConfig } from './augment.ts';
-import { disposeTeacherFeatures, FeatureKd, PROJ_PREFIX, type FeatureKdConfig } from './feature-kd.ts';
+import { batchInput, disposeInput, type Dataset } from './data.ts';
+import type { AugmentConfig } from './augment.ts';
+import { createDistillers, findDistiller, loadFeatureTeacher, objectiveKey, PROJ_PREFIX, type Batch, type Distiller, type DistillSettings, type Needs } from './distill/index.ts';
 import { loadWeights, saveWeights } from './io.ts';
-import { crossEntropy, deitHardDistill, deitPredict, deitSoftDistill, kdLoss, weightedSum, type LossTerms } from './losses.ts';
-import { createStudent, studentFromWeights, textBatch, type ForwardOut, type Student, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
+import { countParams, createStudent, studentFromWeights, type Student, type StudentSpec } from './models/index.ts';
 import { AdamW, clipByGlobalNorm, cosineLr } from './optim.ts';
 
-/** What a saved model holds besides its weights: enough for eval and predict to rebuild its inputs. */
-export interface SavedModelSpec {
-  student: StudentSpec;
-  task: string;
-  labels: string[];
-  preprocess: Preprocess;
-}
+export type { SavedModelSpec, TestReport };
 
 export interface TrainConfig {
   epochs: number;
@@ -32,27 +35,30 @@ export interface TrainConfig {
   clip: number;
   /** Stop after this many epochs without a better validation score (0: never). */
   patience: number;
-  /** Hard target: the teacher's label (gold with --supervised). */
-  ceWeight: number;
-  /** Hinton's KD on the teachers' distribution at temperature T. */
-  kdWeight: number;
-  temperature: number;
-  /** DeiT's distillation head (a ViT with a distillation token). */
-  distill: 'hard' | 'soft';
-  distillWeight: number;
-  /** Feature-level KD from a local ViT teacher (--teacher-model): see feature-kd.ts. */
-  featureKd?: FeatureKdConfig;
+  /** The distillers whose terms make the loss (names from ./distill/index.ts), and their settings (unset: defaults). */
+  distill: string[];
+  settings?: Partial<DistillSettings>;
+  /** A model trained by this project, run frozen on each batch for the feature distillers (hidden, attn, manifold). */
+  featureTeacher?: string;
+  /** Start from this trained student's weights, with a fresh optimizer (nanoGPT's init_from). */
+  initFrom?: string;
   /** Light augmentation of the training batches (images only), drawn from the seed: see augment.ts. */
   augment?: AugmentConfig;
   /** Evaluate the test split after every epoch (history's test_accuracy); false: only the final report. Default true. */
   testEachEpoch?: boolean;
+  /** Read the loss back every this many steps (and at the end of each epoch). Default 50. */
+  logEvery?: number;
+  /** Train accuracy is estimated on a fixed sample of this many train items. Default 1000. */
+  trainAccuracySample?: number;
 }
 
 export interface EpochRecord {
   epoch: number;
+  /** Mean over the epoch's items of the summed loss. */
   loss: number;
+  /** Mean of each named term, as weighted in the loss (they sum to `loss`). */
   terms: Record<string, number>;
-  /** Agreement with the training target's hard label on the train split. */
+  /** Agreement with the training target's hard label on a fixed sample of the train split. */
   train_accuracy: number;
   /** On the validation slice (10% of train, targets as in training): what early stopping watches. */
   val_accuracy: number | null;
@@ -60,14 +66,6 @@ export interface EpochRecord {
   test_accuracy: number | null;
   lr: number;
   seconds: number;
-}
-
-export interface TestReport {
-  n: number;
-  accuracy: number | null;
-  teacher_agreement: number | null;
-  ece: number | null;
-  confusion: number[][];
 }
 
 export interface TrainResult {
@@ -109,99 +107,6 @@ function shuffle<T>(xs: T[], rand: () => number): T[] {
   return a;
 }
 
-const hashedBags = new WeakMap<Dataset, TextBatch['bags']>();
-
-/** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
-export function batchInput(ds: Dataset, spec: StudentSpec, idx: number[], augment?: { config: AugmentConfig; rand: () => number }): StudentInput {
-  if (ds.texts) {
-    if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
-    // Texts are hashed once per dataset, not once per batch and epoch.
-    let bags = hashedBags.get(ds);
-    if (!bags) hashedBags.set(ds, (bags = textBatch(ds.texts, spec).bags));
-    return { bags: idx.map((i) => bags![i]) };
-  }
-  const im = ds.preprocess.image!;
-  const per = im.height * im.width * im.channels;
-  const buf = new Float32Array(idx.length * per);
-  idx.forEach((i, k) => buf.set(ds.pixels!.subarray(i * per, (i + 1) * per), k * per));
-  if (augment) augmentImages(buf, idx.length, im.height, im.width, im.channels, augment.config, augment.rand);
-  return tf.tensor4d(buf, [idx.length, im.height, im.width, im.channels]);
-}
-
-function disposeInput(x: StudentInput): void {
-  if (x instanceof tf.Tensor) x.dispose();
-}
-
-/**
- * One distillation step's loss terms, in the manner of mdistiller's Distiller:
- * the student's output and a dict of named terms, summed with explicit weights.
- */
-export function lossTerms(out: ForwardOut, hard: tf.Tensor1D, teacherLogits: tf.Tensor2D, c: TrainConfig): LossTerms {
-  const terms: LossTerms = {};
-  if (c.ceWeight > 0) terms.ce = crossEntropy(out.logits, hard);
-  if (c.kdWeight > 0) terms.kd = kdLoss(out.logits, teacherLogits, c.temperature);
-  if (out.distLogits && c.distillWeight > 0) {
-    terms.distill = c.distill === 'hard' ? deitHardDistill(out.distLogits, teacherLogits) : deitSoftDistill(out.distLogits, teacherLogits, c.temperature);
-  }
-  return terms;
-}
-
-/** Class probabilities: a DeiT student averages its two heads. */
-export function predictProbs(out: ForwardOut): tf.Tensor2D {
-  return (out.distLogits ? deitPredict(out.logits, out.distLogits) : tf.softmax(out.logits)) as tf.Tensor2D;
-}
-
-export async function predictAll(student: Student, ds: Dataset, idx: number[], batchSize = 256): Promise<Float32Array> {
-  const c = student.spec.numClasses;
-  const out = new Float32Array(idx.length * c);
-  for (let s = 0; s < idx.length; s += batchSize) {
-    const part = idx.slice(s, s + batchSize);
-    const x = batchInput(ds, student.spec, part);
-    const probs = tf.tidy(() => predictProbs(student.forward(x, { training: false })));
-    out.set(await probs.data(), s * c);
-    probs.dispose();
-    disposeInput(x);
-  }
-  return out;
-}
-
-function argmaxRow(p: Float32Array, i: number, c: number): number {
-  let best = 0;
-  for (let k = 1; k < c; k++) if (p[i * c + k] > p[i * c + best]) best = k;
-  return best;
-}
-
-/** Accuracy against gold, agreement with the teachers' label, ECE (15 bins) and the confusion matrix (rows: gold). */
-export function testReport(probs: Float32Array, ds: Dataset, idx: number[]): TestReport {
-  const c = ds.task.labels.length;
-  const confusion = Array.from({ length: c }, () => new Array<number>(c).fill(0));
-  let right = 0;
-  let agree = 0;
-  let withTeacher = 0;
-  const rows: Float64Array[] = [];
-  const gold: number[] = [];
-  idx.forEach((item, k) => {
-    const pred = argmaxRow(probs, k, c);
-    const g = ds.gold[item];
-    confusion[g][pred]++;
-    if (pred === g) right++;
-    if (ds.teacherHard[item] >= 0) {
-      withTeacher++;
-      if (ds.teacherHard[item] === pred) agree++;
-    }
-    rows.push(Float64Array.from(probs.subarray(k * c, (k + 1) * c)));
-    gold.push(g);
-  });
-  const n = idx.length;
-  return {
-    n,
-    accuracy: n ? right / n : null,
-    teacher_agreement: withTeacher ? agree / withTeacher : null,
-    ece: n ? ece(rows, gold).value : null,
-    confusion,
-  };
-}
-
 function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number | null {
   if (idx.length === 0) return null;
   const c = ds.task.labels.length;
@@ -214,119 +119,147 @@ function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number
 
 const CHECKPOINT = 'checkpoint';
 
+interface Checkpoint extends SavedModelSpec {
+  epoch: number;
+  history: EpochRecord[];
+  best: { score: number; epoch: number };
+  /** The distillers' keys; absent in checkpoints from before distillers. */
+  objective?: Array<{ name: string; key: unknown }>;
+}
+
 /**
- * Train a student on a dataset: AdamW, warm-up then cosine decay, gradient
- * clipping, seeded shuffling, evaluation every epoch, early stopping on the
- * validation slice, a checkpoint every epoch (for --resume), and the best
- * model saved to `outDir`.
+ * Train a student on a dataset: AdamW, warm-up then cosine decay, gradient clipping, seeded
+ * shuffling, evaluation every epoch, early stopping on the validation slice, a checkpoint every
+ * epoch (for --resume), and the best model saved to `outDir`.
  */
 export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outDir: string, o: { resume?: boolean; hooks?: TrainHooks } = {}): Promise<TrainResult> {
   if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
+  if (o.resume && c.initFrom) throw new SettingError('initFrom', undefined, 'choose --resume or --init-from, not both (resume continues a checkpoint of the same objective; init-from starts a new objective from a model)');
   const { train: trainIdx, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   const history: EpochRecord[] = [];
   let startEpoch = 0;
   let best = { score: -Infinity, epoch: -1 };
   const ckptDir = join(outDir, CHECKPOINT);
+
+  // ---- where the weights come from ------------------------------------------------------
+  const toFree: Array<{ dispose(): void }> = [];
   let student: Student;
+  let distillers: Distiller[];
   let optState: Record<string, tf.Tensor> | undefined;
-  if (o.resume) {
-    if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
-    const ck = await loadWeights<SavedModelSpec & { epoch: number; history: EpochRecord[]; best: typeof best; featureKd?: FeatureKdConfig | null }>(ckptDir);
-    // The saved model's spec is `spec`: a checkpoint of another student would be trained on, then saved under the wrong spec.
-    if (canonicalJson(ck.spec.student) !== canonicalJson(spec)) {
-      tf.dispose(Object.values(ck.tensors));
-      throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.spec.student)}); resume with the same student options, or train into a new folder`);
-    }
-    // Likewise the feature-KD setup: another teacher or other weights/layers would continue the
-    // projections (and the loss) of a different objective. Checkpoints from before this check hold none.
-    if (ck.spec.featureKd !== undefined && canonicalJson(featureKdKey(ck.spec.featureKd)) !== canonicalJson(featureKdKey(c.featureKd))) {
-      tf.dispose(Object.values(ck.tensors));
-      throw new DistilleryError(
-        `${ckptDir}: the checkpoint was trained with other feature-KD settings (${describeFeatureKd(ck.spec.featureKd)}; now ${describeFeatureKd(c.featureKd)}); resume with the same --teacher-model and feature weights/layers, or train into a new folder`,
-      );
-    }
-    student = studentFromWeights(ck.spec.student, Object.fromEntries(Object.entries(ck.tensors).filter(([k]) => !k.startsWith('adam.') && !k.startsWith(PROJ_PREFIX))));
-    optState = ck.tensors;
-    history.push(...ck.spec.history);
-    startEpoch = ck.spec.epoch + 1;
-    best = ck.spec.best;
-  } else {
-    student = createStudent(spec, c.seed);
-  }
-  let fkd: FeatureKd | undefined;
+  let ck: Checkpoint | undefined;
+  let featureTeacher: { dir: string; model: Student } | undefined;
   try {
-    fkd = c.featureKd ? await FeatureKd.load(c.featureKd, spec, c.seed) : undefined;
+    featureTeacher = c.featureTeacher ? await loadFeatureTeacher(c.featureTeacher) : undefined;
+    if (featureTeacher) toFree.push(featureTeacher.model);
+    distillers = createDistillers(c.distill, c.settings ?? {}, { student: spec, seed: c.seed, ...(featureTeacher ? { featureTeacher } : {}) });
+    toFree.push(...distillers);
+    const needs = unionNeeds(distillers);
+    if (featureTeacher && !needs.featureTeacher) {
+      throw new SettingError('featureTeacher', c.featureTeacher, 'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)');
+    }
+    if (o.resume) {
+      if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
+      const loaded = await loadWeights<Checkpoint>(ckptDir);
+      optState = loaded.tensors;
+      ck = loaded.spec;
+      // The saved model's spec is `spec`: a checkpoint of another student would be trained on, then saved under the wrong spec.
+      if (canonicalJson(ck.student) !== canonicalJson(spec)) {
+        throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.student)}); resume with the same student options, or train into a new folder`);
+      }
+      // Likewise the objective: other distillers or settings would continue a different training.
+      const now = objectiveKey(distillers);
+      if (ck.objective !== undefined && canonicalJson(ck.objective) !== canonicalJson(now)) {
+        throw new DistilleryError(
+          `${ckptDir}: the checkpoint was trained with another objective (${describeObjective(ck.objective)}; now ${describeObjective(now)}); resume with the same --distill and settings, or start the new objective from the model with --init-from`,
+        );
+      }
+      const own = (k: string) => !k.startsWith('adam.') && !k.startsWith(PROJ_PREFIX);
+      student = studentFromWeights(ck.student, Object.fromEntries(Object.entries(optState).filter(([k]) => own(k))));
+    } else if (c.initFrom) {
+      const init = await loadModel(c.initFrom);
+      if (canonicalJson(init.spec.student) !== canonicalJson(spec)) {
+        init.student.dispose();
+        throw new SettingError('initFrom', c.initFrom, `the model is another student (${canonicalJson(init.spec.student)}); use its architecture options, or leave --arch out`);
+      }
+      if (JSON.stringify(init.spec.labels) !== JSON.stringify(ds.task.labels)) {
+        init.student.dispose();
+        throw new SettingError('initFrom', c.initFrom, `the model's labels differ from task "${ds.task.name}"'s`);
+      }
+      student = init.student;
+    } else {
+      student = createStudent(spec, c.seed);
+    }
   } catch (e) {
-    student.dispose();
+    for (const f of toFree) f.dispose();
     tf.dispose(Object.values(optState ?? {}));
     throw e;
   }
-  // The projections train with the student, and only the checkpoint keeps them (the saved model is the student alone).
-  const trained = { ...student.weights, ...(fkd?.weights ?? {}) };
+  toFree.push(student);
+  const extras = Object.assign({}, ...distillers.map((d) => d.weights)) as Record<string, tf.Variable>;
+  // The distillers' extras train with the student, and only the checkpoint keeps them (the saved model is the student alone).
+  const trained = { ...student.weights, ...extras };
   const opt = new AdamW(trained, { weightDecay: c.weightDecay });
-  if (optState) {
-    for (const [k, v] of Object.entries(fkd?.weights ?? {})) if (optState[k]) v.assign(optState[k]);
+  if (optState && ck) {
+    for (const [k, v] of Object.entries(extras)) if (optState[k]) v.assign(optState[k]);
     opt.load(optState);
     tf.dispose(Object.values(optState));
+    history.push(...ck.history);
+    startEpoch = ck.epoch + 1;
+    best = ck.best;
   }
+  const needs = unionNeeds(distillers);
+  const predictWith = distillers.map((d) => findDistiller(d.name)).find((d) => d.predict);
+  const predict: PredictRule = predictWith?.predict ?? softmaxRule;
+
   mkdirSync(outDir, { recursive: true });
   const stepsPerEpoch = Math.ceil(trainIdx.length / c.batchSize);
   const totalSteps = stepsPerEpoch * c.epochs;
+  const logEvery = c.logEvery ?? 50;
+  const trainSample = shuffle(trainIdx, mulberry32(c.seed ^ 0x7a1)).slice(0, c.trainAccuracySample ?? 1000).sort((a, b) => a - b);
   let trainSamples = 0;
   let trainSeconds = 0;
-  const saved: SavedModelSpec = { student: spec, task: ds.task.name, labels: ds.task.labels, preprocess: ds.preprocess };
+  const saved: SavedModelSpec = { student: spec, task: ds.task.name, labels: ds.task.labels, preprocess: ds.preprocess, predict: predictWith?.name ?? null };
+  const objective = objectiveKey(distillers);
 
+  // ---- the loop -------------------------------------------------------------------------
   for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
     const t0 = performance.now();
     const order = shuffle(trainIdx, mulberry32(c.seed * 1000 + epoch));
     // Its own stream per epoch (not the shuffle's): a resumed run augments as an uninterrupted one.
     const augment = c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined;
-    const sums: Record<string, number> = {};
-    let lossSum = 0;
+    const log = new LossLog();
     let lr = c.lr;
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
-      const x = batchInput(ds, spec, idx, augment);
-      const hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
-      const teacher = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
-      const features = fkd?.teacherFeatures(x);
-      let values: Record<string, number> = {};
+      const batch = makeBatch(ds, spec, idx, needs, nc, augment, featureTeacher?.model);
+      const prepared = distillers.map((d) => (d.prepare ? d.prepare(batch) : undefined));
+      let terms: Record<string, tf.Scalar> = {};
       const { value, grads } = tf.variableGrads(() => {
-        const out = student.forward(x, { training: true, collect: fkd !== undefined });
-        const terms = lossTerms(out, hard, teacher, c);
-        if (fkd) fkd.addTerms(terms, out, features!);
-        values = Object.fromEntries(Object.entries(terms).map(([k, t]) => [k, t.dataSync()[0]]));
-        return weightedSum(terms, { ...(terms.ce ? { ce: c.ceWeight } : {}), ...(terms.kd ? { kd: c.kdWeight } : {}), ...(terms.distill ? { distill: c.distillWeight } : {}), ...(fkd?.termWeights() ?? {}) });
+        const out = student.forward(batch.x, { training: true, collect: needs.studentFeatures === true });
+        terms = Object.assign({}, ...distillers.map((d, i) => d.terms(out, batch, prepared[i])));
+        for (const t of Object.values(terms)) tf.keep(t);
+        return sumTerms(terms);
       }, Object.values(trained));
-      if (features) disposeTeacherFeatures(features);
       const named: Record<string, tf.Tensor> = {};
       for (const [name, v] of Object.entries(trained)) named[name] = grads[v.name];
       const clipped = clipByGlobalNorm(named, c.clip);
       opt.apply(clipped.grads, lr);
-      lossSum += value.dataSync()[0] * idx.length;
-      for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v * idx.length;
-      tf.dispose([value, hard, teacher, ...Object.values(clipped.grads), ...Object.values(grads)]);
-      disposeInput(x);
+      log.push(value, terms, idx.length);
+      tf.dispose([...Object.values(clipped.grads), ...Object.values(grads), prepared as tf.TensorContainer]);
+      disposeBatch(batch);
+      if (log.pending >= logEvery) await log.read();
       o.hooks?.onBatch?.(Math.min(s + c.batchSize, order.length), order.length);
     }
+    await log.read();
     const seconds = (performance.now() - t0) / 1000;
     trainSamples += order.length;
     trainSeconds += seconds;
-    const trainAcc = targetAccuracy(await predictAll(student, ds, trainIdx), ds, trainIdx) ?? 0;
-    const valAcc = targetAccuracy(await predictAll(student, ds, val), ds, val);
-    const testAcc = test.length && c.testEachEpoch !== false ? testReport(await predictAll(student, ds, test), ds, test).accuracy : null;
-    const record: EpochRecord = {
-      epoch,
-      loss: lossSum / order.length,
-      terms: Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / order.length])),
-      train_accuracy: trainAcc,
-      val_accuracy: valAcc,
-      test_accuracy: testAcc,
-      lr,
-      seconds,
-    };
+    const trainAcc = targetAccuracy(await predictAll(student, ds, trainSample, predict), ds, trainSample) ?? 0;
+    const valAcc = targetAccuracy(await predictAll(student, ds, val, predict), ds, val);
+    const testAcc = test.length && c.testEachEpoch !== false ? testReport(await predictAll(student, ds, test, predict), ds, test).accuracy : null;
+    const record: EpochRecord = { epoch, ...log.means(order.length), train_accuracy: trainAcc, val_accuracy: valAcc, test_accuracy: testAcc, lr, seconds };
     history.push(record);
     o.hooks?.onEpoch?.(record);
     // Without a validation slice the latest epoch counts as the best.
@@ -336,32 +269,97 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       await saveWeights(outDir, saved, student.weights);
     }
     const moments = opt.state();
-    await saveWeights(ckptDir, { ...saved, epoch, history, best, featureKd: featureKdKey(c.featureKd) }, { ...trained, ...moments });
+    const checkpoint: Checkpoint = { ...saved, epoch, history, best, objective };
+    await saveWeights(ckptDir, checkpoint, { ...trained, ...moments });
     moments['adam.step'].dispose();
     if (c.patience > 0 && valAcc !== null && epoch - best.epoch >= c.patience) break;
   }
 
   opt.dispose();
-  fkd?.dispose();
-  const finalModel = await loadWeights<SavedModelSpec>(outDir);
-  student.dispose();
-  student = studentFromWeights(finalModel.spec.student, finalModel.tensors);
-  tf.dispose(Object.values(finalModel.tensors));
-  const report = testReport(await predictAll(student, ds, test), ds, test);
-  const params = Object.values(student.weights).reduce((n, v) => n + v.size, 0);
-  student.dispose();
+  for (const f of toFree) f.dispose();
+  const finalModel = await loadModel(outDir);
+  const report = testReport(await predictAll(finalModel.student, ds, test, predict), ds, test);
+  const params = countParams(finalModel.student);
+  finalModel.student.dispose();
   return { history, test: report, samples_per_second: trainSeconds > 0 ? trainSamples / trainSeconds : 0, best_epoch: best.epoch, params };
 }
 
-/** The feature-KD settings a checkpoint is bound to: the teacher folder (resolved), the weights and the layer map; null when off. */
-function featureKdKey(f: FeatureKdConfig | null | undefined): FeatureKdConfig | null {
-  if (!f) return null;
-  return { teacherModel: resolve(f.teacherModel), hiddenWeight: f.hiddenWeight, attnWeight: f.attnWeight, manifoldWeight: f.manifoldWeight, ...(f.layers ? { layers: f.layers } : {}) };
+function unionNeeds(ds: Distiller[]): Needs {
+  const out: Needs = {};
+  for (const d of ds) for (const [k, v] of Object.entries(d.needs)) if (v) out[k as keyof Needs] = true;
+  return out;
 }
 
-function describeFeatureKd(f: FeatureKdConfig | null | undefined): string {
-  if (!f) return 'none';
-  return `teacher ${f.teacherModel}, hidden ${f.hiddenWeight}, attn ${f.attnWeight}, manifold ${f.manifoldWeight}, layers ${f.layers ? f.layers.map(([a, b]) => `${a}:${b}`).join(',') : 'last:last'}`;
+/** The batch the distillers asked for, built outside the gradient tape. */
+function makeBatch(ds: Dataset, spec: StudentSpec, idx: number[], needs: Needs, nc: number, augment: Parameters<typeof batchInput>[3], featureTeacher: Student | undefined): Batch {
+  const x = batchInput(ds, spec, idx, augment);
+  const batch: Batch = { idx, x };
+  if (needs.hard) batch.hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
+  if (needs.teacherLogits) batch.teacherLogits = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
+  if (needs.perTeacher) {
+    const p = ds.perTeacher;
+    if (!p) throw new DistilleryError(`task "${ds.task.name}": a distiller needs each teacher's distribution, and the task has no teacher runs`);
+    const t = p.names.length;
+    const logits = tf.tidy(() => tf.transpose(tf.tensor3d(gatherRows(p.logprobs, idx, t * nc), [idx.length, t, nc]), [1, 0, 2]) as tf.Tensor3D);
+    const present = tf.tidy(() => tf.transpose(tf.tensor2d(gatherRows(p.present, idx, t), [idx.length, t])) as tf.Tensor2D);
+    batch.perTeacher = { names: p.names, logits, present };
+  }
+  if (needs.featureTeacher && featureTeacher) batch.featureTeacher = tf.tidy(() => featureTeacher.forward(x, { training: false, collect: true }));
+  return batch;
+}
+
+function disposeBatch(b: Batch): void {
+  disposeInput(b.x);
+  tf.dispose([b.hard, b.teacherLogits, b.perTeacher?.logits, b.perTeacher?.present, b.featureTeacher].filter((t) => t !== undefined) as tf.TensorContainer[]);
+}
+
+/** total = Σ terms (each already weighted by its distiller). */
+function sumTerms(terms: Record<string, tf.Scalar>): tf.Scalar {
+  const ts = Object.values(terms);
+  return ts.length === 0 ? tf.scalar(0) : (tf.addN(ts) as tf.Scalar);
+}
+
+/**
+ * Per-step loss and terms, kept on the device and read back in one go every few steps;
+ * summed in float64, weighted by batch size, as a per-batch read would.
+ */
+class LossLog {
+  private steps: Array<{ packed: tf.Tensor1D; names: string[]; n: number }> = [];
+  private lossSum = 0;
+  private sums: Record<string, number> = {};
+
+  get pending(): number {
+    return this.steps.length;
+  }
+
+  push(value: tf.Scalar, terms: Record<string, tf.Scalar>, n: number): void {
+    const names = Object.keys(terms);
+    const packed = tf.stack([value, ...names.map((k) => terms[k])]) as tf.Tensor1D;
+    tf.dispose([value, ...Object.values(terms)]);
+    this.steps.push({ packed, names, n });
+  }
+
+  async read(): Promise<void> {
+    if (this.steps.length === 0) return;
+    const all = tf.concat(this.steps.map((s) => s.packed));
+    const values = await all.data();
+    all.dispose();
+    let o = 0;
+    for (const s of this.steps) {
+      this.lossSum += values[o++] * s.n;
+      for (const k of s.names) this.sums[k] = (this.sums[k] ?? 0) + values[o++] * s.n;
+      s.packed.dispose();
+    }
+    this.steps = [];
+  }
+
+  means(n: number): { loss: number; terms: Record<string, number> } {
+    return { loss: this.lossSum / n, terms: Object.fromEntries(Object.entries(this.sums).map(([k, v]) => [k, v / n])) };
+  }
+}
+
+function describeObjective(o: Array<{ name: string; key: unknown }>): string {
+  return o.map((d) => `${d.name} ${JSON.stringify(d.key)}`).join(', ') || 'none';
 }
 
 function gatherRows(src: Float32Array, idx: number[], c: number): Float32Array {

@@ -14,7 +14,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { conv2d3x3, dense, maxPool2x2 } from '../ops.ts';
-import type { Forward } from './index.ts';
+import type { Features, Forward } from './types.ts';
 import { he, imageBatch, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface CnnSpec {
@@ -64,13 +64,15 @@ export function buildCnn(spec: CnnSpec, param: ParamFn): Forward {
   return (x, opts = {}) => {
     if (!(x instanceof tf.Tensor)) throw new DistilleryError('cnn: input must be a tensor [B, H, W, C]');
     let y = imageBatch('cnn', x, inputShape);
+    const features: Features = {};
     convs.forEach((cv, i) => {
       // The first layer's input is data: no gradient is needed for it.
       y = tf.relu(conv2d3x3(y, cv.w, cv.b, { inputGrad: i > 0 }));
       if (poolAfter.has(i)) y = maxPool2x2(y);
+      features[`stage${i}`] = y;
     });
     let z: tf.Tensor = tf.relu(dense(tf.reshape(y, [y.shape[0], flat]), fcW, fcB));
     if (opts.training && dropout > 0) z = tf.dropout(z, dropout);
-    return { logits: dense(z, headW, headB) as tf.Tensor2D };
+    return { logits: dense(z, headW, headB) as tf.Tensor2D, ...(opts.collect ? { features } : {}) };
   };
 }

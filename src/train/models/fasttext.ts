@@ -16,7 +16,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense, embeddingBag } from '../ops.ts';
-import type { Forward, TextBatch } from './index.ts';
+import type { Forward, TextBatch } from './types.ts';
 import { activationFn } from './mlp.ts';
 import { fnv1a, he, lecun, positiveInt, rate, type ParamFn } from './params.ts';
 

@@ -14,7 +14,6 @@
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import type { Bag } from '../ops.ts';
 import { buildCnn, type CnnSpec } from './cnn.ts';
 import { buildFasttext, type FasttextSpec } from './fasttext.ts';
 import { buildLogreg, type LogregSpec } from './logreg.ts';
@@ -30,42 +29,8 @@ export { vitTokenCounts } from './vit.ts';
 export type StudentSpec = LogregSpec | MlpSpec | CnnSpec | VitSpec | FasttextSpec;
 export type StudentKind = StudentSpec['kind'];
 
-/**
- * Text input for `fasttext`: per item, the hashed feature ids in [0, buckets)
- * (see hashTokens / textBatch). A plain array rather than an int tensor plus
- * offsets because embeddingBag plans its gather and its gradient in JS anyway.
- */
-export interface TextBatch {
-  bags: readonly Bag[];
-}
-
-/** Image models take a float tensor [B, H, W, C] (or [B, D] for logreg/mlp); fasttext takes a TextBatch. */
-export type StudentInput = tf.Tensor | TextBatch;
-
-/**
- * A type alias, not an interface, so that it counts as a tf.TensorContainer:
- * `tf.tidy(() => student.forward(x))` then type-checks and keeps every output.
- */
-export type ForwardOut = {
-  logits: tf.Tensor2D;
-  /** ViT with a distillation token (DeiT): the distillation head's logits. */
-  distLogits?: tf.Tensor2D;
-  /** collect: each block's output [B, N, D] (N counts the class/distillation tokens). */
-  hidden?: tf.Tensor[];
-  /** collect: each block's attention inputs, [B, heads, N, d]. */
-  qkv?: { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D }[];
-  /** collect: the last block's output at the patch positions only, [B, patches, D]. */
-  patches?: tf.Tensor3D;
-};
-
-export interface ForwardOptions {
-  /** Turns dropout on (mlp, cnn, fasttext MLP head). Default false. */
-  training?: boolean;
-  /** Return the intermediate tensors the feature losses need (ViT). Default false. */
-  collect?: boolean;
-}
-
-export type Forward = (x: StudentInput, opts?: ForwardOptions) => ForwardOut;
+export type { Features, Forward, ForwardOptions, ForwardOut, StudentInput, TextBatch } from './types.ts';
+import type { Forward } from './types.ts';
 
 export interface Student {
   spec: StudentSpec;

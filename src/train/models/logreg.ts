@@ -5,7 +5,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense } from '../ops.ts';
-import type { Forward } from './index.ts';
+import type { Forward } from './types.ts';
 import { flattenBatch, lecun, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface LogregSpec {

@@ -5,7 +5,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense, gelu } from '../ops.ts';
-import type { Forward } from './index.ts';
+import type { Features, Forward } from './types.ts';
 import { flattenBatch, he, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface MlpSpec {
@@ -46,10 +46,12 @@ export function buildMlp(spec: MlpSpec, param: ParamFn): Forward {
   return (x, opts = {}) => {
     if (!(x instanceof tf.Tensor)) throw new DistilleryError('mlp: input must be a tensor [B, ...inputShape]');
     let h: tf.Tensor = flattenBatch('mlp', x, inputShape);
-    for (const { w, b } of layers) {
+    const features: Features = {};
+    layers.forEach(({ w, b }, i) => {
       h = act(dense(h, w, b));
       if (opts.training && dropout > 0) h = tf.dropout(h, dropout);
-    }
-    return { logits: dense(h, headW, headB) as tf.Tensor2D };
+      features[`layer${i}`] = h;
+    });
+    return { logits: dense(h, headW, headB) as tf.Tensor2D, ...(opts.collect ? { features } : {}) };
   };
 }

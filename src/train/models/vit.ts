@@ -23,7 +23,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { conv2dPatches, dense, gelu, layerNorm } from '../ops.ts';
-import type { Forward, ForwardOut } from './index.ts';
+import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
 export interface VitSpec {
@@ -164,22 +164,21 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tf.broadcastTo(t, [B, 1, D]));
     let x = tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
 
-    const hidden: tf.Tensor3D[] = [];
-    const qkv: BlockRecord[] = [];
-    for (const w of blocks) {
+    const features: Features = {};
+    blocks.forEach((w, i) => {
+      const qkv: BlockRecord[] = [];
       x = block(x, w, opts.collect ? qkv : undefined);
-      if (opts.collect) hidden.push(x);
-    }
+      if (opts.collect) Object.assign(features, { [`block${i}.hidden`]: x, [`block${i}.q`]: qkv[0].q, [`block${i}.k`]: qkv[0].k, [`block${i}.v`]: qkv[0].v });
+    });
 
     const out = layerNorm(x, finalNorm.g, finalNorm.b) as tf.Tensor3D;
     const pooled = hasCls ? token(out, 0) : (tf.mean(out, 1) as tf.Tensor2D);
     const result: ForwardOut = { logits: dense(pooled, head.w, head.b) as tf.Tensor2D };
     if (headDist) result.distLogits = dense(token(out, 1), headDist.w, headDist.b) as tf.Tensor2D;
     if (opts.collect) {
-      result.hidden = hidden;
-      result.qkv = qkv;
       // Manifold distillation (Hao et al. 2022) matches patch features only, so the prefix tokens are cut off.
-      result.patches = tf.slice(x, [0, tokens.prefix, 0], [B, tokens.patches, D]);
+      features.patches = tf.slice(x, [0, tokens.prefix, 0], [B, tokens.patches, D]);
+      result.features = features;
     }
     return result;
   };

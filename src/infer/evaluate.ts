@@ -1,0 +1,57 @@
+/** Scoring predictions against gold: the test report the trainer writes and eval.ts prints. */
+import { DistilleryError } from '../errors.ts';
+import { ece } from '../targets/metrics.ts';
+import type { Dataset } from '../train/data.ts';
+import type { ModelForTask } from './model.ts';
+import { argmaxRow, predictAll, ruleOf } from './predict.ts';
+
+export interface TestReport {
+  n: number;
+  accuracy: number | null;
+  teacher_agreement: number | null;
+  ece: number | null;
+  confusion: number[][];
+}
+
+/** Accuracy against gold, agreement with the teachers' label, ECE (15 bins) and the confusion matrix (rows: gold). */
+export function testReport(probs: Float32Array, ds: Dataset, idx: number[]): TestReport {
+  const c = ds.task.labels.length;
+  const confusion = Array.from({ length: c }, () => new Array<number>(c).fill(0));
+  let right = 0;
+  let agree = 0;
+  let withTeacher = 0;
+  const rows: Float64Array[] = [];
+  const gold: number[] = [];
+  idx.forEach((item, k) => {
+    const pred = argmaxRow(probs, k, c);
+    const g = ds.gold[item];
+    confusion[g][pred]++;
+    if (pred === g) right++;
+    if (ds.teacherHard[item] >= 0) {
+      withTeacher++;
+      if (ds.teacherHard[item] === pred) agree++;
+    }
+    rows.push(Float64Array.from(probs.subarray(k * c, (k + 1) * c)));
+    gold.push(g);
+  });
+  const n = idx.length;
+  return {
+    n,
+    accuracy: n ? right / n : null,
+    teacher_agreement: withTeacher ? agree / withTeacher : null,
+    ece: n ? ece(rows, gold).value : null,
+    confusion,
+  };
+}
+
+/** The gold-labelled items of a split. */
+export function splitItems(ds: Dataset, split: string): number[] {
+  return Array.from({ length: ds.n }, (_, i) => i).filter((i) => ds.splits[i] === split && ds.gold[i] >= 0);
+}
+
+/** A loaded model's test report on one split of its task. */
+export async function evaluateSplit(m: ModelForTask, split: string): Promise<TestReport> {
+  const idx = splitItems(m.ds, split);
+  if (idx.length === 0) throw new DistilleryError(`task "${m.ds.task.name}" has no gold-labelled items in split "${split}"`);
+  return testReport(await predictAll(m.model.student, m.ds, idx, ruleOf(m.model.spec)), m.ds, idx);
+}
