@@ -25,15 +25,16 @@ export interface PackedBags {
   ids: Int32Array;
 }
 
-export function packBags(bags: readonly (readonly number[])[], buckets: number): PackedBags {
+export function packBags(bags: readonly ArrayLike<number>[], buckets: number): PackedBags {
   const offsets = new Int32Array(bags.length + 1);
   bags.forEach((bag, i) => (offsets[i + 1] = offsets[i] + bag.length));
   const ids = new Int32Array(offsets[bags.length]);
   bags.forEach((bag, i) => {
-    bag.forEach((id, k) => {
+    for (let k = 0; k < bag.length; k++) {
+      const id = bag[k];
       if (!Number.isInteger(id) || id < 0 || id >= buckets) throw new DistilleryError(`packBags: bag ${i} holds id ${id}, outside [0, ${buckets})`);
       ids[offsets[i] + k] = id;
-    });
+    }
   });
   return { n: bags.length, offsets, ids };
 }
