@@ -288,7 +288,7 @@ export interface FitOptions {
   seed: number;
   /** Called after each epoch with its mean loss terms; return true to stop (early stopping). */
   onEpoch?: (epoch: number, mean: StepLoss, lr: number) => boolean | void;
-  /** Progress, every 256 examples. */
+  /** Progress: after an epoch's first example (train.ts starts its bar there), then every 256. */
   onStep?: (done: number, total: number) => void;
 }
 
@@ -308,7 +308,7 @@ export function fit(model: LinearFasttext, bags: PackedBags, train: ArrayLike<nu
       sum.ce += l.ce;
       sum.kd += l.kd;
       step++;
-      if (f.onStep && ((s + 1) % 256 === 0 || s + 1 === order.length)) f.onStep(s + 1, order.length);
+      if (f.onStep && (s === 0 || (s + 1) % 256 === 0 || s + 1 === order.length)) f.onStep(s + 1, order.length);
     }
     const n = Math.max(1, order.length);
     if (f.onEpoch?.(epoch, { loss: sum.loss / n, ce: sum.ce / n, kd: sum.kd / n }, lr)) break;
