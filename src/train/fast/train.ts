@@ -1,0 +1,116 @@
+/**
+ * The fast fasttext trainer (fast/fasttext.ts) on a Dataset, with the tfjs trainer's
+ * contract: the same split (splitIndices), the same per-epoch records and test report
+ * (TrainResult), the best epoch on the validation slice saved to `outDir` in the same
+ * format (model.json + weights.bin, loadable by studentFromWeights), early stopping.
+ *
+ * What it does not do, and the tfjs trainer does: an MLP head (--hidden), feature KD,
+ * augmentation, --resume (no checkpoint is written), weight decay, clipping, warm-up;
+ * the batch size is 1 (fastText's). fastPathUnsupported says which applies.
+ */
+import { mkdirSync } from 'node:fs';
+import { DistilleryError } from '../../errors.ts';
+import { tf } from '../backend.ts';
+import type { Dataset } from '../data.ts';
+import { saveWeights } from '../io.ts';
+import { textBatch, type FasttextSpec, type StudentSpec } from '../models/index.ts';
+import { splitIndices, testReport, type EpochRecord, type SavedModelSpec, type TrainConfig, type TrainHooks, type TrainResult } from '../trainer.ts';
+import { fit, LinearFasttext, packBags, temperTeacher, type Objective, type PackedBags } from './fasttext.ts';
+
+/** fastText's supervised default is 0.1; 0.5 (its tutorial's) trains SST-2 and Banking77 as well, see notes/fasttext.md. */
+export const FAST_DEFAULT_LR = 0.5;
+
+/** What the fast trainer reads of TrainConfig (lr is SGD's initial rate, not AdamW's). */
+export type FastTrainConfig = Pick<TrainConfig, 'epochs' | 'lr' | 'seed' | 'patience' | 'ceWeight' | 'kdWeight' | 'temperature' | 'testEachEpoch'>;
+
+/** Why the fast trainer cannot train this (spec, config, resume), or null when it can. */
+export function fastPathUnsupported(spec: StudentSpec, c: Partial<TrainConfig>, resume = false): string | null {
+  if (spec.kind !== 'fasttext') return `it trains the fasttext student only (got ${spec.kind})`;
+  if ((spec.hidden ?? []).length > 0) return 'it trains a linear head only (--hidden given)';
+  if (c.featureKd) return 'no feature KD';
+  if (c.augment) return 'no augmentation';
+  if (resume) return 'no --resume (it writes no checkpoint)';
+  return null;
+}
+
+export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: FastTrainConfig, outDir: string, o: { hooks?: TrainHooks } = {}): Promise<TrainResult> {
+  const why = fastPathUnsupported(spec, c);
+  if (why) throw new DistilleryError(`fast fasttext trainer: ${why}`);
+  if (!ds.texts) throw new DistilleryError(`task "${ds.task.name}": the fasttext student trains on text tasks only`);
+  if (c.ceWeight <= 0 && c.kdWeight <= 0) throw new DistilleryError('fast fasttext trainer: ce and kd weights are both 0: nothing to train on');
+  const { train, val, test } = splitIndices(ds, c.seed);
+  const nc = ds.task.labels.length;
+  // Hashed once per dataset; the epochs reuse the packed ids.
+  const bags = packBags(textBatch(ds.texts, spec).bags, spec.buckets);
+  const objective: Objective = {
+    ceWeight: c.ceWeight,
+    kdWeight: c.kdWeight,
+    hard: ds.targetHard,
+    ...(c.kdWeight > 0 ? { teacher: temperTeacher(ds.targetProbs, nc, c.temperature) } : {}),
+  };
+  const model = LinearFasttext.init(spec, c.seed);
+  const history: EpochRecord[] = [];
+  let best = { score: -Infinity, epoch: -1, weights: model };
+  let seconds = 0;
+  let t0 = performance.now();
+  fit(model, bags, Int32Array.from(train), objective, {
+    epochs: c.epochs,
+    lr: c.lr,
+    seed: c.seed,
+    onStep: o.hooks?.onBatch,
+    onEpoch: (epoch, mean, lr) => {
+      const took = (performance.now() - t0) / 1000;
+      seconds += took;
+      const record: EpochRecord = {
+        epoch,
+        loss: mean.loss,
+        terms: { ...(c.ceWeight > 0 ? { ce: mean.ce } : {}), ...(c.kdWeight > 0 ? { kd: mean.kd } : {}) },
+        train_accuracy: targetAccuracy(model, bags, ds, train) ?? 0,
+        val_accuracy: targetAccuracy(model, bags, ds, val),
+        test_accuracy: test.length && c.testEachEpoch !== false ? testReport(model.predict(bags, test), ds, test).accuracy : null,
+        lr,
+        seconds: took,
+      };
+      history.push(record);
+      o.hooks?.onEpoch?.(record);
+      // As the tfjs trainer: without a validation slice the latest epoch counts as the best.
+      const score = record.val_accuracy ?? epoch;
+      if (score > best.score) best = { score, epoch, weights: model.clone() };
+      t0 = performance.now();
+      return c.patience > 0 && record.val_accuracy !== null && epoch - best.epoch >= c.patience;
+    },
+  });
+  mkdirSync(outDir, { recursive: true });
+  const saved: SavedModelSpec = { student: spec, task: ds.task.name, labels: ds.task.labels, preprocess: ds.preprocess };
+  await saveFast(outDir, saved, best.weights);
+  return {
+    history,
+    test: testReport(best.weights.predict(bags, test), ds, test),
+    samples_per_second: seconds > 0 ? (history.length * train.length) / seconds : 0,
+    best_epoch: best.epoch,
+    params: spec.buckets * spec.dim + spec.dim * nc + nc,
+  };
+}
+
+/** saveWeights with the tfjs student's names, shapes and order. */
+export async function saveFast(dir: string, saved: SavedModelSpec, model: LinearFasttext): Promise<void> {
+  const tensors = Object.fromEntries(Object.entries(model.named()).map(([name, { values, shape }]) => [name, tf.tensor(values, shape, 'float32')]));
+  try {
+    await saveWeights(dir, saved, tensors);
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
+
+function targetAccuracy(model: LinearFasttext, bags: PackedBags, ds: Dataset, idx: number[]): number | null {
+  if (idx.length === 0) return null;
+  const c = ds.task.labels.length;
+  const probs = model.predict(bags, idx);
+  let right = 0;
+  idx.forEach((item, k) => {
+    let best = 0;
+    for (let j = 1; j < c; j++) if (probs[k * c + j] > probs[k * c + best]) best = j;
+    if (best === ds.targetHard[item]) right++;
+  });
+  return right / idx.length;
+}

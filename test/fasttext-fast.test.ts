@@ -1,0 +1,205 @@
+/**
+ * The fast fasttext trainer (src/train/fast): its SGD step against finite differences of
+ * the loss, its loss against the tfjs losses (losses.ts), learning a separable task,
+ * determinism, and that its saved weights predict identically in the tfjs student.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { before, test } from 'node:test';
+import { mulberry32 } from '../src/random.ts';
+import { selectBackend, tf } from '../src/train/backend.ts';
+import type { Dataset } from '../src/train/data.ts';
+import { fit, LinearFasttext, packBags, temperTeacher, type Objective } from '../src/train/fast/fasttext.ts';
+import { fastPathUnsupported, trainFasttextFast, type FastTrainConfig } from '../src/train/fast/train.ts';
+import { loadWeights } from '../src/train/io.ts';
+import { crossEntropy, kdLoss } from '../src/train/losses.ts';
+import { studentFromWeights, textBatch, type FasttextSpec } from '../src/train/models/index.ts';
+import type { SavedModelSpec } from '../src/train/trainer.ts';
+import { workDir } from './helpers.ts';
+
+before(async () => {
+  await selectBackend('wasm');
+});
+
+const C = 3;
+const tiny: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 64, dim: 8, hidden: [], bigrams: true };
+
+/** A model with a random head too (fastText's zero head would make ∂L/∂E zero at the start). */
+function randomModel(seed: number): LinearFasttext {
+  const m = LinearFasttext.init(tiny, seed);
+  const r = mulberry32(seed + 99);
+  for (let i = 0; i < m.headW.length; i++) m.headW[i] = r() - 0.5;
+  for (let i = 0; i < m.headB.length; i++) m.headB[i] = r() - 0.5;
+  for (let i = 0; i < m.embed.length; i++) m.embed[i] *= 20;
+  return m;
+}
+
+/** Item 0: ids 3, 17, 3 (a repeated id), 40; item 1 is empty; a soft teacher with a zero, and hard labels. */
+function fixture(ce: number, kd: number, T: number): { bags: ReturnType<typeof packBags>; o: Objective } {
+  const bags = packBags([[3, 17, 3, 40], []], tiny.buckets);
+  const probs = Float32Array.from([0.7, 0.3, 0, 0.2, 0.5, 0.3]);
+  return { bags, o: { ceWeight: ce, kdWeight: kd, hard: Int32Array.from([1, 2]), teacher: temperTeacher(probs, C, T) } };
+}
+
+test('one SGD step is −lr × the loss gradient (central finite differences), and only the bag’s rows move', () => {
+  const { bags, o } = fixture(0.3, 0.7, 2);
+  const m = randomModel(5);
+  const lr = 1e-3;
+  const after = m.clone();
+  after.sgdStep(bags, 0, o, lr);
+  const params: [string, Float32Array, Float32Array][] = [
+    ['embed.w', m.embed, after.embed],
+    ['head.w', m.headW, after.headW],
+    ['head.b', m.headB, after.headB],
+  ];
+  const touched = new Set([3, 17, 40]);
+  let checked = 0;
+  for (const [name, p, q] of params) {
+    for (let j = 0; j < p.length; j++) {
+      const step = (q[j] - p[j]) / -lr;
+      if (name === 'embed.w' && !touched.has(Math.floor(j / tiny.dim))) {
+        assert.equal(q[j], p[j], `embed row ${Math.floor(j / tiny.dim)} is not in the bag but moved`);
+        continue;
+      }
+      const eps = 1e-3;
+      const keep = p[j];
+      p[j] = keep + eps;
+      const up = m.loss(bags, 0, o).loss;
+      p[j] = keep - eps;
+      const down = m.loss(bags, 0, o).loss;
+      p[j] = keep;
+      const fd = (up - down) / (2 * eps);
+      assert.ok(Math.abs(fd - step) <= 2e-3 + 1e-2 * Math.abs(fd), `${name}[${j}]: finite difference ${fd}, step/−lr ${step}`);
+      checked++;
+    }
+  }
+  assert.equal(checked, 3 * tiny.dim + tiny.dim * C + C);
+});
+
+test('the loss is the tfjs trainer’s: ce·crossEntropy + kd·kdLoss(log p) on the same logits; an empty text has logits b', async () => {
+  const { bags, o } = fixture(0.4, 0.6, 4);
+  const m = randomModel(7);
+  const s = studentFromWeights(tiny, Object.fromEntries(Object.entries(m.named()).map(([k, v]) => [k, tf.tensor(v.values, v.shape)])));
+  for (const i of [0, 1]) {
+    const bag = Array.from(bags.ids.subarray(bags.offsets[i], bags.offsets[i + 1]));
+    const expected = tf.tidy(() => {
+      const logits = s.forward({ bags: [bag] }).logits;
+      const teacher = tf.log(tf.tensor2d([[0.7, 0.3, 0, 0.2, 0.5, 0.3].slice(3 * i, 3 * i + 3)]));
+      const ce = crossEntropy(logits, tf.tensor1d([o.hard[i]], 'int32'));
+      const kd = kdLoss(logits, teacher, 4);
+      return [ce.dataSync()[0], kd.dataSync()[0]];
+    });
+    const got = m.loss(bags, i, o);
+    assert.ok(Math.abs(got.ce - expected[0]) < 1e-5, `item ${i} ce ${got.ce} vs ${expected[0]}`);
+    assert.ok(Math.abs(got.kd - expected[1]) < 1e-4, `item ${i} kd ${got.kd} vs ${expected[1]}`);
+    assert.ok(Math.abs(got.loss - (0.4 * got.ce + 0.6 * got.kd)) < 1e-12);
+  }
+  s.dispose();
+});
+
+/** An in-memory text Dataset: class k's texts contain the word `key${k}` among random filler. */
+function separable(n: number, seed: number): Dataset {
+  const r = mulberry32(seed);
+  const filler = Array.from({ length: 200 }, (_, i) => `filler${i}`);
+  const texts: string[] = [];
+  const gold = new Int32Array(n);
+  const splits: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const k = i % C;
+    const ws = Array.from({ length: 3 + Math.floor(r() * 5) }, () => filler[Math.floor(r() * filler.length)]);
+    ws.splice(Math.floor(r() * ws.length), 0, `key${k}`);
+    texts.push(ws.join(' '));
+    gold[i] = k;
+    splits.push(i % 5 === 4 ? 'test' : 'train');
+  }
+  const targetProbs = new Float32Array(n * C);
+  gold.forEach((g, i) => (targetProbs[i * C + g] = 1));
+  return {
+    task: { id: 1, name: 'keys', labels: ['a', 'b', 'c'], input_kind: 'text' },
+    n,
+    ids: texts.map((_, i) => `t${i}`),
+    splits,
+    gold,
+    targetProbs,
+    targetHard: gold,
+    teacherHard: new Int32Array(n).fill(-1),
+    texts,
+    preprocess: { input: 'text' },
+  };
+}
+
+const config: FastTrainConfig = { epochs: 20, lr: 0.5, seed: 3, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 4 };
+const spec: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 4096, dim: 16, hidden: [], bigrams: true };
+
+test('learns a separable text task to 100% (train, validation and test), and reports like the tfjs trainer', async () => {
+  const ds = separable(300, 1);
+  const dir = workDir();
+  const r = await trainFasttextFast(ds, spec, config, dir);
+  assert.equal(r.history.length, 20);
+  const last = r.history.at(-1)!;
+  assert.equal(last.train_accuracy, 1);
+  assert.equal(last.val_accuracy, 1);
+  assert.equal(r.test.accuracy, 1);
+  assert.equal(r.test.n, 60);
+  assert.ok(r.history[0].terms.ce > last.terms.ce, `ce ${r.history[0].terms.ce} → ${last.terms.ce}`);
+  assert.deepEqual(Object.keys(last.terms), ['ce']);
+  assert.ok(last.lr > 0 && last.lr < config.lr / 10, `linear decay: last lr ${last.lr}`);
+  assert.equal(r.params, 4096 * 16 + 16 * C + C);
+  assert.ok(fs.existsSync(path.join(dir, 'model.json')) && fs.existsSync(path.join(dir, 'weights.bin')));
+});
+
+test('KD alone (soft targets, T = 2) also learns it, and its loss falls', async () => {
+  const ds = separable(300, 2);
+  // A teacher that is right but unsure: 0.6 on the gold class, 0.2 elsewhere.
+  ds.targetProbs = ds.targetProbs.map((p) => (p === 1 ? 0.6 : 0.2));
+  const r = await trainFasttextFast(ds, spec, { ...config, ceWeight: 0, kdWeight: 1, temperature: 2 }, workDir());
+  assert.equal(r.test.accuracy, 1);
+  assert.deepEqual(Object.keys(r.history[0].terms), ['kd']);
+  assert.ok(r.history.at(-1)!.terms.kd < r.history[0].terms.kd);
+});
+
+test('deterministic: the same seed gives byte-identical weights.bin, another seed other weights', async () => {
+  const ds = separable(200, 4);
+  const [a, b, other] = [workDir(), workDir(), workDir()];
+  await trainFasttextFast(ds, spec, config, a);
+  await trainFasttextFast(ds, spec, config, b);
+  await trainFasttextFast(ds, spec, { ...config, seed: 4 }, other);
+  const bytes = (d: string) => fs.readFileSync(path.join(d, 'weights.bin'));
+  assert.ok(bytes(a).equals(bytes(b)), 'same seed, different weights');
+  assert.ok(!bytes(a).equals(bytes(other)), 'another seed, same weights');
+});
+
+test('the saved model loads with studentFromWeights and the tfjs forward gives the fast trainer’s probabilities', async () => {
+  const ds = separable(200, 5);
+  const dir = workDir();
+  await trainFasttextFast(ds, spec, config, dir);
+  const { spec: saved, tensors } = await loadWeights<SavedModelSpec>(dir);
+  assert.deepEqual(saved.student, spec);
+  assert.deepEqual(saved.labels, ds.task.labels);
+  const model = new LinearFasttext(spec, ...(['embed.w', 'head.w', 'head.b'].map((k) => tensors[k].dataSync() as Float32Array) as [Float32Array, Float32Array, Float32Array]));
+  const student = studentFromWeights(saved.student as FasttextSpec, tensors);
+  tf.dispose(Object.values(tensors));
+  const texts = [...ds.texts!.slice(0, 20), 'an unseen text entirely', '', 'key1 key2 key0 key1'];
+  const ours = model.predict(packBags(textBatch(texts, spec).bags, spec.buckets), texts.map((_, i) => i));
+  const theirs = tf.tidy(() => tf.softmax(student.forward(textBatch(texts, spec)).logits).dataSync());
+  student.dispose();
+  assert.equal(ours.length, theirs.length);
+  for (let j = 0; j < ours.length; j++) assert.ok(Math.abs(ours[j] - theirs[j]) < 1e-5, `probability ${j}: ${ours[j]} vs ${theirs[j]}`);
+});
+
+test('fit runs the given epochs over the given items only; the fast path refuses what it does not do', () => {
+  const bags = packBags([[1, 2], [3], [4, 5]], tiny.buckets);
+  const m = LinearFasttext.init(tiny, 1);
+  const before = m.clone();
+  const epochs: number[] = [];
+  fit(m, bags, Int32Array.from([0, 2]), { ceWeight: 1, kdWeight: 0, hard: Int32Array.from([0, 1, 2]) }, { epochs: 2, lr: 0.1, seed: 1, onEpoch: (e) => void epochs.push(e) });
+  assert.deepEqual(epochs, [0, 1]);
+  for (let d = 0; d < tiny.dim; d++) assert.equal(m.embed[3 * tiny.dim + d], before.embed[3 * tiny.dim + d], 'item 1 is not trained on');
+  assert.notDeepEqual(m.headW, before.headW);
+  assert.throws(() => packBags([[64]], tiny.buckets), /outside \[0, 64\)/);
+  assert.throws(() => LinearFasttext.init({ ...tiny, hidden: [8] }, 1), /linear head only/);
+  assert.match(fastPathUnsupported({ ...tiny, hidden: [8] }, {}) ?? '', /linear head/);
+  assert.match(fastPathUnsupported(tiny, {}, true) ?? '', /resume/);
+  assert.equal(fastPathUnsupported(tiny, { epochs: 3 }), null);
+});
