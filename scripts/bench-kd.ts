@@ -38,7 +38,7 @@ import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
 import { formatName, parseSoftFormat } from '../src/soft/codec.ts';
 import { Store } from '../src/store/store.ts';
-import { loadTask } from '../src/task/task.ts';
+import { taskFromArg } from '../src/cli/task.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset } from '../src/train/data.ts';
 import { testReport } from '../src/infer/evaluate.ts';
@@ -73,7 +73,7 @@ const program = new Command('bench-kd')
   .option('--vit-batch-size <n>', 'ViT rows: batch size (default: --batch-size)', intArg(1))
   .option('--teacher-batch-size <n>', 'CNN teacher: batch size (default: --batch-size)', intArg(1))
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
-  .option('--task <file>', 'task file', 'prompts/mnist.md')
+  .option('--task <name|file>', 'task name (prompts/NAME.md) or task file', 'mnist')
   .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
   .option('--json', 'print one JSON object with every figure as the last line', false);
 
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   log(`work folder: ${work}${opts.keep ? '' : ' (removed at the end)'}`);
   try {
     // ---- data: PNGs, JSONL, store -------------------------------------------------
-    const task = loadTask(opts.task);
+    const task = taskFromArg(opts.task);
     const lines: string[] = [];
     for (const [split, limit] of [['train', opts.train], ['test', opts.test]] as const) {
       const m = loadMnist(split, { limit });

@@ -165,9 +165,9 @@ async function runTfjs(d: TextData, n: number): Promise<{ train: number; seconds
   };
   const dir = mkdtempSync(join(tmpdir(), 'bench-text-tfjs-'));
   try {
-    const config = { epochs: opts.epochs, batchSize: 64, lr: 1e-3, weightDecay: 0.05, seed: opts.seed, clip: 1, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 4 };
+    const config = { epochs: opts.epochs, batchSize: 64, lr: 1e-3, weightDecay: 0.05, seed: opts.seed, clip: 1, patience: 0 };
     const t0 = performance.now();
-    const r = await train(ds, spec, { ...config, distill: 'hard', distillWeight: 0, testEachEpoch: false }, dir);
+    const r = await train(ds, spec, { ...config, distill: ['ce'], settings: { ceWeight: 1 }, testEachEpoch: false }, dir);
     return { train: Math.min(n, d.train.length), seconds: (performance.now() - t0) / 1000, accuracy: r.test.accuracy ?? 0 };
   } finally {
     rmSync(dir, { recursive: true, force: true });

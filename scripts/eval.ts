@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { addBackendOption, addDbOption, addJsonOption, addStudentDirOption, addTaskOption, addTeachersOption, openExistingStore } from '../src/cli/options.ts';
+import { addBackendOption, addDbOption, addJsonOption, addStudentDirOption, addTaskOption, addTeachersOption, openExistingStore, requireDb } from '../src/cli/options.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
@@ -25,6 +25,7 @@ const program = addJsonOption(
 
 runCli(async () => {
   const opts = program.parse().opts<EvalOptions>();
+  requireDb(opts.db);
   log(`backend: ${(await selectBackend(opts.backend)).detail}`);
   const store = openExistingStore(opts.db);
   let report: TestReport;

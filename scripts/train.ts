@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { addBackendOption, addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore } from '../src/cli/options.ts';
+import { addBackendOption, addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore, requireDb } from '../src/cli/options.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -10,7 +10,8 @@ import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
-import { train, writeMetrics, type TrainConfig } from '../src/train/trainer.ts';
+import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
+import { train, writeMetrics, type TrainConfig, type TrainHooks, type TrainResult } from '../src/train/trainer.ts';
 
 type Arch = 'logreg' | 'mlp' | 'cnn' | 'vit' | 'fasttext';
 
@@ -27,7 +28,8 @@ interface TrainOptions extends Partial<DistillSettings> {
   resume: boolean;
   epochs: number;
   batchSize: number;
-  lr: number;
+  lr?: number;
+  trainer: 'auto' | 'fast' | 'tfjs';
   weightDecay: number;
   warmup?: number;
   clip: number;
@@ -64,7 +66,12 @@ const program = addTargetOptions(
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
     .option('--epochs <n>', 'epochs', intArg(1), 10)
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
-    .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
+    .option('--lr <x>', `peak learning rate (AdamW, default 1e-3; the fast fasttext trainer's initial SGD rate, default ${FAST_DEFAULT_LR})`, numberArg(0))
+    .addOption(
+      new Option('--trainer <kind>', 'fasttext: fast = plain-TypeScript SGD touching only the rows a text uses (ce and kd only), tfjs = the general trainer; auto: fast where it applies')
+        .choices(['auto', 'fast', 'tfjs'])
+        .default('auto'),
+    )
     .option('--weight-decay <x>', 'decoupled weight decay (matrices only)', numberArg(0), 0.05)
     .option('--warmup <steps>', 'linear warm-up steps before the cosine decay (default: 5% of all steps)', intArg(0))
     .option('--clip <norm>', 'clip gradients to this global norm (0: off)', numberArg(0), 1)
@@ -97,6 +104,7 @@ for (const { key, flag, users } of distillFlags()) {
 
 runCli(async () => {
   const opts = program.parse().opts<TrainOptions>();
+  requireDb(opts.db);
   const backend = await selectBackend(opts.backend);
   log(`backend: ${backend.detail}`);
   const init = opts.initFrom ? await savedSpec(opts.initFrom) : undefined;
@@ -116,10 +124,13 @@ runCli(async () => {
   const spec = opts.arch ? studentSpec(opts, opts.arch, ds) : init!.student;
   const distill = opts.distill ?? [opts.supervised ? 'ce' : 'ce,kd', ...(spec.kind === 'vit' && spec.distillToken ? ['deit'] : [])].join(',').split(',');
   const settings = distillSettings(opts, distill);
+  const unsupported = fastPathUnsupported(spec, { distill, featureTeacher: opts.featureTeacher, initFrom: opts.initFrom, augment: opts.augment }, opts.resume);
+  if (opts.trainer === 'fast' && unsupported) throw new DistilleryError(`--trainer fast: ${unsupported}`);
+  const fast = opts.trainer === 'fast' || (opts.trainer === 'auto' && unsupported === null);
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
-    lr: opts.lr,
+    lr: opts.lr ?? (fast ? FAST_DEFAULT_LR : 1e-3),
     weightDecay: opts.weightDecay,
     warmup: opts.warmup,
     seed: opts.seed,
@@ -133,9 +144,7 @@ runCli(async () => {
   };
   const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
   let epoch = 0;
-  const result = await train(ds, spec, config, opts.out, {
-    resume: opts.resume,
-    hooks: {
+  const hooks: TrainHooks = {
       onBatch: (done, total) => {
         if (!bar) return;
         if (done <= config.batchSize) bar.start(total, 0, { epoch });
@@ -148,11 +157,16 @@ runCli(async () => {
         const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
         log(`epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} (${terms}) train ${pct(r.train_accuracy)} val ${pct(r.val_accuracy)} test ${pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`);
       },
-    },
-  });
+  };
+  if (fast) log('trainer: fast fasttext (SGD over the rows each text touches)');
+  const result: TrainResult =
+    fast && spec.kind === 'fasttext'
+      ? await trainFasttextFast(ds, spec, fastConfig(config), opts.out, { hooks })
+      : await train(ds, spec, config, opts.out, { resume: opts.resume, hooks });
   writeMetrics(opts.out, {
     command: `tsx scripts/train.ts ${process.argv.slice(2).join(' ')}`,
     backend: backend.backend,
+    trainer: fast ? 'fast' : 'tfjs',
     seed: opts.seed,
     student: spec,
     params: result.params,

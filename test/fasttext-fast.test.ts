@@ -129,7 +129,7 @@ function separable(n: number, seed: number): Dataset {
   };
 }
 
-const config: FastTrainConfig = { epochs: 20, lr: 0.5, seed: 3, patience: 0, ceWeight: 1, kdWeight: 0, temperature: 4 };
+const config: FastTrainConfig = { epochs: 20, lr: 0.5, seed: 3, patience: 0, ceWeight: 1, kdWeight: 0, kdTemperature: 4 };
 const spec: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 4096, dim: 16, hidden: [], bigrams: true };
 
 test('learns a separable text task to 100% (train, validation and test), and reports like the tfjs trainer', async () => {
@@ -153,7 +153,7 @@ test('KD alone (soft targets, T = 2) also learns it, and its loss falls', async 
   const ds = separable(300, 2);
   // A teacher that is right but unsure: 0.6 on the gold class, 0.2 elsewhere.
   ds.targetProbs = ds.targetProbs.map((p) => (p === 1 ? 0.6 : 0.2));
-  const r = await trainFasttextFast(ds, spec, { ...config, ceWeight: 0, kdWeight: 1, temperature: 2 }, workDir());
+  const r = await trainFasttextFast(ds, spec, { ...config, ceWeight: 0, kdWeight: 1, kdTemperature: 2 }, workDir());
   assert.equal(r.test.accuracy, 1);
   assert.deepEqual(Object.keys(r.history[0].terms), ['kd']);
   assert.ok(r.history.at(-1)!.terms.kd < r.history[0].terms.kd);
@@ -199,7 +199,8 @@ test('fit runs the given epochs over the given items only; the fast path refuses
   assert.notDeepEqual(m.headW, before.headW);
   assert.throws(() => packBags([[64]], tiny.buckets), /outside \[0, 64\)/);
   assert.throws(() => LinearFasttext.init({ ...tiny, hidden: [8] }, 1), /linear head only/);
-  assert.match(fastPathUnsupported({ ...tiny, hidden: [8] }, {}) ?? '', /linear head/);
-  assert.match(fastPathUnsupported(tiny, {}, true) ?? '', /resume/);
-  assert.equal(fastPathUnsupported(tiny, { epochs: 3 }), null);
+  assert.match(fastPathUnsupported({ ...tiny, hidden: [8] }, { distill: ['ce', 'kd'] }) ?? '', /linear head/);
+  assert.match(fastPathUnsupported(tiny, { distill: ['ce'] }, true) ?? '', /resume/);
+  assert.match(fastPathUnsupported(tiny, { distill: ['ce', 'multi-kd'] }) ?? '', /ce and kd distillers only/);
+  assert.equal(fastPathUnsupported(tiny, { distill: ['ce', 'kd'], epochs: 3 }), null);
 });

@@ -256,7 +256,7 @@ describe('train: CLI', { concurrency: 3 }, () => {
     ok(rb);
     ok(rc);
     oneLineError(both, /--init-from: choose --resume or --init-from, not both/);
-    oneLineError(other, /--init-from .*another student/);
+    oneLineError(other, /--init-from: .*another student/);
     const [ma, mb, mc] = [metrics(A), metrics(B), metrics(C)];
     assert.deepEqual(Object.keys(mb.history[0].terms), ['kd']);
     assert.equal(mb.history[0].test_accuracy, ma.test.accuracy, 'the first epoch is the loaded model');

@@ -14,28 +14,59 @@ import { tf } from '../backend.ts';
 import type { Dataset } from '../data.ts';
 import { saveWeights } from '../io.ts';
 import { textBatch, type FasttextSpec, type StudentSpec } from '../models/index.ts';
-import { splitIndices, testReport, type EpochRecord, type SavedModelSpec, type TrainConfig, type TrainHooks, type TrainResult } from '../trainer.ts';
+import { testReport } from '../../infer/evaluate.ts';
+import { distillDefaults } from '../distill/index.ts';
+import { splitIndices, type EpochRecord, type SavedModelSpec, type TrainConfig, type TrainHooks, type TrainResult } from '../trainer.ts';
 import { fit, LinearFasttext, packBags, temperTeacher, type Objective, type PackedBags } from './fasttext.ts';
 
 /** fastText's supervised default is 0.1; 0.5 (its tutorial's) trains SST-2 and Banking77 as well, see notes/fasttext.md. */
 export const FAST_DEFAULT_LR = 0.5;
 
-/** What the fast trainer reads of TrainConfig (lr is SGD's initial rate, not AdamW's). */
-export type FastTrainConfig = Pick<TrainConfig, 'epochs' | 'lr' | 'seed' | 'patience' | 'ceWeight' | 'kdWeight' | 'temperature' | 'testEachEpoch'>;
+/** What the fast trainer reads (lr is SGD's initial rate, not AdamW's); the objective is ce + kd only. */
+export interface FastTrainConfig {
+  epochs: number;
+  lr: number;
+  seed: number;
+  patience: number;
+  ceWeight: number;
+  kdWeight: number;
+  kdTemperature: number;
+  testEachEpoch?: boolean;
+}
+
+/** The distillers the fast trainer implements (in plain TypeScript, the same formulas as ce.ts and kd.ts). */
+const FAST_DISTILLERS = ['ce', 'kd'];
 
 /** Why the fast trainer cannot train this (spec, config, resume), or null when it can. */
-export function fastPathUnsupported(spec: StudentSpec, c: Partial<TrainConfig>, resume = false): string | null {
+export function fastPathUnsupported(spec: StudentSpec, c: Pick<TrainConfig, 'distill'> & Partial<TrainConfig>, resume = false): string | null {
   if (spec.kind !== 'fasttext') return `it trains the fasttext student only (got ${spec.kind})`;
   if ((spec.hidden ?? []).length > 0) return 'it trains a linear head only (--hidden given)';
-  if (c.featureKd) return 'no feature KD';
+  const other = c.distill.filter((d) => !FAST_DISTILLERS.includes(d));
+  if (other.length > 0) return `it implements the ce and kd distillers only (--distill has ${other.join(', ')})`;
+  if (c.featureTeacher) return 'no feature teacher';
+  if (c.initFrom) return 'no --init-from';
   if (c.augment) return 'no augmentation';
   if (resume) return 'no --resume (it writes no checkpoint)';
   return null;
 }
 
+/** The fast trainer's settings from the trainer's config: the ce and kd distillers' weights (0 when not chosen). */
+export function fastConfig(c: TrainConfig): FastTrainConfig {
+  const s = distillDefaults(c.settings);
+  return {
+    epochs: c.epochs,
+    lr: c.lr,
+    seed: c.seed,
+    patience: c.patience,
+    ceWeight: c.distill.includes('ce') ? s.ceWeight : 0,
+    kdWeight: c.distill.includes('kd') ? s.kdWeight : 0,
+    kdTemperature: s.kdTemperature,
+    ...(c.testEachEpoch !== undefined ? { testEachEpoch: c.testEachEpoch } : {}),
+  };
+}
+
 export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: FastTrainConfig, outDir: string, o: { hooks?: TrainHooks } = {}): Promise<TrainResult> {
-  const why = fastPathUnsupported(spec, c);
-  if (why) throw new DistilleryError(`fast fasttext trainer: ${why}`);
+  if ((spec.hidden ?? []).length > 0) throw new DistilleryError('fast fasttext trainer: it trains a linear head only (--hidden given)');
   if (!ds.texts) throw new DistilleryError(`task "${ds.task.name}": the fasttext student trains on text tasks only`);
   if (c.ceWeight <= 0 && c.kdWeight <= 0) throw new DistilleryError('fast fasttext trainer: ce and kd weights are both 0: nothing to train on');
   const { train, val, test } = splitIndices(ds, c.seed);
@@ -46,7 +77,7 @@ export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: Fast
     ceWeight: c.ceWeight,
     kdWeight: c.kdWeight,
     hard: ds.targetHard,
-    ...(c.kdWeight > 0 ? { teacher: temperTeacher(ds.targetProbs, nc, c.temperature) } : {}),
+    ...(c.kdWeight > 0 ? { teacher: temperTeacher(ds.targetProbs, nc, c.kdTemperature) } : {}),
   };
   const model = LinearFasttext.init(spec, c.seed);
   const history: EpochRecord[] = [];
@@ -64,7 +95,8 @@ export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: Fast
       const record: EpochRecord = {
         epoch,
         loss: mean.loss,
-        terms: { ...(c.ceWeight > 0 ? { ce: mean.ce } : {}), ...(c.kdWeight > 0 ? { kd: mean.kd } : {}) },
+        // Weighted, as the distillers' terms are: they sum to the loss.
+        terms: { ...(c.ceWeight > 0 ? { ce: c.ceWeight * mean.ce } : {}), ...(c.kdWeight > 0 ? { kd: c.kdWeight * mean.kd } : {}) },
         train_accuracy: targetAccuracy(model, bags, ds, train) ?? 0,
         val_accuracy: targetAccuracy(model, bags, ds, val),
         test_accuracy: test.length && c.testEachEpoch !== false ? testReport(model.predict(bags, test), ds, test).accuracy : null,
