@@ -16,7 +16,7 @@ import { loadWeights } from '../src/train/io.ts';
 import { crossEntropy, kdLoss } from '../src/train/losses.ts';
 import { studentFromWeights, textBatch, type FasttextSpec } from '../src/train/models/index.ts';
 import type { SavedModelSpec } from '../src/train/trainer.ts';
-import { workDir } from './helpers.ts';
+import { animalRows, runScript, workDir, writeJsonl, writeTask } from './helpers.ts';
 
 before(async () => {
   await selectBackend('wasm');
@@ -203,4 +203,30 @@ test('fit runs the given epochs over the given items only; the fast path refuses
   assert.match(fastPathUnsupported(tiny, { distill: ['ce'] }, true) ?? '', /resume/);
   assert.match(fastPathUnsupported(tiny, { distill: ['ce', 'multi-kd'] }) ?? '', /ce and kd distillers only/);
   assert.equal(fastPathUnsupported(tiny, { distill: ['ce', 'kd'], epochs: 3 }), null);
+});
+
+test('train.ts picks the fast trainer for a linear fasttext student (--trainer auto), and --trainer tfjs/fast choose', async () => {
+  const dir = workDir();
+  const task = writeTask(dir, { name: 'animals' });
+  const rows = animalRows(60).map((r, i) => ({ ...r, split: i % 4 === 0 ? 'test' : 'train' }));
+  const input = writeJsonl(dir, 'animals.jsonl', rows);
+  const db = path.join(dir, 'distill.db');
+  const imported = await runScript('import', ['--db', db, '--task', task, '--input', input]);
+  assert.equal(imported.code, 0, imported.stderr);
+  const common = ['--db', db, '--arch', 'fasttext', '--supervised', '--epochs', '2', '--buckets', '1024', '--dim', '8', '--backend', 'cpu'];
+  const [auto, tfjs, fastMlp] = await Promise.all([
+    runScript('train', [...common, '--out', path.join(dir, 'auto')]),
+    runScript('train', [...common, '--trainer', 'tfjs', '--out', path.join(dir, 'tfjs')]),
+    runScript('train', [...common, '--trainer', 'fast', '--hidden', '8', '--out', path.join(dir, 'mlp')]),
+  ]);
+  assert.equal(auto.code, 0, auto.stderr);
+  assert.equal(tfjs.code, 0, tfjs.stderr);
+  const metrics = (name: string) => JSON.parse(fs.readFileSync(path.join(dir, name, 'metrics.json'), 'utf8'));
+  assert.equal(metrics('auto').trainer, 'fast');
+  assert.equal(metrics('auto').config.lr, 0.5, 'SGD starts at fastText-style rate unless --lr is given');
+  assert.equal(metrics('tfjs').trainer, 'tfjs');
+  assert.equal(metrics('tfjs').config.lr, 1e-3);
+  assert.deepEqual(Object.keys(metrics('auto').history[0].terms), ['ce']);
+  assert.equal(fastMlp.code, 1);
+  assert.match(fastMlp.stderr, /--trainer fast: it trains a linear head only/);
 });
