@@ -154,7 +154,7 @@ async function prefilledTemplate(task: Task, settings: TeacherSettings, dir: str
   const { itemIds, taskRow } = await store.importItems(task, readItems(inputFile(dir, 'prefill', n, 1_000_000), task));
   const client = new TeacherClient({ baseURL: settings.baseURL, apiKeyEnv: 'BENCH_NO_KEY', timeoutMs: 60_000 });
   await runLabeling({ store, task, taskRow, client, settings: { ...settings, model: 'bench-prefill' }, price: { input: 0, output: 0, source: 'bench' }, concurrency: 32, limits: {}, retry: DEFAULT_RETRY, maxInvalid: 2, retryFailed: false, itemIds });
-  store.db.pragma('wal_checkpoint(TRUNCATE)');
+  store.checkpoint();
   store.close();
   return path;
 }
