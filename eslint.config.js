@@ -102,4 +102,16 @@ export default defineConfig(
       '@typescript-eslint/no-this-alias': ['error', { allowedNames: ['self'] }],
     },
   },
+  {
+    // SQL lives in src/store/: the store's own modules reach its connection through Store.sqlOf, everyone else calls a
+    // Store method (tests open their own connection on store.path).
+    files: ['src/**/*.ts', 'scripts/**/*.ts', 'test/**/*.ts'],
+    ignores: ['src/store/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "MemberExpression[property.name='sqlOf']", message: 'Store.sqlOf is for src/store/ only: add a Store method for the query.' },
+      ],
+    },
+  },
 );

@@ -1,14 +1,26 @@
 import { Command, type OptionValues } from 'commander';
 import { addDbOption, addInputOptions, addTaskOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
-import { taskFromArg } from '../src/cli/task.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
-import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup } from '../src/cli/teacher.ts';
+import { addTeacherOptions } from '../src/cli/teacher-options.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { readItems } from '../src/input/read.ts';
-import { planLabeling } from '../src/label/plan.ts';
 import type { LabelOptions } from '../src/label/types.ts';
-import { Store, type TaskRow } from '../src/store/store.ts';
-import { softModeName } from '../src/teacher/request.ts';
+import type { Store, TaskRow } from '../src/store/store.ts';
+
+/**
+ * What a run needs beyond parsing its flags, loaded once they are parsed: openai, zod, yaml and the labeling modules
+ * take most of a second to load, which `--help` and a mistyped flag need not wait for.
+ */
+async function loadLabeling() {
+  const [task, teacher, read, plan, store, request] = await Promise.all([
+    import('../src/cli/task.ts'),
+    import('../src/cli/teacher.ts'),
+    import('../src/input/read.ts'),
+    import('../src/label/plan.ts'),
+    import('../src/store/store.ts'),
+    import('../src/teacher/request.ts'),
+  ]);
+  return { ...task, ...teacher, ...read, ...plan, Store: store.Store, softModeName: request.softModeName };
+}
 
 /** label's own flags; the teacher flags (src/cli/teacher.ts) ride along in OptionValues. */
 interface LabelFlags extends InputFlags, OptionValues {
@@ -27,6 +39,8 @@ const program = addTeacherOptions(addInputOptions(
 
 runCli(async () => {
   const opts = program.parse().opts<LabelFlags>();
+  const { taskFromArg, teacherSetup, Store, interruptOnSigint, labelOptions, planLabeling, estimateCost, softModeName, readItems, runTeacherPass, labelSummary, labelExitCode } =
+    await loadLabeling();
   const task = taskFromArg(opts.task, opts.db);
   const teacher = teacherSetup(opts, task);
   const store = Store.open(opts.db);

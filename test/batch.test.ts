@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { batchJobSummaries } from '../src/batch/ledger.ts';
+import { batchJobSummaries } from '../src/store/batch-ledger.ts';
 import { runBatchLabeling } from '../src/batch/batch.ts';
 import type { BatchOptions } from '../src/batch/types.ts';
 import { batchPrice, resolvePrice } from '../src/label/cost.ts';
@@ -37,11 +37,12 @@ import {
   writeJsonl,
   writeTask,
   type ScriptResult,
+  sqlOn,
 } from './helpers.ts';
 
 const stores: Store[] = [];
 after(() => {
-  for (const s of stores) if (s.db.open) s.close();
+  for (const s of stores) if (s.isOpen) s.close();
 });
 
 interface Setup {
@@ -137,7 +138,7 @@ describe('batch: the happy path', () => {
       assert.ok(Math.abs(batchRows[i].cost * 2 - liveRows[i].cost) < 1e-12, `batch cost ${batchRows[i].cost} is half of ${liveRows[i].cost}`);
     }
     // The request keys are the live path's (RequestBuilder's): the servers differ here (base URLs), so compare with the builder.
-    const keys = (st: Store) => (st.db.prepare('SELECT request_key FROM labels ORDER BY item_id').pluck().all() as string[]);
+    const keys = (st: Store) => sqlOn(st, (db) => db.prepare('SELECT request_key FROM labels ORDER BY item_id').pluck().all() as string[]);
     const builder = new RequestBuilder(b.task, b.opts().settings);
     assert.deepEqual(keys(b.store), b.store.itemsByIds(b.imported.itemIds).map((it) => builder.key(it)));
     // custom_id is the request key.
@@ -335,7 +336,7 @@ describe('batch: failures inside a batch', () => {
     assert.equal(liveRequests(b.fake).length, 2);
     assertAllLabeled(b, 6);
     // Live answers at the live price, batch answers at the batch price.
-    const costs = b.store.db.prepare('SELECT r.cost, r.prompt_tokens AS p, r.completion_tokens AS c FROM responses r').all() as Array<{ cost: number; p: number; c: number }>;
+    const costs = sqlOn(b.store, (db) => db.prepare('SELECT r.cost, r.prompt_tokens AS p, r.completion_tokens AS c FROM responses r').all()) as Array<{ cost: number; p: number; c: number }>;
     const live = costs.filter((x) => Math.abs(x.cost - (x.p * PRICE.input + x.c * PRICE.output) / 1e6) < 1e-12);
     assert.equal(live.length, 2);
   });

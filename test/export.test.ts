@@ -19,7 +19,7 @@ import { verifyExport } from '../src/export/verify.ts';
 import { encodeSoft, type SoftFormat } from '../src/soft/codec.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { buildTargets, type TargetsOptions } from '../src/targets/from-store.ts';
-import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, sqlOn, workDir, writeJsonl, writeTask } from './helpers.ts';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -320,8 +320,10 @@ describe('export: --as-of', () => {
     try {
       const full = manifestOf(await exportTo(store, task, path.join(dir, 'full')));
       // items imported after run 2 ended (made explicit: times are set, not waited for)
-      const t2 = (store.db.prepare('SELECT ended_at FROM runs WHERE id = 2').get() as { ended_at: string }).ended_at;
-      store.db.prepare('UPDATE items SET created_at = ? WHERE id > 10').run(new Date(Date.parse(t2) + 1000).toISOString());
+      sqlOn(store, (db) => {
+        const t2 = (db.prepare('SELECT ended_at FROM runs WHERE id = 2').get() as { ended_at: string }).ended_at;
+        db.prepare('UPDATE items SET created_at = ? WHERE id > 10').run(new Date(Date.parse(t2) + 1000).toISOString());
+      });
       const out = await exportTo(store, task, path.join(dir, 'asof'), { asOf: 2 });
       const m = manifestOf(out);
       const rows = jsonlRows(out) as Array<{ id: string; run: number; teacher: string }>;

@@ -8,6 +8,7 @@ import { after } from 'node:test';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { PNG } from 'pngjs';
 import { readItems } from '../src/input/read.ts';
 import type { LabelOptions } from '../src/label/types.ts';
@@ -151,13 +152,14 @@ export interface LabelRowView {
 
 /** Every label row, in item order then label order, soft labels decoded to probabilities. */
 export function labelRows(store: Store): LabelRowView[] {
-  store.flush();
-  const rows = store.db
-    .prepare(
-      `SELECT i.ext_id, i.input, l.status, l.label, l.soft, l.soft_method, l.raw, l.error, l.prompt_tokens, l.completion_tokens, l.cost, l.attempts, l.run_id
-       FROM labels l JOIN items i ON i.id = l.item_id ORDER BY i.id, l.id`,
-    )
-    .all() as any[];
+  const rows = sqlOn(store, (db) =>
+    db
+      .prepare(
+        `SELECT i.ext_id, i.input, l.status, l.label, l.soft, l.soft_method, l.raw, l.error, l.prompt_tokens, l.completion_tokens, l.cost, l.attempts, l.run_id
+         FROM labels l JOIN items i ON i.id = l.item_id ORDER BY i.id, l.id`,
+      )
+      .all(),
+  ) as any[];
   return rows.map((r) => ({
     ext_id: r.ext_id,
     text: JSON.parse(r.input).text,
@@ -176,8 +178,21 @@ export function labelRows(store: Store): LabelRowView[] {
 }
 
 export function count(store: Store, sql: string, ...params: unknown[]): number {
+  return sqlOn(store, (db) => (db.prepare(sql).get(...params) as { n: number }).n);
+}
+
+/**
+ * SQL on a store's file through a connection of the test's own (the store keeps its handle private), after the
+ * store's queued writes are committed. Also for writing what a test sets up (another holder's lease, old dates).
+ */
+export function sqlOn<T>(store: Store, use: (db: Database.Database) => T): T {
   store.flush();
-  return (store.db.prepare(sql).get(...params) as { n: number }).n;
+  const db = new Database(store.path, { fileMustExist: true });
+  try {
+    return use(db);
+  } finally {
+    db.close();
+  }
 }
 
 /** The item text a request is about: the part of the user message after "Text: ". */

@@ -30,13 +30,14 @@ import {
   tmpDir,
   writeJsonl,
   writeTask,
+  sqlOn,
 } from './helpers.ts';
 
 const dirs: string[] = [];
 const fakes: FakeTeacher[] = [];
 const stores: Store[] = [];
 after(async () => {
-  for (const s of stores) if (s.db.open) s.close();
+  for (const s of stores) if (s.isOpen) s.close();
   await Promise.all(fakes.map((f) => f.close()));
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
@@ -118,7 +119,7 @@ describe('runLabeling: happy path', () => {
       assert.equal(r.attempts, 1);
     }
     // The soft label is stored as log-probabilities (temperable later).
-    const blob = s.store.db.prepare('SELECT soft FROM labels LIMIT 1').get() as { soft: Buffer };
+    const blob = sqlOn(s.store, (db) => db.prepare('SELECT soft FROM labels LIMIT 1').get()) as { soft: Buffer };
     assert.equal(decodeSoft(blob.soft).kind, 'logprobs');
 
     const run = runRow(s.store, res.run!.id);
@@ -383,8 +384,7 @@ describe('runLabeling: image task', () => {
     const expected = files.map((f) => fs.readFileSync(f));
     for (const bytes of sent) assert.ok(expected.some((e) => e.equals(bytes)), 'the data URL carries the file bytes');
 
-    store.flush();
-    const rows = store.db.prepare(`SELECT status, label, soft FROM labels`).all() as Array<{ status: string; label: string; soft: Buffer }>;
+    const rows = sqlOn(store, (db) => db.prepare(`SELECT status, label, soft FROM labels`).all()) as Array<{ status: string; label: string; soft: Buffer }>;
     assert.equal(rows.length, 3);
     for (const r of rows) {
       assert.equal(r.status, 'ok');

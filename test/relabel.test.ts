@@ -18,7 +18,7 @@ import { encodeSoft } from '../src/soft/codec.ts';
 import { currentLease, Lease, LeaseHeld, processGone, procStatState } from '../src/store/lease.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { defaultTeacher, type ChatRequest, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, count, fakeServer, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { animalRows, count, fakeServer, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, sqlOn, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
 
 
 describe('relabel policies', () => {
@@ -65,8 +65,7 @@ describe('relabel policies', () => {
     const c = run('gpt-b', task.version);
     put(c.id, 8, LABELS[8 % 3], 0.9);
     put(c.id, 2, 'cat', 0.9); // gpt-a said bird
-    store.flush();
-    store.db.prepare(`UPDATE labels SET created_at = ? WHERE item_id = ? AND run_id = ?`).run(new Date(Date.now() - 10 * 86_400_000).toISOString(), ids[5], a.id);
+    sqlOn(store, (db) => db.prepare(`UPDATE labels SET created_at = ? WHERE item_id = ? AND run_id = ?`).run(new Date(Date.now() - 10 * 86_400_000).toISOString(), ids[5], a.id));
     const ctx = (over: Partial<SelectContext> = {}): SelectContext => ({ model: 'gpt-a', promptVersion: task.version, baseConfig: 'cfg', now: new Date(), ...over });
     return { store, task, taskRow: imported.taskRow as TaskRow, ids, ctx };
   }
@@ -121,7 +120,7 @@ describe('relabel passes', () => {
     assert.equal(fake.answered, 18, 'every item asked once more');
     assert.equal(count(store, 'SELECT count(*) AS n FROM labels'), 18, 'old labels stay');
     assert.deepEqual(out.drift, { compared: 9, changed: 3, confusion: { cat: { cat: 3 }, dog: { bird: 3 }, bird: { bird: 3 } } });
-    const stored = JSON.parse((store.db.prepare('SELECT drift FROM relabels WHERE id = ?').get(out.relabel!.id) as { drift: string }).drift);
+    const stored = JSON.parse((sqlOn(store, (db) => db.prepare('SELECT drift FROM relabels WHERE id = ?').get(out.relabel!.id)) as { drift: string }).drift);
     assert.deepEqual(stored, out.drift);
 
     // Every answer has top probability 0.8, but this teacher with these settings was just asked again: not twice.
@@ -186,7 +185,7 @@ describe('lease', () => {
 
     // A holder on another machine that stopped renewing: blocks until its expiry, not after.
     const put = (expires: Date, host: string, pid: number) =>
-      store.db.prepare(`INSERT OR REPLACE INTO leases VALUES ('relabel', 'other', ?, ?, 'crashed', ?, ?)`).run(pid, host, new Date().toISOString(), expires.toISOString());
+      sqlOn(store, (db) => db.prepare(`INSERT OR REPLACE INTO leases VALUES ('relabel', 'other', ?, ?, 'crashed', ?, ?)`).run(pid, host, new Date().toISOString(), expires.toISOString()));
     put(new Date(Date.now() + 60_000), 'another-host', 1);
     assert.throws(() => Lease.acquire(store, 'relabel', { ttlMs: 1000, command: 'x' }), LeaseHeld);
     put(new Date(Date.now() - 1), 'another-host', 1);
@@ -224,9 +223,11 @@ describe('lease', () => {
 
     const store = Store.open(path.join(workDir(), 'z.db'));
     const put = (holderPid: number) =>
-      store.db
-        .prepare(`INSERT OR REPLACE INTO leases VALUES ('label', 'other', ?, ?, 'label', ?, ?)`)
-        .run(holderPid, hostname(), new Date().toISOString(), new Date(Date.now() + 60_000).toISOString());
+      sqlOn(store, (db) =>
+        db
+          .prepare(`INSERT OR REPLACE INTO leases VALUES ('label', 'other', ?, ?, 'label', ?, ?)`)
+          .run(holderPid, hostname(), new Date().toISOString(), new Date(Date.now() + 60_000).toISOString()),
+      );
     put(parent.pid!);
     assert.throws(() => Lease.acquire(store, 'label', { ttlMs: 1000, command: 'x' }), LeaseHeld);
     put(pid);
@@ -239,7 +240,7 @@ describe('lease', () => {
     const store = Store.open(path.join(dir, 'l2.db'));
     let lost = 0;
     const lease = Lease.acquire(store, 'relabel', { ttlMs: 60_000, command: 'a' }, () => lost++);
-    store.db.prepare(`UPDATE leases SET holder = 'someone-else'`).run();
+    sqlOn(store, (db) => db.prepare(`UPDATE leases SET holder = 'someone-else'`).run());
     lease.renew();
     assert.equal(lost, 1);
     assert.equal(lease.isLost, true);

@@ -16,8 +16,10 @@ const task = parseTask('---\nname: t\nlabels: [a, b]\n---\nSay: {{text}}\n', 'ta
 test('a new database is migrated to the current schema version, with WAL', () => {
   const path = join(tmp(), 'x.db');
   const store = Store.open(path);
-  assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-  assert.equal(store.db.pragma('journal_mode', { simple: true }), 'wal');
+  const db = new Database(path, { readonly: true });
+  assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+  assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+  db.close();
   store.close();
   // Opening again is a no-op.
   Store.open(path).close();

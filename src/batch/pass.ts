@@ -17,7 +17,7 @@ import { emptyStats, type LabelOptions, type LabelStats, type Plan, type StopSta
 import type { ItemRow, RunRow, Store } from '../store/store.ts';
 import { RequestBuilder } from '../teacher/request.ts';
 import { classifyError, retryDelayMs } from '../teacher/retry.ts';
-import { BatchLedger, TERMINAL, type JobRequestRow, type JobRow } from './ledger.ts';
+import { BatchLedger, TERMINAL, type JobRequestRow, type JobRow } from '../store/batch-ledger.ts';
 import { BATCH_LIMITS, type BatchJobCounts, type BatchLabelResult, type BatchOptions } from './types.ts';
 
 /** Consecutive polls whose API calls all failed (each after its retries) before a waiting run gives up for now. */
@@ -375,7 +375,7 @@ export class BatchPass {
     const batchErrors = this.o.client.redact((batch.errors?.data ?? []).map((e) => `${e.code ?? 'error'}: ${e.message ?? ''}`.trim()).join('; '));
     const n: Tally = { answered: 0, invalid: 0, failed: 0, missing: 0, cost: 0 };
     this.store.flush();
-    this.store.db.transaction(() => {
+    this.store.transactionSync(() => {
       for (const r of this.ledger.requests(job.id)) {
         if (r.state !== 'pending') continue;
         const l = lines.get(r.request_key);
@@ -387,7 +387,7 @@ export class BatchPass {
         `${batch.status}: ${n.answered} labeled, ${n.invalid} invalid, ${n.failed} failed, ${n.missing} without an answer` + (batchErrors ? `; ${batchErrors}` : '');
       this.ledger.finishJob(job.id, n.cost, message.slice(0, 1000));
       this.store.flush();
-    }).immediate();
+    });
     this.jobs.collected++;
     this.log(
       `batch job ${job.id}: ingested ${job.batch_id} (${batch.status}): ${n.answered} labeled, ${n.invalid} invalid, ${n.failed} failed, ` +

@@ -1,11 +1,9 @@
 /**
- * The teacher flags and their wiring, shared by label.ts and relabel.ts:
- * one definition of how a command line becomes LabelOptions.
+ * The teacher flags' wiring, shared by label.ts and relabel.ts: one definition of how a command line becomes
+ * LabelOptions. The flags themselves are in teacher-options.ts.
  */
-import { Option, type Command } from 'commander';
-import { fileURLToPath } from 'node:url';
 import { runBatchLabeling } from '../batch/batch.ts';
-import { BATCH_LIMITS, type BatchLabelResult, type BatchOptions } from '../batch/types.ts';
+import type { BatchLabelResult, BatchOptions } from '../batch/types.ts';
 import { batchPrice, costOf, loadPriceTable, resolvePrice } from '../label/cost.ts';
 import { runLabeling } from '../label/live.ts';
 import { makeProgress } from '../label/progress.ts';
@@ -15,49 +13,11 @@ import type { Task } from '../task/task.ts';
 import { TeacherClient } from '../teacher/client.ts';
 import { defaultMaxTokens, parseSoftMode } from '../teacher/request.ts';
 import { DEFAULT_RETRY } from '../teacher/retry.ts';
-import { addStoreOption, storeFormat } from './options.ts';
-import { EXIT, intArg, log, numberArg } from './run.ts';
+import { storeFormat } from './options.ts';
+import { EXIT, log } from './run.ts';
 
-const DEFAULT_PRICES = fileURLToPath(new URL('../../prices.json', import.meta.url));
-
-/** Every flag that says which teacher to ask and how: model, decoding, limits, retries, prices, cost cap. */
-export function addTeacherOptions(cmd: Command): Command {
-  return addStoreOption(
-    cmd
-      .requiredOption('--model <name>', 'teacher model')
-      .option('--base-url <url>', 'OpenAI-compatible endpoint (default: env OPENAI_BASE_URL, else the official API)')
-      .option('--api-key-env <name>', 'environment variable holding the API key', 'OPENAI_API_KEY')
-      .option('--soft <mode>', 'soft labels: logprobs | samples:N | none', 'logprobs')
-      .option('--temperature <t>', 'sampling temperature (default 0, or 1 with samples:N)', numberArg(0, 2))
-      .option('--max-tokens <n>', 'max_tokens per answer (default: longest label answer + 16)', intArg(1))
-      .addOption(new Option('--image-detail <d>', 'image detail for vision models').choices(['low', 'high', 'auto']).default('low'))
-      .option('--concurrency <n>', 'requests in flight', intArg(1, 1024), 8)
-      .option('--rpm <n>', 'client-side requests-per-minute budget', intArg(1))
-      .option('--tpm <n>', 'client-side tokens-per-minute budget', intArg(1))
-      .option('--timeout <seconds>', 'per-request timeout', numberArg(0.01), 60)
-      .option('--max-retries <n>', 'retries per request for 429, 5xx, timeouts and dropped connections', intArg(0, 100), DEFAULT_RETRY.maxRetries)
-      .option('--retry-base-ms <ms>', 'first backoff step (doubles each retry, with jitter)', intArg(1), DEFAULT_RETRY.baseDelayMs)
-      .option('--max-invalid <n>', 'invalid answers retried per item before it is recorded as failed', intArg(0, 100), 2)
-      .option('--retry-failed', 'ask again for items whose earlier answers were all invalid', false)
-      .option('--prices <file>', 'price table (US$ per 1M tokens)', DEFAULT_PRICES)
-      .option('--price-in <usd>', 'US$ per 1M input tokens (overrides the table)', numberArg(0))
-      .option('--price-out <usd>', 'US$ per 1M output tokens (overrides the table)', numberArg(0))
-      .option('--max-cost <usd>', 'hard cost cap for the run: no request starts that could take its total over this', numberArg(0))
-      .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
-      .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10)
-      .option('--batch', "send the requests through OpenAI's Batch API: half the price, answers within 24 hours; resumable (see the README)", false)
-      .option('--no-poll', 'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done')
-      .option('--poll-interval <seconds>', 'with --batch: seconds between polls of the running jobs', numberArg(0), 60)
-      .addOption(
-        new Option('--batch-retry <where>', 'with --batch: where items that got no answer (or an invalid one) inside a batch are asked again')
-          .choices(['batch', 'live'])
-          .default('batch'),
-      )
-      // Advanced: OpenAI's per-batch limits, overridable (tests split small).
-      .addOption(new Option('--batch-max-requests <n>', 'requests per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxRequests).hideHelp())
-      .addOption(new Option('--batch-max-bytes <n>', 'bytes of JSONL per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxBytes).hideHelp()),
-  );
-}
+// The flags live apart from this wiring so that a script can parse them (and print --help) before loading openai and zod.
+export { addTeacherOptions } from './teacher-options.ts';
 
 /** The batch flags as BatchOptions; undefined without --batch. */
 export function batchOptions(opts: Record<string, any>): BatchOptions | undefined {

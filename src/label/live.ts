@@ -4,7 +4,7 @@
  * recording answers (record.ts) are shared with the Batch API path, which also asks items live through labelLive.
  */
 import pLimit from 'p-limit';
-import { BatchLedger } from '../batch/ledger.ts';
+import { BatchLedger } from '../store/batch-ledger.ts';
 import { BudgetExceeded, TeacherError } from '../errors.ts';
 import type { ItemRow, RunRow } from '../store/store.ts';
 import { RequestBuilder, type TeacherRequest } from '../teacher/request.ts';

@@ -4,7 +4,7 @@
  * mode is never paid again in the other), and what the requests would cost. Sends nothing, writes nothing.
  */
 import { canonicalJson } from '../input/canonical.ts';
-import { liveBatchKeys } from '../batch/ledger.ts';
+import { liveBatchKeys } from '../store/batch-ledger.ts';
 import type { ItemRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { RequestBuilder, softModeName, type TeacherRequest, type TeacherSettings } from '../teacher/request.ts';

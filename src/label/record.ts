@@ -3,7 +3,6 @@
  * a hard label and a distribution (per soft mode), and every paid answer is stored — its response row always, a
  * label row once it settles the item.
  */
-import { inflateRawSync } from 'node:zlib';
 import type { ChatCompletion } from 'openai/resources/chat/completions';
 import { TeacherError } from '../errors.ts';
 import { defaultSoftFormat, encodeSoft, probsToLogprobs, type SoftFormat } from '../soft/codec.ts';
@@ -41,28 +40,9 @@ export function freshTotals(): AttemptTotals {
 
 /** The invalid answers a key already has in a run (after a batch, or a killed live run), as the label row's totals. */
 export function priorAttempts(store: Store, runId: number, requestKey: string): AttemptTotals {
-  store.flush();
-  const rows = store.db
-    .prepare(`SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE run_id = ? AND request_key = ? AND status = 'invalid' ORDER BY id`)
-    .all(runId, requestKey) as Array<{ body: Buffer; prompt_tokens: number; completion_tokens: number; cost: number; latency_ms: number }>;
-  const t: AttemptTotals = { promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, attempts: 0, invalid: 0, lastRaw: null, lastError: 'invalid answer' };
-  for (const r of rows) {
-    t.promptTokens += r.prompt_tokens;
-    t.completionTokens += r.completion_tokens;
-    t.cost += r.cost;
-    t.latencyMs += r.latency_ms;
-    t.attempts++;
-    t.invalid++;
-  }
-  if (rows.length > 0) {
-    try {
-      const body = JSON.parse(inflateRawSync(rows[rows.length - 1].body).toString('utf8')) as { choices?: Array<{ content?: string | null }> };
-      t.lastRaw = body.choices?.[0]?.content ?? null;
-    } catch {
-      // an unreadable body only loses the raw text of the failed label
-    }
-  }
-  return t;
+  const { lastBody, ...sums } = store.invalidAnswers(runId, requestKey);
+  const body = lastBody as { choices?: Array<{ content?: string | null }> } | undefined;
+  return { ...sums, invalid: sums.attempts, lastRaw: body?.choices?.[0]?.content ?? null, lastError: 'invalid answer' };
 }
 
 /**

@@ -34,8 +34,7 @@ export async function underLabelLease<T>(o: LabelOptions, work: () => Promise<T>
 export function openRun(o: LabelOptions, plan: Plan, extraItems = 0): RunRow {
   const previous = o.store.resumableRun(plan.configHash);
   if (previous) {
-    const done = o.store.db.prepare('SELECT count(DISTINCT item_id) AS n FROM labels WHERE run_id = ?').get(previous.id) as { n: number };
-    o.store.reopenRun(previous.id, done.n + plan.todo.length + extraItems);
+    o.store.reopenRun(previous.id, o.store.labeledItemCount(previous.id) + plan.todo.length + extraItems);
     return o.store.run(previous.id)!;
   }
   const s = o.settings;

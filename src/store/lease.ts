@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { DistilleryError } from '../errors.ts';
-import type { Store } from './store.ts';
+import { Store } from './store.ts';
 
 export interface LeaseRow {
   name: string;
@@ -134,7 +134,7 @@ export class Lease {
   private take(): void {
     const now = this.now();
     const expires = new Date(now.getTime() + this.o.ttlMs).toISOString();
-    const db = this.store.db;
+    const db = Store.sqlOf(this.store);
     // Where a zombie cannot be told from a live process, wait a little for a same-host holder to go (outside the transaction).
     if (!HAS_PROC) {
       const held = currentLease(this.store, this.name);
@@ -163,7 +163,7 @@ export class Lease {
   renew(): void {
     if (this.lost) return;
     const expires = new Date(this.now().getTime() + this.o.ttlMs).toISOString();
-    const info = this.store.db.prepare('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?').run(expires, this.name, this.holder);
+    const info = Store.sqlOf(this.store).prepare('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?').run(expires, this.name, this.holder);
     if (info.changes === 0) {
       this.lost = true;
       clearInterval(this.timer);
@@ -177,10 +177,10 @@ export class Lease {
 
   release(): void {
     clearInterval(this.timer);
-    if (!this.lost) this.store.db.prepare('DELETE FROM leases WHERE name = ? AND holder = ?').run(this.name, this.holder);
+    if (!this.lost) Store.sqlOf(this.store).prepare('DELETE FROM leases WHERE name = ? AND holder = ?').run(this.name, this.holder);
   }
 }
 
 export function currentLease(store: Store, name: string): LeaseRow | undefined {
-  return store.db.prepare('SELECT * FROM leases WHERE name = ?').get(name) as LeaseRow | undefined;
+  return Store.sqlOf(store).prepare('SELECT * FROM leases WHERE name = ?').get(name) as LeaseRow | undefined;
 }

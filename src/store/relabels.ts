@@ -4,7 +4,7 @@
  * select and runs the passes.
  */
 import { randomUUID } from 'node:crypto';
-import type { Store } from './store.ts';
+import { Store } from './store.ts';
 
 export interface RelabelRow {
   id: number;
@@ -43,7 +43,7 @@ export interface CurrentLabel {
 
 export function currentLabels(store: Store, taskId: number): Map<number, CurrentLabel> {
   store.flush();
-  const rows = store.db
+  const rows = Store.sqlOf(store)
     .prepare(
       `SELECT l.id AS labelId, l.item_id AS itemId, l.label, l.soft, l.created_at AS createdAt, r.teacher AS model,
               r.prompt_version AS promptVersion, rl.base_config AS relabelConfig
@@ -56,13 +56,13 @@ export function currentLabels(store: Store, taskId: number): Map<number, Current
 }
 
 export function unfinishedRelabel(store: Store, taskId: number, baseConfig: string): RelabelRow | undefined {
-  return store.db
+  return Store.sqlOf(store)
     .prepare(`SELECT * FROM relabels WHERE task_id = ? AND base_config = ? AND status != 'completed' ORDER BY id DESC LIMIT 1`)
     .get(taskId, baseConfig) as RelabelRow | undefined;
 }
 
 export function relabelItems<R extends string>(store: Store, relabelId: number): { itemId: number; reason: R }[] {
-  return store.db.prepare('SELECT item_id AS itemId, reason FROM relabel_items WHERE relabel_id = ? ORDER BY rank').all(relabelId) as { itemId: number; reason: R }[];
+  return Store.sqlOf(store).prepare('SELECT item_id AS itemId, reason FROM relabel_items WHERE relabel_id = ? ORDER BY rank').all(relabelId) as { itemId: number; reason: R }[];
 }
 
 /** The selection, in one transaction, before any request: what a resume works from. */
@@ -74,13 +74,13 @@ export function recordSelection(
   picked: { itemId: number; reason: string; prevLabelId: number }[],
 ): RelabelRow {
   store.flush();
-  return store.db
+  return Store.sqlOf(store)
     .transaction(() => {
-      const info = store.db
+      const info = Store.sqlOf(store)
         .prepare(`INSERT INTO relabels (task_id, salt, base_config, policies, status, created_at) VALUES (?, ?, ?, ?, 'selected', ?)`)
         .run(taskId, randomUUID(), baseConfig, JSON.stringify(policies), new Date().toISOString());
       const id = Number(info.lastInsertRowid);
-      const insert = store.db.prepare('INSERT INTO relabel_items (relabel_id, item_id, reason, rank, prev_label_id) VALUES (?, ?, ?, ?, ?)');
+      const insert = Store.sqlOf(store).prepare('INSERT INTO relabel_items (relabel_id, item_id, reason, rank, prev_label_id) VALUES (?, ?, ?, ?, ?)');
       picked.forEach((p, rank) => insert.run(id, p.itemId, p.reason, rank, p.prevLabelId));
       return relabelRow(store, id)!;
     })
@@ -88,15 +88,15 @@ export function recordSelection(
 }
 
 export function relabelRow(store: Store, id: number): RelabelRow | undefined {
-  return store.db.prepare('SELECT * FROM relabels WHERE id = ?').get(id) as RelabelRow | undefined;
+  return Store.sqlOf(store).prepare('SELECT * FROM relabels WHERE id = ?').get(id) as RelabelRow | undefined;
 }
 
 export function setRelabelRun(store: Store, relabelId: number, runId: number): void {
-  store.db.prepare(`UPDATE relabels SET run_id = ?, status = 'running' WHERE id = ?`).run(runId, relabelId);
+  Store.sqlOf(store).prepare(`UPDATE relabels SET run_id = ?, status = 'running' WHERE id = ?`).run(runId, relabelId);
 }
 
 export function finishRelabel(store: Store, relabelId: number, status: string, drift: Drift | undefined): void {
-  store.db
+  Store.sqlOf(store)
     .prepare(`UPDATE relabels SET status = ?, drift = ?, ended_at = CASE WHEN ? = 'completed' THEN ? ELSE NULL END WHERE id = ?`)
     .run(status, drift ? JSON.stringify(drift) : null, status, new Date().toISOString(), relabelId);
 }
@@ -104,7 +104,7 @@ export function finishRelabel(store: Store, relabelId: number, status: string, d
 /** Old label (the one each item had when selected) against the new one from the relabel run. */
 export function measureDrift(store: Store, relabelId: number, runId: number): Drift {
   store.flush();
-  const pairs = store.db
+  const pairs = Store.sqlOf(store)
     .prepare(
       `SELECT old.label AS old, new.label AS new
        FROM relabel_items ri

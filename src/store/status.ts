@@ -1,5 +1,5 @@
-import { batchJobSummaries, type BatchJobSummary } from '../batch/ledger.ts';
-import type { Store } from './store.ts';
+import { batchJobSummaries, type BatchJobSummary } from './batch-ledger.ts';
+import { Store } from './store.ts';
 
 /** A relabel pass (scripts/relabel.ts): what it selected and how the new labels differ from the old ones. */
 export interface RelabelStatus {
@@ -59,7 +59,7 @@ export interface StoreStatus {
  * label, items whose every label failed, and the rest pending.
  */
 export function storeStatus(store: Store): StoreStatus {
-  const db = store.db;
+  const db = Store.sqlOf(store);
   const runs = db
     .prepare(
       `SELECT r.id AS run, t.name AS task, r.kind, r.teacher, r.base_url, r.prompt_version, CASE WHEN r.kind = 'logits' THEN 'logits' ELSE json_extract(r.params, '$.soft') END AS soft,
@@ -105,7 +105,7 @@ export function storeStatus(store: Store): StoreStatus {
 }
 
 function relabelsByRun(store: Store): Map<number, RelabelStatus> {
-  const rows = store.db
+  const rows = Store.sqlOf(store)
     .prepare(
       `SELECT rl.id, rl.run_id, rl.policies, rl.status, rl.drift, ri.reason, count(ri.item_id) AS n
        FROM relabels rl LEFT JOIN relabel_items ri ON ri.relabel_id = rl.id

@@ -119,14 +119,26 @@ const RUN_SELECT = `SELECT r.*,
  * process, WAL so that readers (status, export) never block the labeler.
  */
 export class Store {
-  // TODO(lead): make private after merge (src/label/labeler.ts, src/batch/*, scripts/bench-label.ts and tests still use it;
-  // notes/cli.md lists the replacements).
-  readonly db: DB;
+  /** The connection: private to the store (modules under src/store/ reach it through `Store.sqlOf`). */
+  readonly #db: DB;
   private pendingWrites: Array<() => void> = [];
   private flushScheduled = false;
 
   private constructor(db: DB, readonly path: string) {
-    this.db = db;
+    this.#db = db;
+  }
+
+  /**
+   * The connection, for the store's own modules under src/store/ (status, relabels, lease, the batch ledger) that keep
+   * their SQL next to their types. eslint forbids it anywhere else: callers get a Store method instead.
+   */
+  static sqlOf(store: Store): DB {
+    return store.#db;
+  }
+
+  /** False once closed. */
+  get isOpen(): boolean {
+    return this.#db.open;
   }
 
   static open(path: string, opts: { readonly?: boolean } = {}): Store {
@@ -154,23 +166,37 @@ export class Store {
   }
 
   private migrate(readonly: boolean): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
+    const version = this.#db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
       throw new DistilleryError(`${this.path}: database schema v${version} is newer than this distillery (v${SCHEMA_VERSION}); upgrade distillery`);
     }
     if (version === SCHEMA_VERSION) return;
     if (readonly) throw new DistilleryError(`${this.path}: database schema v${version} needs migrating; run a writing command first`);
     for (let v = version; v < SCHEMA_VERSION; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]);
-        this.db.pragma(`user_version = ${v + 1}`);
+      this.#db.transaction(() => {
+        this.#db.exec(MIGRATIONS[v]);
+        this.#db.pragma(`user_version = ${v + 1}`);
       }).immediate();
     }
   }
 
   close(): void {
     this.flush();
-    this.db.close();
+    this.#db.close();
+  }
+
+  /** Fold the WAL into the database file and truncate it (after a bulk write, so that a copy of the file is whole). */
+  checkpoint(): void {
+    this.flush();
+    this.#db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  /**
+   * Synchronous work in one write transaction (BEGIN IMMEDIATE; a savepoint when already inside one): committed when
+   * `work` returns, rolled back when it throws.
+   */
+  transactionSync<T>(work: () => T): T {
+    return this.#db.transaction(work).immediate();
   }
 
   // ---- tasks -------------------------------------------------------------
@@ -188,19 +214,19 @@ export class Store {
       }
       return row;
     }
-    const info = this.db
+    const info = this.#db
       .prepare('INSERT INTO tasks (name, labels, input_kind, created_at) VALUES (?, ?, ?, ?)')
       .run(task.name, JSON.stringify(task.labels), task.input, now());
     return { id: Number(info.lastInsertRowid), name: task.name, labels: task.labels, input_kind: task.input };
   }
 
   findTask(name: string): TaskRow | undefined {
-    const row = this.db.prepare('SELECT id, name, labels, input_kind FROM tasks WHERE name = ?').get(name) as any;
+    const row = this.#db.prepare('SELECT id, name, labels, input_kind FROM tasks WHERE name = ?').get(name) as any;
     return row ? { ...row, labels: JSON.parse(row.labels) } : undefined;
   }
 
   listTasks(): TaskRow[] {
-    return (this.db.prepare('SELECT id, name, labels, input_kind FROM tasks ORDER BY id').all() as any[]).map((r) => ({
+    return (this.#db.prepare('SELECT id, name, labels, input_kind FROM tasks ORDER BY id').all() as any[]).map((r) => ({
       ...r,
       labels: JSON.parse(r.labels),
     }));
@@ -218,12 +244,12 @@ export class Store {
     items: AsyncIterable<ItemInput>,
     opts: { dryRun?: boolean; beforeCommit?: (r: ImportResult) => Promise<T> } = {},
   ): Promise<ImportResult & { extra?: T }> {
-    const byHash = this.db.prepare('SELECT id, ext_id FROM items WHERE task_id = ? AND hash = ?');
-    const byExtId = this.db.prepare('SELECT id, hash FROM items WHERE task_id = ? AND ext_id = ?');
-    const insertItem = this.db.prepare(
+    const byHash = this.#db.prepare('SELECT id, ext_id FROM items WHERE task_id = ? AND hash = ?');
+    const byExtId = this.#db.prepare('SELECT id, hash FROM items WHERE task_id = ? AND ext_id = ?');
+    const insertItem = this.#db.prepare(
       'INSERT INTO items (task_id, ext_id, hash, input, image, gold, split, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
-    const insertBlob = this.db.prepare('INSERT OR IGNORE INTO blobs (sha256, mime, bytes) VALUES (?, ?, ?)');
+    const insertBlob = this.#db.prepare('INSERT OR IGNORE INTO blobs (sha256, mime, bytes) VALUES (?, ?, ?)');
     const result: ImportResult & { extra?: T } = { added: 0, existing: 0, itemIds: [], taskRow: undefined as unknown as TaskRow };
     const createdAt = now();
     return this.transaction(async (tx) => {
@@ -268,26 +294,26 @@ export class Store {
   async transaction<T>(work: (tx: { rollback(): void }) => Promise<T>): Promise<T> {
     this.flush();
     let rolledBack = false;
-    this.db.exec('BEGIN IMMEDIATE');
+    this.#db.exec('BEGIN IMMEDIATE');
     try {
       const result = await work({ rollback: () => (rolledBack = true) });
-      this.db.exec(rolledBack ? 'ROLLBACK' : 'COMMIT');
+      this.#db.exec(rolledBack ? 'ROLLBACK' : 'COMMIT');
       return result;
     } catch (e) {
-      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
       throw e;
     }
   }
 
   /** Items of a task after `afterId`, in id order: keyset paging keeps every page O(page). */
   itemPage(taskId: number, afterId: number, limit: number): ItemRow[] {
-    return this.db
+    return this.#db
       .prepare('SELECT * FROM items WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?')
       .all(taskId, afterId, limit) as ItemRow[];
   }
 
   itemsByIds(ids: number[]): ItemRow[] {
-    const get = this.db.prepare('SELECT * FROM items WHERE id = ?');
+    const get = this.#db.prepare('SELECT * FROM items WHERE id = ?');
     return ids.map((id) => get.get(id) as ItemRow);
   }
 
@@ -298,7 +324,7 @@ export class Store {
   /** text -> item id for a text task, for matching rows that name their item by text. */
   itemIdsByText(taskId: number): Map<string, number> {
     const map = new Map<string, number>();
-    for (const r of this.db.prepare(`SELECT id, json_extract(input, '$.text') AS text FROM items WHERE task_id = ?`).iterate(taskId) as Iterable<{ id: number; text: string | null }>) {
+    for (const r of this.#db.prepare(`SELECT id, json_extract(input, '$.text') AS text FROM items WHERE task_id = ?`).iterate(taskId) as Iterable<{ id: number; text: string | null }>) {
       if (r.text !== null && !map.has(r.text)) map.set(r.text, r.id);
     }
     return map;
@@ -306,7 +332,7 @@ export class Store {
 
   /** The latest run with this configuration that completed (an ingest already done). */
   completedRun(configHash: string): RunRow | undefined {
-    return this.db.prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status = 'completed' ORDER BY r.id DESC LIMIT 1`).get(configHash) as RunRow | undefined;
+    return this.#db.prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status = 'completed' ORDER BY r.id DESC LIMIT 1`).get(configHash) as RunRow | undefined;
   }
 
   /** Every item of a task in id order (the order they were imported in). */
@@ -322,11 +348,11 @@ export class Store {
   }
 
   countItems(taskId: number): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM items WHERE task_id = ?').get(taskId) as { n: number }).n;
+    return (this.#db.prepare('SELECT count(*) AS n FROM items WHERE task_id = ?').get(taskId) as { n: number }).n;
   }
 
   blob(sha256: string): { mime: string; bytes: Buffer } {
-    const row = this.db.prepare('SELECT mime, bytes FROM blobs WHERE sha256 = ?').get(sha256) as { mime: string; bytes: Buffer } | undefined;
+    const row = this.#db.prepare('SELECT mime, bytes FROM blobs WHERE sha256 = ?').get(sha256) as { mime: string; bytes: Buffer } | undefined;
     if (!row) throw new DistilleryError(`${this.path}: image ${sha256} is missing from the database`);
     return row;
   }
@@ -343,7 +369,7 @@ export class Store {
    * wins): what a teacher of several runs says about each item.
    */
   latestLabels(runIds: number[]): IterableIterator<LatestLabelRow> {
-    return this.db
+    return this.#db
       .prepare(
         `SELECT item_id, run_id, label, soft, cost, request_key FROM labels
          WHERE id IN (SELECT max(id) FROM labels WHERE status = 'ok' AND run_id IN (${runIds.map(() => '?').join(',')}) GROUP BY item_id)`,
@@ -360,19 +386,19 @@ export class Store {
   snapshotUntil(task: TaskRow, runId: number, cutoff: string): Store {
     const snap = Store.open(':memory:');
     try {
-      snap.db.pragma('foreign_keys = OFF'); // blobs stay behind
-      snap.db.prepare('ATTACH DATABASE ? AS src').run(this.path);
+      snap.#db.pragma('foreign_keys = OFF'); // blobs stay behind
+      snap.#db.prepare('ATTACH DATABASE ? AS src').run(this.path);
       try {
-        snap.db.transaction(() => {
-          snap.db.prepare('INSERT INTO main.tasks SELECT * FROM src.tasks WHERE id = ?').run(task.id);
-          snap.db.prepare('INSERT INTO main.items SELECT * FROM src.items WHERE task_id = ? AND created_at <= ? ORDER BY id').run(task.id, cutoff);
-          snap.db.prepare('INSERT INTO main.runs SELECT * FROM src.runs WHERE task_id = ? AND id <= ? ORDER BY id').run(task.id, runId);
-          snap.db
+        snap.#db.transaction(() => {
+          snap.#db.prepare('INSERT INTO main.tasks SELECT * FROM src.tasks WHERE id = ?').run(task.id);
+          snap.#db.prepare('INSERT INTO main.items SELECT * FROM src.items WHERE task_id = ? AND created_at <= ? ORDER BY id').run(task.id, cutoff);
+          snap.#db.prepare('INSERT INTO main.runs SELECT * FROM src.runs WHERE task_id = ? AND id <= ? ORDER BY id').run(task.id, runId);
+          snap.#db
             .prepare('INSERT INTO main.labels SELECT * FROM src.labels WHERE run_id IN (SELECT id FROM main.runs) AND item_id IN (SELECT id FROM main.items) ORDER BY id')
             .run();
         })();
       } finally {
-        snap.db.exec('DETACH DATABASE src');
+        snap.#db.exec('DETACH DATABASE src');
       }
     } catch (e) {
       snap.close();
@@ -386,7 +412,7 @@ export class Store {
       Partial<Pick<RunRow, 'source' | 'source_hash'>>,
   ): RunRow {
     this.flush();
-    const info = this.db
+    const info = this.#db
       .prepare(
         `INSERT INTO runs (task_id, kind, teacher, base_url, prompt_version, source, source_hash, config_hash, params, labels, status, items_total, started_at)
          VALUES (@task_id, @kind, @teacher, @base_url, @prompt_version, @source, @source_hash, @config_hash, @params, @labels, 'running', @items_total, @started_at)`,
@@ -397,27 +423,27 @@ export class Store {
 
   /** The latest run with this configuration that did not complete: the one a rerun resumes. */
   resumableRun(configHash: string): RunRow | undefined {
-    return this.db
+    return this.#db
       .prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status != 'completed' ORDER BY r.id DESC LIMIT 1`)
       .get(configHash) as RunRow | undefined;
   }
 
   reopenRun(runId: number, itemsTotal: number): void {
     this.flush();
-    this.db
+    this.#db
       .prepare(`UPDATE runs SET status = 'running', ended_at = NULL, message = NULL, items_total = max(items_total, ?) WHERE id = ?`)
       .run(itemsTotal, runId);
   }
 
   setItemsTotal(runId: number, n: number): void {
-    this.db.prepare('UPDATE runs SET items_total = ? WHERE id = ?').run(n, runId);
+    this.#db.prepare('UPDATE runs SET items_total = ? WHERE id = ?').run(n, runId);
   }
 
   /** A run as described, its id and status included: loading an export into an empty database (src/export/import.ts). */
   restoreRun(r: Pick<RunRow, 'id' | 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'source' | 'source_hash' | 'config_hash' | 'params' | 'labels' | 'status' | 'items_total'>): void {
     this.flush();
     const t = now();
-    this.db
+    this.#db
       .prepare(
         `INSERT INTO runs (id, task_id, kind, teacher, base_url, prompt_version, source, source_hash, config_hash, params, labels, status, items_total, started_at, ended_at)
          VALUES (@id, @task_id, @kind, @teacher, @base_url, @prompt_version, @source, @source_hash, @config_hash, @params, @labels, @status, @items_total, @started_at, @ended_at)`,
@@ -427,32 +453,32 @@ export class Store {
 
   finishRun(runId: number, status: 'completed' | 'stopped' | 'interrupted' | 'failed', message: string | null): void {
     this.flush();
-    this.db.prepare('UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?').run(status, now(), message, runId);
+    this.#db.prepare('UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?').run(status, now(), message, runId);
   }
 
   run(id: number): RunRow | undefined {
     this.flush();
-    return this.db.prepare(`${RUN_SELECT} WHERE r.id = ?`).get(id) as RunRow | undefined;
+    return this.#db.prepare(`${RUN_SELECT} WHERE r.id = ?`).get(id) as RunRow | undefined;
   }
 
   runs(taskId?: number): RunRow[] {
     this.flush();
     return (taskId === undefined
-      ? this.db.prepare(`${RUN_SELECT} ORDER BY r.id`).all()
-      : this.db.prepare(`${RUN_SELECT} WHERE r.task_id = ? ORDER BY r.id`).all(taskId)) as RunRow[];
+      ? this.#db.prepare(`${RUN_SELECT} ORDER BY r.id`).all()
+      : this.#db.prepare(`${RUN_SELECT} WHERE r.task_id = ? ORDER BY r.id`).all(taskId)) as RunRow[];
   }
 
   // ---- the idempotency ledger -------------------------------------------
 
   /** Whether this key already has a label row (ok or failed) in some run. */
   hasLabel(requestKey: string): { ok: boolean; failed: boolean } {
-    const rows = this.db.prepare('SELECT DISTINCT status FROM labels WHERE request_key = ?').all(requestKey) as { status: string }[];
+    const rows = this.#db.prepare('SELECT DISTINCT status FROM labels WHERE request_key = ?').all(requestKey) as { status: string }[];
     return { ok: rows.some((r) => r.status === 'ok'), failed: rows.some((r) => r.status === 'failed') };
   }
 
   /** Stored valid answers for a key, oldest first (bodies inflated). */
   okResponses(requestKey: string): Array<{ body: any; promptTokens: number; completionTokens: number; cost: number; latencyMs: number }> {
-    return (this.db
+    return (this.#db
       .prepare(`SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE request_key = ? AND status = 'ok' ORDER BY id`)
       .all(requestKey) as any[]).map((r) => ({
       body: JSON.parse(inflateRawSync(r.body).toString('utf8')),
@@ -463,10 +489,42 @@ export class Store {
     }));
   }
 
+  /** Items a run has a label row for (ok or failed): what a resumed run already did. */
+  labeledItemCount(runId: number): number {
+    this.flush();
+    return (this.stmt('SELECT count(DISTINCT item_id) AS n FROM labels WHERE run_id = ?').get(runId) as { n: number }).n;
+  }
+
+  /**
+   * A key's invalid answers in a run, summed, and the body of the last one (inflated; undefined when there is none
+   * or it cannot be read): what a label row that settles the key after them totals up.
+   */
+  invalidAnswers(runId: number, requestKey: string): { attempts: number; promptTokens: number; completionTokens: number; cost: number; latencyMs: number; lastBody: unknown } {
+    this.flush();
+    const rows = this.stmt(
+      `SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE run_id = ? AND request_key = ? AND status = 'invalid' ORDER BY id`,
+    ).all(runId, requestKey) as Array<{ body: Buffer; prompt_tokens: number; completion_tokens: number; cost: number; latency_ms: number }>;
+    const t = { attempts: rows.length, promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, lastBody: undefined as unknown };
+    for (const r of rows) {
+      t.promptTokens += r.prompt_tokens;
+      t.completionTokens += r.completion_tokens;
+      t.cost += r.cost;
+      t.latencyMs += r.latency_ms;
+    }
+    if (rows.length > 0) {
+      try {
+        t.lastBody = JSON.parse(inflateRawSync(rows[rows.length - 1].body).toString('utf8'));
+      } catch {
+        // an unreadable body only loses the raw text of the failed label
+      }
+    }
+    return t;
+  }
+
   /** Cost already spent by a run (all its paid responses). */
   runCost(runId: number): number {
     this.flush();
-    return (this.db.prepare('SELECT coalesce(sum(cost), 0) AS c FROM responses WHERE run_id = ?').get(runId) as { c: number }).c;
+    return (this.#db.prepare('SELECT coalesce(sum(cost), 0) AS c FROM responses WHERE run_id = ?').get(runId) as { c: number }).c;
   }
 
   // ---- batched writes ----------------------------------------------------
@@ -504,7 +562,7 @@ export class Store {
   private readonly stmts = new Map<string, Database.Statement>();
   private stmt(sql: string): Database.Statement {
     let s = this.stmts.get(sql);
-    if (!s) this.stmts.set(sql, (s = this.db.prepare(sql)));
+    if (!s) this.stmts.set(sql, (s = this.#db.prepare(sql)));
     return s;
   }
 
@@ -533,7 +591,7 @@ export class Store {
     if (this.pendingWrites.length === 0) return;
     const writes = this.pendingWrites;
     try {
-      this.db.transaction(() => writes.forEach((w) => w())).immediate();
+      this.#db.transaction(() => writes.forEach((w) => w())).immediate();
       this.pendingWrites = [];
     } catch (e) {
       this.writeError = new DistilleryError(`${this.path}: cannot write (${(e as Error).message}); ${writes.length} record(s) of the last moment were not saved, everything before them is`);

@@ -1,21 +1,15 @@
 import OpenAI from 'openai';
 import { TeacherError } from '../errors.ts';
 
+import type { RetryPolicy } from './retry-policy.ts';
+
 /**
  * The one retry policy. The openai SDK is built with `maxRetries: 0` so that
  * only this code retries: it honours the rate-limit headers, tells the rate
  * limiter to pause everyone on a 429, and counts every attempt in the store.
+ * The policy's shape and defaults are in retry-policy.ts (the flags read them without loading openai).
  */
-export interface RetryPolicy {
-  maxRetries: number;
-  /** First backoff step; doubles each attempt, with full jitter. */
-  baseDelayMs: number;
-  maxDelayMs: number;
-  /** Longest server-requested wait honoured; a longer one is capped to this. */
-  maxServerWaitMs: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = { maxRetries: 6, baseDelayMs: 500, maxDelayMs: 30_000, maxServerWaitMs: 300_000 };
+export { DEFAULT_RETRY, type RetryPolicy } from './retry-policy.ts';
 
 export type FailureClass =
   | { kind: 'retry'; reason: string; waitMs?: number; rateLimited: boolean }

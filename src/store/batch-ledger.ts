@@ -2,10 +2,10 @@
  * The Batch API job ledger (tables batch_jobs and batch_requests, schema v3): what was uploaded and submitted, which
  * request keys each job holds, and how each ended. It is what makes `--batch` resumable: a rerun finds the jobs of
  * its configuration and polls them again, and a request key in a live job (not yet ingested) is never sent again,
- * in batch or live mode. The ledger's SQL lives here, next to the only code that uses it.
+ * in batch or live mode. It is part of the store (the API side is in ../batch/).
  */
 import { randomBytes } from 'node:crypto';
-import type { Store } from '../store/store.ts';
+import { Store } from './store.ts';
 
 /** Local job states. A job is *live* until it is `done` (its output ingested, or it was abandoned). */
 export type JobState = 'preparing' | 'uploaded' | 'submitted' | 'done';
@@ -50,8 +50,8 @@ const now = () => new Date().toISOString();
  * Keys are sha256 over the whole configuration, so one set serves every run.
  */
 export function liveBatchKeys(store: Store): Set<string> | undefined {
-  if (!store.db.prepare(`SELECT 1 FROM batch_jobs WHERE state != 'done' LIMIT 1`).get()) return undefined;
-  const keys = store.db
+  if (!Store.sqlOf(store).prepare(`SELECT 1 FROM batch_jobs WHERE state != 'done' LIMIT 1`).get()) return undefined;
+  const keys = Store.sqlOf(store)
     .prepare(`SELECT r.request_key FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.state != 'done'`)
     .pluck()
     .all() as string[];
@@ -62,7 +62,7 @@ export class BatchLedger {
   constructor(private readonly store: Store) {}
 
   private get db() {
-    return this.store.db;
+    return Store.sqlOf(this.store);
   }
 
   /**
@@ -200,7 +200,7 @@ export function batchJobSummaries(store: Store, opts: { runId?: number; liveOnly
     params.push(opts.runId);
   }
   if (opts.liveOnly) where.push(`j.state != 'done'`);
-  return store.db
+  return Store.sqlOf(store)
     .prepare(
       `SELECT j.id AS job, j.run_id AS run, t.name AS task, r.teacher, j.state, j.remote_status, j.batch_id, j.input_file_id, j.requests,
               (SELECT count(*) FROM batch_requests b WHERE b.job_id = j.id AND b.state = 'answered') AS answered,
