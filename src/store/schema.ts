@@ -144,7 +144,7 @@ export const MIGRATIONS: string[] = [
   );
   `,
 
-  // v3: the Batch API job ledger (src/batch/ledger.ts): what was uploaded and submitted, so a rerun resumes polling
+  // v3: the Batch API job ledger (src/store/batch-ledger.ts): what was uploaded and submitted, so a rerun resumes polling
   // and never resubmits a request that is in a live job.
   `
   CREATE TABLE batch_jobs (
