@@ -148,6 +148,8 @@ function measure(logits: Float32Array[], originals: SoftVector[], format: SoftFo
 
 function encodeDecode(originals: SoftVector[], format: SoftFormat): void {
   for (const v of originals) sink += decodeSoft(encodeSoft(v, format)).values[0];
+  // Reading the sum keeps the decode observable work (and catches a codec that decodes to NaN).
+  if (Number.isNaN(sink)) throw new Error(`${format.kind}: a decoded value is NaN`);
 }
 
 /** The teacher's distribution, against which every format is scored: softmax of the float32 logits. */

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { defaultTeacher, type FakeTeacher } from './fake-openai.ts';
-import { animalRows, fakeServer, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { animalRows, fakeServer, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, writeJsonl, writeTask, workDir } from './helpers.ts';
 
 
 
@@ -147,6 +147,7 @@ describe('cli: a killed run resumes without paying twice', () => {
     const dir = workDir();
     const n = 200;
     const concurrency = 4;
+    // eslint-disable-next-line prefer-const -- the fake teacher's callback, made before the labeler starts, reads it
     let child: ChildProcess | undefined;
     let answeredAtKill = -1;
     let answered = 0;

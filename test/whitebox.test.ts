@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import { Store } from '../src/store/store.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { startFakeTeacher, type FakeTeacher } from './fake-openai.ts';
-import { importFile, runScript, type ScriptResult, loadTaskFile, REPO_ROOT, tmpDir, writeJsonl, writeTask, workDir } from './helpers.ts';
+import { importFile, runScript, type ScriptResult, loadTaskFile, writeJsonl, writeTask, workDir } from './helpers.ts';
 
 const LABELS4 = ['cat', 'dog', 'bird', 'fish'];
 

@@ -417,9 +417,13 @@ export class BatchPass {
       n.fatal ??= e.message;
       next = 'error';
     }
-    if (next === 'labeled') (n.answered++, stats.labeled++);
-    else if (next === 'failed') (n.invalid++, stats.failed++);
-    else n.invalid++;
+    if (next === 'labeled') {
+      n.answered++;
+      stats.labeled++;
+    } else if (next === 'failed') {
+      n.invalid++;
+      stats.failed++;
+    } else n.invalid++;
     if (next !== 'invalid') this.settled.add(r.request_key);
     this.ledger.setRequest(job.id, r.request_key, next === 'labeled' ? 'answered' : next === 'error' ? 'error' : 'invalid', promptTokens, null);
   }

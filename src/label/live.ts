@@ -191,7 +191,6 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
       return { completion, latencyMs, promptTokens, completionTokens, cost };
     } catch (e) {
       if (reserved) budget.settle(worstCase, 0);
-      reserved = false;
       if (e instanceof BudgetExceeded) throw e;
       stats.errors++;
       const cls = classifyError(e);

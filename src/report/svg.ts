@@ -76,7 +76,8 @@ export function lineChart(o: { title: string; xLabel: string; yLabel: string; se
   if (all.length === 0) return emptyChart(o.title, 'no data');
   const xlo = Math.min(...all.map((p) => p[0]));
   const xhi = Math.max(...all.map((p) => p[0]));
-  let [ylo, yhi] = o.yRange ?? [Math.min(0, ...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  const [ylo, yMax] = o.yRange ?? [Math.min(0, ...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  let yhi = yMax;
   if (yhi <= ylo) yhi = ylo + 1;
   const xt = xhi - xlo <= 12 ? Array.from({ length: xhi - xlo + 1 }, (_, i) => xlo + i) : undefined;
   const f = { ...FRAME, height: FRAME.height + 16 * Math.ceil(series.length / 3) };
