@@ -26,6 +26,7 @@ import {
   layerNorm,
   matMul2d,
   maxPool2x2,
+  splitHeads,
   type Bag,
 } from '../src/train/ops.ts';
 
@@ -260,6 +261,15 @@ test('layerNorm matches its formula and derivative', async () => {
     jsReference(layerNormJs, [2, 3, 5], inputs),
     inputs,
   );
+});
+
+test('splitHeads equals a split by columns and a [B, heads, N, dh] transpose of each part', async () => {
+  // B = 2, N = 3, parts = 3, heads = 2, dh = 2: columns (part, head, dh).
+  const x = rand([6, 12], 21);
+  const reference: Op = (t) =>
+    tf.stack(tf.split(t, 3, 1).map((part) => tf.transpose(tf.reshape(part, [2, 3, 2, 2]), [0, 2, 1, 3])));
+  await checkOp('splitHeads', (t) => tf.stack(splitHeads(t as tf.Tensor2D, 2, 3, 2)), reference, [x]);
+  assert.throws(() => splitHeads(tf.zeros([6, 12]) as tf.Tensor2D, 4, 3, 2), /is not \[B·N, 3·heads·dh\]/);
 });
 
 const BAGS: Bag[] = [[1, 4, 4], [], [0], [7, 2, 1, 4, 6], [3]];
