@@ -23,6 +23,8 @@ import {
   embeddingBag,
   gelu,
   globalAvgPool,
+  im2col3x3,
+  im2col3x3T,
   layerNorm,
   matMul2d,
   maxPool2x2,
@@ -154,6 +156,19 @@ test("conv2d3x3 with one input channel (a first layer's im2col path), and inputG
     assert.ok(noDx.grads[0].every((v) => v === 0), `${backend}: dx is zeros`);
     assertClose(noDx.grads[1], full.grads[1], 0, `${backend}: dw`);
     assertClose(noDx.grads[2], full.grads[2], 0, `${backend}: db`);
+  }
+});
+
+test('im2col3x3T is the transpose of im2col3x3 (the conv weight gradient reads it)', async () => {
+  const x = rand([2, 5, 4, 3], 24);
+  for (const backend of ['cpu', TRAIN_BACKEND] as const) {
+    await selectBackend(backend);
+    for (const pad of [0, 1]) {
+      const t = tf.tensor(x.data, x.shape) as tf.Tensor4D;
+      const [cols, colsT] = [im2col3x3(t, pad), im2col3x3T(t, pad)];
+      assert.deepEqual(colsT.shape, [cols.shape[1], cols.shape[0]]);
+      assertClose(colsT.dataSync(), tf.transpose(cols).dataSync(), 0, `${backend}, pad ${pad}`);
+    }
   }
 });
 

@@ -141,8 +141,11 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
  * whole input rows, with the zero padding left implicit, and:
  * - dx is the 'valid' 3×3 conv of dy padded by 2 − pad, with w flipped
  *   spatially and its channel axes swapped: the same im2col + plain product.
- * - dw = patchesᵀ·dy computed as (dyᵀ·patches)ᵀ, reusing the forward's
- *   patches: only dy [N, Cout] and the small [Cout, 9·Cin] result are transposed.
+ * - dw = patchesᵀ·dy, with patchesᵀ [9·Cin, N] written by a second JS loop
+ *   (im2col3x3T) straight from x: wasm's 2-D product is fast with many rows on
+ *   the left and slow with few, and [9·Cin, N]·[N, Cout] measured ~2× faster
+ *   than (dyᵀ·patches)ᵀ, whose left side has Cout rows; the forward's patches
+ *   are not kept for the backward.
  */
 function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
   return tf.customGrad((x, w, save) => {
@@ -152,15 +155,15 @@ function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
     const cout = W.shape[3];
     const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
     const patches = im2col3x3(X, pad);
-    (save as GradSave)([patches, W]);
+    (save as GradSave)([X, W]);
     const y = tf.matMul(patches, tf.reshape(W, [9 * cin, cout]) as tf.Tensor2D);
+    patches.dispose();
     return {
       value: tf.reshape(y, [batch, ho, wo, cout]),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sp, sw] = saved as [tf.Tensor2D, tf.Tensor4D];
+        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
         const dY = tf.reshape(dy, [batch * ho * wo, cout]) as tf.Tensor2D;
-        const dwT = tf.matMul(tf.transpose(dY), sp); // [Cout, 9·Cin]
-        const dw = tf.reshape(tf.transpose(dwT), [3, 3, cin, cout]);
+        const dw = tf.reshape(tf.matMul(im2col3x3T(sx, pad), dY), [3, 3, cin, cout]); // [9·Cin, N]·[N, Cout]
         if (!inputGrad) return [tf.zeros([batch, h, wd, cin]), dw];
         // 'valid' conv of dy padded by 2 − pad gives back H×W: (ho + 2(2 − pad) − 2) = h.
         const flipped = tf.reshape(tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]), [9 * cout, cin]) as tf.Tensor2D;
@@ -223,6 +226,37 @@ export function im2col3x3(x: tf.Tensor4D, pad: number): tf.Tensor2D {
             for (let j = j0; j < j1; j++, o += k, s++) out[o] = src[s];
           } else {
             for (let j = j0; j < j1; j++, o += k, s += c) for (let ch = 0; ch < c; ch++) out[o + ch] = src[s + ch];
+          }
+        }
+      }
+    }
+  }
+  return finish() as tf.Tensor2D;
+}
+
+/**
+ * The transpose of im2col3x3(x, pad), [9·C, B·Ho·Wo], written directly: rows
+ * (dy, dx, c), columns (b, i, j). Each output row is written in order, reading
+ * x with a stride of C. Exposed for tests.
+ */
+export function im2col3x3T(x: tf.Tensor4D, pad: number): tf.Tensor2D {
+  const [batch, h, wd, c] = x.shape;
+  const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
+  const npix = batch * ho * wo;
+  const { out, src, finish } = zeroOutput([9 * c, npix], x);
+  for (let ty = 0; ty < 3; ty++) {
+    for (let tx = 0; tx < 3; tx++) {
+      const j0 = Math.max(0, pad - tx);
+      const j1 = Math.min(wo, wd + pad - tx);
+      for (let ch = 0; ch < c; ch++) {
+        const rowBase = ((ty * 3 + tx) * c + ch) * npix;
+        for (let b = 0; b < batch; b++) {
+          for (let i = 0; i < ho; i++) {
+            const r = i + ty - pad; // input row
+            if (r < 0 || r >= h) continue; // zero padding: left as 0
+            let o = rowBase + (b * ho + i) * wo + j0;
+            let s = ((b * h + r) * wd + (j0 + tx - pad)) * c + ch;
+            for (let j = j0; j < j1; j++, o++, s += c) out[o] = src[s];
           }
         }
       }
