@@ -164,7 +164,7 @@ test('im2col3x3T is the transpose of im2col3x3 (the conv weight gradient reads i
   for (const backend of ['cpu', TRAIN_BACKEND] as const) {
     await selectBackend(backend);
     for (const pad of [0, 1]) {
-      const t = tf.tensor(x.data, x.shape) as tf.Tensor4D;
+      const t = tf.tensor4d(x.data, x.shape as [number, number, number, number]);
       const [cols, colsT] = [im2col3x3(t, pad), im2col3x3T(t, pad)];
       assert.deepEqual(colsT.shape, [cols.shape[1], cols.shape[0]]);
       assertClose(colsT.dataSync(), tf.transpose(cols).dataSync(), 0, `${backend}, pad ${pad}`);
