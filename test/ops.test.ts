@@ -23,9 +23,12 @@ import {
   embeddingBag,
   gelu,
   globalAvgPool,
+  im2col3x3,
+  im2col3x3T,
   layerNorm,
   matMul2d,
   maxPool2x2,
+  splitHeads,
   type Bag,
 } from '../src/train/ops.ts';
 
@@ -156,6 +159,19 @@ test("conv2d3x3 with one input channel (a first layer's im2col path), and inputG
   }
 });
 
+test('im2col3x3T is the transpose of im2col3x3 (the conv weight gradient reads it)', async () => {
+  const x = rand([2, 5, 4, 3], 24);
+  for (const backend of ['cpu', TRAIN_BACKEND] as const) {
+    await selectBackend(backend);
+    for (const pad of [0, 1]) {
+      const t = tf.tensor4d(x.data, x.shape as [number, number, number, number]);
+      const [cols, colsT] = [im2col3x3(t, pad), im2col3x3T(t, pad)];
+      assert.deepEqual(colsT.shape, [cols.shape[1], cols.shape[0]]);
+      assertClose(colsT.dataSync(), tf.transpose(cols).dataSync(), 0, `${backend}, pad ${pad}`);
+    }
+  }
+});
+
 test('conv2dPatches equals tf.conv2d with kernel = stride (patch embedding)', async () => {
   await checkOp(
     'conv2dPatches',
@@ -260,6 +276,15 @@ test('layerNorm matches its formula and derivative', async () => {
     jsReference(layerNormJs, [2, 3, 5], inputs),
     inputs,
   );
+});
+
+test('splitHeads equals a split by columns and a [B, heads, N, dh] transpose of each part', async () => {
+  // B = 2, N = 3, parts = 3, heads = 2, dh = 2: columns (part, head, dh).
+  const x = rand([6, 12], 21);
+  const reference: Op = (t) =>
+    tf.stack(tf.split(t, 3, 1).map((part) => tf.transpose(tf.reshape(part, [2, 3, 2, 2]), [0, 2, 1, 3])));
+  await checkOp('splitHeads', (t) => tf.stack(splitHeads(t as tf.Tensor2D, 2, 3, 2)), reference, [x]);
+  assert.throws(() => splitHeads(tf.zeros([6, 12]) as tf.Tensor2D, 4, 3, 2), /is not \[B·N, 3·heads·dh\]/);
 });
 
 const BAGS: Bag[] = [[1, 4, 4], [], [0], [7, 2, 1, 4, 6], [3]];

@@ -141,8 +141,11 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
  * whole input rows, with the zero padding left implicit, and:
  * - dx is the 'valid' 3×3 conv of dy padded by 2 − pad, with w flipped
  *   spatially and its channel axes swapped: the same im2col + plain product.
- * - dw = patchesᵀ·dy computed as (dyᵀ·patches)ᵀ, reusing the forward's
- *   patches: only dy [N, Cout] and the small [Cout, 9·Cin] result are transposed.
+ * - dw = patchesᵀ·dy, with patchesᵀ [9·Cin, N] written by a second JS loop
+ *   (im2col3x3T) straight from x: wasm's 2-D product is fast with many rows on
+ *   the left and slow with few, and [9·Cin, N]·[N, Cout] measured ~2× faster
+ *   than (dyᵀ·patches)ᵀ, whose left side has Cout rows; the forward's patches
+ *   are not kept for the backward.
  */
 function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
   return tf.customGrad((x, w, save) => {
@@ -152,15 +155,15 @@ function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
     const cout = W.shape[3];
     const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
     const patches = im2col3x3(X, pad);
-    (save as GradSave)([patches, W]);
+    (save as GradSave)([X, W]);
     const y = tf.matMul(patches, tf.reshape(W, [9 * cin, cout]) as tf.Tensor2D);
+    patches.dispose();
     return {
       value: tf.reshape(y, [batch, ho, wo, cout]),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sp, sw] = saved as [tf.Tensor2D, tf.Tensor4D];
+        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
         const dY = tf.reshape(dy, [batch * ho * wo, cout]) as tf.Tensor2D;
-        const dwT = tf.matMul(tf.transpose(dY), sp); // [Cout, 9·Cin]
-        const dw = tf.reshape(tf.transpose(dwT), [3, 3, cin, cout]);
+        const dw = tf.reshape(tf.matMul(im2col3x3T(sx, pad), dY), [3, 3, cin, cout]); // [9·Cin, N]·[N, Cout]
         if (!inputGrad) return [tf.zeros([batch, h, wd, cin]), dw];
         // 'valid' conv of dy padded by 2 − pad gives back H×W: (ho + 2(2 − pad) − 2) = h.
         const flipped = tf.reshape(tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]), [9 * cout, cin]) as tf.Tensor2D;
@@ -223,6 +226,37 @@ export function im2col3x3(x: tf.Tensor4D, pad: number): tf.Tensor2D {
             for (let j = j0; j < j1; j++, o += k, s++) out[o] = src[s];
           } else {
             for (let j = j0; j < j1; j++, o += k, s += c) for (let ch = 0; ch < c; ch++) out[o + ch] = src[s + ch];
+          }
+        }
+      }
+    }
+  }
+  return finish() as tf.Tensor2D;
+}
+
+/**
+ * The transpose of im2col3x3(x, pad), [9·C, B·Ho·Wo], written directly: rows
+ * (dy, dx, c), columns (b, i, j). Each output row is written in order, reading
+ * x with a stride of C. Exposed for tests.
+ */
+export function im2col3x3T(x: tf.Tensor4D, pad: number): tf.Tensor2D {
+  const [batch, h, wd, c] = x.shape;
+  const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
+  const npix = batch * ho * wo;
+  const { out, src, finish } = zeroOutput([9 * c, npix], x);
+  for (let ty = 0; ty < 3; ty++) {
+    for (let tx = 0; tx < 3; tx++) {
+      const j0 = Math.max(0, pad - tx);
+      const j1 = Math.min(wo, wd + pad - tx);
+      for (let ch = 0; ch < c; ch++) {
+        const rowBase = ((ty * 3 + tx) * c + ch) * npix;
+        for (let b = 0; b < batch; b++) {
+          for (let i = 0; i < ho; i++) {
+            const r = i + ty - pad; // input row
+            if (r < 0 || r >= h) continue; // zero padding: left as 0
+            let o = rowBase + (b * ho + i) * wo + j0;
+            let s = ((b * h + r) * wd + (j0 + tx - pad)) * c + ch;
+            for (let j = j0; j < j1; j++, o++, s += c) out[o] = src[s];
           }
         }
       }
@@ -332,32 +366,103 @@ export function globalAvgPool(x: tf.Tensor4D): tf.Tensor2D {
   return tf.mean(x, [1, 2]) as tf.Tensor2D;
 }
 
+/**
+ * The fused projection of attention, [B·N, parts·D] with columns (part, head, dh),
+ * as `parts` tensors [B, heads, N, dh] (q, k, v). Native: one transpose to
+ * [parts, B, heads, N, dh] and an unstack, in which each part is one contiguous
+ * block (its gradient: a stack and one transpose). wasm: a split by columns and
+ * one rank-4 transpose per part, because wasm's rank-5 Transpose measured
+ * ~20× slower than its rank-4 one on these shapes.
+ */
+export function splitHeads(x: tf.Tensor2D, batch: number, parts: number, heads: number): tf.Tensor4D[] {
+  const [rows, cols] = x.shape;
+  const n = rows / batch;
+  const dh = cols / (parts * heads);
+  if (!Number.isInteger(n) || !Number.isInteger(dh)) throw new Error(`splitHeads: [${x.shape}] is not [B·N, ${parts}·heads·dh] for B = ${batch}`);
+  if (onNative()) return tf.unstack(tf.transpose(tf.reshape(x, [batch, n, parts, heads, dh]), [2, 0, 3, 1, 4])) as tf.Tensor4D[];
+  return tf.split(x, parts, 1).map((t) => tf.transpose(tf.reshape(t, [batch, n, heads, dh]), [0, 2, 1, 3]) as tf.Tensor4D);
+}
+
 // ---------------------------------------------------------------------------
 // Transformer pieces
 // ---------------------------------------------------------------------------
 
 const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
 
 /**
- * GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
- * tfjs has no gelu op. x³ is x·x·x rather than tf.pow: cheaper, and its
- * gradient is plain Multiplies instead of another Pow.
+ * Why the transformer pieces have hand-written gradients: autodiff through a
+ * chain of elementwise ops launches ~3 kernels per op in the backward pass
+ * (tfjs's Multiply gradient also casts both inputs to float32, a full copy on
+ * wasm even when they already are), and a ViT step is mostly such launches on
+ * the native backend. The closed-form derivatives below need about a third of
+ * the kernels of the autodiff graph and give the same values up to rounding.
+ */
+
+/**
+ * GELU, tanh approximation: 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³).
+ * tfjs has no gelu op. x³ is x·x·x rather than tf.pow. Its derivative:
+ *   0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²),  t = tanh(u).
  */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = tf.mul(GELU_C, tf.add(x, tf.mul(0.044715, tf.mul(tf.mul(x, x), x))));
-  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+  return geluWithGrad(x) as tf.Tensor;
 }
 
+const geluWithGrad = tf.customGrad((xi, save) => {
+  const x = xi as tf.Tensor;
+  const x2 = tf.mul(x, x);
+  const t = tf.tanh(tf.mul(GELU_C, tf.add(x, tf.mul(GELU_A, tf.mul(x2, x)))));
+  (save as GradSave)([x, x2, t]);
+  return {
+    value: tf.mul(tf.mul(0.5, x), tf.add(1, t)),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sx, sx2, st] = saved;
+      const du = tf.add(GELU_C, tf.mul(3 * GELU_A * GELU_C, sx2)); // du/dx
+      const sech2 = tf.sub(1, tf.mul(st, st));
+      const slope = tf.add(tf.mul(0.5, tf.add(1, st)), tf.mul(tf.mul(tf.mul(0.5, sx), sech2), du));
+      return tf.mul(dy, slope);
+    },
+  };
+});
+
 /**
- * Layer normalisation over the last axis, gamma/beta of that axis' size.
- * Written from Mean/Sub/Square/Rsqrt so its gradient is plain elementwise
- * kernels (tf.batchNorm would work too but goes through FusedBatchNorm).
+ * Layer normalisation over the last axis, gamma/beta of that axis' size:
+ *   x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β.
+ * Its gradient in closed form (dx for one row of D values, g = γ·dy):
+ *   dx = (g − mean(g) − x̂·mean(g·x̂)) / √(σ² + ε),   dγ = Σ dy·x̂,   dβ = Σ dy
+ * (sums over every leading axis).
  */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): tf.Tensor {
-  const axis = x.rank - 1;
-  const centred = tf.sub(x, tf.mean(x, axis, true));
-  const variance = tf.mean(tf.square(centred), axis, true);
-  return tf.add(tf.mul(tf.mul(centred, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+  return layerNormWithGrad(eps)(x, gamma, beta) as tf.Tensor;
+}
+
+const layerNormByEps = new Map<number, ReturnType<typeof tf.customGrad>>();
+function layerNormWithGrad(eps: number) {
+  let f = layerNormByEps.get(eps);
+  if (f) return f;
+  f = tf.customGrad((xi, gi, bi, save) => {
+    const [x, gamma, beta] = [xi as tf.Tensor, gi as tf.Tensor1D, bi as tf.Tensor1D];
+    const axis = x.rank - 1;
+    const centred = tf.sub(x, tf.mean(x, axis, true));
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), axis, true), eps));
+    const xhat = tf.mul(centred, rstd);
+    (save as GradSave)([xhat, rstd, gamma]);
+    return {
+      value: tf.add(tf.mul(xhat, gamma), beta),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sxhat, srstd, sgamma] = saved;
+        const d = sgamma.shape[0];
+        const dy2 = tf.reshape(dy, [-1, d]);
+        const dgamma = tf.sum(tf.mul(dy2, tf.reshape(sxhat, [-1, d])), 0);
+        const dbeta = tf.sum(dy2, 0);
+        const g = tf.mul(dy, sgamma);
+        const inner = tf.sub(tf.sub(g, tf.mean(g, axis, true)), tf.mul(sxhat, tf.mean(tf.mul(g, sxhat), axis, true)));
+        return [tf.mul(inner, srstd), dgamma, dbeta];
+      },
+    };
+  });
+  layerNormByEps.set(eps, f);
+  return f;
 }
 
 // ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import { conv2dPatches, dense, gelu, layerNorm } from '../ops.ts';
+import { conv2dPatches, dense, gelu, layerNorm, splitHeads } from '../ops.ts';
 import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
@@ -139,9 +139,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     const [B, N] = x.shape;
     // Attention(Q, K, V) = softmax(Q Kᵀ / √d) V per head (Vaswani et al. 2017).
     const h = tf.reshape(layerNorm(x, w.norm1.g, w.norm1.b), [B * N, D]);
-    const [q2, k2, v2] = tf.split(dense(h, w.qkv.w, w.qkv.b), 3, 1); // one [B·N, 3D] product, split by columns
-    const toHeads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, N, heads, dh]), [0, 2, 1, 3]) as tf.Tensor4D;
-    const [q, k, v] = [toHeads(q2), toHeads(k2), toHeads(v2)];
+    const [q, k, v] = splitHeads(dense(h, w.qkv.w, w.qkv.b) as tf.Tensor2D, B, 3, heads); // one [B·N, 3D] product
     record?.push({ q, k, v });
     const attn = tf.softmax(tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true)); // [B, heads, N, N]
     const merged = tf.reshape(tf.transpose(tf.matMul(attn, v), [0, 2, 1, 3]), [B * N, D]);
