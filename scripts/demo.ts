@@ -154,7 +154,7 @@ runCli(async () => {
   say(`CNN teacher (gold labels)          test accuracy ${pct(teacher.test.accuracy)}`);
   say(`${short} distilled (KD from its logits) test accuracy ${pct(kd.test.accuracy)}, agreement with the teacher ${pct(kd.test.teacher_agreement)}`);
   say(`${short} on hard labels only            test accuracy ${pct(hard.test.accuracy)}, agreement with the teacher ${pct(hard.test.teacher_agreement)}`);
-  say(`students: ${student}, ${sizes.studentEpochs} epochs on ${sizes.train} images, batch ${sizes.batchSize}, lr ${sizes.lr}${sizes.augment ? `, --augment ${sizes.augment}` : ''}`);
+  say(`students: ${student}, ${sizes.studentEpochs} epochs on ${sizes.train} images (10% held out for validation), batch ${sizes.batchSize}, lr ${sizes.lr}${sizes.augment ? `, --augment ${sizes.augment}` : ''}`);
   const gain = kd.test.accuracy !== null && hard.test.accuracy !== null ? kd.test.accuracy - hard.test.accuracy : null;
   say(gain === null ? 'no gold test labels to compare' : `distillation ${gain >= 0 ? 'gained' : 'LOST'} ${(100 * Math.abs(gain)).toFixed(2)} points over hard labels (one seed, ${kd.test.n} test images; bench-kd --preset demo averages 3 seeds)`);
   say(`done in ${minutes.toFixed(1)} min; report: ${resolve(p('report.html'))}`);
