@@ -5,6 +5,7 @@
  *                           [--teacher-epochs 3] [--teacher-channels 32,64] [--kd-temperatures 1]
  *                           [--vit-train N] [--vit-epochs N] [--no-vit] [--no-mlp]
  *                           [--from-model DIR] [--json]
+ *   tsx scripts/bench-kd.ts --preset demo [--seeds 1,2,3] [--json]
  *
  * 1. The first N train and M test images are written as PNGs into a temp folder and imported into a
  *    temp SQLite store (task prompts/mnist.md).
@@ -21,6 +22,11 @@
  *      and with hard labels; with --vit-train N on the first N train images only (the ViT is ~20× slower
  *      than the MLP), with --vit-epochs its own epoch count. --no-mlp skips the MLP rows (e.g. to run the
  *      ViT rows in a second process with --from-model).
+ *    The ViT's shape, learning rate and augmentation: --vit-patch, --vit-width, --vit-depth, --vit-heads,
+ *    --vit-mlp-ratio, --vit-lr, --vit-augment.
+ *    --preset demo: exactly the comparison `npm run demo` shows (scripts/demo-settings.ts: its image counts,
+ *    CNN teacher, ViT shape, epochs, batch, lr, augmentation, KD weights and T), ViT rows only, over --seeds;
+ *    flags given explicitly still win.
  * 4. One table: the teacher's test accuracy and each row's test accuracy against gold, mean ± sample std
  *    (n − 1) over seeds. With --json the last line is one JSON object with every figure.
  *
@@ -48,6 +54,8 @@ import type { StudentSpec } from '../src/train/models/index.ts';
 import { splitIndices, train, type TrainConfig } from '../src/train/trainer.ts';
 import type { LogitsRow } from '../src/whitebox/read-logits.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
+import { parseAugment } from '../src/train/augment.ts';
+import { DEMO_FULL, type DemoSetting } from './demo-settings.ts';
 
 const listOf = (parse: (v: string) => number) => (v: string) => v.split(',').filter((s) => s.trim() !== '').map((s) => parse(s.trim()));
 
@@ -72,6 +80,16 @@ const program = new Command('bench-kd')
   .option('--vit-epochs <n>', 'ViT rows: epochs (default: --epochs)', intArg(1))
   .option('--vit-batch-size <n>', 'ViT rows: batch size (default: --batch-size)', intArg(1))
   .option('--teacher-batch-size <n>', 'CNN teacher: batch size (default: --batch-size)', intArg(1))
+  .option('--vit-patch <n>', 'ViT rows: patch size', intArg(1), 4)
+  .option('--vit-width <n>', 'ViT rows: token width', intArg(1), 64)
+  .option('--vit-depth <n>', 'ViT rows: blocks', intArg(1), 4)
+  .option('--vit-heads <n>', 'ViT rows: attention heads', intArg(1), 2)
+  .option('--vit-mlp-ratio <x>', 'ViT rows: MLP width / token width', numberArg(0.01), 2)
+  .option('--vit-lr <x>', 'ViT rows: peak learning rate (default: --lr)', numberArg(0))
+  .option('--vit-augment <spec>', 'ViT rows: train.ts --augment (shift:N, flip)')
+  .option('--kd-weight <x>', 'KD rows: weight of the KD term', numberArg(0), 0.9)
+  .option('--ce-weight <x>', 'KD rows: weight of CE to the hard target', numberArg(0), 0.1)
+  .addOption(new Option('--preset <name>', "the demo's setting (scripts/demo-settings.ts), ViT rows only; explicit flags win").choices(['demo']))
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
   .option('--task <name|file>', 'task name (prompts/NAME.md) or task file', 'mnist')
   .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
@@ -95,8 +113,39 @@ interface RowResult extends RowSpec {
 
 const TOPK = [1, 3, 10];
 
+/** Fill every option the user did not give from the demo's setting. */
+function applyPreset(cmd: Command, s: DemoSetting): void {
+  if (s.student.kind !== 'vit') throw new DistilleryError('--preset demo: the demo setting\'s student is not a ViT');
+  const v = s.student;
+  const preset: Record<string, unknown> = {
+    train: s.train,
+    test: s.test,
+    teacherEpochs: s.teacherEpochs,
+    teacherChannels: s.teacherChannels,
+    // train.ts's default warm-up (5% of the steps), as the demo's teacher gets.
+    teacherWarmup: undefined,
+    batchSize: s.batchSize,
+    epochs: s.studentEpochs,
+    mlp: false,
+    vitPatch: v.patch,
+    vitWidth: v.width,
+    vitDepth: v.depth,
+    vitHeads: v.heads,
+    vitMlpRatio: v.mlpRatio,
+    vitLr: s.lr,
+    vitAugment: s.augment,
+    kdTemperatures: [s.kdTemperature],
+    kdWeight: s.kdWeight,
+    ceWeight: s.ceWeight,
+  };
+  for (const [key, value] of Object.entries(preset)) if (cmd.getOptionValueSource(key) !== 'cli') cmd.setOptionValueWithSource(key, value, 'config');
+}
+
 async function main(): Promise<void> {
-  const opts = program.parse().opts();
+  program.parse();
+  if (program.opts().preset === 'demo') applyPreset(program, DEMO_FULL);
+  const opts = program.opts();
+  const vitAugment = opts.vitAugment ? parseAugment(opts.vitAugment) : undefined;
   if (opts.seeds.length === 0) throw new DistilleryError('--seeds: give at least one seed');
   if (opts.kdTemperatures.length === 0) throw new DistilleryError('--kd-temperatures: give at least one temperature');
   if (opts.teacherChannels.length !== 2 && opts.teacherChannels.length !== 3) throw new DistilleryError('--teacher-channels: give 2 or 3 channel counts');
@@ -124,7 +173,7 @@ async function main(): Promise<void> {
       log(`imported ${imported.added} items (${opts.train} train, ${opts.test} test) into ${store.path}`);
 
       // ---- teacher ------------------------------------------------------------------
-      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 } as const;
+      const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 };
       const reused = opts.fromModel ? await loadModel(opts.fromModel) : undefined;
       if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--from-model ${opts.fromModel}: a ${reused.spec.student.kind}, not a cnn`);
       // A reused teacher sees its own preprocessing (the same when it was trained on the same first N images).
@@ -149,7 +198,7 @@ async function main(): Promise<void> {
         const teacherRes = await train(
           goldDs,
           teacherSpec,
-          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, warmup: opts.teacherWarmup, seed: opts.teacherSeed, distill: ['ce'], settings: { ceWeight: 1 } },
+          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, ...(opts.teacherWarmup === undefined ? {} : { warmup: opts.teacherWarmup }), seed: opts.teacherSeed, distill: ['ce'], settings: { ceWeight: 1 } },
           teacherDir,
           { hooks: { onEpoch: epochLogger('cnn teacher') } },
         );
@@ -207,17 +256,19 @@ async function main(): Promise<void> {
           const spec: StudentSpec =
             row.student === 'mlp'
               ? { kind: 'mlp', numClasses, inputShape, hidden: [256, 128] }
-              : { kind: 'vit', numClasses, inputShape, patchSize: 4, width: 64, depth: 4, heads: 2, mlpRatio: 2 };
+              : { kind: 'vit', numClasses, inputShape, patchSize: opts.vitPatch, width: opts.vitWidth, depth: opts.vitDepth, heads: opts.vitHeads, mlpRatio: opts.vitMlpRatio };
           const vit = row.student === 'vit';
           const config: TrainConfig = {
             ...base,
             ...(vit && opts.vitEpochs ? { epochs: opts.vitEpochs } : {}),
             ...(vit && opts.vitBatchSize ? { batchSize: opts.vitBatchSize } : {}),
+            ...(vit && opts.vitLr !== undefined ? { lr: opts.vitLr } : {}),
+            ...(vit && vitAugment ? { augment: vitAugment } : {}),
             // The test split is scored once, at the end (per-epoch test scores are not used here).
             testEachEpoch: false,
             seed,
             distill: row.loss === 'kd' ? ['ce', 'kd'] : ['ce'],
-            settings: row.loss === 'kd' ? { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: row.temperature ?? 1 } : { ceWeight: 1 },
+            settings: row.loss === 'kd' ? { ceWeight: opts.ceWeight, kdWeight: opts.kdWeight, kdTemperature: row.temperature ?? 1 } : { ceWeight: 1 },
           };
           const label = `${row.key} seed ${seed}`;
           const ts = performance.now();
@@ -239,7 +290,7 @@ async function main(): Promise<void> {
       table.push([`${teacherName} (teacher)`, 'gold, CE', '-', pct(teacherAcc), reused ? `from ${teacherDir}` : `seed ${opts.teacherSeed}`]);
       for (const r of out) {
         table.push([
-          r.student === 'mlp' ? 'mlp 256,128' : `vit p4 w64 d4 h2${opts.vitTrain ? ` (first ${opts.vitTrain} train)` : ''}${opts.vitEpochs ? `, ${opts.vitEpochs} ep` : ''}`,
+          r.student === 'mlp' ? 'mlp 256,128' : `vit p${opts.vitPatch} w${opts.vitWidth} d${opts.vitDepth} h${opts.vitHeads}${opts.vitLr !== undefined ? ` lr ${opts.vitLr}` : ''}${opts.vitAugment ? ` ${opts.vitAugment}` : ''}${opts.vitTrain ? ` (first ${opts.vitTrain} train)` : ''}${opts.vitEpochs ? `, ${opts.vitEpochs} ep` : ''}`,
           r.targets,
           r.temperature === null ? '-' : String(r.temperature),
           `${pct(r.mean)} ± ${(100 * r.std).toFixed(2)}`,
@@ -257,7 +308,18 @@ async function main(): Promise<void> {
             backend: backend.backend,
             teacher_accuracy: teacherAcc,
             teacher: { spec: teacherSpec, dir: reused ? teacherDir : null, epochs: reused ? null : opts.teacherEpochs, seed: reused ? null : opts.teacherSeed, seconds: round(teacherSeconds, 1), test_n: teacherTestN },
-            vit: opts.vit ? { train: opts.vitTrain ?? opts.train, epochs: opts.vitEpochs ?? opts.epochs, batch_size: opts.vitBatchSize ?? opts.batchSize } : null,
+            preset: opts.preset ?? null,
+            vit: opts.vit
+              ? {
+                  train: opts.vitTrain ?? opts.train,
+                  epochs: opts.vitEpochs ?? opts.epochs,
+                  batch_size: opts.vitBatchSize ?? opts.batchSize,
+                  shape: { patch: opts.vitPatch, width: opts.vitWidth, depth: opts.vitDepth, heads: opts.vitHeads, mlp_ratio: opts.vitMlpRatio },
+                  lr: opts.vitLr ?? opts.lr,
+                  augment: opts.vitAugment ?? null,
+                }
+              : null,
+            kd_weights: { ce: opts.ceWeight, kd: opts.kdWeight },
             rows: out.map((r) => ({
               student: r.student,
               targets: r.targets,
