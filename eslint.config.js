@@ -110,7 +110,10 @@ export default defineConfig(
     rules: {
       'no-restricted-syntax': [
         'error',
-        { selector: "MemberExpression[property.name='sqlOf']", message: 'Store.sqlOf is for src/store/ only: add a Store method for the query.' },
+        {
+          selector: "MemberExpression[property.name='sqlOf']",
+          message: 'Store.sqlOf is for src/store/ only: add a Store method for the query.',
+        },
       ],
     },
   },

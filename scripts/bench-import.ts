@@ -49,7 +49,8 @@ async function child(args: string[], preload: string): Promise<{ seconds: number
   const code = await new Promise<number | null>((r) => p.on('close', r));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const m = /maxrss_kb (\d+)/.exec(stderr);
-  if (code !== 0 || !m) throw new DistilleryError(`child ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  if (code !== 0 || !m)
+    throw new DistilleryError(`child ${args.join(' ')} failed (exit ${code}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
   return { seconds, maxRssMb: Number(m[1]) / 1024, stdout };
 }
 
@@ -75,7 +76,10 @@ runCli(async () => {
     writeFileSync(task, '---\nname: tickets\nlabels: [billing, technical]\ninput: text\n---\nClassify: {{text}}\n');
     // Baseline: the same CLI, modules loaded, an empty input.
     writeFileSync(join(dir, 'empty.jsonl'), '');
-    const baseline = await child(['scripts/import.ts', '--task', task, '--input', join(dir, 'empty.jsonl'), '--db', join(dir, 'empty.db')], preload);
+    const baseline = await child(
+      ['scripts/import.ts', '--task', task, '--input', join(dir, 'empty.jsonl'), '--db', join(dir, 'empty.db')],
+      preload,
+    );
     log(`baseline (empty input): peak ${baseline.maxRssMb.toFixed(1)} MB`);
     const runs: { rows: number; input_mb: number; seconds: number; rows_per_s: number; peak_rss_mb: number }[] = [];
     for (const rows of sizes) {
@@ -84,7 +88,13 @@ runCli(async () => {
       const r = await child(['scripts/import.ts', '--task', task, '--input', input, '--db', join(dir, `db-${rows}.db`)], preload);
       if (!r.stdout.includes(`imported ${rows} new item(s)`)) throw new DistilleryError(`import of ${rows} rows said: ${r.stdout.trim()}`);
       const inputMb = statSync(input).size / 2 ** 20;
-      runs.push({ rows, input_mb: round(inputMb), seconds: round(r.seconds), rows_per_s: Math.round(rows / r.seconds), peak_rss_mb: round(r.maxRssMb) });
+      runs.push({
+        rows,
+        input_mb: round(inputMb),
+        seconds: round(r.seconds),
+        rows_per_s: Math.round(rows / r.seconds),
+        peak_rss_mb: round(r.maxRssMb),
+      });
       log(`${rows} rows (${inputMb.toFixed(1)} MB of JSONL): ${r.seconds.toFixed(1)} s, peak ${r.maxRssMb.toFixed(1)} MB`);
       rmSync(input);
     }
@@ -93,9 +103,22 @@ runCli(async () => {
     const growth = last.peak_rss_mb / first.peak_rss_mb;
     const aboveBaseline = (last.peak_rss_mb - baseline.maxRssMb) / Math.max(1, first.peak_rss_mb - baseline.maxRssMb);
     console.log(`\npeak memory: baseline ${baseline.maxRssMb.toFixed(1)} MB (no input)`);
-    for (const r of runs) console.log(`  ${String(r.rows).padStart(8)} rows  ${r.input_mb.toFixed(1).padStart(7)} MB input  ${r.seconds.toFixed(1).padStart(6)} s  peak ${r.peak_rss_mb.toFixed(1)} MB`);
-    console.log(`ratio peak(${last.rows}) / peak(${first.rows}): ${growth.toFixed(2)} for ${(last.rows / first.rows).toFixed(0)}× the rows; above the baseline: ${aboveBaseline.toFixed(2)}×`);
-    if (opts.json) console.log(JSON.stringify({ baseline_peak_rss_mb: round(baseline.maxRssMb), runs, peak_ratio: round(growth), above_baseline_ratio: round(aboveBaseline) }));
+    for (const r of runs)
+      console.log(
+        `  ${String(r.rows).padStart(8)} rows  ${r.input_mb.toFixed(1).padStart(7)} MB input  ${r.seconds.toFixed(1).padStart(6)} s  peak ${r.peak_rss_mb.toFixed(1)} MB`,
+      );
+    console.log(
+      `ratio peak(${last.rows}) / peak(${first.rows}): ${growth.toFixed(2)} for ${(last.rows / first.rows).toFixed(0)}× the rows; above the baseline: ${aboveBaseline.toFixed(2)}×`,
+    );
+    if (opts.json)
+      console.log(
+        JSON.stringify({
+          baseline_peak_rss_mb: round(baseline.maxRssMb),
+          runs,
+          peak_ratio: round(growth),
+          above_baseline_ratio: round(aboveBaseline),
+        }),
+      );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -57,10 +57,16 @@ import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { parseAugment } from '../src/train/augment.ts';
 import { DEMO_FULL, type DemoSetting } from './demo-settings.ts';
 
-const listOf = (parse: (v: string) => number) => (v: string) => v.split(',').filter((s) => s.trim() !== '').map((s) => parse(s.trim()));
+const listOf = (parse: (v: string) => number) => (v: string) =>
+  v
+    .split(',')
+    .filter((s) => s.trim() !== '')
+    .map((s) => parse(s.trim()));
 
 const program = new Command('bench-kd')
-  .description('The KD quality table on MNIST: a CNN teacher, MLP and ViT students from its logits (dense and top-k) and from its hard labels.')
+  .description(
+    'The KD quality table on MNIST: a CNN teacher, MLP and ViT students from its logits (dense and top-k) and from its hard labels.',
+  )
   .option('--train <n>', 'training images (the first N of the 60,000)', intArg(50, 60000), 3000)
   .option('--test <n>', 'test images (the first M of the 10,000)', intArg(1, 10000), 1000)
   .option('--seeds <list>', 'student seeds (init, shuffling, validation slice)', listOf(intArg(0)), [1, 2, 3])
@@ -68,9 +74,19 @@ const program = new Command('bench-kd')
   .option('--teacher-epochs <n>', 'epochs of the CNN teacher', intArg(1), 3)
   .option('--teacher-seed <n>', 'seed of the CNN teacher', intArg(0), 1)
   .option('--teacher-warmup <steps>', 'warm-up steps of the CNN teacher', intArg(0), 10)
-  .option('--teacher-channels <list>', 'CNN teacher: 2 channel counts (conv-pool-conv-pool) or 3 (conv-conv-pool-conv-pool)', listOf(intArg(1)), [32, 64])
+  .option(
+    '--teacher-channels <list>',
+    'CNN teacher: 2 channel counts (conv-pool-conv-pool) or 3 (conv-conv-pool-conv-pool)',
+    listOf(intArg(1)),
+    [32, 64],
+  )
   .option('--from-model <dir>', 'use this trained CNN (a model folder) as the teacher instead of training one')
-  .option('--kd-temperatures <list>', 'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first', listOf(numberArg(0.01)), [1])
+  .option(
+    '--kd-temperatures <list>',
+    'KD temperatures: the MLP-with-KD row once per value; other KD rows use the first',
+    listOf(numberArg(0.01)),
+    [1],
+  )
   .option('--batch-size <n>', 'batch size (teacher and students)', intArg(1), 64)
   .option('--lr <x>', 'peak learning rate (AdamW)', numberArg(0), 1e-3)
   .option('--weight-decay <x>', 'decoupled weight decay', numberArg(0), 0.05)
@@ -89,7 +105,9 @@ const program = new Command('bench-kd')
   .option('--vit-augment <spec>', 'ViT rows: train.ts --augment (shift:N, flip)')
   .option('--kd-weight <x>', 'KD rows: weight of the KD term', numberArg(0), 0.9)
   .option('--ce-weight <x>', 'KD rows: weight of CE to the hard target', numberArg(0), 0.1)
-  .addOption(new Option('--preset <name>', "the demo's setting (scripts/demo-settings.ts), ViT rows only; explicit flags win").choices(['demo']))
+  .addOption(
+    new Option('--preset <name>', "the demo's setting (scripts/demo-settings.ts), ViT rows only; explicit flags win").choices(['demo']),
+  )
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
   .option('--task <name|file>', 'task name (prompts/NAME.md) or task file', 'mnist')
   .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
@@ -115,7 +133,7 @@ const TOPK = [1, 3, 10];
 
 /** Fill every option the user did not give from the demo's setting. */
 function applyPreset(cmd: Command, s: DemoSetting): void {
-  if (s.student.kind !== 'vit') throw new DistilleryError('--preset demo: the demo setting\'s student is not a ViT');
+  if (s.student.kind !== 'vit') throw new DistilleryError("--preset demo: the demo setting's student is not a ViT");
   const v = s.student;
   const preset: Record<string, unknown> = {
     train: s.train,
@@ -138,7 +156,8 @@ function applyPreset(cmd: Command, s: DemoSetting): void {
     kdWeight: s.kdWeight,
     ceWeight: s.ceWeight,
   };
-  for (const [key, value] of Object.entries(preset)) if (cmd.getOptionValueSource(key) !== 'cli') cmd.setOptionValueWithSource(key, value, 'config');
+  for (const [key, value] of Object.entries(preset))
+    if (cmd.getOptionValueSource(key) !== 'cli') cmd.setOptionValueWithSource(key, value, 'config');
 }
 
 async function main(): Promise<void> {
@@ -148,7 +167,8 @@ async function main(): Promise<void> {
   const vitAugment = opts.vitAugment ? parseAugment(opts.vitAugment) : undefined;
   if (opts.seeds.length === 0) throw new DistilleryError('--seeds: give at least one seed');
   if (opts.kdTemperatures.length === 0) throw new DistilleryError('--kd-temperatures: give at least one temperature');
-  if (opts.teacherChannels.length !== 2 && opts.teacherChannels.length !== 3) throw new DistilleryError('--teacher-channels: give 2 or 3 channel counts');
+  if (opts.teacherChannels.length !== 2 && opts.teacherChannels.length !== 3)
+    throw new DistilleryError('--teacher-channels: give 2 or 3 channel counts');
   const t0 = performance.now();
   const backend = await selectBackend(opts.backend as BackendChoice);
   log(`backend: ${backend.detail}`);
@@ -159,7 +179,10 @@ async function main(): Promise<void> {
     // ---- data: PNGs, JSONL, store -------------------------------------------------
     const task = taskFromArg(opts.task);
     const lines: string[] = [];
-    for (const [split, limit] of [['train', opts.train], ['test', opts.test]] as const) {
+    for (const [split, limit] of [
+      ['train', opts.train],
+      ['test', opts.test],
+    ] as const) {
       const m = loadMnist(split, { limit });
       if (m.n < limit) throw new DistilleryError(`MNIST ${split}: only ${m.n} images, asked for ${limit}`);
       lines.push(...writeIdxImagesAsPngs(m.images, m.labels, { dir: work, split, rows: m.rows, cols: m.cols, prefix: 'mnist' }));
@@ -175,14 +198,21 @@ async function main(): Promise<void> {
       // ---- teacher ------------------------------------------------------------------
       const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 };
       const reused = opts.fromModel ? await loadModel(opts.fromModel) : undefined;
-      if (reused && reused.spec.student.kind !== 'cnn') throw new DistilleryError(`--from-model ${opts.fromModel}: a ${reused.spec.student.kind}, not a cnn`);
+      if (reused && reused.spec.student.kind !== 'cnn')
+        throw new DistilleryError(`--from-model ${opts.fromModel}: a ${reused.spec.student.kind}, not a cnn`);
       // A reused teacher sees its own preprocessing (the same when it was trained on the same first N images).
-      const goldDs = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false }, ...(reused ? { preprocess: reused.spec.preprocess } : {}) });
+      const goldDs = loadDataset(store, taskRow, {
+        supervised: true,
+        targets: { calibrate: false },
+        ...(reused ? { preprocess: reused.spec.preprocess } : {}),
+      });
       const im = goldDs.preprocess.image!;
       const inputShape: [number, number, number] = [im.height, im.width, im.channels];
       const numClasses = task.labels.length;
       const teacherDir = reused ? reused.dir : join(work, 'models', 'cnn');
-      const teacherSpec: StudentSpec = reused ? reused.spec.student : { kind: 'cnn', numClasses, inputShape, channels: opts.teacherChannels };
+      const teacherSpec: StudentSpec = reused
+        ? reused.spec.student
+        : { kind: 'cnn', numClasses, inputShape, channels: opts.teacherChannels };
       const tt = performance.now();
       let teacherAcc: number;
       let teacherTestN: number;
@@ -198,7 +228,15 @@ async function main(): Promise<void> {
         const teacherRes = await train(
           goldDs,
           teacherSpec,
-          { ...base, ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}), epochs: opts.teacherEpochs, ...(opts.teacherWarmup === undefined ? {} : { warmup: opts.teacherWarmup }), seed: opts.teacherSeed, distill: ['ce'], settings: { ceWeight: 1 } },
+          {
+            ...base,
+            ...(opts.teacherBatchSize ? { batchSize: opts.teacherBatchSize } : {}),
+            epochs: opts.teacherEpochs,
+            ...(opts.teacherWarmup === undefined ? {} : { warmup: opts.teacherWarmup }),
+            seed: opts.teacherSeed,
+            distill: ['ce'],
+            settings: { ceWeight: 1 },
+          },
           teacherDir,
           { hooks: { onEpoch: epochLogger('cnn teacher') } },
         );
@@ -213,7 +251,10 @@ async function main(): Promise<void> {
       const rows: LogitsRow[] = [];
       for await (const r of modelLogitsRows(model, goldDs)) rows.push(r);
       model.student.dispose();
-      const runs: { teacher: string; store: string }[] = [{ teacher: 'cnn', store: 'dense32' }, ...TOPK.map((k) => ({ teacher: `cnn-top${k}`, store: `topk:${k}` }))];
+      const runs: { teacher: string; store: string }[] = [
+        { teacher: 'cnn', store: 'dense32' },
+        ...TOPK.map((k) => ({ teacher: `cnn-top${k}`, store: `topk:${k}` })),
+      ];
       for (const r of runs) {
         const res = await ingestLogits({
           store,
@@ -229,22 +270,58 @@ async function main(): Promise<void> {
         log(`ingested ${res.rows} rows as teacher "${r.teacher}" (${formatName(parseSoftFormat(r.store))}), run ${res.run.id}`);
       }
       const datasets = new Map<string, Dataset>();
-      for (const r of runs) datasets.set(r.teacher, loadDataset(store, taskRow, { supervised: false, targets: { teachers: r.teacher, calibrate: false } }));
+      for (const r of runs)
+        datasets.set(r.teacher, loadDataset(store, taskRow, { supervised: false, targets: { teachers: r.teacher, calibrate: false } }));
 
       // ---- students -----------------------------------------------------------------
       const T0: number = opts.kdTemperatures[0];
       const specs: RowSpec[] = [
         ...(opts.mlp
           ? [
-              ...opts.kdTemperatures.map((t: number): RowSpec => ({ key: `mlp-kd-T${t}`, student: 'mlp', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: t })),
-              { key: 'mlp-hard', student: 'mlp', teacher: 'cnn', targets: 'cnn hard labels (argmax), CE only', loss: 'hard', temperature: null } as RowSpec,
-              ...TOPK.map((k): RowSpec => ({ key: `mlp-top${k}`, student: 'mlp', teacher: `cnn-top${k}`, targets: `cnn logits (topk:${k}), KD`, loss: 'kd', temperature: T0 })),
+              ...opts.kdTemperatures.map((t: number): RowSpec => ({
+                key: `mlp-kd-T${t}`,
+                student: 'mlp',
+                teacher: 'cnn',
+                targets: 'cnn logits (dense32), KD',
+                loss: 'kd',
+                temperature: t,
+              })),
+              {
+                key: 'mlp-hard',
+                student: 'mlp',
+                teacher: 'cnn',
+                targets: 'cnn hard labels (argmax), CE only',
+                loss: 'hard',
+                temperature: null,
+              } as RowSpec,
+              ...TOPK.map((k): RowSpec => ({
+                key: `mlp-top${k}`,
+                student: 'mlp',
+                teacher: `cnn-top${k}`,
+                targets: `cnn logits (topk:${k}), KD`,
+                loss: 'kd',
+                temperature: T0,
+              })),
             ]
           : []),
         ...(opts.vit
           ? [
-              { key: 'vit-kd', student: 'vit', teacher: 'cnn', targets: 'cnn logits (dense32), KD', loss: 'kd', temperature: T0 } as RowSpec,
-              { key: 'vit-hard', student: 'vit', teacher: 'cnn', targets: 'cnn hard labels (argmax), CE only', loss: 'hard', temperature: null } as RowSpec,
+              {
+                key: 'vit-kd',
+                student: 'vit',
+                teacher: 'cnn',
+                targets: 'cnn logits (dense32), KD',
+                loss: 'kd',
+                temperature: T0,
+              } as RowSpec,
+              {
+                key: 'vit-hard',
+                student: 'vit',
+                teacher: 'cnn',
+                targets: 'cnn hard labels (argmax), CE only',
+                loss: 'hard',
+                temperature: null,
+              } as RowSpec,
             ]
           : []),
       ];
@@ -256,7 +333,16 @@ async function main(): Promise<void> {
           const spec: StudentSpec =
             row.student === 'mlp'
               ? { kind: 'mlp', numClasses, inputShape, hidden: [256, 128] }
-              : { kind: 'vit', numClasses, inputShape, patchSize: opts.vitPatch, width: opts.vitWidth, depth: opts.vitDepth, heads: opts.vitHeads, mlpRatio: opts.vitMlpRatio };
+              : {
+                  kind: 'vit',
+                  numClasses,
+                  inputShape,
+                  patchSize: opts.vitPatch,
+                  width: opts.vitWidth,
+                  depth: opts.vitDepth,
+                  heads: opts.vitHeads,
+                  mlpRatio: opts.vitMlpRatio,
+                };
           const vit = row.student === 'vit';
           const config: TrainConfig = {
             ...base,
@@ -268,17 +354,28 @@ async function main(): Promise<void> {
             testEachEpoch: false,
             seed,
             distill: row.loss === 'kd' ? ['ce', 'kd'] : ['ce'],
-            settings: row.loss === 'kd' ? { ceWeight: opts.ceWeight, kdWeight: opts.kdWeight, kdTemperature: row.temperature ?? 1 } : { ceWeight: 1 },
+            settings:
+              row.loss === 'kd'
+                ? { ceWeight: opts.ceWeight, kdWeight: opts.kdWeight, kdTemperature: row.temperature ?? 1 }
+                : { ceWeight: 1 },
           };
           const label = `${row.key} seed ${seed}`;
           const ts = performance.now();
           const ds = datasets.get(row.teacher)!;
-          const res = await train(vit && opts.vitTrain ? firstTrainItems(ds, opts.vitTrain) : ds, spec, config, join(work, 'models', `${row.key}-s${seed}`), { hooks: { onEpoch: epochLogger(label) } });
+          const res = await train(
+            vit && opts.vitTrain ? firstTrainItems(ds, opts.vitTrain) : ds,
+            spec,
+            config,
+            join(work, 'models', `${row.key}-s${seed}`),
+            { hooks: { onEpoch: epochLogger(label) } },
+          );
           const secs = (performance.now() - ts) / 1000;
           row.accuracies.push(res.test.accuracy ?? NaN);
           row.seconds.push(secs);
           done++;
-          log(`[${done}/${total}] ${label}: test ${pct(res.test.accuracy ?? NaN)} (${secs.toFixed(0)} s, ${((performance.now() - t0) / 1000).toFixed(0)} s so far)`);
+          log(
+            `[${done}/${total}] ${label}: test ${pct(res.test.accuracy ?? NaN)} (${secs.toFixed(0)} s, ${((performance.now() - t0) / 1000).toFixed(0)} s so far)`,
+          );
         }
       }
 
@@ -287,10 +384,18 @@ async function main(): Promise<void> {
       const out = results.map((r) => ({ ...r, ...meanStd(r.accuracies) }));
       const table: string[][] = [['student', 'targets', 'T', `test accuracy (n=${opts.seeds.length} seeds)`, 'per seed']];
       const teacherName = `cnn ${((teacherSpec as { channels?: number[] }).channels ?? [32, 32, 64]).join(',')}`;
-      table.push([`${teacherName} (teacher)`, 'gold, CE', '-', pct(teacherAcc), reused ? `from ${teacherDir}` : `seed ${opts.teacherSeed}`]);
+      table.push([
+        `${teacherName} (teacher)`,
+        'gold, CE',
+        '-',
+        pct(teacherAcc),
+        reused ? `from ${teacherDir}` : `seed ${opts.teacherSeed}`,
+      ]);
       for (const r of out) {
         table.push([
-          r.student === 'mlp' ? 'mlp 256,128' : `vit p${opts.vitPatch} w${opts.vitWidth} d${opts.vitDepth} h${opts.vitHeads}${opts.vitLr !== undefined ? ` lr ${opts.vitLr}` : ''}${opts.vitAugment ? ` ${opts.vitAugment}` : ''}${opts.vitTrain ? ` (first ${opts.vitTrain} train)` : ''}${opts.vitEpochs ? `, ${opts.vitEpochs} ep` : ''}`,
+          r.student === 'mlp'
+            ? 'mlp 256,128'
+            : `vit p${opts.vitPatch} w${opts.vitWidth} d${opts.vitDepth} h${opts.vitHeads}${opts.vitLr !== undefined ? ` lr ${opts.vitLr}` : ''}${opts.vitAugment ? ` ${opts.vitAugment}` : ''}${opts.vitTrain ? ` (first ${opts.vitTrain} train)` : ''}${opts.vitEpochs ? `, ${opts.vitEpochs} ep` : ''}`,
           r.targets,
           r.temperature === null ? '-' : String(r.temperature),
           `${pct(r.mean)} ± ${(100 * r.std).toFixed(2)}`,
@@ -307,14 +412,27 @@ async function main(): Promise<void> {
           JSON.stringify({
             backend: backend.backend,
             teacher_accuracy: teacherAcc,
-            teacher: { spec: teacherSpec, dir: reused ? teacherDir : null, epochs: reused ? null : opts.teacherEpochs, seed: reused ? null : opts.teacherSeed, seconds: round(teacherSeconds, 1), test_n: teacherTestN },
+            teacher: {
+              spec: teacherSpec,
+              dir: reused ? teacherDir : null,
+              epochs: reused ? null : opts.teacherEpochs,
+              seed: reused ? null : opts.teacherSeed,
+              seconds: round(teacherSeconds, 1),
+              test_n: teacherTestN,
+            },
             preset: opts.preset ?? null,
             vit: opts.vit
               ? {
                   train: opts.vitTrain ?? opts.train,
                   epochs: opts.vitEpochs ?? opts.epochs,
                   batch_size: opts.vitBatchSize ?? opts.batchSize,
-                  shape: { patch: opts.vitPatch, width: opts.vitWidth, depth: opts.vitDepth, heads: opts.vitHeads, mlp_ratio: opts.vitMlpRatio },
+                  shape: {
+                    patch: opts.vitPatch,
+                    width: opts.vitWidth,
+                    depth: opts.vitDepth,
+                    heads: opts.vitHeads,
+                    mlp_ratio: opts.vitMlpRatio,
+                  },
                   lr: opts.vitLr ?? opts.lr,
                   augment: opts.vitAugment ?? null,
                 }
@@ -360,8 +478,17 @@ function firstTrainItems(ds: Dataset, n: number): Dataset {
 }
 
 function epochLogger(label: string) {
-  return (r: { epoch: number; loss: number; train_accuracy: number; val_accuracy: number | null; test_accuracy: number | null; seconds: number }) =>
-    log(`  ${label} epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} train ${pct(r.train_accuracy)} val ${r.val_accuracy === null ? '-' : pct(r.val_accuracy)} test ${r.test_accuracy === null ? '-' : pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`);
+  return (r: {
+    epoch: number;
+    loss: number;
+    train_accuracy: number;
+    val_accuracy: number | null;
+    test_accuracy: number | null;
+    seconds: number;
+  }) =>
+    log(
+      `  ${label} epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} train ${pct(r.train_accuracy)} val ${r.val_accuracy === null ? '-' : pct(r.val_accuracy)} test ${r.test_accuracy === null ? '-' : pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`,
+    );
 }
 
 function meanStd(xs: number[]): { mean: number; std: number } {
@@ -381,7 +508,11 @@ function round(x: number, digits: number): number {
 
 function formatTable(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((v, c) => v.padEnd(widths[c]))
+      .join('  ')
+      .trimEnd();
   return [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }
 

@@ -60,9 +60,19 @@ async function main(): Promise<void> {
   serverURL = server.url;
   try {
     const taskPath = join(dir, 'task.md');
-    writeFileSync(taskPath, '---\nname: bench\nlabels: [billing, bug report, feature request, other]\n---\nClassify the ticket.\nTicket: {{text}}\n');
+    writeFileSync(
+      taskPath,
+      '---\nname: bench\nlabels: [billing, bug report, feature request, other]\n---\nClassify the ticket.\nTicket: {{text}}\n',
+    );
     const task = loadTask(taskPath);
-    const settings: TeacherSettings = { model: 'bench', baseURL: server.url, soft: { kind: 'logprobs' }, temperature: 0, maxTokens: defaultMaxTokens(task.labels), imageDetail: 'low' };
+    const settings: TeacherSettings = {
+      model: 'bench',
+      baseURL: server.url,
+      soft: { kind: 'logprobs' },
+      temperature: 0,
+      maxTokens: defaultMaxTokens(task.labels),
+      imageDetail: 'low',
+    };
 
     const figures: Record<string, number | null> = { items: opts.items, concurrency: opts.concurrency };
     if (opts.process) {
@@ -77,7 +87,14 @@ async function main(): Promise<void> {
         startBare.push((await timed(bareChild(empty))).secs);
         startHelp.push((await timed([process.execPath, ['--import', 'tsx', LABEL_SCRIPT, '--help']])).secs);
         procBare.push(opts.items / (await timed(bareChild(requests), (out) => out.includes(`answered ${opts.items}`))).secs);
-        procPipeline.push(opts.items / (await timed(labelChild(taskPath, settings, dir, `proc${r}`), (out) => out.includes(`${opts.items} labeled, 0 failed, 0 pending`))).secs);
+        procPipeline.push(
+          opts.items /
+            (
+              await timed(labelChild(taskPath, settings, dir, `proc${r}`), (out) =>
+                out.includes(`${opts.items} labeled, 0 failed, 0 pending`),
+              )
+            ).secs,
+        );
       }
       Object.assign(figures, {
         process_bare_labels_per_s: round(Math.max(...procBare)),
@@ -87,7 +104,9 @@ async function main(): Promise<void> {
         startup_label_help_s: round(Math.min(...startHelp), 3),
       });
       console.log(`whole process, bare openai loop:  ${figures.process_bare_labels_per_s} labels/s  (runs: ${spread(procBare)})`);
-      console.log(`whole process, label.ts --input:  ${figures.process_pipeline_labels_per_s} labels/s  (runs: ${spread(procPipeline)})  ratio ${figures.process_ratio} (goal >= 0.95)`);
+      console.log(
+        `whole process, label.ts --input:  ${figures.process_pipeline_labels_per_s} labels/s  (runs: ${spread(procPipeline)})  ratio ${figures.process_ratio} (goal >= 0.95)`,
+      );
       console.log(`start-up: bare loop ${spread(startBare, 3)} s, label.ts --help ${spread(startHelp, 3)} s`);
     }
     if (opts.inProcess) {
@@ -109,9 +128,13 @@ async function main(): Promise<void> {
         growth_ratio: prefilled.length ? round(Math.max(...prefilled) / Math.max(...fresh), 3) : null,
       });
       console.log(`in process, bare openai loop:   ${figures.bare_labels_per_s} labels/s  (runs: ${spread(bare)})`);
-      console.log(`in process, pipeline (fresh db): ${figures.pipeline_labels_per_s} labels/s  (runs: ${spread(fresh)})  ratio ${figures.ratio} (goal >= 0.95)`);
+      console.log(
+        `in process, pipeline (fresh db): ${figures.pipeline_labels_per_s} labels/s  (runs: ${spread(fresh)})  ratio ${figures.ratio} (goal >= 0.95)`,
+      );
       if (figures.prefilled_labels_per_s !== null) {
-        console.log(`in process, pipeline (${opts.prefill} labeled items already): ${figures.prefilled_labels_per_s} labels/s  growth ratio ${figures.growth_ratio} (1.0 = flat)`);
+        console.log(
+          `in process, pipeline (${opts.prefill} labeled items already): ${figures.prefilled_labels_per_s} labels/s  growth ratio ${figures.growth_ratio} (1.0 = flat)`,
+        );
       }
     }
     if (opts.json) console.log(JSON.stringify(figures));
@@ -152,8 +175,29 @@ function labelChild(taskPath: string, settings: TeacherSettings, dir: string, na
   const input = inputFile(dir, name, opts.items);
   return [
     process.execPath,
-    ['--import', 'tsx', LABEL_SCRIPT, '--task', taskPath, '--input', input, '--db', join(dir, `${name}.db`), '--model', settings.model, '--base-url', serverURL,
-      '--price-in', '0.15', '--price-out', '0.6', '--concurrency', String(opts.concurrency), '--progress-interval', '3600'],
+    [
+      '--import',
+      'tsx',
+      LABEL_SCRIPT,
+      '--task',
+      taskPath,
+      '--input',
+      input,
+      '--db',
+      join(dir, `${name}.db`),
+      '--model',
+      settings.model,
+      '--base-url',
+      serverURL,
+      '--price-in',
+      '0.15',
+      '--price-out',
+      '0.6',
+      '--concurrency',
+      String(opts.concurrency),
+      '--progress-interval',
+      '3600',
+    ],
   ];
 }
 
@@ -163,7 +207,13 @@ async function requestFile(task: Task, settings: TeacherSettings, dir: string): 
   const { itemIds } = await store.importItems(task, readItems(inputFile(dir, 'requests', opts.items), task));
   const builder = new RequestBuilder(task, settings);
   const path = join(dir, 'requests.jsonl');
-  writeFileSync(path, store.itemsByIds(itemIds).map((item) => `${JSON.stringify(builder.build(item).params)}\n`).join(''));
+  writeFileSync(
+    path,
+    store
+      .itemsByIds(itemIds)
+      .map((item) => `${JSON.stringify(builder.build(item).params)}\n`)
+      .join(''),
+  );
   store.close();
   return path;
 }
@@ -179,7 +229,8 @@ function timed([cmd, args]: [string, string[]], check: (stdout: string) => boole
     child.stderr!.on('data', (d) => (err += d));
     child.once('exit', (code) => {
       const secs = (performance.now() - t0) / 1000;
-      if (code !== 0 || !check(out)) reject(new Error(`${args.slice(0, 3).join(' ')}… exited ${code}: ${out.slice(-300)} ${err.slice(-300)}`));
+      if (code !== 0 || !check(out))
+        reject(new Error(`${args.slice(0, 3).join(' ')}… exited ${code}: ${out.slice(-300)} ${err.slice(-300)}`));
       else resolve({ secs });
     });
   });
@@ -193,7 +244,10 @@ function inputFile(dir: string, name: string, n: number, offset = 0): string {
   const path = join(dir, `${name}.jsonl`);
   const words = ['invoice', 'crash', 'please add', 'hello'];
   const lines: string[] = [];
-  for (let i = 0; i < n; i++) lines.push(JSON.stringify({ id: `${name}-${offset + i}`, text: `ticket ${offset + i}: ${words[i % 4]} number ${(offset + i) * 7919}` }));
+  for (let i = 0; i < n; i++)
+    lines.push(
+      JSON.stringify({ id: `${name}-${offset + i}`, text: `ticket ${offset + i}: ${words[i % 4]} number ${(offset + i) * 7919}` }),
+    );
   writeFileSync(path, `${lines.join('\n')}\n`);
   return path;
 }
@@ -255,7 +309,20 @@ async function prefilledTemplate(task: Task, settings: TeacherSettings, dir: str
   const store = Store.open(path);
   const { itemIds, taskRow } = await store.importItems(task, readItems(inputFile(dir, 'prefill', n, 1_000_000), task));
   const client = new TeacherClient({ baseURL: settings.baseURL, apiKeyEnv: 'BENCH_NO_KEY', timeoutMs: 60_000 });
-  await runLabeling({ store, task, taskRow, client, settings: { ...settings, model: 'bench-prefill' }, price: { input: 0, output: 0, source: 'bench' }, concurrency: 32, limits: {}, retry: DEFAULT_RETRY, maxInvalid: 2, retryFailed: false, itemIds });
+  await runLabeling({
+    store,
+    task,
+    taskRow,
+    client,
+    settings: { ...settings, model: 'bench-prefill' },
+    price: { input: 0, output: 0, source: 'bench' },
+    concurrency: 32,
+    limits: {},
+    retry: DEFAULT_RETRY,
+    maxInvalid: 2,
+    retryFailed: false,
+    itemIds,
+  });
   store.checkpoint();
   store.close();
   return path;
@@ -263,7 +330,9 @@ async function prefilledTemplate(task: Task, settings: TeacherSettings, dir: str
 
 function startServer(): Promise<{ url: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--serve'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     child.stdout!.setEncoding('utf8');
     child.stdout!.once('data', (d: string) => resolve({ url: d.trim(), child }));
     child.once('exit', (code) => reject(new Error(`fake server exited with ${code}`)));

@@ -95,7 +95,11 @@ async function main(o: Options): Promise<void> {
     const originals = toKind(logits, o.kind);
     meanTop1[c] = mean(logits.map((z) => Math.max(...truth(z))));
     boosts[c] = gen.boost;
-    const formats: SoftFormat[] = [{ kind: 'dense32' }, { kind: 'dense16' }, ...TOP_KS.filter((k) => k < c).map((k): SoftFormat => ({ kind: 'topk', k }))];
+    const formats: SoftFormat[] = [
+      { kind: 'dense32' },
+      { kind: 'dense16' },
+      ...TOP_KS.filter((k) => k < c).map((k): SoftFormat => ({ kind: 'topk', k })),
+    ];
     let dense32Bytes = 0;
     for (const format of formats) {
       const m = measure(logits, originals, format, o.repeats);
@@ -115,7 +119,19 @@ async function main(o: Options): Promise<void> {
   printTable(rows, meanTop1, boosts, o);
   printIngest(ingest);
   if (o.json) {
-    console.log(JSON.stringify({ rows, items: o.rows, kind: o.kind, seed: o.seed, sigma: o.sigma, spread: o.spread, boost: boosts, mean_top1: meanTop1, ingest }));
+    console.log(
+      JSON.stringify({
+        rows,
+        items: o.rows,
+        kind: o.kind,
+        seed: o.seed,
+        sigma: o.sigma,
+        spread: o.spread,
+        boost: boosts,
+        mean_top1: meanTop1,
+        ingest,
+      }),
+    );
   }
 }
 
@@ -128,7 +144,12 @@ async function main(o: Options): Promise<void> {
  * the codec's and not the garbage collector's. Sizes and KL come from a second,
  * untimed pass.
  */
-function measure(logits: Float32Array[], originals: SoftVector[], format: SoftFormat, repeats: number): { bytes: number; rowsPerSecond: number; meanKl: number } {
+function measure(
+  logits: Float32Array[],
+  originals: SoftVector[],
+  format: SoftFormat,
+  repeats: number,
+): { bytes: number; rowsPerSecond: number; meanKl: number } {
   encodeDecode(originals.slice(0, WARMUP_ROWS), format);
   let rowsPerSecond = 0;
   for (let r = 0; r < repeats; r++) {
@@ -189,10 +210,26 @@ async function measureStoreIngest(seed: number): Promise<IngestFigures> {
     const idsPath = join(dir, 'ids.txt');
     writeFileSync(idsPath, Array.from({ length: n }, (_, i) => `i${i}`).join('\n'));
     const jsonlPath = join(dir, 'logits.jsonl');
-    writeFileSync(jsonlPath, Array.from({ length: n }, (_, i) => JSON.stringify({ id: `i${i}`, logits: Array.from(logits.subarray(i * c, (i + 1) * c), (x) => Number(x.toFixed(4))) })).join('\n'));
+    writeFileSync(
+      jsonlPath,
+      Array.from({ length: n }, (_, i) =>
+        JSON.stringify({ id: `i${i}`, logits: Array.from(logits.subarray(i * c, (i + 1) * c), (x) => Number(x.toFixed(4))) }),
+      ).join('\n'),
+    );
 
-    const figures: IngestFigures = { rows: n, classes: c, format: 'dense16', npy_seconds: 0, npy_rows_per_s: 0, jsonl_seconds: 0, jsonl_rows_per_s: 0 };
-    for (const [source, input, ids] of [['npy', npyPath, idsPath], ['jsonl', jsonlPath, undefined]] as const) {
+    const figures: IngestFigures = {
+      rows: n,
+      classes: c,
+      format: 'dense16',
+      npy_seconds: 0,
+      npy_rows_per_s: 0,
+      jsonl_seconds: 0,
+      jsonl_rows_per_s: 0,
+    };
+    for (const [source, input, ids] of [
+      ['npy', npyPath, idsPath],
+      ['jsonl', jsonlPath, undefined],
+    ] as const) {
       const store = Store.open(join(dir, `${source}.db`));
       await store.importItems(task, readItems(itemsPath, task));
       const t0 = performance.now();
@@ -218,7 +255,6 @@ interface IngestFigures {
   jsonl_seconds: number;
   jsonl_rows_per_s: number;
 }
-
 
 /** A float32 C-order .npy (format 1.0), header padded so that the data starts at a multiple of 64 as NumPy writes it. */
 function npyBytes(data: Float32Array, n: number, c: number): Buffer {
@@ -303,8 +339,6 @@ function parseKind(s: string): SoftKind {
   throw new InvalidArgumentError('expected logits, logprobs or probs');
 }
 
-
-
 function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
@@ -316,13 +350,19 @@ function printTable(rows: Row[], meanTop1: Record<string, number>, boosts: Recor
   console.log(`${o.rows} synthetic rows per C, stored as ${o.kind}; logits sigma ${o.sigma}, boost spread ${o.spread}, seed ${o.seed}`);
   for (const c of CLASS_COUNTS) {
     console.log(`\nC = ${c}: mean top-1 probability ${meanTop1[c].toFixed(3)} (target ${o.top1}, boost ${boosts[c].toFixed(3)})`);
-    console.log(`  ${'format'.padEnd(9)} ${'bytes/item'.padStart(10)} ${'vs dense32'.padStart(10)} ${'rows/s'.padStart(10)} ${'mean KL (nats)'.padStart(15)}`);
+    console.log(
+      `  ${'format'.padEnd(9)} ${'bytes/item'.padStart(10)} ${'vs dense32'.padStart(10)} ${'rows/s'.padStart(10)} ${'mean KL (nats)'.padStart(15)}`,
+    );
     for (const r of rows.filter((x) => x.C === c)) {
-      console.log(`  ${r.format.padEnd(9)} ${String(r.bytes_per_item).padStart(10)} ${r.ratio_vs_dense32.toFixed(4).padStart(10)} ${Math.round(r.rows_per_s).toString().padStart(10)} ${r.mean_kl.toExponential(3).padStart(15)}`);
+      console.log(
+        `  ${r.format.padEnd(9)} ${String(r.bytes_per_item).padStart(10)} ${r.ratio_vs_dense32.toFixed(4).padStart(10)} ${Math.round(r.rows_per_s).toString().padStart(10)} ${r.mean_kl.toExponential(3).padStart(15)}`,
+      );
     }
   }
 }
 
 function printIngest(f: IngestFigures): void {
-  console.log(`\ningest ${f.rows} rows of C = ${f.classes} logits through the store (${f.format}): .npy ${f.npy_seconds} s (${f.npy_rows_per_s} rows/s), JSONL ${f.jsonl_seconds} s (${f.jsonl_rows_per_s} rows/s); goal under 10 s`);
+  console.log(
+    `\ningest ${f.rows} rows of C = ${f.classes} logits through the store (${f.format}): .npy ${f.npy_seconds} s (${f.npy_rows_per_s} rows/s), JSONL ${f.jsonl_seconds} s (${f.jsonl_rows_per_s} rows/s); goal under 10 s`,
+  );
 }

@@ -48,8 +48,17 @@ interface TextData {
 
 const opts = program.parse().opts();
 const data = opts.data ? readData(opts.data) : syntheticData(opts.seed);
-const spec: FasttextSpec = { kind: 'fasttext', numClasses: data.labels.length, buckets: opts.buckets, dim: opts.dim, hidden: [], bigrams: true };
-console.error(`${data.name}: ${data.train.length} train / ${data.test.length} test texts, ${data.labels.length} classes; ${opts.epochs} epochs, dim ${opts.dim}, bigrams, ${opts.buckets} buckets, lr ${opts.lr}`);
+const spec: FasttextSpec = {
+  kind: 'fasttext',
+  numClasses: data.labels.length,
+  buckets: opts.buckets,
+  dim: opts.dim,
+  hidden: [],
+  bigrams: true,
+};
+console.error(
+  `${data.name}: ${data.train.length} train / ${data.test.length} test texts, ${data.labels.length} classes; ${opts.epochs} epochs, dim ${opts.dim}, bigrams, ${opts.buckets} buckets, lr ${opts.lr}`,
+);
 
 const ours: Run[] = [];
 const theirs: Run[] = [];
@@ -92,7 +101,9 @@ const fmt = (s: Stats, digits: number) => `${s.median.toFixed(digits)} (${s.min.
 console.log(`distillery fast (1 thread): ${fmt(o.seconds, 2)} s, accuracy ${fmt(o.accuracy, 4)}`);
 if (f) {
   console.log(`fastText CLI (${opts.threads} threads): ${fmt(f.seconds, 2)} s, accuracy ${fmt(f.accuracy, 4)}`);
-  console.log(`ratio ours/fastText time ${figures.time_ratio} (per run ${figures.time_ratio_per_run!.join(', ')}; goal <= 3), accuracy difference ${figures.accuracy_diff} (goal >= -0.005)`);
+  console.log(
+    `ratio ours/fastText time ${figures.time_ratio} (per run ${figures.time_ratio_per_run!.join(', ')}; goal <= 3), accuracy difference ${figures.accuracy_diff} (goal >= -0.005)`,
+  );
 } else {
   console.log('fastText CLI: not found (apt-get install fasttext); ratios not measured');
 }
@@ -108,15 +119,37 @@ interface Run {
 
 function runOurs(d: TextData, seed: number): Run {
   const t0 = performance.now();
-  const bags = packBags(textBatch(d.train.map((x) => x.text), spec).bags, spec.buckets);
+  const bags = packBags(
+    textBatch(
+      d.train.map((x) => x.text),
+      spec,
+    ).bags,
+    spec.buckets,
+  );
   const model = LinearFasttext.init(spec, seed);
   const hard = Int32Array.from(d.train, (x) => x.label);
   const all = Int32Array.from(d.train, (_, i) => i);
   fit(model, bags, all, { ceWeight: 1, kdWeight: 0, hard }, { epochs: opts.epochs, lr: opts.lr, seed });
   const seconds = (performance.now() - t0) / 1000;
-  const testBags = packBags(textBatch(d.test.map((x) => x.text), spec).bags, spec.buckets);
-  const probs = model.predict(testBags, Int32Array.from(d.test, (_, i) => i));
-  return { seconds, accuracy: accuracy(probs, d.test.map((x) => x.label), d.labels.length) };
+  const testBags = packBags(
+    textBatch(
+      d.test.map((x) => x.text),
+      spec,
+    ).bags,
+    spec.buckets,
+  );
+  const probs = model.predict(
+    testBags,
+    Int32Array.from(d.test, (_, i) => i),
+  );
+  return {
+    seconds,
+    accuracy: accuracy(
+      probs,
+      d.test.map((x) => x.label),
+      d.labels.length,
+    ),
+  };
 }
 
 function runFasttext(bin: string, d: TextData, seed: number): Run {
@@ -125,10 +158,38 @@ function runFasttext(bin: string, d: TextData, seed: number): Run {
     const line = (x: { text: string; label: number }) => `__label__${x.label} ${words(x.text).join(' ')}\n`;
     // fastText reads its file in order and does not shuffle; Banking77's train.csv is sorted by class,
     // which costs fastText ~25 points. So it gets the lines in a seeded random order (as `shuf` would).
-    writeFileSync(join(dir, 'train.txt'), shuffled(d.train, mulberry32(seed ^ 0x5f17)).map(line).join(''));
+    writeFileSync(
+      join(dir, 'train.txt'),
+      shuffled(d.train, mulberry32(seed ^ 0x5f17))
+        .map(line)
+        .join(''),
+    );
     writeFileSync(join(dir, 'test.txt'), d.test.map(line).join(''));
-    const args = ['supervised', '-input', join(dir, 'train.txt'), '-output', join(dir, 'model'), '-dim', String(opts.dim), '-wordNgrams', '2', '-epoch', String(opts.epochs)];
-    args.push('-bucket', String(opts.buckets), '-lr', String(opts.lr), '-thread', String(opts.threads), '-seed', String(seed), '-verbose', '0');
+    const args = [
+      'supervised',
+      '-input',
+      join(dir, 'train.txt'),
+      '-output',
+      join(dir, 'model'),
+      '-dim',
+      String(opts.dim),
+      '-wordNgrams',
+      '2',
+      '-epoch',
+      String(opts.epochs),
+    ];
+    args.push(
+      '-bucket',
+      String(opts.buckets),
+      '-lr',
+      String(opts.lr),
+      '-thread',
+      String(opts.threads),
+      '-seed',
+      String(seed),
+      '-verbose',
+      '0',
+    );
     const t0 = performance.now();
     execFileSync(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
     const seconds = (performance.now() - t0) / 1000;
@@ -215,10 +276,13 @@ function readData(dir: string): TextData {
     return { name: 'sst2', labels: ['0', '1'], train: read('stsa.binary.train'), test: read('stsa.binary.test') };
   }
   if (existsSync(join(dir, 'train.csv')) && existsSync(join(dir, 'test.csv'))) {
-    const rows = (f: string) => parse(readFileSync(join(dir, f), 'utf8'), { columns: true, skip_empty_lines: true }) as { text: string; category: string }[];
+    const rows = (f: string) =>
+      parse(readFileSync(join(dir, f), 'utf8'), { columns: true, skip_empty_lines: true }) as { text: string; category: string }[];
     const train = rows('train.csv');
     const test = rows('test.csv');
-    const labels: string[] = existsSync(join(dir, 'categories.json')) ? JSON.parse(readFileSync(join(dir, 'categories.json'), 'utf8')) : [...new Set(train.map((r) => r.category))].sort();
+    const labels: string[] = existsSync(join(dir, 'categories.json'))
+      ? JSON.parse(readFileSync(join(dir, 'categories.json'), 'utf8'))
+      : [...new Set(train.map((r) => r.category))].sort();
     const index = new Map(labels.map((l, i) => [l, i]));
     const conv = (r: { text: string; category: string }) => {
       const label = index.get(r.category);
@@ -242,10 +306,17 @@ function syntheticData(seed: number): TextData {
   const item = () => {
     const label = Math.floor(r() * 4);
     const n = 8 + Math.floor(r() * 17);
-    const text = Array.from({ length: n }, () => (r() < 0.25 ? own[label][Math.floor(r() * 60)] : shared[Math.floor(r() * shared.length)])).join(' ');
+    const text = Array.from({ length: n }, () =>
+      r() < 0.25 ? own[label][Math.floor(r() * 60)] : shared[Math.floor(r() * shared.length)],
+    ).join(' ');
     return { text, label: r() < 0.05 ? Math.floor(r() * 4) : label };
   };
-  return { name: 'synthetic', labels: ['a', 'b', 'c', 'd'], train: Array.from({ length: 3000 }, item), test: Array.from({ length: 1000 }, item) };
+  return {
+    name: 'synthetic',
+    labels: ['a', 'b', 'c', 'd'],
+    train: Array.from({ length: 3000 }, item),
+    test: Array.from({ length: 1000 }, item),
+  };
 }
 
 interface Stats {

@@ -54,14 +54,21 @@ const choices = (opts.backends ? String(opts.backends).split(',') : [opts.backen
 for (const c of choices) if (!BACKEND_CHOICES.includes(c)) program.error(`--backends: ${c} is not one of ${BACKEND_CHOICES.join(', ')}`);
 const models = String(opts.models).split(',') as ModelName[];
 for (const m of models) if (!(m in MODELS)) program.error(`--models: ${m} is not one of ${Object.keys(MODELS).join(', ')}`);
-const threadCounts = [...new Set(String(opts.torchThreads ?? process.env.TORCH_THREADS ?? `1,${cpus().length}`).split(',').map(Number))];
+const threadCounts = [
+  ...new Set(
+    String(opts.torchThreads ?? process.env.TORCH_THREADS ?? `1,${cpus().length}`)
+      .split(',')
+      .map(Number),
+  ),
+];
 for (const n of threadCounts) if (!Number.isInteger(n) || n < 1) program.error(`--torch-threads: ${n} is not a positive integer`);
 
 const measured: { model: ModelName; backend: string; imgPerS: number }[] = [];
 for (const choice of choices) {
   const backend = await selectBackend(choice);
   console.error(`backend: ${backend.detail}`);
-  for (const model of models) measured.push({ model, backend: backend.backend, imgPerS: tfjsImagesPerSecond(SPECS[model], opts.batchSize, opts.steps, opts.warmup) });
+  for (const model of models)
+    measured.push({ model, backend: backend.backend, imgPerS: tfjsImagesPerSecond(SPECS[model], opts.batchSize, opts.steps, opts.warmup) });
 }
 const python = findTorchPython(opts.python);
 const torch = Object.fromEntries(models.map((m) => [m, python ? fastestTorch(python, m) : null]));
@@ -76,10 +83,14 @@ const rows = measured.map(({ model, backend, imgPerS }) => ({
 // The goals of issue 11: tfjs / PyTorch ≥ 1.0 on the native backend, ≥ 0.5 on wasm.
 const goal = (backend: string) => (backend === 'wasm' ? 0.5 : 1.0);
 for (const r of rows) {
-  const vs = r.ratio === null ? '' : `; pytorch (${r.torch_threads} threads) ${r.torch_img_per_s} img/s; ratio ${r.ratio} (goal >= ${goal(r.backend)})`;
+  const vs =
+    r.ratio === null
+      ? ''
+      : `; pytorch (${r.torch_threads} threads) ${r.torch_img_per_s} img/s; ratio ${r.ratio} (goal >= ${goal(r.backend)})`;
   console.log(`${r.model} tfjs (${r.backend}): ${r.tfjs_img_per_s} img/s${vs}`);
 }
-for (const [m, t] of Object.entries(torch)) if (t) console.log(`pytorch ${m}: ${t.tried.map((x) => `${x.threads} threads ${round(x.imgPerS)} img/s`).join(', ')}`);
+for (const [m, t] of Object.entries(torch))
+  if (t) console.log(`pytorch ${m}: ${t.tried.map((x) => `${x.threads} threads ${round(x.imgPerS)} img/s`).join(', ')}`);
 if (!python) console.log('pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
 if (opts.json) console.log(JSON.stringify({ rows, batch_size: opts.batchSize, steps: opts.steps, torch_threads_tried: threadCounts }));
 
@@ -94,10 +105,16 @@ function tfjsImagesPerSecond(spec: StudentSpec, batch: number, steps: number, wa
   const student = createStudent(spec, 1);
   const opt = new AdamW(student.weights, { weightDecay: 0.05 });
   const x = tf.randomNormal([batch, 28, 28, 1]);
-  const y = tf.tensor1d(Int32Array.from({ length: batch }, (_, i) => i % 10), 'int32');
+  const y = tf.tensor1d(
+    Int32Array.from({ length: batch }, (_, i) => i % 10),
+    'int32',
+  );
   const names = Object.keys(student.weights);
   const step = () => {
-    const { value, grads } = tf.variableGrads(() => crossEntropy(student.forward(x, { training: true }).logits, y), Object.values(student.weights));
+    const { value, grads } = tf.variableGrads(
+      () => crossEntropy(student.forward(x, { training: true }).logits, y),
+      Object.values(student.weights),
+    );
     const named = Object.fromEntries(names.map((n) => [n, grads[student.weights[n].name]]));
     opt.apply(named, 1e-3);
     value.dataSync();
@@ -122,7 +139,14 @@ function findTorchPython(given?: string): string | undefined {
  * The same model and step in PyTorch: the ViT (pre-norm blocks, class token, learned positions) or the CNN
  * ('same' 3×3 convolutions, ReLU, 2×2 max-pools), AdamW.
  */
-function torchImagesPerSecond(python: string, model: ModelName, batch: number, steps: number, warmup: number, threads: number): { imgPerS: number; threads: number } {
+function torchImagesPerSecond(
+  python: string,
+  model: ModelName,
+  batch: number,
+  steps: number,
+  warmup: number,
+  threads: number,
+): { imgPerS: number; threads: number } {
   const script = `
 import time, torch, torch.nn as nn
 torch.manual_seed(1)

@@ -6,8 +6,7 @@
  */
 
 export type DemoStudent =
-  | { kind: 'vit'; patch: number; width: number; depth: number; heads: number; mlpRatio: number }
-  | { kind: 'mlp'; hidden: number[] };
+  { kind: 'vit'; patch: number; width: number; depth: number; heads: number; mlpRatio: number } | { kind: 'mlp'; hidden: number[] };
 
 export interface DemoSetting {
   /** Training and test images: the first N of MNIST's 60,000 and 10,000. */
@@ -58,13 +57,39 @@ export const DEMO_QUICK: DemoSetting = {
 };
 
 export const describeStudent = (s: DemoStudent): string =>
-  s.kind === 'vit' ? `ViT (patch ${s.patch}, width ${s.width}, depth ${s.depth}, ${s.heads} heads, MLP ratio ${s.mlpRatio})` : `MLP (hidden ${s.hidden.join(',')})`;
+  s.kind === 'vit'
+    ? `ViT (patch ${s.patch}, width ${s.width}, depth ${s.depth}, ${s.heads} heads, MLP ratio ${s.mlpRatio})`
+    : `MLP (hidden ${s.hidden.join(',')})`;
 
 /** train.ts flags for the student's architecture and optimisation (not --db, --out, the loss weights). */
 export function studentFlags(s: DemoSetting, epochs = s.studentEpochs): string[] {
   const arch =
     s.student.kind === 'vit'
-      ? ['--arch', 'vit', '--patch', String(s.student.patch), '--width', String(s.student.width), '--depth', String(s.student.depth), '--heads', String(s.student.heads), '--mlp-ratio', String(s.student.mlpRatio)]
+      ? [
+          '--arch',
+          'vit',
+          '--patch',
+          String(s.student.patch),
+          '--width',
+          String(s.student.width),
+          '--depth',
+          String(s.student.depth),
+          '--heads',
+          String(s.student.heads),
+          '--mlp-ratio',
+          String(s.student.mlpRatio),
+        ]
       : ['--arch', 'mlp', '--hidden', s.student.hidden.join(',')];
-  return [...arch, '--epochs', String(epochs), '--batch-size', String(s.batchSize), '--lr', String(s.lr), ...(s.augment ? ['--augment', s.augment] : []), '--seed', String(s.seed)];
+  return [
+    ...arch,
+    '--epochs',
+    String(epochs),
+    '--batch-size',
+    String(s.batchSize),
+    '--lr',
+    String(s.lr),
+    ...(s.augment ? ['--augment', s.augment] : []),
+    '--seed',
+    String(s.seed),
+  ];
 }

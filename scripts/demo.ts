@@ -46,7 +46,9 @@ interface DemoFlags {
 
 const program = addBackendOption(
   addOutDirOption(new Command('demo'), 'demo folder (its MNIST parts are rebuilt on every run)', { default: 'demo' })
-    .description('The whole pipeline on MNIST in one command: CNN teacher, its logits stored, a distilled ViT and its hard-label twin, export, report.')
+    .description(
+      'The whole pipeline on MNIST in one command: CNN teacher, its logits stored, a distilled ViT and its hard-label twin, export, report.',
+    )
     .option('--quick', 'small sizes: under 2 minutes on 2 cores', false)
     .option('--train <n>', `training images (default ${DEMO_FULL.train}, quick ${DEMO_QUICK.train})`, intArg(100, 60000))
     .option('--test <n>', `test images (default ${DEMO_FULL.test}, quick ${DEMO_QUICK.test})`, intArg(50, 10000))
@@ -69,7 +71,10 @@ async function runStep(step: Step, buffered = false): Promise<string> {
   const header = `\n== ${step.title}\n$ ${shown}`;
   if (!buffered) log(header);
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', `${step.script}.ts`), ...step.args], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', `${step.script}.ts`), ...step.args], {
+    cwd: process.cwd(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let held = '';
   const show = (d: string) => (buffered ? (held += d) : process.stderr.write(d));
@@ -105,7 +110,12 @@ const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`
 runCli(async () => {
   const opts = program.parse().opts<DemoFlags>();
   const base = opts.quick ? DEMO_QUICK : DEMO_FULL;
-  const sizes: DemoSetting = { ...base, train: opts.train ?? base.train, test: opts.test ?? base.test, studentEpochs: opts.studentEpochs ?? base.studentEpochs };
+  const sizes: DemoSetting = {
+    ...base,
+    train: opts.train ?? base.train,
+    test: opts.test ?? base.test,
+    studentEpochs: opts.studentEpochs ?? base.studentEpochs,
+  };
   const student = describeStudent(sizes.student);
   const short = sizes.student.kind === 'vit' ? 'ViT' : 'MLP';
   const dir = isAbsolute(opts.out) ? opts.out : relative(process.cwd(), resolve(opts.out)) || '.';
@@ -114,35 +124,112 @@ runCli(async () => {
 
   // The MNIST parts are rebuilt each time (a demo must not depend on what an earlier one left).
   // The LLM store (text.db) is kept: a rerun never pays for a label twice.
-  for (const part of ['mnist', 'distill.db', 'distill.db-wal', 'distill.db-shm', 'models', 'export', 'report.html', 'text-report']) rmSync(p(part), { recursive: true, force: true });
+  for (const part of ['mnist', 'distill.db', 'distill.db-wal', 'distill.db-shm', 'models', 'export', 'report.html', 'text-report'])
+    rmSync(p(part), { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const db = p('distill.db');
   const backend = ['--backend', opts.backend];
   const studentArgs = studentFlags(sizes);
   if (sizes.student.kind !== 'vit') {
-    log(`\n--quick distils an ${student}: in its 2 minutes on 2 cores a ViT stays far below 90% (notes/demo.md); the full demo distils the ViT`);
+    log(
+      `\n--quick distils an ${student}: in its 2 minutes on 2 cores a ViT stays far below 90% (notes/demo.md); the full demo distils the ViT`,
+    );
   }
 
-  await runStep({ title: `MNIST: ${sizes.train} training and ${sizes.test} test images as PNGs`, script: 'make-mnist', args: ['--out', p('mnist'), '--train', String(sizes.train), '--test', String(sizes.test)] });
+  await runStep({
+    title: `MNIST: ${sizes.train} training and ${sizes.test} test images as PNGs`,
+    script: 'make-mnist',
+    args: ['--out', p('mnist'), '--train', String(sizes.train), '--test', String(sizes.test)],
+  });
   await runStep({ title: 'import them', script: 'import', args: ['--task', 'mnist', '--input', p('mnist', 'mnist.jsonl'), '--db', db] });
-  await runStep({ title: 'a CNN teacher, trained on the gold labels', script: 'train', args: ['--db', db, '--task', 'mnist', '--arch', 'cnn', '--supervised', '--epochs', String(sizes.teacherEpochs), ...backend, '--out', p('models', 'cnn-teacher')] });
-  await runStep({ title: "the teacher's logits, stored as a white-box teacher run", script: 'ingest-logits', args: ['--db', db, '--task', 'mnist', '--teacher', 'cnn', '--from-model', p('models', 'cnn-teacher'), ...backend] });
+  await runStep({
+    title: 'a CNN teacher, trained on the gold labels',
+    script: 'train',
+    args: [
+      '--db',
+      db,
+      '--task',
+      'mnist',
+      '--arch',
+      'cnn',
+      '--supervised',
+      '--epochs',
+      String(sizes.teacherEpochs),
+      ...backend,
+      '--out',
+      p('models', 'cnn-teacher'),
+    ],
+  });
+  await runStep({
+    title: "the teacher's logits, stored as a white-box teacher run",
+    script: 'ingest-logits',
+    args: ['--db', db, '--task', 'mnist', '--teacher', 'cnn', '--from-model', p('models', 'cnn-teacher'), ...backend],
+  });
   await runSideBySide([
     {
       title: `${short === 'MLP' ? 'an' : 'a'} ${student} distilled from the stored logits (KD at T=${sizes.kdTemperature})`,
       script: 'train',
-      args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...studentArgs, '--ce-weight', String(sizes.ceWeight), '--kd-weight', String(sizes.kdWeight), '--kd-temperature', String(sizes.kdTemperature), ...backend, '--out', p('models', 'student-kd')],
+      args: [
+        '--db',
+        db,
+        '--task',
+        'mnist',
+        '--teachers',
+        'cnn',
+        ...studentArgs,
+        '--ce-weight',
+        String(sizes.ceWeight),
+        '--kd-weight',
+        String(sizes.kdWeight),
+        '--kd-temperature',
+        String(sizes.kdTemperature),
+        ...backend,
+        '--out',
+        p('models', 'student-kd'),
+      ],
     },
-    { title: `its twin: the same ${short} on the teacher's hard labels only`, script: 'train', args: ['--db', db, '--task', 'mnist', '--teachers', 'cnn', ...studentArgs, '--kd-weight', '0', '--ce-weight', '1', ...backend, '--out', p('models', 'student-hard')] },
+    {
+      title: `its twin: the same ${short} on the teacher's hard labels only`,
+      script: 'train',
+      args: [
+        '--db',
+        db,
+        '--task',
+        'mnist',
+        '--teachers',
+        'cnn',
+        ...studentArgs,
+        '--kd-weight',
+        '0',
+        '--ce-weight',
+        '1',
+        ...backend,
+        '--out',
+        p('models', 'student-hard'),
+      ],
+    },
   ]);
-  await runStep({ title: `evaluate the distilled ${short} on the test split`, script: 'eval', args: ['--db', db, '--student', p('models', 'student-kd'), ...backend] });
-  await runStep({ title: 'export the labels with a manifest', script: 'export', args: ['--db', db, '--task', 'mnist', '--format', 'jsonl,parquet', '--logits', '--out', p('export')] });
+  await runStep({
+    title: `evaluate the distilled ${short} on the test split`,
+    script: 'eval',
+    args: ['--db', db, '--student', p('models', 'student-kd'), ...backend],
+  });
+  await runStep({
+    title: 'export the labels with a manifest',
+    script: 'export',
+    args: ['--db', db, '--task', 'mnist', '--format', 'jsonl,parquet', '--logits', '--out', p('export')],
+  });
   await runStep({ title: 'verify the export', script: 'export', args: ['--verify', p('export')] });
 
   const models = [p('models', 'student-kd'), p('models', 'student-hard'), p('models', 'cnn-teacher')];
   if (opts.llm) {
     const textModel = await llmPart(opts, p);
-    if (textModel) await runStep({ title: 'report on the text task', script: 'report', args: ['--db', p('text.db'), '--student', textModel, '--out', p('text-report'), ...backend] });
+    if (textModel)
+      await runStep({
+        title: 'report on the text task',
+        script: 'report',
+        args: ['--db', p('text.db'), '--student', textModel, '--out', p('text-report'), ...backend],
+      });
   }
   await runStep({ title: 'the report', script: 'report', args: ['--db', db, '--student', ...models, '--out', dir, ...backend] });
 
@@ -152,11 +239,21 @@ runCli(async () => {
   const minutes = (Date.now() - started) / 60_000;
   say('');
   say(`CNN teacher (gold labels)          test accuracy ${pct(teacher.test.accuracy)}`);
-  say(`${short} distilled (KD from its logits) test accuracy ${pct(kd.test.accuracy)}, agreement with the teacher ${pct(kd.test.teacher_agreement)}`);
-  say(`${short} on hard labels only            test accuracy ${pct(hard.test.accuracy)}, agreement with the teacher ${pct(hard.test.teacher_agreement)}`);
-  say(`students: ${student}, ${sizes.studentEpochs} epochs on ${sizes.train} images (10% held out for validation), batch ${sizes.batchSize}, lr ${sizes.lr}${sizes.augment ? `, --augment ${sizes.augment}` : ''}`);
+  say(
+    `${short} distilled (KD from its logits) test accuracy ${pct(kd.test.accuracy)}, agreement with the teacher ${pct(kd.test.teacher_agreement)}`,
+  );
+  say(
+    `${short} on hard labels only            test accuracy ${pct(hard.test.accuracy)}, agreement with the teacher ${pct(hard.test.teacher_agreement)}`,
+  );
+  say(
+    `students: ${student}, ${sizes.studentEpochs} epochs on ${sizes.train} images (10% held out for validation), batch ${sizes.batchSize}, lr ${sizes.lr}${sizes.augment ? `, --augment ${sizes.augment}` : ''}`,
+  );
   const gain = kd.test.accuracy !== null && hard.test.accuracy !== null ? kd.test.accuracy - hard.test.accuracy : null;
-  say(gain === null ? 'no gold test labels to compare' : `distillation ${gain >= 0 ? 'gained' : 'LOST'} ${(100 * Math.abs(gain)).toFixed(2)} points over hard labels (one seed, ${kd.test.n} test images; bench-kd --preset demo averages 3 seeds)`);
+  say(
+    gain === null
+      ? 'no gold test labels to compare'
+      : `distillation ${gain >= 0 ? 'gained' : 'LOST'} ${(100 * Math.abs(gain)).toFixed(2)} points over hard labels (one seed, ${kd.test.n} test images; bench-kd --preset demo averages 3 seeds)`,
+  );
   say(`done in ${minutes.toFixed(1)} min; report: ${resolve(p('report.html'))}`);
   return EXIT.ok;
 });
@@ -173,9 +270,26 @@ async function llmPart(opts: DemoFlags, p: (...parts: string[]) => string): Prom
   await runStep({
     title: `label ${opts.llmItems} support tickets with ${opts.llmModel} (black-box; at most $${opts.maxCost})`,
     script: 'label',
-    args: ['--db', db, '--task', 'tickets', '--input', sample, '--model', opts.llmModel, '--limit', String(opts.llmItems), '--max-cost', String(opts.maxCost)],
+    args: [
+      '--db',
+      db,
+      '--task',
+      'tickets',
+      '--input',
+      sample,
+      '--model',
+      opts.llmModel,
+      '--limit',
+      String(opts.llmItems),
+      '--max-cost',
+      String(opts.maxCost),
+    ],
   });
   const out = p('models', 'fasttext');
-  await runStep({ title: 'a fastText-style student on those labels', script: 'train', args: ['--db', db, '--task', 'tickets', '--arch', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out] });
+  await runStep({
+    title: 'a fastText-style student on those labels',
+    script: 'train',
+    args: ['--db', db, '--task', 'tickets', '--arch', 'fasttext', '--epochs', '20', '--batch-size', '16', '--out', out],
+  });
   return out;
 }

@@ -1,5 +1,14 @@
 import { Command } from 'commander';
-import { addBackendOption, addDbOption, addJsonOption, addStudentDirOption, addTaskOption, addTeachersOption, openExistingStore, requireDb } from '../src/cli/options.ts';
+import {
+  addBackendOption,
+  addDbOption,
+  addJsonOption,
+  addStudentDirOption,
+  addTaskOption,
+  addTeachersOption,
+  openExistingStore,
+  requireDb,
+} from '../src/cli/options.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
@@ -18,8 +27,17 @@ interface EvalOptions {
 }
 
 const program = addJsonOption(
-  addBackendOption(addTeachersOption(addTaskOption(addStudentDirOption(addDbOption(new Command('eval')), { required: true }), "task name or file (default: the student's own)")))
-    .description("A trained student on a split of its task: accuracy against gold, agreement with the teachers' label, ECE (15 bins), confusion matrix.")
+  addBackendOption(
+    addTeachersOption(
+      addTaskOption(
+        addStudentDirOption(addDbOption(new Command('eval')), { required: true }),
+        "task name or file (default: the student's own)",
+      ),
+    ),
+  )
+    .description(
+      "A trained student on a split of its task: accuracy against gold, agreement with the teachers' label, ECE (15 bins), confusion matrix.",
+    )
     .option('--split <name>', 'split to evaluate', 'test'),
 );
 
@@ -31,7 +49,10 @@ runCli(async () => {
   let report: TestReport;
   let labels: string[];
   try {
-    const m = await loadModelForTask(store, opts.student, { teachers: opts.teachers, ...(opts.task ? { task: taskInStore(store, opts.task) } : {}) });
+    const m = await loadModelForTask(store, opts.student, {
+      teachers: opts.teachers,
+      ...(opts.task ? { task: taskInStore(store, opts.task) } : {}),
+    });
     try {
       report = await evaluateSplit(m, opts.split);
       labels = m.task.labels;
@@ -47,7 +68,12 @@ runCli(async () => {
   }
   const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
   say(`${opts.student} on split "${opts.split}" (${report.n} items)`);
-  say(formatTable([['accuracy', 'teacher agreement', 'ECE'], [pct(report.accuracy), pct(report.teacher_agreement), report.ece === null ? '-' : report.ece.toFixed(4)]]).join('\n'));
+  say(
+    formatTable([
+      ['accuracy', 'teacher agreement', 'ECE'],
+      [pct(report.accuracy), pct(report.teacher_agreement), report.ece === null ? '-' : report.ece.toFixed(4)],
+    ]).join('\n'),
+  );
   say('\nconfusion (rows: gold, columns: predicted)');
   say(formatTable([['', ...labels], ...report.confusion.map((row, i) => [labels[i], ...row.map(String)])]).join('\n'));
 });

@@ -26,9 +26,16 @@ const program = addTargetOptions(
     )
     .option('--format <formats>', `comma list of output formats (${FORMATS.join(', ')})`, 'jsonl')
     .option('--logits', 'include the stored logits of white-box teachers (per-teacher rows)', false)
-    .option('--as-of <run>', 'export the state after this run: labels of runs with id <= RUN, items imported by the end of that run', intArg(1))
+    .option(
+      '--as-of <run>',
+      'export the state after this run: labels of runs with id <= RUN, items imported by the end of that run',
+      intArg(1),
+    )
     .option('--with-images', 'image tasks: also write the images, as images/<sha256>.<ext>', false)
-    .option('--verify <dir>', 'check an export: every file hash and size, no unlisted file, the counts against the rows; exits 1 naming the file on any difference'),
+    .option(
+      '--verify <dir>',
+      'check an export: every file hash and size, no unlisted file, the counts against the rows; exits 1 naming the file on any difference',
+    ),
 );
 
 runCli(async () => {
@@ -45,10 +52,18 @@ runCli(async () => {
     return EXIT.ok;
   }
   if (opts.out === undefined) throw new DistilleryError('give --out DIR (write an export) or --verify DIR (check one)');
-  const formats = [...new Set(String(opts.format).split(',').map((f) => f.trim()))];
+  const formats = [
+    ...new Set(
+      String(opts.format)
+        .split(',')
+        .map((f) => f.trim()),
+    ),
+  ];
   const unknown = formats.filter((f) => !(FORMATS as readonly string[]).includes(f));
-  if (unknown.length || formats.length === 0) throw new DistilleryError(`--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')})`);
-  if (opts.calibrate && !opts.aggregate) throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
+  if (unknown.length || formats.length === 0)
+    throw new DistilleryError(`--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')})`);
+  if (opts.calibrate && !opts.aggregate)
+    throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
   if (opts.weights && opts.aggregate !== 'weighted') throw new DistilleryError('--weights goes with --aggregate weighted');
   const out = opts.out;
   const store = openExistingStore(opts.db);

@@ -17,5 +17,7 @@ const program = addDbOption(new Command('import-export'))
 runCli(async () => {
   const opts = program.parse().opts<ImportExportFlags>();
   const r = await importExport(opts.input, opts.db);
-  say(`imported task "${r.task}" into ${opts.db}: ${r.items} item(s)${r.images ? ` (${r.images} image(s))` : ''}, ${r.runs} run(s), ${r.labels} label(s)`);
+  say(
+    `imported task "${r.task}" into ${opts.db}: ${r.items} item(s)${r.images ? ` (${r.images} image(s))` : ''}, ${r.runs} run(s), ${r.labels} label(s)`,
+  );
 });

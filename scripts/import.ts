@@ -23,7 +23,9 @@ runCli(async () => {
   const store = Store.open(opts.db);
   try {
     const res = await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)));
-    say(`imported ${res.added} new item(s), ${res.existing} already present; task "${task.name}" has ${store.countItems(res.taskRow.id)} item(s)`);
+    say(
+      `imported ${res.added} new item(s), ${res.existing} already present; task "${task.name}" has ${store.countItems(res.taskRow.id)} item(s)`,
+    );
   } finally {
     store.close();
   }

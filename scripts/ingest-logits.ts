@@ -1,7 +1,15 @@
 import { Command } from 'commander';
 import { storedTask, taskInStore } from '../src/cli/task.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { addBackendOption, addDbOption, addStoreOption, addTaskOption, openExistingStore, storeFormat, type BackendFlag } from '../src/cli/options.ts';
+import {
+  addBackendOption,
+  addDbOption,
+  addStoreOption,
+  addTaskOption,
+  openExistingStore,
+  storeFormat,
+  type BackendFlag,
+} from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { formatName, type SoftFormat } from '../src/soft/codec.ts';
 import type { Task } from '../src/task/task.ts';
@@ -21,12 +29,20 @@ interface IngestFlags {
 
 const program = addBackendOption(
   addStoreOption(
-    addTaskOption(addDbOption(new Command('ingest-logits')), "task name or file; its items must be imported already (default: the database's only task)")
-      .description("Store a white-box teacher's logits as a run: JSONL rows {\"id\" or \"text\", \"logits\": [C numbers]}, or a .npy array [N, C] (float32 or float16) with --ids.")
+    addTaskOption(
+      addDbOption(new Command('ingest-logits')),
+      "task name or file; its items must be imported already (default: the database's only task)",
+    )
+      .description(
+        'Store a white-box teacher\'s logits as a run: JSONL rows {"id" or "text", "logits": [C numbers]}, or a .npy array [N, C] (float32 or float16) with --ids.',
+      )
       .requiredOption('--teacher <name>', "the teacher's name (what --teachers refers to later)")
       .option('--input <file>', 'logits: .jsonl or .npy')
       .option('--ids <file>', 'for .npy: item ids, one per line in row order')
-      .option('--from-model <dir>', 'instead of a file: run a student trained by train.ts over every item of the task (a local white-box teacher)'),
+      .option(
+        '--from-model <dir>',
+        'instead of a file: run a student trained by train.ts over every item of the task (a local white-box teacher)',
+      ),
   ),
   'tensor backend for --from-model',
 );
@@ -61,7 +77,15 @@ async function ingestFromModel(store: Store, task: Task, teacher: string, dir: s
   if (!taskRow) throw new DistilleryError(`${store.path}: task "${task.name}" has no items; import them first`);
   const { model, ds } = await loadModelForTask(store, dir, { task: taskRow });
   try {
-    return await ingestLogits({ store, task, teacher, input: dir, format, sourceFiles: modelFiles(dir), rows: () => modelLogitsRows(model, ds) });
+    return await ingestLogits({
+      store,
+      task,
+      teacher,
+      input: dir,
+      format,
+      sourceFiles: modelFiles(dir),
+      rows: () => modelLogitsRows(model, ds),
+    });
   } finally {
     model.student.dispose();
   }

@@ -30,17 +30,33 @@ interface LabelFlags extends InputFlags, OptionValues {
   dryRun: boolean;
 }
 
-const program = addTeacherOptions(addInputOptions(
-  addTaskOption(addDbOption(new Command('label')), "task file, or a name from prompts/ (default: the database's only task)")
-    .description('Label every unlabeled item of a task with a teacher LLM behind an OpenAI-compatible API. Resumable: the same command never pays for an answer twice.')
-    .option('--input <path>', 'import this file first and label its items (else: every item of the task in the database)')
-    .option('--dry-run', 'print the item count, estimated tokens and cost; send nothing', false),
-));
+const program = addTeacherOptions(
+  addInputOptions(
+    addTaskOption(addDbOption(new Command('label')), "task file, or a name from prompts/ (default: the database's only task)")
+      .description(
+        'Label every unlabeled item of a task with a teacher LLM behind an OpenAI-compatible API. Resumable: the same command never pays for an answer twice.',
+      )
+      .option('--input <path>', 'import this file first and label its items (else: every item of the task in the database)')
+      .option('--dry-run', 'print the item count, estimated tokens and cost; send nothing', false),
+  ),
+);
 
 runCli(async () => {
   const opts = program.parse().opts<LabelFlags>();
-  const { taskFromArg, teacherSetup, Store, interruptOnSigint, labelOptions, planLabeling, estimateCost, softModeName, readItems, runTeacherPass, labelSummary, labelExitCode } =
-    await loadLabeling();
+  const {
+    taskFromArg,
+    teacherSetup,
+    Store,
+    interruptOnSigint,
+    labelOptions,
+    planLabeling,
+    estimateCost,
+    softModeName,
+    readItems,
+    runTeacherPass,
+    labelSummary,
+    labelExitCode,
+  } = await loadLabeling();
   const task = taskFromArg(opts.task, opts.db);
   const teacher = teacherSetup(opts, task);
   const store = Store.open(opts.db);
@@ -60,7 +76,11 @@ runCli(async () => {
             `${plan.inBatch ? `, ${plan.inBatch} in live batch jobs` : ''}; nothing sent`,
         );
       };
-      if (opts.input) await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)), { dryRun: true, beforeCommit: (r) => dry(base(r.taskRow, r.itemIds)) });
+      if (opts.input)
+        await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)), {
+          dryRun: true,
+          beforeCommit: (r) => dry(base(r.taskRow, r.itemIds)),
+        });
       else await dry(base(existingTask(store, task.name)));
       return EXIT.ok;
     }

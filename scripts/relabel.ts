@@ -3,7 +3,17 @@ import { Cron } from 'croner';
 import { addBackendOption, addDbOption, addStudentDirOption, addTaskOption, requireDb, type BackendFlag } from '../src/cli/options.ts';
 import { taskFromArg } from '../src/cli/task.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
-import { addTeacherOptions, estimateCost, interruptOnSigint, labelExitCode, labelOptions, labelSummary, runTeacherPass, teacherSetup, type TeacherSetup } from '../src/cli/teacher.ts';
+import {
+  addTeacherOptions,
+  estimateCost,
+  interruptOnSigint,
+  labelExitCode,
+  labelOptions,
+  labelSummary,
+  runTeacherPass,
+  teacherSetup,
+  type TeacherSetup,
+} from '../src/cli/teacher.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { planLabeling } from '../src/label/plan.ts';
 import { parsePolicies, REASON_ORDER, type Policy } from '../src/relabel/policy.ts';
@@ -33,7 +43,10 @@ interface RelabelFlags extends OptionValues {
 const program = addTeacherOptions(
   addBackendOption(
     addStudentDirOption(
-      addTaskOption(addDbOption(new Command('relabel')), "task file, or a name from prompts/ (default: the database's only task)").requiredOption(
+      addTaskOption(
+        addDbOption(new Command('relabel')),
+        "task file, or a name from prompts/ (default: the database's only task)",
+      ).requiredOption(
         '--policy <list...>',
         'what to relabel: changed, stale:DURATION (e.g. stale:7d), low-confidence:P, disagree (comma list or repeated)',
       ),
@@ -44,7 +57,12 @@ const program = addTeacherOptions(
     .option('--cron <expr>', 'stay running and relabel on this schedule (cron syntax, 5 fields, or 6 with seconds first)')
     .option('--max-runs <n>', 'with --cron: exit after N scheduled passes', intArg(1))
     .option('--wait', 'if another relabel holds the database, wait for it instead of exiting', false)
-    .option('--lease-ttl <seconds>', 'the lease expires this long after its holder last renewed it (a crashed relabel blocks no longer)', numberArg(1), 300)
+    .option(
+      '--lease-ttl <seconds>',
+      'the lease expires this long after its holder last renewed it (a crashed relabel blocks no longer)',
+      numberArg(1),
+      300,
+    )
     .option('--dry-run', 'print what would be relabeled and its estimated cost; send nothing, write nothing', false),
 );
 
@@ -92,7 +110,13 @@ runCli(async () => {
 });
 
 /** One relabel pass under the lease. */
-async function pass(opts: RelabelFlags, teacher: TeacherSetup, policies: Policy[], command: string, stopSignal: AbortSignal): Promise<number> {
+async function pass(
+  opts: RelabelFlags,
+  teacher: TeacherSetup,
+  policies: Policy[],
+  command: string,
+  stopSignal: AbortSignal,
+): Promise<number> {
   const store = Store.open(opts.db);
   try {
     const taskRow = store.findTask(teacher.task.name);
@@ -106,12 +130,28 @@ async function pass(opts: RelabelFlags, teacher: TeacherSetup, policies: Policy[
     const lease = opts.dryRun
       ? undefined
       : opts.wait
-        ? await Lease.wait(store, LEASE, { ...leaseOpts, signal: stopSignal, onWait: (held) => log(`waiting for the relabel lease held by pid ${held.pid} on ${held.host} (until ${held.expires_at})`) }, onLost)
+        ? await Lease.wait(
+            store,
+            LEASE,
+            {
+              ...leaseOpts,
+              signal: stopSignal,
+              onWait: (held) => log(`waiting for the relabel lease held by pid ${held.pid} on ${held.host} (until ${held.expires_at})`),
+            },
+            onLost,
+          )
         : Lease.acquire(store, LEASE, leaseOpts, onLost);
     try {
       const student = opts.student ? await studentPredictions(store, taskRow, teacher.task, opts.student, opts.backend) : undefined;
       const label = labelOptions(teacher, store, taskRow, { stopSignal: AbortSignal.any([stopSignal, leaseLost.signal]) });
-      const outcome = await relabelOnce({ label, policies, run: (o) => runTeacherPass(teacher, o), student, limit: opts.limit, dryRun: opts.dryRun });
+      const outcome = await relabelOnce({
+        label,
+        policies,
+        run: (o) => runTeacherPass(teacher, o),
+        student,
+        limit: opts.limit,
+        dryRun: opts.dryRun,
+      });
       if (opts.dryRun) {
         say(await dryRunLine(outcome, teacher, label));
         return EXIT.ok;
@@ -140,7 +180,12 @@ function summary(o: RelabelOutcome, policies: Policy[]): string {
 async function dryRunLine(o: RelabelOutcome, teacher: TeacherSetup, label: ReturnType<typeof labelOptions>): Promise<string> {
   const total = REASON_ORDER.reduce((a, r) => a + o.selected[r], 0);
   if (total === 0) return 'dry run: nothing to relabel; nothing sent';
-  const plan = await planLabeling({ ...label, itemIds: o.itemIds, limit: undefined, settings: { ...label.settings, keySalt: o.relabel?.salt ?? 'dry-run' } });
+  const plan = await planLabeling({
+    ...label,
+    itemIds: o.itemIds,
+    limit: undefined,
+    settings: { ...label.settings, keySalt: o.relabel?.salt ?? 'dry-run' },
+  });
   const { expected, worst, note } = estimateCost(teacher, plan);
   return (
     `dry run: ${o.relabel ? `unfinished relabel ${o.relabel.id} would resume: ` : ''}${plan.todo.length} item(s) to relabel (${reasons(o)}): ` +

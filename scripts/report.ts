@@ -1,7 +1,14 @@
 import { Command } from 'commander';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { addBackendOption, addDbOption, addOutDirOption, addStudentDirOption, openExistingStore, type BackendFlag } from '../src/cli/options.ts';
+import {
+  addBackendOption,
+  addDbOption,
+  addOutDirOption,
+  addStudentDirOption,
+  openExistingStore,
+  type BackendFlag,
+} from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
 import { gatherReport, readStudent, type StudentReport } from '../src/report/data.ts';
 import { renderReport } from '../src/report/html.ts';
@@ -19,12 +26,12 @@ interface ReportFlags {
 const REPORT_FILE = 'report.html';
 
 const program = addBackendOption(
-  addOutDirOption(
-    addStudentDirOption(addDbOption(new Command('report')), { multiple: true }),
-    `output folder: writes DIR/${REPORT_FILE}`,
-    { default: '.' },
-  )
-    .description('One self-contained HTML file: runs and costs, teacher quality and calibration, training curves, confusion matrices, students side by side, reliability diagrams.')
+  addOutDirOption(addStudentDirOption(addDbOption(new Command('report')), { multiple: true }), `output folder: writes DIR/${REPORT_FILE}`, {
+    default: '.',
+  })
+    .description(
+      'One self-contained HTML file: runs and costs, teacher quality and calibration, training curves, confusion matrices, students side by side, reliability diagrams.',
+    )
     .option('--no-predict', 'skip running the students on their test split (no reliability diagram for them, no TensorFlow.js)'),
   'tensor backend for the predictions',
 );

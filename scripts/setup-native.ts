@@ -40,7 +40,15 @@ const program = new Command('setup:native')
 runCli(async () => {
   const opts = program.parse().opts();
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const o: SetupOptions = { root, gpu: opts.gpu, tfVersion: opts.tfVersion, python: opts.python, wheel: opts.wheel, cacheDir: opts.cacheDir, log };
+  const o: SetupOptions = {
+    root,
+    gpu: opts.gpu,
+    tfVersion: opts.tfVersion,
+    python: opts.python,
+    wheel: opts.wheel,
+    cacheDir: opts.cacheDir,
+    log,
+  };
   if (!opts.checkOnly) {
     checkTools(o.python);
     nodeDir();
@@ -53,6 +61,8 @@ runCli(async () => {
     buildAddon(pkgDir, root);
   }
   const check = checkNative(root);
-  say(`native backend ready: ${TFJS_NODE} on TensorFlow ${check.tfVersion}${opts.gpu ? `, GPU device ${check.gpu ? 'in use' : 'NOT in use (see the README)'}` : ''}`);
+  say(
+    `native backend ready: ${TFJS_NODE} on TensorFlow ${check.tfVersion}${opts.gpu ? `, GPU device ${check.gpu ? 'in use' : 'NOT in use (see the README)'}` : ''}`,
+  );
   say('matMul, a gradient and Conv2DBackpropFilter agree with the expected values; --backend auto now picks tensorflow');
 });

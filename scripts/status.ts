@@ -11,7 +11,9 @@ interface StatusFlags {
   json: boolean;
 }
 
-const program = addJsonOption(addDbOption(new Command('status'))).description('Per run and in total: items, labeled, failed, pending, requests, tokens, cost.');
+const program = addJsonOption(addDbOption(new Command('status'))).description(
+  'Per run and in total: items, labeled, failed, pending, requests, tokens, cost.',
+);
 
 runCli(async () => {
   const opts = program.parse().opts<StatusFlags>();
@@ -42,15 +44,23 @@ runCli(async () => {
 });
 
 function relabelLine(r: RelabelStatus): string {
-  const reasons = Object.entries(r.by_reason).map(([k, n]) => `${k} ${n}`).join(', ');
+  const reasons = Object.entries(r.by_reason)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
   const head = `relabel ${r.id} (${r.policies.join(', ')}) of ${r.selected} item(s) [${reasons}], ${r.status}`;
   if (!r.drift) return `${head}; no new labels yet`;
   const moves = Object.entries(r.drift.confusion)
-    .flatMap(([old, row]) => Object.entries(row).filter(([neu]) => neu !== old).map(([neu, n]) => `${old}→${neu} ${n}`))
+    .flatMap(([old, row]) =>
+      Object.entries(row)
+        .filter(([neu]) => neu !== old)
+        .map(([neu, n]) => `${old}→${neu} ${n}`),
+    )
     .join(', ');
   return `${head}; drift: ${r.drift.changed} of ${r.drift.compared} label(s) changed${moves ? ` (${moves})` : ''}`;
 }
 
 function counts(c: Counts): string[] {
-  return [c.items, c.labeled, c.failed, c.pending, c.requests, c.errors, c.prompt_tokens + c.completion_tokens].map(String).concat(`$${c.cost.toFixed(4)}`);
+  return [c.items, c.labeled, c.failed, c.pending, c.requests, c.errors, c.prompt_tokens + c.completion_tokens]
+    .map(String)
+    .concat(`$${c.cost.toFixed(4)}`);
 }

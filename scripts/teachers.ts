@@ -15,7 +15,9 @@ interface TeachersFlags {
 
 const program = addJsonOption(
   addTeachersOption(addTaskOption(addDbOption(new Command('teachers'))))
-    .description('Every teacher of a task: coverage, accuracy on gold, NLL and calibration error (ECE, 15 bins), agreement between each pair.')
+    .description(
+      'Every teacher of a task: coverage, accuracy on gold, NLL and calibration error (ECE, 15 bins), agreement between each pair.',
+    )
     .option('--calibrate', 'also fit a temperature per teacher (train split gold) and show NLL/ECE after it (test split)', false),
 );
 
@@ -29,7 +31,19 @@ runCli(async () => {
       return;
     }
     say(`task ${report.task}: ${report.items} items, ${report.gold} with gold`);
-    const head = ['teacher', 'runs', 'kind', 'labeled', 'coverage', 'accuracy', 'n', 'nll', 'ece', 'soft n', ...(opts.calibrate ? ['T', 'nll@T', 'ece@T'] : [])];
+    const head = [
+      'teacher',
+      'runs',
+      'kind',
+      'labeled',
+      'coverage',
+      'accuracy',
+      'n',
+      'nll',
+      'ece',
+      'soft n',
+      ...(opts.calibrate ? ['T', 'nll@T', 'ece@T'] : []),
+    ];
     const rows = report.teachers.map((t) => [
       t.teacher,
       t.runs.join(','),

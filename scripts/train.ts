@@ -1,6 +1,14 @@
 import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { addBackendOption, addDbOption, addOutDirOption, addTargetOptions, addTaskOption, openExistingStore, requireDb } from '../src/cli/options.ts';
+import {
+  addBackendOption,
+  addDbOption,
+  addOutDirOption,
+  addTargetOptions,
+  addTaskOption,
+  openExistingStore,
+  requireDb,
+} from '../src/cli/options.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -56,19 +64,49 @@ interface TrainOptions extends Partial<DistillSettings> {
 const kebab = (key: string) => key.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
 
 const program = addTargetOptions(
-  addBackendOption(addOutDirOption(addTaskOption(addDbOption(new Command('train'))), 'student folder: model.json, weights.bin, metrics.json, checkpoint/', { required: true }))
-    .description("Distill the stored teachers' knowledge into a student: the --distill methods' terms summed (KD from soft labels or logits, DeiT, feature losses), or --supervised on gold.")
-    .addOption(new Option('--arch <kind>', 'student architecture (default with --init-from: the model\'s)').choices(['logreg', 'mlp', 'cnn', 'vit', 'fasttext']))
+  addBackendOption(
+    addOutDirOption(
+      addTaskOption(addDbOption(new Command('train'))),
+      'student folder: model.json, weights.bin, metrics.json, checkpoint/',
+      { required: true },
+    ),
+  )
+    .description(
+      "Distill the stored teachers' knowledge into a student: the --distill methods' terms summed (KD from soft labels or logits, DeiT, feature losses), or --supervised on gold.",
+    )
+    .addOption(
+      new Option('--arch <kind>', "student architecture (default with --init-from: the model's)").choices([
+        'logreg',
+        'mlp',
+        'cnn',
+        'vit',
+        'fasttext',
+      ]),
+    )
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
-    .option('--distill <list>', 'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token)', (v) => parseDistillList(v))
-    .option('--feature-teacher <dir>', 'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers')
+    .option(
+      '--distill <list>',
+      'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token)',
+      (v) => parseDistillList(v),
+    )
+    .option(
+      '--feature-teacher <dir>',
+      'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers',
+    )
     .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
     .option('--epochs <n>', 'epochs', intArg(1), 10)
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
-    .option('--lr <x>', `peak learning rate (AdamW, default 1e-3; the fast fasttext trainer's initial SGD rate, default ${FAST_DEFAULT_LR})`, numberArg(0))
+    .option(
+      '--lr <x>',
+      `peak learning rate (AdamW, default 1e-3; the fast fasttext trainer's initial SGD rate, default ${FAST_DEFAULT_LR})`,
+      numberArg(0),
+    )
     .addOption(
-      new Option('--trainer <kind>', 'fasttext: fast = plain-TypeScript SGD touching only the rows a text uses (ce and kd only), tfjs = the general trainer; auto: fast where it applies')
+      new Option(
+        '--trainer <kind>',
+        'fasttext: fast = plain-TypeScript SGD touching only the rows a text uses (ce and kd only), tfjs = the general trainer; auto: fast where it applies',
+      )
         .choices(['auto', 'fast', 'tfjs'])
         .default('auto'),
     )
@@ -77,7 +115,11 @@ const program = addTargetOptions(
     .option('--clip <norm>', 'clip gradients to this global norm (0: off)', numberArg(0), 1)
     .option('--patience <epochs>', 'early stopping: epochs without a better validation score (0: off)', intArg(0), 0)
     .option('--seed <n>', 'seed for initialisation, shuffling and the validation slice', intArg(0), 1)
-    .option('--augment <spec>', 'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)', parseAugment)
+    .option(
+      '--augment <spec>',
+      'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)',
+      parseAugment,
+    )
     // student shapes
     .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
     .option('--patch <n>', 'vit: patch size', intArg(1), 4)
@@ -99,7 +141,11 @@ for (const { key, flag, users } of distillFlags()) {
       throw new InvalidArgumentError((e as Error).message);
     }
   };
-  program.option(`--${kebab(key)} <value>`, `${flag.help} [${users.join(', ')}; default ${(flag.show ?? String)(flag.default as never)}]`, parse);
+  program.option(
+    `--${kebab(key)} <value>`,
+    `${flag.help} [${users.join(', ')}; default ${(flag.show ?? String)(flag.default as never)}]`,
+    parse,
+  );
 }
 
 runCli(async () => {
@@ -120,11 +166,17 @@ runCli(async () => {
   } finally {
     store.close();
   }
-  if (!opts.arch && !init) throw new DistilleryError('--arch: choose the student (logreg, mlp, cnn, vit or fasttext), or start from a model with --init-from');
+  if (!opts.arch && !init)
+    throw new DistilleryError('--arch: choose the student (logreg, mlp, cnn, vit or fasttext), or start from a model with --init-from');
   const spec = opts.arch ? studentSpec(opts, opts.arch, ds) : init!.student;
-  const distill = opts.distill ?? [opts.supervised ? 'ce' : 'ce,kd', ...(spec.kind === 'vit' && spec.distillToken ? ['deit'] : [])].join(',').split(',');
+  const distill =
+    opts.distill ?? [opts.supervised ? 'ce' : 'ce,kd', ...(spec.kind === 'vit' && spec.distillToken ? ['deit'] : [])].join(',').split(',');
   const settings = distillSettings(opts, distill);
-  const unsupported = fastPathUnsupported(spec, { distill, featureTeacher: opts.featureTeacher, initFrom: opts.initFrom, augment: opts.augment }, opts.resume);
+  const unsupported = fastPathUnsupported(
+    spec,
+    { distill, featureTeacher: opts.featureTeacher, initFrom: opts.initFrom, augment: opts.augment },
+    opts.resume,
+  );
   if (opts.trainer === 'fast' && unsupported) throw new DistilleryError(`--trainer fast: ${unsupported}`);
   const fast = opts.trainer === 'fast' || (opts.trainer === 'auto' && unsupported === null);
   const config: TrainConfig = {
@@ -142,21 +194,30 @@ runCli(async () => {
     ...(opts.initFrom ? { initFrom: opts.initFrom } : {}),
     ...(opts.augment ? { augment: opts.augment } : {}),
   };
-  const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
+  const bar = process.stderr.isTTY
+    ? new cliProgress.SingleBar(
+        { format: 'epoch {epoch} |{bar}| {value}/{total}', stream: process.stderr },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined;
   let epoch = 0;
   const hooks: TrainHooks = {
-      onBatch: (done, total) => {
-        if (!bar) return;
-        if (done <= config.batchSize) bar.start(total, 0, { epoch });
-        bar.update(done, { epoch });
-      },
-      onEpoch: (r) => {
-        bar?.stop();
-        epoch = r.epoch + 1;
-        const terms = Object.entries(r.terms).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(' ');
-        const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
-        log(`epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} (${terms}) train ${pct(r.train_accuracy)} val ${pct(r.val_accuracy)} test ${pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`);
-      },
+    onBatch: (done, total) => {
+      if (!bar) return;
+      if (done <= config.batchSize) bar.start(total, 0, { epoch });
+      bar.update(done, { epoch });
+    },
+    onEpoch: (r) => {
+      bar?.stop();
+      epoch = r.epoch + 1;
+      const terms = Object.entries(r.terms)
+        .map(([k, v]) => `${k} ${v.toFixed(4)}`)
+        .join(' ');
+      const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
+      log(
+        `epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} (${terms}) train ${pct(r.train_accuracy)} val ${pct(r.val_accuracy)} test ${pct(r.test_accuracy)} ${r.seconds.toFixed(1)} s`,
+      );
+    },
   };
   if (fast) log('trainer: fast fasttext (SGD over the rows each text touches)');
   const result: TrainResult =
@@ -171,14 +232,18 @@ runCli(async () => {
     student: spec,
     params: result.params,
     config,
-    targets: opts.supervised ? 'gold' : { teachers: opts.teachers ?? 'all', aggregate: opts.aggregate ?? 'mean', calibrate: opts.calibrate },
+    targets: opts.supervised
+      ? 'gold'
+      : { teachers: opts.teachers ?? 'all', aggregate: opts.aggregate ?? 'mean', calibrate: opts.calibrate },
     history: result.history,
     best_epoch: result.best_epoch,
     test: result.test,
     samples_per_second: result.samples_per_second,
   });
   const t = result.test;
-  say(`saved ${opts.out}: test accuracy ${t.accuracy === null ? '-' : (100 * t.accuracy).toFixed(2) + '%'} on ${t.n} items, teacher agreement ${t.teacher_agreement === null ? '-' : (100 * t.teacher_agreement).toFixed(2) + '%'}, ${result.samples_per_second.toFixed(0)} samples/s`);
+  say(
+    `saved ${opts.out}: test accuracy ${t.accuracy === null ? '-' : (100 * t.accuracy).toFixed(2) + '%'} on ${t.n} items, teacher agreement ${t.teacher_agreement === null ? '-' : (100 * t.teacher_agreement).toFixed(2) + '%'}, ${result.samples_per_second.toFixed(0)} samples/s`,
+  );
 });
 
 /**
@@ -190,7 +255,8 @@ function distillSettings(opts: TrainOptions, distill: string[]): Partial<Distill
   const out: Record<string, unknown> = {};
   for (const { key, users } of distillFlags()) {
     if (program.getOptionValueSource(key) !== 'cli') continue;
-    if (!users.some((u) => distill.includes(u))) throw new DistilleryError(`--${kebab(key)}: used by ${users.join(', ')}, none of which is in --distill (${distill.join(',')})`);
+    if (!users.some((u) => distill.includes(u)))
+      throw new DistilleryError(`--${kebab(key)}: used by ${users.join(', ')}, none of which is in --distill (${distill.join(',')})`);
     out[key] = opts[key];
   }
   if (opts.supervised && out.ceWeight === undefined) out.ceWeight = 1;
@@ -220,6 +286,17 @@ function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
     case 'cnn':
       return { kind: 'cnn', numClasses, inputShape };
     default:
-      return { kind: 'vit', numClasses, inputShape, patchSize: o.patch, width: o.width, depth: o.depth, heads: o.heads, mlpRatio: o.mlpRatio, distillToken: o.distillToken, shareEvery: o.shareEvery };
+      return {
+        kind: 'vit',
+        numClasses,
+        inputShape,
+        patchSize: o.patch,
+        width: o.width,
+        depth: o.depth,
+        heads: o.heads,
+        mlpRatio: o.mlpRatio,
+        distillToken: o.distillToken,
+        shareEvery: o.shareEvery,
+      };
   }
 }

@@ -135,12 +135,18 @@ describe('batch: the happy path', () => {
       assert.equal(batchRows[i].label, liveRows[i].label);
       assert.deepEqual(batchRows[i].probs, liveRows[i].probs);
       assert.equal(batchRows[i].prompt_tokens, liveRows[i].prompt_tokens);
-      assert.ok(Math.abs(batchRows[i].cost * 2 - liveRows[i].cost) < 1e-12, `batch cost ${batchRows[i].cost} is half of ${liveRows[i].cost}`);
+      assert.ok(
+        Math.abs(batchRows[i].cost * 2 - liveRows[i].cost) < 1e-12,
+        `batch cost ${batchRows[i].cost} is half of ${liveRows[i].cost}`,
+      );
     }
     // The request keys are the live path's (RequestBuilder's): the servers differ here (base URLs), so compare with the builder.
     const keys = (st: Store) => sqlOn(st, (db) => db.prepare('SELECT request_key FROM labels ORDER BY item_id').pluck().all() as string[]);
     const builder = new RequestBuilder(b.task, b.opts().settings);
-    assert.deepEqual(keys(b.store), b.store.itemsByIds(b.imported.itemIds).map((it) => builder.key(it)));
+    assert.deepEqual(
+      keys(b.store),
+      b.store.itemsByIds(b.imported.itemIds).map((it) => builder.key(it)),
+    );
     // custom_id is the request key.
     assert.deepEqual([...b.fake.batches[0].customIds].sort(), [...keys(b.store)].sort());
 
@@ -221,7 +227,9 @@ describe('batch: a restart in every state', () => {
   test('killed before the upload (preparing): the rerun uploads the job it wrote', async () => {
     // Every upload fails: the job is written to the ledger but not uploaded.
     let failUploads = true;
-    const b = await setup(animalRows(5), { apiFault: (c) => (failUploads && c.method === 'POST' && c.path === '/v1/files' ? { kind: 'status', status: 503 } : undefined) });
+    const b = await setup(animalRows(5), {
+      apiFault: (c) => (failUploads && c.method === 'POST' && c.path === '/v1/files' ? { kind: 'status', status: 503 } : undefined),
+    });
     const first = await runBatchLabeling(b.opts({ retry: { maxRetries: 0, baseDelayMs: 1, maxDelayMs: 1, maxServerWaitMs: 1 } }), NO_WAIT);
     assert.equal(first.status, 'pending');
     assert.equal(batchJobSummaries(b.store)[0].state, 'preparing');
@@ -237,7 +245,9 @@ describe('batch: a restart in every state', () => {
 
   test('killed between the upload and the batch (uploaded): the rerun creates it once', async () => {
     let failCreate = true;
-    const b = await setup(animalRows(5), { apiFault: (c) => (failCreate && c.method === 'POST' && c.path === '/v1/batches' ? { kind: 'status', status: 500 } : undefined) });
+    const b = await setup(animalRows(5), {
+      apiFault: (c) => (failCreate && c.method === 'POST' && c.path === '/v1/batches' ? { kind: 'status', status: 500 } : undefined),
+    });
     const first = await runBatchLabeling(b.opts({ retry: { maxRetries: 0, baseDelayMs: 1, maxDelayMs: 1, maxServerWaitMs: 1 } }), NO_WAIT);
     assert.equal(first.status, 'pending');
     assert.equal(batchJobSummaries(b.store)[0].state, 'uploaded');
@@ -252,7 +262,9 @@ describe('batch: a restart in every state', () => {
 
   test('killed after the batch was created but before its id was recorded: the rerun finds it, no second batch', async () => {
     let drop = true;
-    const b = await setup(animalRows(5), { apiFault: (c) => (drop && c.method === 'POST' && c.path === '/v1/batches' ? { kind: 'drop' } : undefined) });
+    const b = await setup(animalRows(5), {
+      apiFault: (c) => (drop && c.method === 'POST' && c.path === '/v1/batches' ? { kind: 'drop' } : undefined),
+    });
     const first = await runBatchLabeling(b.opts({ retry: { maxRetries: 0, baseDelayMs: 1, maxDelayMs: 1, maxServerWaitMs: 1 } }), NO_WAIT);
     assert.equal(first.status, 'pending');
     assert.equal(batchJobSummaries(b.store)[0].state, 'uploaded');
@@ -269,7 +281,9 @@ describe('batch: a restart in every state', () => {
 
   test('killed while downloading the output (completed, not ingested): the rerun ingests it once', async () => {
     let failDownload = true;
-    const b = await setup(animalRows(5), { apiFault: (c) => (failDownload && c.path.endsWith('/content') ? { kind: 'status', status: 502 } : undefined) });
+    const b = await setup(animalRows(5), {
+      apiFault: (c) => (failDownload && c.path.endsWith('/content') ? { kind: 'status', status: 502 } : undefined),
+    });
     const first = await runBatchLabeling(b.opts({ retry: { maxRetries: 0, baseDelayMs: 1, maxDelayMs: 1, maxServerWaitMs: 1 } }), WAIT);
     assert.equal(first.status, 'pending', first.message);
     const [job] = batchJobSummaries(b.store);
@@ -289,7 +303,10 @@ describe('batch: splitting', () => {
     const b = await setup(animalRows(10));
     const res = await runBatchLabeling(b.opts(), { ...WAIT, maxRequests: 4 });
     assert.equal(res.status, 'completed');
-    assert.deepEqual(b.fake.batches.map((x) => x.customIds.length), [4, 4, 2]);
+    assert.deepEqual(
+      b.fake.batches.map((x) => x.customIds.length),
+      [4, 4, 2],
+    );
     assertAllLabeled(b, 10);
     assertNoneTwice(b.fake);
   });
@@ -299,13 +316,19 @@ describe('batch: splitting', () => {
     // The size of one line, measured as the batch code writes it.
     const builder = new RequestBuilder(b.task, b.opts().settings);
     const item = b.store.itemsByIds([b.imported.itemIds[0]])[0];
-    const one = Buffer.byteLength(JSON.stringify({ custom_id: builder.key(item), method: 'POST', url: '/v1/chat/completions', body: builder.build(item).params })) + 1;
+    const one =
+      Buffer.byteLength(
+        JSON.stringify({ custom_id: builder.key(item), method: 'POST', url: '/v1/chat/completions', body: builder.build(item).params }),
+      ) + 1;
     const maxBytes = 3 * one + Math.floor(one / 2);
     const res = await runBatchLabeling(b.opts(), { ...WAIT, maxBytes });
     assert.equal(res.status, 'completed');
     assert.ok(b.fake.batches.length >= 4, `${b.fake.batches.length} batches`);
     for (const x of b.fake.batches) assert.ok(x.bytes <= maxBytes, `${x.bytes} > ${maxBytes}`);
-    assert.equal(b.fake.batches.reduce((a, x) => a + x.customIds.length, 0), 10);
+    assert.equal(
+      b.fake.batches.reduce((a, x) => a + x.customIds.length, 0),
+      10,
+    );
     assertAllLabeled(b, 10);
 
     const small = await setup(animalRows(2));
@@ -315,13 +338,19 @@ describe('batch: splitting', () => {
 });
 
 describe('batch: failures inside a batch', () => {
-  const failFirstLine = { batch: (i: { index: number }) => (i.index === 1 ? { lineError: (_l: unknown, n: number) => (n < 2 ? { status: 500 } : undefined) } : undefined) };
+  const failFirstLine = {
+    batch: (i: { index: number }) =>
+      i.index === 1 ? { lineError: (_l: unknown, n: number) => (n < 2 ? { status: 500 } : undefined) } : undefined,
+  };
 
   test('failed lines are retried in the next batch (--batch-retry batch)', async () => {
     const b = await setup(animalRows(6), failFirstLine);
     const res = await runBatchLabeling(b.opts(), WAIT);
     assert.equal(res.status, 'completed', res.message);
-    assert.deepEqual(b.fake.batches.map((x) => x.customIds.length), [6, 2]);
+    assert.deepEqual(
+      b.fake.batches.map((x) => x.customIds.length),
+      [6, 2],
+    );
     assert.deepEqual(b.fake.batches[1].customIds, b.fake.batches[0].customIds.slice(0, 2));
     assert.equal(liveRequests(b.fake).length, 0);
     assertAllLabeled(b, 6);
@@ -336,7 +365,9 @@ describe('batch: failures inside a batch', () => {
     assert.equal(liveRequests(b.fake).length, 2);
     assertAllLabeled(b, 6);
     // Live answers at the live price, batch answers at the batch price.
-    const costs = sqlOn(b.store, (db) => db.prepare('SELECT r.cost, r.prompt_tokens AS p, r.completion_tokens AS c FROM responses r').all()) as Array<{ cost: number; p: number; c: number }>;
+    const costs = sqlOn(b.store, (db) =>
+      db.prepare('SELECT r.cost, r.prompt_tokens AS p, r.completion_tokens AS c FROM responses r').all(),
+    ) as Array<{ cost: number; p: number; c: number }>;
     const live = costs.filter((x) => Math.abs(x.cost - (x.p * PRICE.input + x.c * PRICE.output) / 1e6) < 1e-12);
     assert.equal(live.length, 2);
   });
@@ -369,15 +400,29 @@ describe('batch: failures inside a batch', () => {
   });
 
   test('an expired batch: its partial output is ingested and the rest retried', async () => {
-    const b = await setup(animalRows(7), { batch: (i) => (i.index === 1 ? { inProgressPolls: 1, outcome: 'expired', answered: 3 } : undefined) });
+    const b = await setup(animalRows(7), {
+      batch: (i) => (i.index === 1 ? { inProgressPolls: 1, outcome: 'expired', answered: 3 } : undefined),
+    });
     const res = await runBatchLabeling(b.opts(), WAIT);
     assert.equal(res.status, 'completed', res.message);
-    assert.deepEqual(b.fake.batches.map((x) => [x.status, x.customIds.length]), [['expired', 7], ['completed', 4]]);
+    assert.deepEqual(
+      b.fake.batches.map((x) => [x.status, x.customIds.length]),
+      [
+        ['expired', 7],
+        ['completed', 4],
+      ],
+    );
     assert.deepEqual(b.fake.batches[1].customIds, b.fake.batches[0].customIds.slice(3));
     assertAllLabeled(b, 7);
     assertNoneTwice(b.fake);
     const jobs = batchJobSummaries(b.store);
-    assert.deepEqual(jobs.map((j) => [j.answered, j.failed]), [[4, 0], [3, 4]]);
+    assert.deepEqual(
+      jobs.map((j) => [j.answered, j.failed]),
+      [
+        [4, 0],
+        [3, 4],
+      ],
+    );
   });
 
   test('a cancelled batch is ingested like an expired one', async () => {
@@ -393,7 +438,12 @@ describe('batch: failures inside a batch', () => {
   });
 
   test('a batch that fails validation fails the run; a rerun resubmits its requests', async () => {
-    const b = await setup(animalRows(3), { batch: (i) => (i.index === 1 ? { outcome: 'failed', errors: [{ code: 'token_limit_exceeded', message: 'Enqueued token limit reached (fake).' }] } : undefined) });
+    const b = await setup(animalRows(3), {
+      batch: (i) =>
+        i.index === 1
+          ? { outcome: 'failed', errors: [{ code: 'token_limit_exceeded', message: 'Enqueued token limit reached (fake).' }] }
+          : undefined,
+    });
     const res = await runBatchLabeling(b.opts(), WAIT);
     assert.equal(res.status, 'failed');
     assert.match(res.message ?? '', /failed: token_limit_exceeded: Enqueued token limit reached/);
@@ -406,7 +456,9 @@ describe('batch: failures inside a batch', () => {
   });
 
   test('a line the API refuses (400) fails the run with its message', async () => {
-    const b = await setup(animalRows(3), { batch: () => ({ lineError: (_l, n) => (n === 1 ? { status: 400, message: 'Invalid image (fake)' } : undefined) }) });
+    const b = await setup(animalRows(3), {
+      batch: () => ({ lineError: (_l, n) => (n === 1 ? { status: 400, message: 'Invalid image (fake)' } : undefined) }),
+    });
     const res = await runBatchLabeling(b.opts(), WAIT);
     assert.equal(res.status, 'failed');
     assert.match(res.message ?? '', /400: Invalid image \(fake\)/);
@@ -414,7 +466,11 @@ describe('batch: failures inside a batch', () => {
   });
 
   test('a request that never gets an answer is given up after --max-retries batches', async () => {
-    const b = await setup(animalRows(3), { batch: () => ({ lineError: (l) => (l.body.messages?.some((m) => String(m.content).includes('number 2 ')) ? { status: 500 } : undefined) }) });
+    const b = await setup(animalRows(3), {
+      batch: () => ({
+        lineError: (l) => (l.body.messages?.some((m) => String(m.content).includes('number 2 ')) ? { status: 500 } : undefined),
+      }),
+    });
     const res = await runBatchLabeling(b.opts({ retry: { maxRetries: 2, baseDelayMs: 1, maxDelayMs: 1, maxServerWaitMs: 1 } }), WAIT);
     assert.equal(res.status, 'stopped');
     assert.match(res.message ?? '', /1 item\(s\) got no answer in 3 batches/);
@@ -472,7 +528,10 @@ describe('batch: cost', () => {
     assertNoneTwice(b.fake);
     const rows = labelRows(b.store);
     const expected = rows.reduce((a, r) => a + (r.prompt_tokens * half.input + r.completion_tokens * half.output) / 1e6, 0);
-    assert.ok(Math.abs(count(b.store, 'SELECT sum(cost) AS n FROM responses') - expected) < 1e-12, 'every answer priced at the batch price');
+    assert.ok(
+      Math.abs(count(b.store, 'SELECT sum(cost) AS n FROM responses') - expected) < 1e-12,
+      'every answer priced at the batch price',
+    );
   });
 });
 
@@ -508,7 +567,26 @@ describe('batch: relabel hooks', () => {
 // The CLI
 
 function labelArgs(o: { task: string; db: string; url: string; input?: string }, extra: string[] = []): string[] {
-  return ['--task', o.task, '--db', o.db, '--model', 'fake-teacher', '--base-url', o.url, '--price-in', '2', '--price-out', '10', '--retry-base-ms', '5', '--progress-interval', '60', ...(o.input ? ['--input', o.input] : []), ...extra];
+  return [
+    '--task',
+    o.task,
+    '--db',
+    o.db,
+    '--model',
+    'fake-teacher',
+    '--base-url',
+    o.url,
+    '--price-in',
+    '2',
+    '--price-out',
+    '10',
+    '--retry-base-ms',
+    '5',
+    '--progress-interval',
+    '60',
+    ...(o.input ? ['--input', o.input] : []),
+    ...extra,
+  ];
 }
 
 const show = (r: ScriptResult) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
@@ -519,7 +597,12 @@ describe('batch: the CLI', () => {
     const dir = workDir();
     // Batch 2's first line fails with a message that quotes the key, as a careless server might.
     const fake = await fakeServer({
-      batch: (i) => (i.index === 1 ? { inProgressPolls: 1 } : i.index === 2 ? { lineError: (_l, n) => (n === 0 ? { status: 503, message: `overloaded (auth Bearer ${key})` } : undefined) } : undefined),
+      batch: (i) =>
+        i.index === 1
+          ? { inProgressPolls: 1 }
+          : i.index === 2
+            ? { lineError: (_l, n) => (n === 0 ? { status: 503, message: `overloaded (auth Bearer ${key})` } : undefined) }
+            : undefined,
     });
     const task = writeTask(dir);
     const input = writeJsonl(dir, 'in.jsonl', animalRows(7));
@@ -550,7 +633,10 @@ describe('batch: the CLI', () => {
     assert.equal(r4.code, 0, show(r4));
     assert.match(r4.stdout, /nothing to do: 7 item\(s\) already labeled; 0 requests sent/);
     assert.equal(fake.batches.length, 3);
-    assertNoneTwice(fake, fake.requests.filter((r) => r.batchId !== undefined && r.batchId !== 'batch_fake_3'));
+    assertNoneTwice(
+      fake,
+      fake.requests.filter((r) => r.batchId !== undefined && r.batchId !== 'batch_fake_3'),
+    );
 
     const status = await runScript('status', ['--db', db, '--json'], env);
     assert.equal(status.code, 0, show(status));
@@ -561,12 +647,20 @@ describe('batch: the CLI', () => {
     const store = Store.open(db);
     stores.push(store);
     const jobs = batchJobSummaries(store);
-    assert.deepEqual(jobs.map((j) => [j.job, j.state, j.remote_status, j.requests]), [[3, 'done', 'completed', 1], [2, 'done', 'completed', 2], [1, 'done', 'completed', 5]]);
+    assert.deepEqual(
+      jobs.map((j) => [j.job, j.state, j.remote_status, j.requests]),
+      [
+        [3, 'done', 'completed', 1],
+        [2, 'done', 'completed', 2],
+        [1, 'done', 'completed', 5],
+      ],
+    );
     store.close();
 
     // The key went to the server on every call, and nowhere else: not in any output, upload or database byte.
     for (const c of fake.apiCalls) assert.equal(c.headers.authorization, `Bearer ${key}`);
-    for (const r of [dry, r1, r2, r3, r4, status]) assert.ok(!(r.stdout + r.stderr).includes('BATCHSECRET'), 'the key leaked into the output');
+    for (const r of [dry, r1, r2, r3, r4, status])
+      assert.ok(!(r.stdout + r.stderr).includes('BATCHSECRET'), 'the key leaked into the output');
     const uploads = [...fake.files.values()].filter((f) => f.purpose === 'batch');
     assert.equal(uploads.length, 3);
     for (const f of uploads) assert.equal(f.bytes.indexOf('BATCHSECRET'), -1, `the key is in the upload ${f.filename}`);

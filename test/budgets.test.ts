@@ -23,10 +23,22 @@ test('rate-limit headers: the longest requested wait wins', () => {
 
 test('backoff doubles with jitter, is capped, and defers to the server', () => {
   const policy = { ...DEFAULT_RETRY, baseDelayMs: 100, maxDelayMs: 1000 };
-  assert.equal(retryDelayMs(0, policy, undefined, () => 1), 100);
-  assert.equal(retryDelayMs(3, policy, undefined, () => 1), 800);
-  assert.equal(retryDelayMs(3, policy, undefined, () => 0), 400);
-  assert.equal(retryDelayMs(10, policy, undefined, () => 1), 1000);
+  assert.equal(
+    retryDelayMs(0, policy, undefined, () => 1),
+    100,
+  );
+  assert.equal(
+    retryDelayMs(3, policy, undefined, () => 1),
+    800,
+  );
+  assert.equal(
+    retryDelayMs(3, policy, undefined, () => 0),
+    400,
+  );
+  assert.equal(
+    retryDelayMs(10, policy, undefined, () => 1),
+    1000,
+  );
   assert.equal(retryDelayMs(0, policy, 5000), 5000);
   assert.equal(retryDelayMs(0, policy, 10 * 60_000), policy.maxServerWaitMs);
 });

@@ -9,9 +9,18 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { defaultTeacher, type FakeTeacher } from './fake-openai.ts';
-import { animalRows, fakeServer, startNode, type ScriptResult, itemText, LABELS, REPO_ROOT, writeJsonl, writeTask, workDir } from './helpers.ts';
-
-
+import {
+  animalRows,
+  fakeServer,
+  startNode,
+  type ScriptResult,
+  itemText,
+  LABELS,
+  REPO_ROOT,
+  writeJsonl,
+  writeTask,
+  workDir,
+} from './helpers.ts';
 
 type Result = ScriptResult;
 const start = (script: string, args: string[], env: Record<string, string> = {}) => startNode([`scripts/${script}.ts`, ...args], env);
@@ -33,13 +42,19 @@ interface LabelTarget {
 
 function labelArgs(o: LabelTarget, extra: string[] = []): string[] {
   return [
-    '--task', o.task,
-    '--db', o.db,
-    '--model', o.model ?? 'fake-teacher',
-    '--base-url', o.url,
+    '--task',
+    o.task,
+    '--db',
+    o.db,
+    '--model',
+    o.model ?? 'fake-teacher',
+    '--base-url',
+    o.url,
     ...(o.price === false ? [] : ['--price-in', '2', '--price-out', '10']),
-    '--retry-base-ms', '5',
-    '--progress-interval', '60',
+    '--retry-base-ms',
+    '5',
+    '--progress-interval',
+    '60',
     ...(o.input ? ['--input', o.input] : []),
     ...extra,
   ];
@@ -95,7 +110,14 @@ describe('cli: label, status, export', () => {
     assert.equal(status.code, 0, show(status));
     const st = JSON.parse(status.stdout);
     assert.deepEqual(
-      { items: st.total.items, labeled: st.total.labeled, failed: st.total.failed, pending: st.total.pending, requests: st.total.requests, errors: st.total.errors },
+      {
+        items: st.total.items,
+        labeled: st.total.labeled,
+        failed: st.total.failed,
+        pending: st.total.pending,
+        requests: st.total.requests,
+        errors: st.total.errors,
+      },
       { items: 7, labeled: 7, failed: 0, pending: 0, requests: 7, errors: 0 },
     );
     assert.equal(st.runs.length, 1);
@@ -109,10 +131,31 @@ describe('cli: label, status, export', () => {
     const exported = await run('export', ['--db', db, '--out', out]);
     assert.equal(exported.code, 0, show(exported));
     assert.match(exported.stdout, /wrote 7 row\(s\)/);
-    const lines = fs.readFileSync(path.join(out, 'labels.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(out, 'labels.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.equal(lines.length, 7);
     lines.forEach((row, i) => {
-      assert.deepEqual(Object.keys(row).sort(), ['gold', 'id', 'label', 'probs', 'prompt_version', 'soft_method', 'split', 'teacher', 'text', 'run', 'cost', 'request_key', 'soft'].sort());
+      assert.deepEqual(
+        Object.keys(row).sort(),
+        [
+          'gold',
+          'id',
+          'label',
+          'probs',
+          'prompt_version',
+          'soft_method',
+          'split',
+          'teacher',
+          'text',
+          'run',
+          'cost',
+          'request_key',
+          'soft',
+        ].sort(),
+      );
       assert.equal(row.id, rows[i].id);
       assert.equal(row.text, rows[i].text);
       assert.equal(row.gold, rows[i].label ?? null);
@@ -221,14 +264,22 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
     const fake = await fakeServer();
     const input = path.join(dir, 'in.jsonl');
     fs.writeFileSync(input, `${JSON.stringify({ text: 'a cat' })}\n${JSON.stringify({ text: 'a dog' })}\n{"text": "a bird"\n`);
-    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:3: invalid JSON`), fake);
+    await expectInputError(
+      { task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input },
+      new RegExp(`^error: ${esc(input)}:3: invalid JSON`),
+      fake,
+    );
   });
 
   test('a missing text column', async () => {
     const dir = workDir();
     const fake = await fakeServer();
     const input = writeJsonl(dir, 'in.jsonl', [{ text: 'a cat' }, { body: 'a dog' }]);
-    await expectInputError({ task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(input)}:2: .*missing column "text"`), fake);
+    await expectInputError(
+      { task: writeTask(dir), db: path.join(dir, 'x.db'), url: fake.url, input },
+      new RegExp(`^error: ${esc(input)}:2: .*missing column "text"`),
+      fake,
+    );
   });
 
   test('a task file without labels', async () => {
@@ -236,7 +287,11 @@ describe('cli: bad input fails cleanly', { concurrency: true }, () => {
     const fake = await fakeServer();
     const task = writeTask(dir, { labels: null });
     const input = writeJsonl(dir, 'in.jsonl', [{ text: 'a cat' }]);
-    await expectInputError({ task, db: path.join(dir, 'x.db'), url: fake.url, input }, new RegExp(`^error: ${esc(task)}:\\d+: invalid task: labels`), fake);
+    await expectInputError(
+      { task, db: path.join(dir, 'x.db'), url: fake.url, input },
+      new RegExp(`^error: ${esc(task)}:\\d+: invalid task: labels`),
+      fake,
+    );
   });
 
   test('an unknown model without a price', async () => {
@@ -264,7 +319,11 @@ describe('cli: secrets', () => {
         const text = itemText(req);
         if (seen.has(text) && !text.includes('number 4 ')) return undefined;
         seen.add(text);
-        return { kind: 'status', status: 500, body: { error: { message: echo(req.headers), type: 'server_error', param: null, code: null } } };
+        return {
+          kind: 'status',
+          status: 500,
+          body: { error: { message: echo(req.headers), type: 'server_error', param: null, code: null } },
+        };
       },
     });
     // Second server: a fatal 429 (quota) whose message quotes the key.
@@ -272,7 +331,14 @@ describe('cli: secrets', () => {
       fault: (req) => ({
         kind: 'status',
         status: 429,
-        body: { error: { message: `You exceeded your current quota (${echo(req.headers)})`, type: 'insufficient_quota', param: null, code: 'insufficient_quota' } },
+        body: {
+          error: {
+            message: `You exceeded your current quota (${echo(req.headers)})`,
+            type: 'insufficient_quota',
+            param: null,
+            code: 'insufficient_quota',
+          },
+        },
       }),
     });
     const task = writeTask(dir);
@@ -300,8 +366,13 @@ describe('cli: secrets', () => {
     assert.equal(exportText.trim().split('\n').length, 4, 'four items labeled after a 500 each');
     // ...and is nowhere else: not in any output, the export, or any byte of the database files.
     for (const [what, text] of [
-      ['label stdout', r1.stdout], ['label stderr', r1.stderr], ['fatal stdout', r2.stdout], ['fatal stderr', r2.stderr],
-      ['export stdout', r3.stdout + r3.stderr], ['status', r4.stdout + r4.stderr], ['export file', exportText],
+      ['label stdout', r1.stdout],
+      ['label stderr', r1.stderr],
+      ['fatal stdout', r2.stdout],
+      ['fatal stderr', r2.stderr],
+      ['export stdout', r3.stdout + r3.stderr],
+      ['status', r4.stdout + r4.stderr],
+      ['export file', exportText],
     ] as const) {
       assert.ok(!text.includes(key), `the key leaked into ${what}`);
       assert.ok(!text.includes('SECRET123456'), `part of the key leaked into ${what}`);

@@ -71,7 +71,8 @@ test('fp16: known bit patterns', () => {
     [Number.NEGATIVE_INFINITY, 0xfc00],
     [1e10, 0x7c00],
   ];
-  for (const [x, bits] of cases) assert.equal(floatToHalf(x), bits, `floatToHalf(${x}) = 0x${floatToHalf(x).toString(16)}, expected 0x${bits.toString(16)}`);
+  for (const [x, bits] of cases)
+    assert.equal(floatToHalf(x), bits, `floatToHalf(${x}) = 0x${floatToHalf(x).toString(16)}, expected 0x${bits.toString(16)}`);
   assert.equal(floatToHalf(Number.NaN), 0x7e00);
   assert.ok(Number.isNaN(halfToFloat(0x7e00)));
   assert.ok(Number.isNaN(halfToFloat(0xfc01)));
@@ -175,7 +176,8 @@ test('dense32 round-trips every kind exactly, dense16 within fp16 rounding', () 
     assert.equal(d16.kind, kind);
     v.values.forEach((x, i) => {
       assert.equal(d16.values[i], fp16(x), `${kind}[${i}]`);
-      if (Number.isFinite(x) && Math.abs(x) >= 2 ** -14) assert.ok(Math.abs(d16.values[i] - x) <= Math.abs(x) * 2 ** -11, `${kind}[${i}] ${x} -> ${d16.values[i]}`);
+      if (Number.isFinite(x) && Math.abs(x) >= 2 ** -14)
+        assert.ok(Math.abs(d16.values[i] - x) <= Math.abs(x) * 2 ** -11, `${kind}[${i}] ${x} -> ${d16.values[i]}`);
     });
   }
 });
@@ -228,7 +230,12 @@ test('topk logits: the tail logit gives the top probabilities and an even tail a
   assert.ok(Math.abs(tail - -0.23661748460985838) < 1e-12);
   assertClose(d.values, [2, 1, tail, tail, tail], 1e-6, 'logits');
   assertClose(softToProbs(d), [1 / Z, e(-1) / Z, r / 3, r / 3, r / 3], 1e-7, 'probs');
-  assertClose(softToProbs(d), [0.5922987857150971, 0.2178945462953938, 0.0632688893298364, 0.0632688893298364, 0.0632688893298364], 1e-7, 'probs (numbers)');
+  assertClose(
+    softToProbs(d),
+    [0.5922987857150971, 0.2178945462953938, 0.0632688893298364, 0.0632688893298364, 0.0632688893298364],
+    1e-7,
+    'probs (numbers)',
+  );
 });
 
 test('topk logits: large shifts and values that are not exact in fp16 still give 1 - r to the top', () => {
@@ -266,7 +273,10 @@ test('ties in the top K go to the lower class index', () => {
   const lp = encodeSoft(vec('logprobs', [-Infinity, 0, -Infinity, -Infinity]), topk(2));
   assert.deepEqual(storedIndices(lp), [1, 0]);
   // The same vector always gives the same bytes.
-  assert.deepEqual(encodeSoft(vec('probs', [0.25, 0.25, 0.25, 0.25]), topk(2)), encodeSoft(vec('probs', [0.25, 0.25, 0.25, 0.25]), topk(2)));
+  assert.deepEqual(
+    encodeSoft(vec('probs', [0.25, 0.25, 0.25, 0.25]), topk(2)),
+    encodeSoft(vec('probs', [0.25, 0.25, 0.25, 0.25]), topk(2)),
+  );
 });
 
 test('all mass in one class', () => {
@@ -298,7 +308,10 @@ test('fp16 underflow: a positive probability never decodes to 0; log-probabiliti
   assert.equal(floatToHalf(1e-8), 0);
   for (const format of [{ kind: 'dense16' }, topk(2)] as SoftFormat[]) {
     const q = softToProbs(decodeSoft(encodeSoft(vec('probs', probs), format)));
-    assert.ok(q.every((x) => x > 0), `${formatName(format)}: ${q}`);
+    assert.ok(
+      q.every((x) => x > 0),
+      `${formatName(format)}: ${q}`,
+    );
     assert.ok(kl(probs, q) < 1e-6, `${formatName(format)}: KL ${kl(probs, q)}`);
   }
   const d = decodeSoft(encodeSoft(vec('probs', probs), topk(2)));
@@ -314,7 +327,10 @@ test('fp16 underflow: a positive probability never decodes to 0; log-probabiliti
   }
   // Log-probabilities beyond fp16's range are probability 0 anyway; logits there are refused.
   assert.equal(decodeSoft(encodeSoft(vec('logprobs', [0, -70000]), { kind: 'dense16' })).values[1], -Infinity);
-  assert.throws(() => encodeSoft(vec('logits', [70000, 0]), { kind: 'dense16' }), (e) => e instanceof SoftCodecError && /outside the fp16 range/.test(e.message));
+  assert.throws(
+    () => encodeSoft(vec('logits', [70000, 0]), { kind: 'dense16' }),
+    (e) => e instanceof SoftCodecError && /outside the fp16 range/.test(e.message),
+  );
   assert.throws(() => encodeSoft(vec('logits', [70000, 0, 1]), topk(1)), SoftCodecError);
   assert.throws(() => encodeSoft(vec('logits', [Number.NaN, 0, 1]), topk(1)), /cannot be ranked/);
 });
@@ -397,7 +413,11 @@ test('corrupt blobs throw SoftCodecError with a clear message', () => {
     [patched((b) => b.writeFloatLE(1.5, 20)), /leftover mass 1.5/],
   ];
   for (const [blob, message] of cases) {
-    assert.throws(() => decodeSoft(blob), (e) => e instanceof SoftCodecError && message.test(e.message), `${message}`);
+    assert.throws(
+      () => decodeSoft(blob),
+      (e) => e instanceof SoftCodecError && message.test(e.message),
+      `${message}`,
+    );
   }
   // The header-only reader rejects what it can see without the body.
   assert.throws(() => softFormatOf(Buffer.from([9, 0, 0, 0, 1, 0, 0, 0])), SoftCodecError);

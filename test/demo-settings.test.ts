@@ -21,7 +21,24 @@ test('studentFlags spells the demo student as train.ts flags', () => {
 });
 
 test('bench-kd --preset demo runs the demo ViT and KD weights; explicit flags win', async () => {
-  const r = await runNode(['scripts/bench-kd.ts', '--preset', 'demo', '--train', '60', '--test', '20', '--epochs', '1', '--teacher-epochs', '1', '--seeds', '1', '--backend', TRAIN_BACKEND, '--json']);
+  const r = await runNode([
+    'scripts/bench-kd.ts',
+    '--preset',
+    'demo',
+    '--train',
+    '60',
+    '--test',
+    '20',
+    '--epochs',
+    '1',
+    '--teacher-epochs',
+    '1',
+    '--seeds',
+    '1',
+    '--backend',
+    TRAIN_BACKEND,
+    '--json',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(out.preset, 'demo');
@@ -35,8 +52,11 @@ test('bench-kd --preset demo runs the demo ViT and KD weights; explicit flags wi
   assert.deepEqual(out.kd_weights, { ce: DEMO_FULL.ceWeight, kd: DEMO_FULL.kdWeight });
   assert.deepEqual(out.teacher.spec.channels, DEMO_FULL.teacherChannels);
   // ViT rows only: the distilled ViT and its hard-label twin.
-  assert.deepEqual(out.rows.map((row: { student: string; loss: string; temperature: number | null }) => [row.student, row.loss, row.temperature]), [
-    ['vit', 'kd', DEMO_FULL.kdTemperature],
-    ['vit', 'hard', null],
-  ]);
+  assert.deepEqual(
+    out.rows.map((row: { student: string; loss: string; temperature: number | null }) => [row.student, row.loss, row.temperature]),
+    [
+      ['vit', 'kd', DEMO_FULL.kdTemperature],
+      ['vit', 'hard', null],
+    ],
+  );
 });

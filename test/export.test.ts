@@ -45,7 +45,11 @@ function assertSameFiles(a: string, b: string): void {
 }
 
 function jsonlRows(dir: string): Record<string, unknown>[] {
-  return fs.readFileSync(path.join(dir, 'labels.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return fs
+    .readFileSync(path.join(dir, 'labels.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 }
 
 function manifestOf(dir: string): Manifest {
@@ -75,14 +79,28 @@ function addRun(store: Store, taskRow: TaskRow, itemIds: number[], spec: RunSpec
     base_url: spec.baseUrl ?? null,
     prompt_version: spec.kind === 'llm' ? 'a'.repeat(64) : null,
     config_hash: `cfg-${spec.teacher}-${Math.random()}`,
-    params: JSON.stringify(spec.kind === 'llm' ? { soft: spec.soft, temperature: 0, max_tokens: 20, image_detail: 'low' } : { store: 'dense16', ids: null, model: '/home/someone/models/cnn' }),
+    params: JSON.stringify(
+      spec.kind === 'llm'
+        ? { soft: spec.soft, temperature: 0, max_tokens: 20, image_detail: 'low' }
+        : { store: 'dense16', ids: null, model: '/home/someone/models/cnn' },
+    ),
     labels: JSON.stringify(taskRow.labels),
     items_total: spec.labels.filter((l) => l !== undefined).length,
     ...(spec.kind === 'logits' ? { source: 'logits.jsonl', source_hash: 'b'.repeat(64) } : {}),
   });
   spec.labels.forEach((l, i) => {
     if (l === undefined) return;
-    const base = { itemId: itemIds[i], runId: run.id, requestKey: `key-${run.id}-${i}`, sparse: false, raw: null, promptTokens: 10, completionTokens: 2, latencyMs: 5, attempts: 1 };
+    const base = {
+      itemId: itemIds[i],
+      runId: run.id,
+      requestKey: `key-${run.id}-${i}`,
+      sparse: false,
+      raw: null,
+      promptTokens: 10,
+      completionTokens: 2,
+      latencyMs: 5,
+      attempts: 1,
+    };
     if (l === null) {
       store.insertLabel({ ...base, status: 'failed', label: null, soft: null, softMethod: spec.soft, cost: 0.0000123, error: 'invalid' });
       return;
@@ -94,7 +112,15 @@ function addRun(store: Store, taskRow: TaskRow, itemIds: number[], spec: RunSpec
         : Array.isArray(v)
           ? encodeSoft({ kind: 'logits', values: Float32Array.from(v) }, spec.format ?? { kind: 'dense16' })
           : encodeSoft({ kind: 'logprobs', values: peaked(k, v) }, spec.format ?? { kind: 'dense16' });
-    store.insertLabel({ ...base, status: 'ok', label: taskRow.labels[k], soft, softMethod: spec.soft, cost: spec.kind === 'llm' ? 0.0000123 * (i + 1) : 0, error: null });
+    store.insertLabel({
+      ...base,
+      status: 'ok',
+      label: taskRow.labels[k],
+      soft,
+      softMethod: spec.soft,
+      cost: spec.kind === 'llm' ? 0.0000123 * (i + 1) : 0,
+      error: null,
+    });
   });
   store.finishRun(run.id, 'completed', null);
   return run.id;
@@ -118,7 +144,9 @@ async function textStore(dir: string, name = 'db.sqlite'): Promise<{ db: string;
     teacher: 'gpt-a',
     soft: 'logprobs',
     baseUrl: 'https://user:secretpw@llm.example.com/v1',
-    labels: Array.from({ length: 12 }, (_, i) => (i === 10 ? null : i === 11 ? undefined : [i === 7 ? (right(i) + 1) % 3 : right(i), 0.6 + 0.03 * i])),
+    labels: Array.from({ length: 12 }, (_, i) =>
+      i === 10 ? null : i === 11 ? undefined : [i === 7 ? (right(i) + 1) % 3 : right(i), 0.6 + 0.03 * i],
+    ),
   });
   addRun(store, imported.taskRow, ids, {
     kind: 'logits',
@@ -131,8 +159,18 @@ async function textStore(dir: string, name = 'db.sqlite'): Promise<{ db: string;
       return [right(i), z];
     }),
   });
-  addRun(store, imported.taskRow, ids, { kind: 'llm', teacher: 'gpt-a', soft: 'logprobs', labels: Array.from({ length: 12 }, (_, i) => (i < 4 ? [(right(i) + 1) % 3, 0.9] : undefined)) });
-  addRun(store, imported.taskRow, ids, { kind: 'llm', teacher: 'gpt-b', soft: 'none', labels: Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? [right(i), 1] : undefined)) });
+  addRun(store, imported.taskRow, ids, {
+    kind: 'llm',
+    teacher: 'gpt-a',
+    soft: 'logprobs',
+    labels: Array.from({ length: 12 }, (_, i) => (i < 4 ? [(right(i) + 1) % 3, 0.9] : undefined)),
+  });
+  addRun(store, imported.taskRow, ids, {
+    kind: 'llm',
+    teacher: 'gpt-b',
+    soft: 'none',
+    labels: Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? [right(i), 1] : undefined)),
+  });
   return { db, store, task: imported.taskRow };
 }
 
@@ -178,11 +216,26 @@ describe('export: deterministic files', () => {
         assert.ok(rows.length > 0);
       }
       const out = await exportTo(store, task, path.join(dir, 'plain'));
-      const rows = jsonlRows(out) as Array<{ id: string; teacher: string; run: number; label: string; probs: number[] | null; soft: string | null }>;
-      assert.deepEqual([...new Set(rows.map((r) => r.id))], animalRows(12).map((r) => r.id), 'item order');
+      const rows = jsonlRows(out) as Array<{
+        id: string;
+        teacher: string;
+        run: number;
+        label: string;
+        probs: number[] | null;
+        soft: string | null;
+      }>;
+      assert.deepEqual(
+        [...new Set(rows.map((r) => r.id))],
+        animalRows(12).map((r) => r.id),
+        'item order',
+      );
       const a = rows.filter((r) => r.teacher === 'gpt-a');
       assert.equal(a.length, 10, 'no row for the failed label or the unlabeled item');
-      assert.deepEqual(a.slice(0, 4).map((r) => r.run), [3, 3, 3, 3], 'the relabel run wins');
+      assert.deepEqual(
+        a.slice(0, 4).map((r) => r.run),
+        [3, 3, 3, 3],
+        'the relabel run wins',
+      );
       assert.equal(a[4].run, 1);
       assert.equal(a[0].label, LABELS[1]);
       assert.ok(rows.filter((r) => r.teacher === 'gpt-b').every((r) => r.probs === null && r.soft === null));
@@ -202,12 +255,15 @@ describe('export: deterministic files', () => {
       const rows = jsonlRows(out) as Array<{ split: string; label: string; teacher: string; cost: number }>;
       assert.equal(m.tool.version, JSON.parse(fs.readFileSync('package.json', 'utf8')).version);
       assert.deepEqual(m.task, { name: 'animals', input: 'text', labels: LABELS, prompt_version: 'a'.repeat(64) });
-      assert.deepEqual(m.runs.map((r) => [r.id, r.teacher, r.kind, r.labels]), [
-        [1, 'gpt-a', 'llm', 6],
-        [2, 'cnn', 'logits', 12],
-        [3, 'gpt-a', 'llm', 4],
-        [4, 'gpt-b', 'llm', 6],
-      ]);
+      assert.deepEqual(
+        m.runs.map((r) => [r.id, r.teacher, r.kind, r.labels]),
+        [
+          [1, 'gpt-a', 'llm', 6],
+          [2, 'cnn', 'logits', 12],
+          [3, 'gpt-a', 'llm', 4],
+          [4, 'gpt-b', 'llm', 6],
+        ],
+      );
       assert.equal(m.runs[0].base_url, 'https://llm.example.com/v1', 'userinfo stripped');
       assert.deepEqual(m.runs[0].params, { soft: 'logprobs', temperature: 0, max_tokens: 20, image_detail: 'low' });
       assert.equal(m.runs[1].params.model, 'cnn', 'an absolute path is cut to its name');
@@ -218,12 +274,24 @@ describe('export: deterministic files', () => {
       ]);
       assert.equal(m.counts.rows, rows.length);
       assert.equal(m.counts.items, 12);
-      assert.deepEqual(m.counts.by_split, { test: rows.filter((r) => r.split === 'test').length, train: rows.filter((r) => r.split === 'train').length });
+      assert.deepEqual(m.counts.by_split, {
+        test: rows.filter((r) => r.split === 'test').length,
+        train: rows.filter((r) => r.split === 'train').length,
+      });
       assert.deepEqual(Object.keys(m.counts.by_class), LABELS);
-      assert.equal(Object.values(m.counts.by_class).reduce((a, b) => a + b, 0), rows.length);
+      assert.equal(
+        Object.values(m.counts.by_class).reduce((a, b) => a + b, 0),
+        rows.length,
+      );
       assert.ok(Math.abs(m.cost_usd - rows.reduce((s, r) => s + r.cost, 0)) < 1e-9 && m.cost_usd > 0);
       assert.equal(m.aggregation, null);
-      assert.deepEqual(m.files.map((f) => [f.path, f.rows]), [['labels.jsonl', rows.length], ['labels.parquet', rows.length]]);
+      assert.deepEqual(
+        m.files.map((f) => [f.path, f.rows]),
+        [
+          ['labels.jsonl', rows.length],
+          ['labels.parquet', rows.length],
+        ],
+      );
       for (const f of m.files) {
         const bytes = fs.readFileSync(path.join(out, f.path));
         assert.equal(f.bytes, bytes.length);
@@ -236,13 +304,19 @@ describe('export: deterministic files', () => {
       }
       assert.ok(text.endsWith('}\n'));
 
-      const agg = await exportTo(store, task, path.join(dir, 'agg'), { targets: { aggregate: 'weighted', calibrate: true }, teachers: 'gpt-a,cnn' });
+      const agg = await exportTo(store, task, path.join(dir, 'agg'), {
+        targets: { aggregate: 'weighted', calibrate: true },
+        teachers: 'gpt-a,cnn',
+      });
       const am = manifestOf(agg);
       assert.equal(am.rows, 'aggregate');
       assert.equal(am.aggregation?.method, 'weighted');
       assert.equal(am.aggregation?.weights?.length, 2);
       assert.equal(am.aggregation?.temperatures?.length, 2);
-      assert.deepEqual(am.runs.map((r) => r.id), [1, 2, 3]);
+      assert.deepEqual(
+        am.runs.map((r) => r.id),
+        [1, 2, 3],
+      );
     } finally {
       store.close();
     }
@@ -328,17 +402,29 @@ describe('export: --as-of', () => {
       const m = manifestOf(out);
       const rows = jsonlRows(out) as Array<{ id: string; run: number; teacher: string }>;
       assert.equal(m.as_of, 2);
-      assert.deepEqual(m.runs.map((r) => r.id), [1, 2]);
+      assert.deepEqual(
+        m.runs.map((r) => r.id),
+        [1, 2],
+      );
       assert.ok(rows.every((r) => r.run <= 2));
       assert.ok(!rows.some((r) => r.id === 'item10' || r.id === 'item11'), 'items imported after run 2');
       assert.equal(rows.filter((r) => r.teacher === 'gpt-a' && r.id === 'item0').length, 1);
-      assert.equal((rows.find((r) => r.teacher === 'gpt-a' && r.id === 'item0') as { run: number }).run, 1, "run 3's relabel is not there yet");
+      assert.equal(
+        (rows.find((r) => r.teacher === 'gpt-a' && r.id === 'item0') as { run: number }).run,
+        1,
+        "run 3's relabel is not there yet",
+      );
       assert.ok(full.counts.rows > m.counts.rows);
       assert.deepEqual((await verifyExport(out)).problems, []);
       // deterministic too, and a later state does not change it
       assertSameFiles(out, await exportTo(store, task, path.join(dir, 'asof2'), { asOf: 2 }));
-      const agg = manifestOf(await exportTo(store, task, path.join(dir, 'asof-ds'), { asOf: 2, targets: { aggregate: 'dawid-skene', calibrate: false } }));
-      assert.deepEqual(agg.runs.map((r) => r.id), [1, 2]);
+      const agg = manifestOf(
+        await exportTo(store, task, path.join(dir, 'asof-ds'), { asOf: 2, targets: { aggregate: 'dawid-skene', calibrate: false } }),
+      );
+      assert.deepEqual(
+        agg.runs.map((r) => r.id),
+        [1, 2],
+      );
       assert.equal(agg.counts.items, 10, 'aggregated over the items of that state');
       await assert.rejects(writeExport(store, task, path.join(dir, 'x'), { asOf: 99 }), (e: SettingError) => {
         assert.deepEqual([e.setting, e.value], ['asOf', 99]);
@@ -421,7 +507,12 @@ describe('export: images', () => {
     const task = loadTaskFile(writeTask(dir, { name: 'pics', input: 'image' }));
     const rows = [0, 1, 2, 3].map((i) => ({ id: `p${i}`, image: path.basename(pngFile(dir, `p${i}.png`, i)), label: LABELS[i % 3] }));
     const imported = await importFile(store, task, writeJsonl(dir, 'pics.jsonl', rows));
-    addRun(store, imported.taskRow, imported.itemIds, { kind: 'logits', teacher: 'cnn', soft: 'logits', labels: rows.map((_, i) => [i % 3, [i % 3 === 0 ? 2 : 0, i % 3 === 1 ? 2 : 0, i % 3 === 2 ? 2 : 0]]) });
+    addRun(store, imported.taskRow, imported.itemIds, {
+      kind: 'logits',
+      teacher: 'cnn',
+      soft: 'logits',
+      labels: rows.map((_, i) => [i % 3, [i % 3 === 0 ? 2 : 0, i % 3 === 1 ? 2 : 0, i % 3 === 2 ? 2 : 0]]),
+    });
     try {
       const out = await exportTo(store, imported.taskRow, path.join(dir, 'out'), { withImages: true });
       const images = fs.readdirSync(path.join(out, 'images')).sort();
@@ -443,7 +534,10 @@ describe('export: images', () => {
 
       const bare = await exportTo(store, imported.taskRow, path.join(dir, 'bare'));
       assert.ok(!fs.existsSync(path.join(bare, 'images')));
-      await assert.rejects(importExport(bare, path.join(dir, 'img3.sqlite')), /needs its images\/ folder; export it again with --with-images/);
+      await assert.rejects(
+        importExport(bare, path.join(dir, 'img3.sqlite')),
+        /needs its images\/ folder; export it again with --with-images/,
+      );
       // an image removed from a --with-images export
       fs.rmSync(path.join(out, 'images', images[0]));
       assert.match((await verifyExport(out)).problems.join('\n'), new RegExp(`images/${images[0].replace('.', '\\.')}: missing`));
@@ -462,14 +556,14 @@ describe('export: the scripts', () => {
     const e = await runScript('export', ['--db', db, '--out', out, '--format', 'jsonl,parquet']);
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /wrote 28 row\(s\) to .*labels\.jsonl and .*labels\.parquet; manifest .*manifest\.json/);
-    const [ok, bad] = await Promise.all([
-      runScript('export', ['--verify', out]),
-      runScript('import-export', ['--input', out, '--db', db]),
-    ]);
+    const [ok, bad] = await Promise.all([runScript('export', ['--verify', out]), runScript('import-export', ['--input', out, '--db', db])]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /ok \(2 file\(s\) and manifest\.json, 28 row\(s\)\)/);
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /^error: .*db\.sqlite: the database is not empty \(1 tasks, 12 items, 4 runs\); import-export loads an export into a new or empty database\n$/);
+    assert.match(
+      bad.stderr,
+      /^error: .*db\.sqlite: the database is not empty \(1 tasks, 12 items, 4 runs\); import-export loads an export into a new or empty database\n$/,
+    );
     const jl = path.join(out, 'labels.jsonl');
     const bytes = fs.readFileSync(jl);
     bytes[10] ^= 1;

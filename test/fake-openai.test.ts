@@ -66,7 +66,13 @@ describe('fakeTokenize', () => {
   });
 
   test('tokens always concatenate back to the content', () => {
-    for (const content of ['{"label":"a \\"quoted\\" classification"}', INVALID_JSON_CONTENT, '  two  spaces ', 'naïve café—überlong', '']) {
+    for (const content of [
+      '{"label":"a \\"quoted\\" classification"}',
+      INVALID_JSON_CONTENT,
+      '  two  spaces ',
+      'naïve café—überlong',
+      '',
+    ]) {
       assert.equal(fakeTokenize(content).join(''), content);
     }
   });
@@ -83,9 +89,7 @@ describe('fake teacher over the openai client', () => {
 
   test('answers with the argmax label, usage and a request id', async () => {
     const labels = ['billing', 'shipping', 'other'];
-    const { data, response } = await client.chat.completions
-      .create(classify('My BILLING address is wrong', labels))
-      .withResponse();
+    const { data, response } = await client.chat.completions.create(classify('My BILLING address is wrong', labels)).withResponse();
     assert.equal(data.object, 'chat.completion');
     assert.equal(data.model, 'teacher-model');
     assert.equal(data.choices.length, 1);
@@ -104,9 +108,7 @@ describe('fake teacher over the openai client', () => {
 
   test('top logprobs at the label position sum to the default distribution', async () => {
     const labels = ['billing', 'shipping', 'other'];
-    const res = await client.chat.completions.create(
-      classify('please fix my billing', labels, { logprobs: true, top_logprobs: 5 }),
-    );
+    const res = await client.chat.completions.create(classify('please fix my billing', labels, { logprobs: true, top_logprobs: 5 }));
     const choice = res.choices[0];
     const content = choice.logprobs?.content ?? [];
     assert.deepEqual(
@@ -130,9 +132,7 @@ describe('fake teacher over the openai client', () => {
 
   test('an unmentioned label is chosen by hash with probability 0.6', async () => {
     const labels = ['alpha', 'beta', 'gamma', 'delta'];
-    const res = await client.chat.completions.create(
-      classify('nothing relevant here', labels, { logprobs: true, top_logprobs: 20 }),
-    );
+    const res = await client.chat.completions.create(classify('nothing relevant here', labels, { logprobs: true, top_logprobs: 20 }));
     const atLabel = probsAt(res.choices[0], VALUE);
     assert.equal(atLabel.size, 4);
     const chosen = JSON.parse(res.choices[0].message.content ?? '').label as string;
@@ -145,9 +145,7 @@ describe('fake teacher over the openai client', () => {
 
   test('multi-token labels give conditional probabilities at later positions', async () => {
     const labels = ['bug report', 'bug fix', 'question'];
-    const res = await client.chat.completions.create(
-      classify('this is a bug fix request', labels, { logprobs: true, top_logprobs: 5 }),
-    );
+    const res = await client.chat.completions.create(classify('this is a bug fix request', labels, { logprobs: true, top_logprobs: 5 }));
     const choice = res.choices[0];
     assert.equal(choice.message.content, '{"label":"bug fix"}');
     // First piece: "bug" carries the mass of both bug labels.
@@ -167,9 +165,7 @@ describe('fake teacher over the openai client', () => {
 
   test('a label that is a prefix of another competes with the closing token', async () => {
     const labels = ['bill', 'billing'];
-    const res = await client.chat.completions.create(
-      classify('about the bill', labels, { logprobs: true, top_logprobs: 5 }),
-    );
+    const res = await client.chat.completions.create(classify('about the bill', labels, { logprobs: true, top_logprobs: 5 }));
     // "bill" (0.8) and "billing" (0.2) share the first piece; then `"}` competes with "ing".
     const choice = res.choices[0];
     assert.equal(choice.message.content, '{"label":"bill"}');
@@ -181,9 +177,7 @@ describe('fake teacher over the openai client', () => {
 
   test('top_logprobs keeps only the K most likely first tokens', async () => {
     const labels = ['alpha', 'beta', 'gamma', 'delta'];
-    const res = await client.chat.completions.create(
-      classify('gamma ray', labels, { logprobs: true, top_logprobs: 2 }),
-    );
+    const res = await client.chat.completions.create(classify('gamma ray', labels, { logprobs: true, top_logprobs: 2 }));
     const content = res.choices[0].logprobs?.content ?? [];
     assert.ok(content.every((t) => t.top_logprobs.length <= 2));
     const atLabel = probsAt(res.choices[0], VALUE);
@@ -207,18 +201,15 @@ describe('fake teacher over the openai client', () => {
 
   test('sampled choices differ when the distribution is flat, and are greedy at temperature 0', async () => {
     const labels = ['a', 'b', 'c', 'd', 'e'];
-    await withFake(
-      { teacher: () => ({ label: 'c', probs: Object.fromEntries(labels.map((l) => [l, 1])) }) },
-      async (_fake, flatClient) => {
-        const sampled = await flatClient.chat.completions.create(classify('x', labels, { n: 20, temperature: 1 }));
-        assert.ok(new Set(sampled.choices.map((c) => c.message.content)).size > 1);
-        const greedy = await flatClient.chat.completions.create(classify('x', labels, { n: 3 }));
-        assert.deepEqual(
-          greedy.choices.map((c) => c.message.content),
-          Array(3).fill('{"label":"c"}'),
-        );
-      },
-    );
+    await withFake({ teacher: () => ({ label: 'c', probs: Object.fromEntries(labels.map((l) => [l, 1])) }) }, async (_fake, flatClient) => {
+      const sampled = await flatClient.chat.completions.create(classify('x', labels, { n: 20, temperature: 1 }));
+      assert.ok(new Set(sampled.choices.map((c) => c.message.content)).size > 1);
+      const greedy = await flatClient.chat.completions.create(classify('x', labels, { n: 3 }));
+      assert.deepEqual(
+        greedy.choices.map((c) => c.message.content),
+        Array(3).fill('{"label":"c"}'),
+      );
+    });
   });
 
   test('GET /v1/models lists one model; unknown routes are 404 JSON', async () => {
@@ -266,15 +257,12 @@ describe('options', () => {
   });
 
   test('latencyMs delays answers and a custom usage is reported', async () => {
-    await withFake(
-      { latencyMs: 50, usage: () => ({ prompt_tokens: 7, completion_tokens: 3 }) },
-      async (_fake, client) => {
-        const started = performance.now();
-        const res = await client.chat.completions.create(classify('x', ['a', 'b']));
-        assert.ok(performance.now() - started >= 45);
-        assert.deepEqual(res.usage && { ...res.usage }, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
-      },
-    );
+    await withFake({ latencyMs: 50, usage: () => ({ prompt_tokens: 7, completion_tokens: 3 }) }, async (_fake, client) => {
+      const started = performance.now();
+      const res = await client.chat.completions.create(classify('x', ['a', 'b']));
+      assert.ok(performance.now() - started >= 45);
+      assert.deepEqual(res.usage && { ...res.usage }, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+    });
   });
 });
 
@@ -337,7 +325,9 @@ describe('faults', () => {
 
   test('close() returns promptly with a hung request in flight', async () => {
     const fake = await startFakeTeacher({ fault: () => ({ kind: 'hang' }), latencyMs: 0 });
-    const pending = clientFor(fake).chat.completions.create(classify('x', ['a'])).catch((e: unknown) => e);
+    const pending = clientFor(fake)
+      .chat.completions.create(classify('x', ['a']))
+      .catch((e: unknown) => e);
     while (fake.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
     const started = performance.now();
     await fake.close();
@@ -347,7 +337,9 @@ describe('faults', () => {
 
   test('close() also interrupts a request waiting out latencyMs', async () => {
     const fake = await startFakeTeacher({ latencyMs: 60_000 });
-    const pending = clientFor(fake).chat.completions.create(classify('x', ['a'])).catch((e: unknown) => e);
+    const pending = clientFor(fake)
+      .chat.completions.create(classify('x', ['a']))
+      .catch((e: unknown) => e);
     while (fake.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
     const started = performance.now();
     await fake.close();
@@ -357,9 +349,7 @@ describe('faults', () => {
 
   test('invalid-json answers prose with consistent logprobs', async () => {
     await withFake({ fault: () => ({ kind: 'invalid-json' }) }, async (fake, client) => {
-      const res = await client.chat.completions.create(
-        classify('x', ['billing', 'other'], { logprobs: true, top_logprobs: 3 }),
-      );
+      const res = await client.chat.completions.create(classify('x', ['billing', 'other'], { logprobs: true, top_logprobs: 3 }));
       const choice = res.choices[0];
       assert.equal(choice.message.content, 'I think it is billing');
       const content = choice.logprobs?.content ?? [];
@@ -377,9 +367,7 @@ describe('faults', () => {
 
   test('unknown-label answers a label outside the enum', async () => {
     await withFake({ fault: () => ({ kind: 'unknown-label' }) }, async (_fake, client) => {
-      const res = await client.chat.completions.create(
-        classify('billing', ['billing', 'other'], { logprobs: true, top_logprobs: 5 }),
-      );
+      const res = await client.chat.completions.create(classify('billing', ['billing', 'other'], { logprobs: true, top_logprobs: 5 }));
       const choice = res.choices[0];
       assert.equal(choice.message.content, '{"label":"banana"}');
       const atLabel = probsAt(choice, VALUE);

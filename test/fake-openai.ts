@@ -109,7 +109,10 @@ export interface BatchScript {
   answered?: number;
   errors?: Array<{ code: string; message: string }>;
   /** A line (0-based) that fails: in the error file with this HTTP status, as a real API reports a request it refused. */
-  lineError?: (line: { custom_id: string; body: ChatRequestBody }, index: number) => { status: number; code?: string; message?: string } | undefined;
+  lineError?: (
+    line: { custom_id: string; body: ChatRequestBody },
+    index: number,
+  ) => { status: number; code?: string; message?: string } | undefined;
 }
 
 export type FakeBatchStatus = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
@@ -242,7 +245,6 @@ function hash(text: string): number {
   }
   return h >>> 0;
 }
-
 
 function messageText(message: ChatMessage | undefined): string {
   const content = message?.content;
@@ -540,9 +542,7 @@ function validate(req: ChatRequest, opts: FakeTeacherOptions): Validated {
 function chooseAnswers(req: ChatRequest, v: Validated, index: number, opts: FakeTeacherOptions, fault?: Fault): Choice[] {
   const answer = (opts.teacher ?? defaultTeacher)(req);
   const dist: LabelDistribution | undefined =
-    'raw' in answer
-      ? undefined
-      : { labels: v.labels, probs: normalise(v.labels, answer.probs), pieces: v.labels.map(labelPieces) };
+    'raw' in answer ? undefined : { labels: v.labels, probs: normalise(v.labels, answer.probs), pieces: v.labels.map(labelPieces) };
   const random = prng(hash(lastUserText(req)) + index);
   return Array.from({ length: v.n }, (): Choice => {
     if (fault?.kind === 'invalid-json') return { content: INVALID_JSON_CONTENT, dist };
@@ -640,9 +640,17 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
   }
 
   /** The answer to one chat request (live, or a batch line): the status and body a real API would send. */
-  function chatAnswer(chat: ChatRequest, index: number, fault: Fault | undefined): { status: number; body: unknown; headers?: Record<string, string> } {
+  function chatAnswer(
+    chat: ChatRequest,
+    index: number,
+    fault: Fault | undefined,
+  ): { status: number; body: unknown; headers?: Record<string, string> } {
     if (fault?.kind === 'status') {
-      return { status: fault.status, body: fault.body ?? { error: { ...DEFAULT_STATUS_ERRORS[fault.status], param: null } }, headers: fault.headers };
+      return {
+        status: fault.status,
+        body: fault.body ?? { error: { ...DEFAULT_STATUS_ERRORS[fault.status], param: null } },
+        headers: fault.headers,
+      };
     }
     let v: Validated;
     try {
@@ -670,7 +678,15 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
     return f;
   }
 
-  const fileObject = (f: FakeFile) => ({ id: f.id, object: 'file', bytes: f.bytes.length, created_at: 0, filename: f.filename, purpose: f.purpose, status: 'processed' });
+  const fileObject = (f: FakeFile) => ({
+    id: f.id,
+    object: 'file',
+    bytes: f.bytes.length,
+    created_at: 0,
+    filename: f.filename,
+    purpose: f.purpose,
+    status: 'processed',
+  });
 
   function batchObject(b: FakeBatch) {
     return {
@@ -684,7 +700,15 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
       error_file_id: b.error_file_id ?? null,
       created_at: b.index,
       metadata: b.metadata,
-      errors: b.status === 'failed' ? { object: 'list', data: (scripts.get(b.id)?.errors ?? [{ code: 'invalid_request', message: 'The batch failed validation (fake).' }]).map((e) => ({ ...e, line: null, param: null })) } : null,
+      errors:
+        b.status === 'failed'
+          ? {
+              object: 'list',
+              data: (scripts.get(b.id)?.errors ?? [{ code: 'invalid_request', message: 'The batch failed validation (fake).' }]).map(
+                (e) => ({ ...e, line: null, param: null }),
+              ),
+            }
+          : null,
       request_counts: { total: b.customIds.length, completed: 0, failed: 0 },
     };
   }
@@ -692,28 +716,57 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
   /** Answer the first `count` lines of a batch with the chat logic; the rest go to the error file with `restCode`. */
   function runLines(b: FakeBatch, count: number, restCode: string | undefined, headers: ChatRequest['headers']) {
     const script = scripts.get(b.id) ?? {};
-    const input = fake.files.get(b.input_file_id)!.bytes.toString('utf8').split('\n').filter((l) => l.trim() !== '');
+    const input = fake.files
+      .get(b.input_file_id)!
+      .bytes.toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
     const out: string[] = [];
     const errors: string[] = [];
     input.forEach((text, i) => {
       const line = JSON.parse(text) as { custom_id: string; body: ChatRequestBody };
       const id = `batch_req_fake_${++lineCount}`;
       if (i >= count) {
-        if (restCode) errors.push(JSON.stringify({ id, custom_id: line.custom_id, response: null, error: { code: restCode, message: `This request could not be executed (${restCode}, fake).` } }));
+        if (restCode)
+          errors.push(
+            JSON.stringify({
+              id,
+              custom_id: line.custom_id,
+              response: null,
+              error: { code: restCode, message: `This request could not be executed (${restCode}, fake).` },
+            }),
+          );
         return;
       }
       const scripted = script.lineError?.(line, i);
       if (scripted) {
-        const body = { error: { message: scripted.message ?? `request failed (fake ${scripted.status})`, type: 'invalid_request_error', param: null, code: scripted.code ?? null } };
-        errors.push(JSON.stringify({ id, custom_id: line.custom_id, response: { status_code: scripted.status, request_id: id, body }, error: null }));
+        const body = {
+          error: {
+            message: scripted.message ?? `request failed (fake ${scripted.status})`,
+            type: 'invalid_request_error',
+            param: null,
+            code: scripted.code ?? null,
+          },
+        };
+        errors.push(
+          JSON.stringify({ id, custom_id: line.custom_id, response: { status_code: scripted.status, request_id: id, body }, error: null }),
+        );
         return;
       }
       const chat: ChatRequest = { body: line.body, headers, batchId: b.id };
       fake.requests.push(chat);
       const index = fake.requests.length;
       const fault = opts.fault?.(chat, index);
-      const answer = fault?.kind === 'drop' || fault?.kind === 'hang' ? { status: 500, body: { error: { ...DEFAULT_STATUS_ERRORS[500], param: null } } } : chatAnswer(chat, index, fault);
-      const entry = JSON.stringify({ id, custom_id: line.custom_id, response: { status_code: answer.status, request_id: `req_fake_${index}`, body: answer.body }, error: null });
+      const answer =
+        fault?.kind === 'drop' || fault?.kind === 'hang'
+          ? { status: 500, body: { error: { ...DEFAULT_STATUS_ERRORS[500], param: null } } }
+          : chatAnswer(chat, index, fault);
+      const entry = JSON.stringify({
+        id,
+        custom_id: line.custom_id,
+        response: { status_code: answer.status, request_id: `req_fake_${index}`, body: answer.body },
+        error: null,
+      });
       (answer.status === 200 ? out : errors).push(entry);
     });
     if (out.length > 0) b.output_file_id = addFile(`${b.id}_output.jsonl`, 'batch_output', Buffer.from(out.join('\n') + '\n')).id;
@@ -754,7 +807,11 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
     const raw = await readRaw(req);
     const apiFault = opts.apiFault?.({ method, path }, fake.apiCalls.length);
     if (apiFault?.kind === 'status') {
-      const e = DEFAULT_STATUS_ERRORS[apiFault.status] ?? { message: `Request refused (fake ${apiFault.status}).`, type: 'invalid_request_error', code: null };
+      const e = DEFAULT_STATUS_ERRORS[apiFault.status] ?? {
+        message: `Request refused (fake ${apiFault.status}).`,
+        type: 'invalid_request_error',
+        code: null,
+      };
       return sendJson(res, apiFault.status, { error: { ...e, param: null } });
     }
     if (apiFault?.kind === 'drop') {
@@ -770,15 +827,19 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
     const parts = path.split('/').filter(Boolean); // v1, files|batches, id?, action?
     if (parts[1] === 'files') {
       if (method === 'POST' && parts.length === 2) {
-        const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': String(req.headers['content-type'] ?? '') } }).formData().catch(() => undefined);
+        const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': String(req.headers['content-type'] ?? '') } })
+          .formData()
+          .catch(() => undefined);
         const file = form?.get('file');
         const purpose = form?.get('purpose');
         if (!form || typeof file === 'string' || !file) throw new HttpError(400, "'file' is a required property", 'file');
-        if (purpose !== 'batch') throw new HttpError(400, `Invalid purpose: ${String(purpose)} (the fake takes batch files only)`, 'purpose');
+        if (purpose !== 'batch')
+          throw new HttpError(400, `Invalid purpose: ${String(purpose)} (the fake takes batch files only)`, 'purpose');
         return sendJson(res, 200, fileObject(addFile(file.name, 'batch', Buffer.from(await file.arrayBuffer()))));
       }
       const f = parts[2] ? fake.files.get(parts[2]) : undefined;
-      if (method === 'GET' && parts.length === 2) return sendJson(res, 200, { object: 'list', data: [...fake.files.values()].map(fileObject), has_more: false });
+      if (method === 'GET' && parts.length === 2)
+        return sendJson(res, 200, { object: 'list', data: [...fake.files.values()].map(fileObject), has_more: false });
       if (!f) throw new HttpError(404, `No such File object: ${parts[2]}`, 'id');
       if (method === 'GET' && parts.length === 3) return sendJson(res, 200, fileObject(f));
       if (method === 'GET' && parts[3] === 'content') {
@@ -788,11 +849,17 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
     }
     if (parts[1] === 'batches') {
       if (method === 'POST' && parts.length === 2) {
-        const body = parseBody(raw.toString('utf8')) as { input_file_id?: string; endpoint?: string; completion_window?: string; metadata?: Record<string, string> };
+        const body = parseBody(raw.toString('utf8')) as {
+          input_file_id?: string;
+          endpoint?: string;
+          completion_window?: string;
+          metadata?: Record<string, string>;
+        };
         const input = body.input_file_id ? fake.files.get(body.input_file_id) : undefined;
         if (!input) throw new HttpError(400, `Invalid input_file_id: ${body.input_file_id}`, 'input_file_id');
         if (body.endpoint !== '/v1/chat/completions') throw new HttpError(400, `Unsupported endpoint: ${body.endpoint}`, 'endpoint');
-        if (body.completion_window !== '24h') throw new HttpError(400, `Invalid completion_window: ${body.completion_window}`, 'completion_window');
+        if (body.completion_window !== '24h')
+          throw new HttpError(400, `Invalid completion_window: ${body.completion_window}`, 'completion_window');
         const customIds: string[] = [];
         for (const [i, text] of input.bytes.toString('utf8').split('\n').entries()) {
           if (text.trim() === '') continue;
@@ -802,14 +869,28 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
           } catch {
             throw new HttpError(400, `Line ${i + 1} of the input file is not JSON`, 'input_file_id');
           }
-          if (typeof line.custom_id !== 'string' || line.method !== 'POST' || line.url !== '/v1/chat/completions' || typeof line.body !== 'object') {
+          if (
+            typeof line.custom_id !== 'string' ||
+            line.method !== 'POST' ||
+            line.url !== '/v1/chat/completions' ||
+            typeof line.body !== 'object'
+          ) {
             throw new HttpError(400, `Line ${i + 1} of the input file is not a chat completions request`, 'input_file_id');
           }
           if (customIds.includes(line.custom_id)) throw new HttpError(400, `Duplicate custom_id ${line.custom_id}`, 'input_file_id');
           customIds.push(line.custom_id);
         }
         const index = fake.batches.length + 1;
-        const b: FakeBatch = { id: `batch_fake_${index}`, index, status: 'validating', input_file_id: input.id, metadata: body.metadata ?? {}, customIds, bytes: input.bytes.length, polls: 0 };
+        const b: FakeBatch = {
+          id: `batch_fake_${index}`,
+          index,
+          status: 'validating',
+          input_file_id: input.id,
+          metadata: body.metadata ?? {},
+          customIds,
+          bytes: input.bytes.length,
+          polls: 0,
+        };
         fake.batches.push(b);
         const script = opts.batch?.({ id: b.id, index, lines: customIds.length, metadata: b.metadata });
         if (script) scripts.set(b.id, script);
@@ -817,7 +898,13 @@ export async function startFakeTeacher(opts: FakeTeacherOptions = {}): Promise<F
       }
       if (method === 'GET' && parts.length === 2) {
         const data = [...fake.batches].reverse().map(batchObject);
-        return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: false });
+        return sendJson(res, 200, {
+          object: 'list',
+          data,
+          first_id: data[0]?.id ?? null,
+          last_id: data[data.length - 1]?.id ?? null,
+          has_more: false,
+        });
       }
       const b = fake.batches.find((x) => x.id === parts[2]);
       if (!b) throw new HttpError(404, `No batch found with id '${parts[2]}'.`, 'id');

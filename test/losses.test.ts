@@ -100,8 +100,14 @@ test('DeiT: hard = CE against the teacher argmax, soft = KD on the dist head, pr
 });
 
 test('hidden MSE is the mean of squared differences', () => {
-  const a = [[1, 2], [3, 4]];
-  const b = [[1, 0], [5, 4]];
+  const a = [
+    [1, 2],
+    [3, 4],
+  ];
+  const b = [
+    [1, 0],
+    [5, 4],
+  ];
   close(value(hiddenMse(tf.tensor2d(a), tf.tensor2d(b))), (0 + 4 + 4 + 0) / 4, 1e-7, 'mse');
   assert.throws(() => hiddenMse(tf.tensor2d(a), tf.tensor2d([[1, 2, 3]])), /shapes differ/);
 });
@@ -117,7 +123,20 @@ function relation(x: number[][]): number[][] {
 
 test('attention relation loss: 0 for identical inputs, hand value on 1 head × 2 tokens, head dims may differ', () => {
   // Student head dim 2, teacher head dim 1: relation matrices are 2×2 either way.
-  const s = { q: [[1, 0], [0.5, 1]], k: [[0, 1], [1, 1]], v: [[2, 0], [0, -1]] };
+  const s = {
+    q: [
+      [1, 0],
+      [0.5, 1],
+    ],
+    k: [
+      [0, 1],
+      [1, 1],
+    ],
+    v: [
+      [2, 0],
+      [0, -1],
+    ],
+  };
   const t = { q: [[1], [-1]], k: [[0.5], [2]], v: [[1], [1.5]] };
   const hand = mean(
     (['q', 'k', 'v'] as const).map((m) => {
@@ -167,23 +186,47 @@ function gramMseRef(groupsS: number[][][], groupsT: number[][][]): number {
 
 test('manifold loss: 0 for features equal up to scale (and width), intra + inter match the hand value', () => {
   const fs = [
-    [[1, 2], [0, 1], [3, -1]],
-    [[-1, 1], [2, 2], [0.5, 0]],
+    [
+      [1, 2],
+      [0, 1],
+      [3, -1],
+    ],
+    [
+      [-1, 1],
+      [2, 2],
+      [0.5, 0],
+    ],
   ]; // [B=2, N=3, D=2]
   const ft = [
-    [[2, 0, 1], [1, 1, 0], [0, 1, 1]],
-    [[1, -1, 2], [0, 2, 2], [1, 0, 0]],
+    [
+      [2, 0, 1],
+      [1, 1, 0],
+      [0, 1, 1],
+    ],
+    [
+      [1, -1, 2],
+      [0, 2, 2],
+      [1, 0, 0],
+    ],
   ]; // D=3
   const scaled = fs.map((img) => img.map((p, n) => [...p.map((x) => x * (n + 2)), 0])); // other scale, padded to D=3
   close(value(manifoldLoss(tf.tensor3d(fs), tf.tensor3d(scaled))), 0, 1e-6, 'up to scale');
 
   const intra = gramMseRef(fs, ft);
-  const inter = gramMseRef([0, 1, 2].map((n) => fs.map((img) => img[n])), [0, 1, 2].map((n) => ft.map((img) => img[n])));
+  const inter = gramMseRef(
+    [0, 1, 2].map((n) => fs.map((img) => img[n])),
+    [0, 1, 2].map((n) => ft.map((img) => img[n])),
+  );
   const terms = manifoldTerms(tf.tensor3d(fs), tf.tensor3d(ft));
   const got = termValues(terms);
   close(got.intra, intra, 1e-5, 'intra');
   close(got.inter, inter, 1e-5, 'inter');
-  close(value(manifoldLoss(tf.tensor3d(fs), tf.tensor3d(ft), { weights: { intra: 2, inter: 0.5 } })), 2 * intra + 0.5 * inter, 1e-5, 'weighted');
+  close(
+    value(manifoldLoss(tf.tensor3d(fs), tf.tensor3d(ft), { weights: { intra: 2, inter: 0.5 } })),
+    2 * intra + 0.5 * inter,
+    1e-5,
+    'weighted',
+  );
   // The sampled term over all B·N patches is the Gram MSE of every patch against every other.
   const all = manifoldTerms(tf.tensor3d(fs), tf.tensor3d(ft), { randomK: 100 });
   close(termValues(all).random, gramMseRef([fs.flat()], [ft.flat()]), 1e-5, 'random (all patches)');
@@ -209,14 +252,30 @@ test('every loss has finite, non-zero gradients with respect to the student', ()
     [
       'attentionRelationLoss',
       tf.randomNormal([2, 2, 3, 4], 0, 1, 'float32', 7),
-      (q) => attentionRelationLoss({ q, k: tf.mul(q, 0.5), v: tf.neg(q) }, { q: tf.ones([2, 2, 3, 8]), k: tf.randomNormal([2, 2, 3, 8], 0, 1, 'float32', 8), v: tf.randomNormal([2, 2, 3, 8], 0, 1, 'float32', 9) }, { pairs: 'all' }),
+      (q) =>
+        attentionRelationLoss(
+          { q, k: tf.mul(q, 0.5), v: tf.neg(q) },
+          {
+            q: tf.ones([2, 2, 3, 8]),
+            k: tf.randomNormal([2, 2, 3, 8], 0, 1, 'float32', 8),
+            v: tf.randomNormal([2, 2, 3, 8], 0, 1, 'float32', 9),
+          },
+          { pairs: 'all' },
+        ),
     ],
-    ['manifoldLoss', tf.randomNormal([2, 3, 4], 0, 1, 'float32', 10), (s) => manifoldLoss(s, tf.randomNormal([2, 3, 6], 0, 1, 'float32', 11), { randomK: 4, rand: () => 0.5 })],
+    [
+      'manifoldLoss',
+      tf.randomNormal([2, 3, 4], 0, 1, 'float32', 10),
+      (s) => manifoldLoss(s, tf.randomNormal([2, 3, 6], 0, 1, 'float32', 11), { randomK: 4, rand: () => 0.5 }),
+    ],
   ];
   for (const [name, x, f] of cases) {
     const g = tf.grad(f)(x);
     const values = Array.from(g.dataSync());
     assert.ok(values.every(Number.isFinite), `${name}: gradient not finite`);
-    assert.ok(values.some((v) => v !== 0), `${name}: gradient is all zero`);
+    assert.ok(
+      values.some((v) => v !== 0),
+      `${name}: gradient is all zero`,
+    );
   }
 });

@@ -163,7 +163,10 @@ test('loadWeights: missing, truncated, corrupted, mismatched and foreign files g
   // Each API points to the other when handed the other's files.
   const kerasDir = tmpDir();
   await kerasModel().save(saveHandler(kerasDir));
-  await assert.rejects(loadWeights(kerasDir), expectInputError(path.join(kerasDir, MODEL_FILE), /tfjs layers model, load it with loadHandler/));
+  await assert.rejects(
+    loadWeights(kerasDir),
+    expectInputError(path.join(kerasDir, MODEL_FILE), /tfjs layers model, load it with loadHandler/),
+  );
   fs.writeFileSync(modelPath, JSON.stringify(json));
   await assert.rejects(tf.loadLayersModel(loadHandler(dir)), expectInputError(modelPath, /load it with loadWeights/));
 });

@@ -35,7 +35,6 @@ after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-
 const B = 16;
 const C = 4;
 const LABELS = Array.from({ length: B }, (_, i) => i % C);
@@ -43,14 +42,19 @@ const LABELS = Array.from({ length: B }, (_, i) => i % C);
 function images(seed: number, shape = [B, 8, 8, 1]): tf.Tensor4D {
   const r = rng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
-  return tf.tensor4d(Float32Array.from({ length: n }, () => r()), shape as [number, number, number, number]);
+  return tf.tensor4d(
+    Float32Array.from({ length: n }, () => r()),
+    shape as [number, number, number, number],
+  );
 }
 
 /** 16 texts of 3–6 made-up words each, from a 40-word vocabulary. */
 function texts(seed: number): string[] {
   const r = rng(seed);
   const vocab = Array.from({ length: 40 }, (_, i) => `w${i}x${Math.floor(r() * 1000)}`);
-  return Array.from({ length: B }, () => Array.from({ length: 3 + Math.floor(r() * 4) }, () => vocab[Math.floor(r() * vocab.length)]).join(' '));
+  return Array.from({ length: B }, () =>
+    Array.from({ length: 3 + Math.floor(r() * 4) }, () => vocab[Math.floor(r() * vocab.length)]).join(' '),
+  );
 }
 
 const logregSpec: StudentSpec = { kind: 'logreg', numClasses: C, inputShape: [8, 8, 1] };
@@ -58,7 +62,17 @@ const mlpSpec: StudentSpec = { kind: 'mlp', numClasses: C, inputShape: [8, 8, 1]
 const cnnSpec: StudentSpec = { kind: 'cnn', numClasses: C, inputShape: [8, 8, 1], channels: [4, 4, 8], fc: 16 };
 /** The lighter layout: conv, pool, conv, pool. */
 const cnn2Spec: StudentSpec = { kind: 'cnn', numClasses: C, inputShape: [8, 8, 1], channels: [4, 8], fc: 16 };
-const vitSpec: VitSpec = { kind: 'vit', numClasses: C, inputShape: [8, 8, 1], patchSize: 4, width: 16, depth: 2, heads: 2, mlpRatio: 2, distillToken: true };
+const vitSpec: VitSpec = {
+  kind: 'vit',
+  numClasses: C,
+  inputShape: [8, 8, 1],
+  patchSize: 4,
+  width: 16,
+  depth: 2,
+  heads: 2,
+  mlpRatio: 2,
+  distillToken: true,
+};
 const fasttextSpec: FasttextSpec = { kind: 'fasttext', numClasses: C, buckets: 256, dim: 16, bigrams: true };
 const fasttextMlpSpec: FasttextSpec = { ...fasttextSpec, hidden: [16] };
 
@@ -150,7 +164,10 @@ test('bad specs are rejected with a message naming the field', () => {
   assert.throws(() => createStudent({ ...mlpSpec, hidden: [0] }, 1), /mlp hidden\[0\] must be a positive integer/);
   assert.throws(() => createStudent({ ...logregSpec, numClasses: 0 }, 1), /numClasses must be a positive integer/);
   assert.throws(() => createStudent({ kind: 'rnn', numClasses: 2 } as unknown as StudentSpec, 1), /unknown student kind "rnn"/);
-  assert.throws(() => createStudent({ ...cnnSpec, channels: [4] } as unknown as StudentSpec, 1), /cnn channels must list 2 or 3 channel counts/);
+  assert.throws(
+    () => createStudent({ ...cnnSpec, channels: [4] } as unknown as StudentSpec, 1),
+    /cnn channels must list 2 or 3 channel counts/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------
@@ -173,7 +190,10 @@ async function overfit(s: Student, x: StudentInput, lr: number, maxSteps: number
   for (const [name, v] of Object.entries(s.weights)) {
     const g = grads[v.name];
     assert.ok(g, `${s.spec.kind}: no gradient for ${name}`);
-    assert.ok(g.dataSync().some((e) => e !== 0), `${s.spec.kind}: ${name} gets a zero gradient`);
+    assert.ok(
+      g.dataSync().some((e) => e !== 0),
+      `${s.spec.kind}: ${name} gets a zero gradient`,
+    );
   }
   const start = value.dataSync()[0];
   tf.dispose([value, grads]);
@@ -198,7 +218,12 @@ for (const [name, spec, lr, maxSteps] of [
   ['cnn', cnnSpec, 0.01, 300],
   ['cnn (two convolutions)', cnn2Spec, 0.01, 300],
   ['vit (class + distillation tokens)', vitSpec, 0.01, 300],
-  ['vit (MiniViT sharing, no class token)', { ...vitSpec, depth: 4, shareEvery: 2, classToken: false, distillToken: false } as StudentSpec, 0.01, 300],
+  [
+    'vit (MiniViT sharing, no class token)',
+    { ...vitSpec, depth: 4, shareEvery: 2, classToken: false, distillToken: false } as StudentSpec,
+    0.01,
+    300,
+  ],
   ['fasttext (linear head)', fasttextSpec, 0.05, 300],
   ['fasttext (MLP head)', fasttextMlpSpec, 0.02, 300],
 ] as const) {
@@ -287,7 +312,10 @@ test('studentFromWeights after saveWeights/loadWeights gives the same logits', a
     const [a, b] = tf.tidy(() => {
       const o1 = s.forward(x);
       const o2 = again.forward(x);
-      return [o1.distLogits ? tf.concat([o1.logits, o1.distLogits], 1) : o1.logits, o2.distLogits ? tf.concat([o2.logits, o2.distLogits], 1) : o2.logits];
+      return [
+        o1.distLogits ? tf.concat([o1.logits, o1.distLogits], 1) : o1.logits,
+        o2.distLogits ? tf.concat([o2.logits, o2.distLogits], 1) : o2.logits,
+      ];
     });
     const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
     assert.ok(diff <= 1e-6, `${spec.kind}: logits differ by ${diff} after a save/load round trip`);
@@ -303,7 +331,10 @@ test('studentFromWeights rejects missing, extra and misshaped tensors', () => {
   assert.throws(() => studentFromWeights(mlpSpec, missing), /saved weights lack "head.b"/);
   const extra = tf.zeros([3]);
   assert.throws(() => studentFromWeights(mlpSpec, { ...s.weights, 'bogus.w': extra }), /does not use: bogus\.w/);
-  assert.throws(() => studentFromWeights({ ...mlpSpec, numClasses: 5 } as StudentSpec, s.weights), /"head.w" is \[16,4\], the spec needs \[16,5\]/);
+  assert.throws(
+    () => studentFromWeights({ ...mlpSpec, numClasses: 5 } as StudentSpec, s.weights),
+    /"head.w" is \[16,4\], the spec needs \[16,5\]/,
+  );
   extra.dispose();
   s.dispose();
 });

@@ -21,7 +21,8 @@ const CPU_WHEEL = 'tensorflow_cpu-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl';
 /** A zip laid out like a TensorFlow wheel: the two libraries, C API headers, and files that must not be staged. */
 function fakeWheel(dir: string, members: Record<string, string>): string {
   const file = path.join(dir, CPU_WHEEL);
-  const script = 'import json, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n  for n, t in json.loads(sys.argv[2]).items(): z.writestr(n, t)';
+  const script =
+    'import json, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n  for n, t in json.loads(sys.argv[2]).items(): z.writestr(n, t)';
   const r = spawnSync('python3', ['-c', script, file, JSON.stringify(members)], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return file;
@@ -44,7 +45,10 @@ test('DISTILLERY_BACKEND: unset gives the fallback, a backend name wins, anythin
   assert.equal(envBackend('wasm', { DISTILLERY_BACKEND: '' }), 'wasm');
   assert.equal(envBackend('wasm', { DISTILLERY_BACKEND: 'tensorflow' }), 'tensorflow');
   assert.equal(envBackend('auto', { DISTILLERY_BACKEND: 'cpu' }), 'cpu');
-  assert.throws(() => envBackend('auto', { DISTILLERY_BACKEND: 'gpu' }), (e: Error) => e instanceof DistilleryError && /DISTILLERY_BACKEND=gpu/.test(e.message));
+  assert.throws(
+    () => envBackend('auto', { DISTILLERY_BACKEND: 'gpu' }),
+    (e: Error) => e instanceof DistilleryError && /DISTILLERY_BACKEND=gpu/.test(e.message),
+  );
 });
 
 test('wheelFromPath: a .whl, a folder holding the matching one, an installed site-packages; errors name the path', () => {
@@ -52,7 +56,11 @@ test('wheelFromPath: a .whl, a folder holding the matching one, an installed sit
   const whl = fakeWheel(dir, WHEEL_MEMBERS);
   assert.equal(wheelFromPath(whl, false, '2.21.0').path, whl);
   assert.deepEqual([wheelFromPath(dir, false, '2.21.0').kind, wheelFromPath(dir, false, '2.21.0').path], ['wheel', whl]);
-  assert.throws(() => wheelFromPath(dir, true, '2.21.0'), /holds neither tensorflow-2\.21\.0/, '--gpu wants the tensorflow wheel, not tensorflow-cpu');
+  assert.throws(
+    () => wheelFromPath(dir, true, '2.21.0'),
+    /holds neither tensorflow-2\.21\.0/,
+    '--gpu wants the tensorflow wheel, not tensorflow-cpu',
+  );
   assert.throws(() => wheelFromPath(dir, false, '2.20.0'), /tensorflow-cpu-2\.20\.0/);
   assert.throws(() => wheelFromPath(path.join(dir, 'nope'), false, '2.21.0'), /nope: no such file or folder/);
   const notWheel = path.join(dir, 'notes.txt');
@@ -77,20 +85,38 @@ test('stage: the libraries and C API headers land in deps/, under the names the 
   assert.equal(fs.readlinkSync(path.join(deps, 'lib', 'libtensorflow.so')), 'libtensorflow_cc.so.2');
   assert.equal(fs.readlinkSync(path.join(deps, 'lib', 'libtensorflow.so.2.9.1')), 'libtensorflow_cc.so.2');
   assert.equal(fs.readFileSync(path.join(deps, 'lib', 'libtensorflow_framework.so'), 'utf8'), 'fw');
-  for (const h of ['tensorflow/c/c_api.h', 'tensorflow/c/eager/c_api.h', 'tensorflow/core/platform/ctstring.h', 'tsl/platform/ctstring.h', 'xla/tsl/c/tsl_status.h']) {
+  for (const h of [
+    'tensorflow/c/c_api.h',
+    'tensorflow/c/eager/c_api.h',
+    'tensorflow/core/platform/ctstring.h',
+    'tsl/platform/ctstring.h',
+    'xla/tsl/c/tsl_status.h',
+  ]) {
     assert.ok(fs.existsSync(path.join(deps, 'include', h)), h);
   }
   assert.ok(!fs.existsSync(path.join(deps, 'include', 'tensorflow', 'core', 'framework')), 'headers outside the C API are not staged');
-  assert.deepEqual(fs.readdirSync(path.join(deps, 'lib')).sort(), ['libtensorflow.so', 'libtensorflow.so.2.9.1', 'libtensorflow_cc.so.2', 'libtensorflow_framework.so', 'libtensorflow_framework.so.2']);
+  assert.deepEqual(fs.readdirSync(path.join(deps, 'lib')).sort(), [
+    'libtensorflow.so',
+    'libtensorflow.so.2.9.1',
+    'libtensorflow_cc.so.2',
+    'libtensorflow_framework.so',
+    'libtensorflow_framework.so.2',
+  ]);
 });
 
 test('stage: a zip without the libraries or without the C API is refused, naming it', () => {
   const dir = workDir();
   const pkg = path.join(dir, 'tfjs-node');
   const noLib = fakeWheel(dir, { 'tensorflow/include/tensorflow/c/c_api.h': '' });
-  assert.throws(() => stage({ kind: 'wheel', path: noLib, how: 'test' }, pkg, 'python3'), /staging .*\.whl failed: not in .*libtensorflow_cc\.so\.2/);
+  assert.throws(
+    () => stage({ kind: 'wheel', path: noLib, how: 'test' }, pkg, 'python3'),
+    /staging .*\.whl failed: not in .*libtensorflow_cc\.so\.2/,
+  );
   const noHeaders = fakeWheel(dir, { 'tensorflow/libtensorflow_cc.so.2': '', 'tensorflow/libtensorflow_framework.so.2': '' });
-  assert.throws(() => stage({ kind: 'wheel', path: noHeaders, how: 'test' }, pkg, 'python3'), /has no tensorflow\/include\/tensorflow\/c\/c_api\.h/);
+  assert.throws(
+    () => stage({ kind: 'wheel', path: noHeaders, how: 'test' }, pkg, 'python3'),
+    /has no tensorflow\/include\/tensorflow\/c\/c_api\.h/,
+  );
 });
 
 test('the built binding (where setup:native has run): matMul, a gradient and Conv2DBackpropFilter on TensorFlow', (t) => {

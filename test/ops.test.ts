@@ -103,7 +103,12 @@ async function checkOp(what: string, ours: Op, reference: Op, inputs: Arr[]): Pr
 }
 
 test('matMul2d equals tf.matMul, with plain-product gradients', async () => {
-  await checkOp('matMul2d', (a, b) => matMul2d(a as tf.Tensor2D, b as tf.Tensor2D), (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), [rand([5, 7], 1), rand([7, 3], 2)]);
+  await checkOp(
+    'matMul2d',
+    (a, b) => matMul2d(a as tf.Tensor2D, b as tf.Tensor2D),
+    (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
+    [rand([5, 7], 1), rand([7, 3], 2)],
+  );
 });
 
 test('dense folds leading axes and adds the bias', async () => {
@@ -153,7 +158,10 @@ test("conv2d3x3 with one input channel (a first layer's im2col path), and inputG
     const full = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D), inputs);
     const noDx = run((x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, { inputGrad: false }), inputs);
     assertClose(noDx.value, full.value, 0, `${backend}: value`);
-    assert.ok(noDx.grads[0].every((v) => v === 0), `${backend}: dx is zeros`);
+    assert.ok(
+      noDx.grads[0].every((v) => v === 0),
+      `${backend}: dx is zeros`,
+    );
     assertClose(noDx.grads[1], full.grads[1], 0, `${backend}: dw`);
     assertClose(noDx.grads[2], full.grads[2], 0, `${backend}: db`);
   }
@@ -210,7 +218,12 @@ test('maxPool2x2 splits the gradient of tied maxima evenly, on both backends', a
     const r = run((t) => maxPool2x2(t as tf.Tensor4D), [x]);
     assert.deepEqual(Array.from(r.value), [1, 5, 3]);
     const dy = rand([1, 1, 1, 3], 99).data; // run's R
-    assertClose(r.grads[0], split.map((v, i) => v * dy[i % 3]), 1e-6, `${backend}: tie split`);
+    assertClose(
+      r.grads[0],
+      split.map((v, i) => v * dy[i % 3]),
+      1e-6,
+      `${backend}: tie split`,
+    );
   }
 });
 
@@ -218,7 +231,12 @@ test('avgPool2x2 and globalAvgPool equal their reshape + mean definitions', asyn
   const x = rand([2, 4, 6, 3], 19);
   const blockMean: Op = (t) => tf.mean(tf.reshape(t, [2, 2, 2, 3, 2, 3]), [2, 4]);
   await checkOp('avgPool2x2', (t) => avgPool2x2(t as tf.Tensor4D), blockMean, [x]);
-  await checkOp('globalAvgPool', (t) => globalAvgPool(t as tf.Tensor4D), (t) => tf.mean(tf.reshape(t, [2, 24, 3]), 1), [x]);
+  await checkOp(
+    'globalAvgPool',
+    (t) => globalAvgPool(t as tf.Tensor4D),
+    (t) => tf.mean(tf.reshape(t, [2, 24, 3]), 1),
+    [x],
+  );
 });
 
 /** Reference from a float64 JS function: its value, and sum(f·R) differentiated by central differences. */
@@ -281,8 +299,7 @@ test('layerNorm matches its formula and derivative', async () => {
 test('splitHeads equals a split by columns and a [B, heads, N, dh] transpose of each part', async () => {
   // B = 2, N = 3, parts = 3, heads = 2, dh = 2: columns (part, head, dh).
   const x = rand([6, 12], 21);
-  const reference: Op = (t) =>
-    tf.stack(tf.split(t, 3, 1).map((part) => tf.transpose(tf.reshape(part, [2, 3, 2, 2]), [0, 2, 1, 3])));
+  const reference: Op = (t) => tf.stack(tf.split(t, 3, 1).map((part) => tf.transpose(tf.reshape(part, [2, 3, 2, 2]), [0, 2, 1, 3])));
   await checkOp('splitHeads', (t) => tf.stack(splitHeads(t as tf.Tensor2D, 2, 3, 2)), reference, [x]);
   assert.throws(() => splitHeads(tf.zeros([6, 12]) as tf.Tensor2D, 4, 3, 2), /is not \[B·N, 3·heads·dh\]/);
 });
@@ -323,7 +340,10 @@ test(`embeddingBag over 2^18 hashed buckets on ${TRAIN_BACKEND} touches only the
     const g = grads[table.name].dataSync();
     const touched = new Set<number>();
     for (let i = 0; i < g.length; i++) if (g[i] !== 0) touched.add(Math.floor(i / 4));
-    assert.deepEqual([...touched].sort((a, b) => a - b), [5, 123_456, vocab - 1]);
+    assert.deepEqual(
+      [...touched].sort((a, b) => a - b),
+      [5, 123_456, vocab - 1],
+    );
     assertClose(g.slice(5 * 4, 6 * 4), [2 / 3, 2 / 3, 2 / 3, 2 / 3], 1e-6, 'row 5 counted twice');
     assertClose(g.slice(123_456 * 4, 123_457 * 4), [1, 1, 1, 1], 1e-6, 'row 123456');
   });
@@ -351,7 +371,12 @@ async function probe(what: string, paramShapes: number[][], seed: number, loss: 
   await selectBackend(TRAIN_BACKEND);
   const onWasm = run((...p) => loss(p), params);
   assertRunsClose(onWasm, onCpu, 1e-3, `${what} (${TRAIN_BACKEND} vs cpu)`);
-  onCpu.grads.forEach((g, i) => assert.ok(g.some((v) => v !== 0), `${what}: parameter ${i} gets no gradient`));
+  onCpu.grads.forEach((g, i) =>
+    assert.ok(
+      g.some((v) => v !== 0),
+      `${what}: parameter ${i} gets no gradient`,
+    ),
+  );
 
   const vars = params.map((a) => tf.variable(tf.tensor(a.data, a.shape)));
   const optimizer = tf.train.adam(0.01);
@@ -381,10 +406,25 @@ test(`probe: a tiny CNN (conv, relu, both pools, dense) trains on ${TRAIN_BACKEN
 test(`probe: a tiny ViT block (patches, layerNorm, attention, gelu MLP) trains on ${TRAIN_BACKEND}`, async () => {
   const [batch, tokens, dim, heads] = [2, 4, 8, 2]; // 4×4 images, 2×2 patches
   const dh = dim / heads;
-  const shapes = [[2, 2, 1, dim], [dim], [1, tokens, dim], [dim], [dim], [dim, 3 * dim], [dim, dim], [dim], [dim], [dim, 2 * dim], [2 * dim, dim], [dim, 3]];
+  const shapes = [
+    [2, 2, 1, dim],
+    [dim],
+    [1, tokens, dim],
+    [dim],
+    [dim],
+    [dim, 3 * dim],
+    [dim, dim],
+    [dim],
+    [dim],
+    [dim, 2 * dim],
+    [2 * dim, dim],
+    [dim, 3],
+  ];
   // Heads via rank-4 transposes; attention uses tfjs's batched matMul (slow on wasm, but it has every kernel).
-  const splitHeads = (t: tf.Tensor): tf.Tensor3D => tf.reshape(tf.transpose(tf.reshape(t, [batch, tokens, heads, dh]), [0, 2, 1, 3]), [batch * heads, tokens, dh]);
-  const mergeHeads = (t: tf.Tensor): tf.Tensor => tf.reshape(tf.transpose(tf.reshape(t, [batch, heads, tokens, dh]), [0, 2, 1, 3]), [batch, tokens, dim]);
+  const splitHeads = (t: tf.Tensor): tf.Tensor3D =>
+    tf.reshape(tf.transpose(tf.reshape(t, [batch, tokens, heads, dh]), [0, 2, 1, 3]), [batch * heads, tokens, dh]);
+  const mergeHeads = (t: tf.Tensor): tf.Tensor =>
+    tf.reshape(tf.transpose(tf.reshape(t, [batch, heads, tokens, dh]), [0, 2, 1, 3]), [batch, tokens, dim]);
   await probe('ViT', shapes, 40, ([patch, patchB, pos, ln1g, ln1b, qkv, proj, ln2g, ln2b, fc1, fc2, head]) => {
     const x = tf.tensor4d(rand([batch, 4, 4, 1], 37).data, [batch, 4, 4, 1]);
     const patches = conv2dPatches(x, patch as tf.Tensor4D, 2, 2, patchB as tf.Tensor1D);
@@ -399,8 +439,15 @@ test(`probe: a tiny ViT block (patches, layerNorm, attention, gelu MLP) trains o
 
 test(`probe: an embedding-bag classifier trains on ${TRAIN_BACKEND}`, async () => {
   const bags: Bag[] = [[1, 2, 3], [15], [], [2, 2]];
-  await probe('embedding bag', [[16, 4], [4, 2], [2]], 50, ([table, w, b]) =>
-    tf.losses.softmaxCrossEntropy(oneHot([0, 1, 0, 1], 2), dense(embeddingBag(table as tf.Tensor2D, bags), w as tf.Tensor2D, b as tf.Tensor1D)) as tf.Scalar,
+  await probe(
+    'embedding bag',
+    [[16, 4], [4, 2], [2]],
+    50,
+    ([table, w, b]) =>
+      tf.losses.softmaxCrossEntropy(
+        oneHot([0, 1, 0, 1], 2),
+        dense(embeddingBag(table as tf.Tensor2D, bags), w as tf.Tensor2D, b as tf.Tensor1D),
+      ) as tf.Scalar,
   );
 });
 
@@ -419,11 +466,23 @@ test('diagnostic: wasm kernel gaps behind these ops', async (t) => {
     }
   };
   const x = (): tf.Tensor4D => tf.ones([1, 4, 4, 2]);
-  gap('tf.conv2d filter gradient', () => tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x(), w as tf.Tensor4D, 1, 'same')))(tf.ones([3, 3, 2, 2])));
-  gap('tf.depthwiseConv2d filter gradient', () => tf.grad((w: tf.Tensor) => tf.sum(tf.depthwiseConv2d(x(), w as tf.Tensor4D, 1, 'same')))(tf.ones([3, 3, 2, 1])));
+  gap('tf.conv2d filter gradient', () =>
+    tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x(), w as tf.Tensor4D, 1, 'same')))(tf.ones([3, 3, 2, 2])),
+  );
+  gap('tf.depthwiseConv2d filter gradient', () =>
+    tf.grad((w: tf.Tensor) => tf.sum(tf.depthwiseConv2d(x(), w as tf.Tensor4D, 1, 'same')))(tf.ones([3, 3, 2, 1])),
+  );
   gap('tf.gather table gradient', () => tf.grad((tb: tf.Tensor) => tf.sum(tf.gather(tb, tf.tensor1d([0, 2], 'int32'))))(tf.ones([3, 2])));
   const data = Float32Array.from({ length: 16 }, (_, i) => Math.sin(i * 12.9898)); // an input it got wrong in 4.22
-  const poolGrad = (): Float32Array => tf.tidy(() => tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid'), tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]))))(tf.tensor4d(data, [1, 4, 4, 1])).dataSync() as Float32Array);
+  const poolGrad = (): Float32Array =>
+    tf.tidy(
+      () =>
+        tf
+          .grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid'), tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]))))(
+            tf.tensor4d(data, [1, 4, 4, 1]),
+          )
+          .dataSync() as Float32Array,
+    );
   const onWasm = poolGrad();
   await selectBackend('cpu');
   const same = poolGrad().every((v, i) => v === onWasm[i]);

@@ -18,12 +18,29 @@ import { encodeSoft } from '../src/soft/codec.ts';
 import { currentLease, Lease, LeaseHeld, processGone, procStatState } from '../src/store/lease.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { defaultTeacher, type ChatRequest, type FakeTeacherOptions } from './fake-openai.ts';
-import { animalRows, count, fakeServer, importFile, itemText, LABELS, labelOptions, loadTaskFile, makeClient, sqlOn, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
-
+import {
+  animalRows,
+  count,
+  fakeServer,
+  importFile,
+  itemText,
+  LABELS,
+  labelOptions,
+  loadTaskFile,
+  makeClient,
+  sqlOn,
+  startNode,
+  workDir,
+  writeJsonl,
+  writeTask,
+} from './helpers.ts';
 
 describe('relabel policies', () => {
   test('parsePolicies and durations', () => {
-    assert.deepEqual(parsePolicies(['changed,stale:7d', 'low-confidence:0.6']).map((p) => p.kind), ['changed', 'stale', 'low-confidence']);
+    assert.deepEqual(
+      parsePolicies(['changed,stale:7d', 'low-confidence:0.6']).map((p) => p.kind),
+      ['changed', 'stale', 'low-confidence'],
+    );
     assert.equal(parseAge('7d'), 7 * 86_400_000);
     assert.equal(parseAge('1h30m'), 90 * 60_000);
     assert.equal(parseAge('0s'), 0);
@@ -48,14 +65,34 @@ describe('relabel policies', () => {
     const ids = imported.itemIds;
     const run = (teacher: string, promptVersion: string) =>
       store.createRun({
-        task_id: imported.taskRow.id, kind: 'llm', teacher, base_url: 'http://x/v1', prompt_version: promptVersion,
-        config_hash: `${teacher}-${promptVersion}`, params: JSON.stringify({ soft: 'logprobs' }), labels: JSON.stringify(LABELS), items_total: 0,
+        task_id: imported.taskRow.id,
+        kind: 'llm',
+        teacher,
+        base_url: 'http://x/v1',
+        prompt_version: promptVersion,
+        config_hash: `${teacher}-${promptVersion}`,
+        params: JSON.stringify({ soft: 'logprobs' }),
+        labels: JSON.stringify(LABELS),
+        items_total: 0,
       });
     const put = (runId: number, item: number, label: string, top: number) => {
       const probs = LABELS.map((l) => (l === label ? top : (1 - top) / 2));
       store.insertLabel({
-        itemId: ids[item], runId, requestKey: `k${runId}-${item}`, status: 'ok', label, soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }),
-        softMethod: 'logprobs', sparse: false, raw: null, promptTokens: 0, completionTokens: 0, cost: 0, latencyMs: 0, attempts: 1, error: null,
+        itemId: ids[item],
+        runId,
+        requestKey: `k${runId}-${item}`,
+        status: 'ok',
+        label,
+        soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }),
+        softMethod: 'logprobs',
+        sparse: false,
+        raw: null,
+        promptTokens: 0,
+        completionTokens: 0,
+        cost: 0,
+        latencyMs: 0,
+        attempts: 1,
+        error: null,
       });
     };
     const a = run('gpt-a', task.version);
@@ -65,8 +102,18 @@ describe('relabel policies', () => {
     const c = run('gpt-b', task.version);
     put(c.id, 8, LABELS[8 % 3], 0.9);
     put(c.id, 2, 'cat', 0.9); // gpt-a said bird
-    sqlOn(store, (db) => db.prepare(`UPDATE labels SET created_at = ? WHERE item_id = ? AND run_id = ?`).run(new Date(Date.now() - 10 * 86_400_000).toISOString(), ids[5], a.id));
-    const ctx = (over: Partial<SelectContext> = {}): SelectContext => ({ model: 'gpt-a', promptVersion: task.version, baseConfig: 'cfg', now: new Date(), ...over });
+    sqlOn(store, (db) =>
+      db
+        .prepare(`UPDATE labels SET created_at = ? WHERE item_id = ? AND run_id = ?`)
+        .run(new Date(Date.now() - 10 * 86_400_000).toISOString(), ids[5], a.id),
+    );
+    const ctx = (over: Partial<SelectContext> = {}): SelectContext => ({
+      model: 'gpt-a',
+      promptVersion: task.version,
+      baseConfig: 'cfg',
+      now: new Date(),
+      ...over,
+    });
     return { store, task, taskRow: imported.taskRow as TaskRow, ids, ctx };
   }
 
@@ -81,7 +128,13 @@ describe('relabel policies', () => {
     assert.deepEqual(pick('changed'), ['7:changed', '8:changed', '2:changed']);
     assert.deepEqual(pick('stale:7d'), ['5:stale']);
     assert.deepEqual(pick('stale:0s').length, 9); // every labeled item; never item 9
-    assert.deepEqual(pick('stale:7d,changed,low-confidence:0.5,disagree'), ['2:disagree', '3:low-confidence', '7:changed', '8:changed', '5:stale']);
+    assert.deepEqual(pick('stale:7d,changed,low-confidence:0.5,disagree'), [
+      '2:disagree',
+      '3:low-confidence',
+      '7:changed',
+      '8:changed',
+      '5:stale',
+    ]);
     assert.deepEqual(pick('stale:7d,changed,low-confidence:0.5,disagree', { limit: 2 }), ['2:disagree', '3:low-confidence']);
     // A student that disagrees with item 4's label (and agrees on item 0) adds item 4 to `disagree`, the weaker evidence first.
     const student = new Map([
@@ -120,7 +173,9 @@ describe('relabel passes', () => {
     assert.equal(fake.answered, 18, 'every item asked once more');
     assert.equal(count(store, 'SELECT count(*) AS n FROM labels'), 18, 'old labels stay');
     assert.deepEqual(out.drift, { compared: 9, changed: 3, confusion: { cat: { cat: 3 }, dog: { bird: 3 }, bird: { bird: 3 } } });
-    const stored = JSON.parse((sqlOn(store, (db) => db.prepare('SELECT drift FROM relabels WHERE id = ?').get(out.relabel!.id)) as { drift: string }).drift);
+    const stored = JSON.parse(
+      (sqlOn(store, (db) => db.prepare('SELECT drift FROM relabels WHERE id = ?').get(out.relabel!.id)) as { drift: string }).drift,
+    );
     assert.deepEqual(stored, out.drift);
 
     // Every answer has top probability 0.8, but this teacher with these settings was just asked again: not twice.
@@ -139,7 +194,11 @@ describe('relabel passes', () => {
     assert.equal(second.itemIds.length, 0);
     assert.equal(second.result, undefined);
     // Another teacher setting (a higher max_tokens here) is a new question.
-    const other = await relabelOnce({ label: { ...base, settings: { ...base.settings, maxTokens: 21 } }, policies: parsePolicies('low-confidence:0.9'), run: runLabeling });
+    const other = await relabelOnce({
+      label: { ...base, settings: { ...base.settings, maxTokens: 21 } },
+      policies: parsePolicies('low-confidence:0.9'),
+      run: runLabeling,
+    });
     assert.equal(other.itemIds.length, 6);
     assert.equal(fake.answered, 18);
     store.close();
@@ -148,7 +207,11 @@ describe('relabel passes', () => {
   test('a pass stopped by its cost cap resumes with the same items and pays for none twice', async () => {
     const { fake, store, base } = await labeledStore(12, defaultTeacher);
     // Each answer costs ~$0.0001 here (PRICE: $2/$10 per 1M) and reserves its worst case: a cap of $0.0006 stops after a few.
-    const stopped = await relabelOnce({ label: { ...base, maxCost: 0.0006, concurrency: 1 }, policies: parsePolicies('stale:0s'), run: runLabeling });
+    const stopped = await relabelOnce({
+      label: { ...base, maxCost: 0.0006, concurrency: 1 },
+      policies: parsePolicies('stale:0s'),
+      run: runLabeling,
+    });
     assert.equal(stopped.result?.status, 'stopped');
     const paidFirst = fake.answered - 12;
     assert.ok(paidFirst > 0 && paidFirst < 12, `first pass paid for ${paidFirst}`);
@@ -179,13 +242,20 @@ describe('lease', () => {
     const dir = workDir();
     const store = Store.open(path.join(dir, 'l.db'));
     const first = Lease.acquire(store, 'relabel', { ttlMs: 60_000, command: 'first' });
-    assert.throws(() => Lease.acquire(store, 'relabel', { ttlMs: 60_000, command: 'second' }), (e: unknown) => e instanceof LeaseHeld && /held by pid \d+ on .* \(first\)/.test(e.message));
+    assert.throws(
+      () => Lease.acquire(store, 'relabel', { ttlMs: 60_000, command: 'second' }),
+      (e: unknown) => e instanceof LeaseHeld && /held by pid \d+ on .* \(first\)/.test(e.message),
+    );
     first.release();
     assert.equal(currentLease(store, 'relabel'), undefined);
 
     // A holder on another machine that stopped renewing: blocks until its expiry, not after.
     const put = (expires: Date, host: string, pid: number) =>
-      sqlOn(store, (db) => db.prepare(`INSERT OR REPLACE INTO leases VALUES ('relabel', 'other', ?, ?, 'crashed', ?, ?)`).run(pid, host, new Date().toISOString(), expires.toISOString()));
+      sqlOn(store, (db) =>
+        db
+          .prepare(`INSERT OR REPLACE INTO leases VALUES ('relabel', 'other', ?, ?, 'crashed', ?, ?)`)
+          .run(pid, host, new Date().toISOString(), expires.toISOString()),
+      );
     put(new Date(Date.now() + 60_000), 'another-host', 1);
     assert.throws(() => Lease.acquire(store, 'relabel', { ttlMs: 1000, command: 'x' }), LeaseHeld);
     put(new Date(Date.now() - 1), 'another-host', 1);
@@ -250,11 +320,26 @@ describe('lease', () => {
   });
 });
 
-
 describe('cli: relabel.ts', () => {
   const args = (o: { task: string; db: string; url: string }, extra: string[]) => [
-    'scripts/relabel.ts', '--task', o.task, '--db', o.db, '--model', 'fake-teacher', '--base-url', o.url,
-    '--price-in', '2', '--price-out', '10', '--retry-base-ms', '5', '--progress-interval', '60', ...extra,
+    'scripts/relabel.ts',
+    '--task',
+    o.task,
+    '--db',
+    o.db,
+    '--model',
+    'fake-teacher',
+    '--base-url',
+    o.url,
+    '--price-in',
+    '2',
+    '--price-out',
+    '10',
+    '--retry-base-ms',
+    '5',
+    '--progress-interval',
+    '60',
+    ...extra,
   ];
   const env = { OPENAI_API_KEY: 'sk-relabel-secret-key' };
 
@@ -264,7 +349,26 @@ describe('cli: relabel.ts', () => {
     const task = writeTask(dir);
     const db = path.join(dir, 'cli.db');
     const input = writeJsonl(dir, 'items.jsonl', animalRows(n));
-    const labeled = await startNode(['scripts/label.ts', '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '2', '--price-out', '10', '--input', input], env).done;
+    const labeled = await startNode(
+      [
+        'scripts/label.ts',
+        '--task',
+        task,
+        '--db',
+        db,
+        '--model',
+        'fake-teacher',
+        '--base-url',
+        fake.url,
+        '--price-in',
+        '2',
+        '--price-out',
+        '10',
+        '--input',
+        input,
+      ],
+      env,
+    ).done;
     assert.equal(labeled.code, 0, labeled.stderr);
     return { dir, fake, o: { task, db, url: fake.url } };
   }
@@ -284,13 +388,24 @@ describe('cli: relabel.ts', () => {
     const status = await startNode(['scripts/status.ts', '--db', o.db, '--json']).done;
     const runs = JSON.parse(status.stdout).runs as Array<{ run: number; relabel: any }>;
     assert.equal(runs[0].relabel, null);
-    assert.deepEqual(runs[1].relabel, { id: 1, policies: ['stale:0s'], status: 'completed', selected: 6, by_reason: { stale: 6 }, drift: { compared: 6, changed: 0, confusion: { cat: { cat: 2 }, dog: { dog: 2 }, bird: { bird: 2 } } } });
+    assert.deepEqual(runs[1].relabel, {
+      id: 1,
+      policies: ['stale:0s'],
+      status: 'completed',
+      selected: 6,
+      by_reason: { stale: 6 },
+      drift: { compared: 6, changed: 0, confusion: { cat: { cat: 2 }, dog: { dog: 2 }, bird: { bird: 2 } } },
+    });
     const text = await startNode(['scripts/status.ts', '--db', o.db]).done;
     assert.match(text.stdout, /run 2: relabel 1 \(stale:0s\) of 6 item\(s\) \[stale 6\], completed; drift: 0 of 6 label\(s\) changed/);
 
     // Hold the lease from this process: the CLI names the holder and exits 1; with --wait it waits for the release.
     const db = new Database(o.db);
-    db.prepare(`INSERT INTO leases VALUES ('relabel', 'test', ?, 'elsewhere', 'relabel by the test', ?, ?)`).run(4242, new Date().toISOString(), new Date(Date.now() + 60_000).toISOString());
+    db.prepare(`INSERT INTO leases VALUES ('relabel', 'test', ?, 'elsewhere', 'relabel by the test', ?, ?)`).run(
+      4242,
+      new Date().toISOString(),
+      new Date(Date.now() + 60_000).toISOString(),
+    );
     const refused = await startNode(args(o, ['--policy', 'stale:0s']), env).done;
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /^error: .*cli\.db: relabel is held by pid 4242 on elsewhere since .*\(relabel by the test\).*--wait/);
@@ -333,7 +448,9 @@ describe('cli: relabel.ts', () => {
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stdout, /relabel 1 \(resumed\): 30 item\(s\) selected/);
     const d = new Database(o.db, { readonly: true });
-    const relabeled = (d.prepare(`SELECT count(*) AS n FROM labels l JOIN relabels r ON r.run_id = l.run_id WHERE l.status = 'ok'`).get() as { n: number }).n;
+    const relabeled = (
+      d.prepare(`SELECT count(*) AS n FROM labels l JOIN relabels r ON r.run_id = l.run_id WHERE l.status = 'ok'`).get() as { n: number }
+    ).n;
     d.close();
     assert.equal(relabeled, 30, 'every selected item relabeled once');
     // What the killed pass had paid for but not yet saved (at most its 2 requests in flight) is the only double payment.
@@ -360,23 +477,62 @@ describe('cli: relabel.ts', () => {
     assert.match(r.stdout, /relabel 1: 5 item\(s\) selected .*drift: 0 of 5 label\(s\) changed/);
     assert.equal(fake.answered, 10);
     const db = new Database(o.db, { readonly: true });
-    const batchRuns = db.prepare(`SELECT r.id, sum(l.cost) AS cost FROM runs r JOIN labels l ON l.run_id = r.id GROUP BY r.id ORDER BY r.id`).all() as { id: number; cost: number }[];
+    const batchRuns = db
+      .prepare(`SELECT r.id, sum(l.cost) AS cost FROM runs r JOIN labels l ON l.run_id = r.id GROUP BY r.id ORDER BY r.id`)
+      .all() as { id: number; cost: number }[];
     assert.equal(batchRuns.length, 2);
     assert.ok(Math.abs(batchRuns[1].cost - batchRuns[0].cost / 2) < 1e-9, `batch labels cost half: ${JSON.stringify(batchRuns)}`);
     assert.equal((db.prepare(`SELECT count(*) AS n FROM batch_jobs WHERE state = 'done'`).get() as { n: number }).n, 1);
     db.close();
     const status = await startNode(['scripts/status.ts', '--db', o.db]).done;
-    assert.match(status.stdout, /run 2: batch job 1 done \(completed, batch_\w+\): 5 request\(s\), 5 answered, 0 invalid, 0 failed, 0 pending/);
+    assert.match(
+      status.stdout,
+      /run 2: batch job 1 done \(completed, batch_\w+\): 5 request\(s\), 5 answered, 0 invalid, 0 failed, 0 pending/,
+    );
   });
 
   test('bad policy and missing database: one-line errors', async () => {
     const dir = workDir();
     const task = writeTask(dir);
-    const bad = await startNode(['scripts/relabel.ts', '--task', task, '--db', path.join(dir, 'none.db'), '--model', 'm', '--price-in', '0', '--price-out', '0', '--policy', 'stale:soon'], env).done;
+    const bad = await startNode(
+      [
+        'scripts/relabel.ts',
+        '--task',
+        task,
+        '--db',
+        path.join(dir, 'none.db'),
+        '--model',
+        'm',
+        '--price-in',
+        '0',
+        '--price-out',
+        '0',
+        '--policy',
+        'stale:soon',
+      ],
+      env,
+    ).done;
     assert.equal(bad.code, 1);
     assert.equal(bad.stderr.trim().split('\n').length, 1);
     assert.match(bad.stderr, /stale:soon: expected a duration/);
-    const missing = await startNode(['scripts/relabel.ts', '--task', task, '--db', path.join(dir, 'none.db'), '--model', 'm', '--price-in', '0', '--price-out', '0', '--policy', 'changed'], env).done;
+    const missing = await startNode(
+      [
+        'scripts/relabel.ts',
+        '--task',
+        task,
+        '--db',
+        path.join(dir, 'none.db'),
+        '--model',
+        'm',
+        '--price-in',
+        '0',
+        '--price-out',
+        '0',
+        '--policy',
+        'changed',
+      ],
+      env,
+    ).done;
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /none\.db: no such database/);
   });

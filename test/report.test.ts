@@ -16,12 +16,40 @@ import { runScript, workDir } from './helpers.ts';
 const EVIL = '<script>alert("x")</script>';
 
 function handMadeData(): ReportData {
-  const bins = Array.from({ length: 15 }, (_, b) => ({ lo: b / 15, hi: (b + 1) / 15, count: b > 9 ? 10 : 0, accuracy: 0.9, confidence: (b + 0.5) / 15 }));
+  const bins = Array.from({ length: 15 }, (_, b) => ({
+    lo: b / 15,
+    hi: (b + 1) / 15,
+    count: b > 9 ? 10 : 0,
+    accuracy: 0.9,
+    confidence: (b + 0.5) / 15,
+  }));
   return {
     db: 'x.db',
     status: {
       runs: [
-        { run: 1, task: 't', kind: 'llm', teacher: EVIL, base_url: null, prompt_version: null, soft: 'logprobs', status: 'completed', started_at: '', ended_at: null, message: null, relabel: null, items: 3, labeled: 3, failed: 0, pending: 0, requests: 3, errors: 0, prompt_tokens: 30, completion_tokens: 9, cost: 0.0012 },
+        {
+          run: 1,
+          task: 't',
+          kind: 'llm',
+          teacher: EVIL,
+          base_url: null,
+          prompt_version: null,
+          soft: 'logprobs',
+          status: 'completed',
+          started_at: '',
+          ended_at: null,
+          message: null,
+          relabel: null,
+          items: 3,
+          labeled: 3,
+          failed: 0,
+          pending: 0,
+          requests: 3,
+          errors: 0,
+          prompt_tokens: 30,
+          completion_tokens: 9,
+          cost: 0.0012,
+        },
       ],
       batches: [],
       tasks: [],
@@ -36,8 +64,25 @@ function handMadeData(): ReportData {
         kind: 'vit',
         weightsBytes: 4096,
         metrics: {
-          history: [0, 1, 2].map((e) => ({ epoch: e, loss: 1 / (e + 1), terms: { ce: 0.5 / (e + 1), kd: 0.4 / (e + 1) }, train_accuracy: 0.5 + e / 10, val_accuracy: 0.5, test_accuracy: 0.45 + e / 10 })),
-          test: { n: 30, accuracy: 0.7, teacher_agreement: 0.8, ece: 0.05, confusion: [[8, 1, 1], [1, 7, 2], [0, 2, 8]] },
+          history: [0, 1, 2].map((e) => ({
+            epoch: e,
+            loss: 1 / (e + 1),
+            terms: { ce: 0.5 / (e + 1), kd: 0.4 / (e + 1) },
+            train_accuracy: 0.5 + e / 10,
+            val_accuracy: 0.5,
+            test_accuracy: 0.45 + e / 10,
+          })),
+          test: {
+            n: 30,
+            accuracy: 0.7,
+            teacher_agreement: 0.8,
+            ece: 0.05,
+            confusion: [
+              [8, 1, 1],
+              [1, 7, 2],
+              [0, 2, 8],
+            ],
+          },
           samples_per_second: 120,
           params: 1000,
         },
@@ -55,11 +100,39 @@ describe('report: charts and page', () => {
   });
 
   test('charts: one cell per confusion entry, one bar per non-empty bin, a polyline per series', () => {
-    const hm = heatmap({ title: 'c', labels: ['a', 'b', 'c'], matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] });
+    const hm = heatmap({
+      title: 'c',
+      labels: ['a', 'b', 'c'],
+      matrix: [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+      ],
+    });
     assert.equal(hm.match(/class="cell"/g)?.length, 9);
     const bins = Array.from({ length: 15 }, (_, b) => ({ lo: b / 15, hi: (b + 1) / 15, count: b % 2, accuracy: 0.5, confidence: 0.6 }));
     assert.equal(reliabilityDiagram({ title: 'r', bins, ece: 0.1 }).match(/class="bar"/g)?.length, 7);
-    const lc = lineChart({ title: 'l', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'a', points: [[1, 1], [2, 0.5]] }, { name: 'b', points: [[1, NaN], [2, 0.2]] }] });
+    const lc = lineChart({
+      title: 'l',
+      xLabel: 'epoch',
+      yLabel: 'loss',
+      series: [
+        {
+          name: 'a',
+          points: [
+            [1, 1],
+            [2, 0.5],
+          ],
+        },
+        {
+          name: 'b',
+          points: [
+            [1, NaN],
+            [2, 0.2],
+          ],
+        },
+      ],
+    });
     assert.equal(lc.match(/<polyline/g)?.length, 2);
     assert.doesNotMatch(lc, /NaN/);
     assert.match(lineChart({ title: 'e', xLabel: 'x', yLabel: 'y', series: [] }), /no data/);
@@ -91,7 +164,11 @@ describe('report: CLI and browser', () => {
     const dir = workDir();
     writeShapes(dir, 20, 12);
     const input = path.join(dir, 'shapes.jsonl');
-    const rows = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const rows = fs
+      .readFileSync(input, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     fs.writeFileSync(input, rows.map((r, i) => JSON.stringify({ ...r, split: i % 3 === 0 ? 'test' : 'train' })).join('\n') + '\n');
     const db = path.join(dir, 'r.db');
     const ok = (r: Awaited<ReturnType<typeof runScript>>) => {
@@ -100,11 +177,49 @@ describe('report: CLI and browser', () => {
     };
     ok(await runScript('import', ['--task', 'prompts/shapes.md', '--input', input, '--db', db]));
     const common = ['--db', db, '--task', 'shapes', '--batch-size', '16', '--backend', 'wasm', '--warmup', '0', '--lr', '0.01'];
-    ok(await runScript('train', [...common, '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '3', '--out', path.join(dir, 'teacher')]));
-    ok(await runScript('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', path.join(dir, 'teacher'), '--backend', 'wasm']));
+    ok(
+      await runScript('train', [
+        ...common,
+        '--arch',
+        'mlp',
+        '--hidden',
+        '16',
+        '--supervised',
+        '--epochs',
+        '3',
+        '--out',
+        path.join(dir, 'teacher'),
+      ]),
+    );
+    ok(
+      await runScript('ingest-logits', [
+        '--db',
+        db,
+        '--task',
+        'prompts/shapes.md',
+        '--teacher',
+        'mlp',
+        '--from-model',
+        path.join(dir, 'teacher'),
+        '--backend',
+        'wasm',
+      ]),
+    );
     ok(await runScript('train', [...common, '--arch', 'logreg', '--epochs', '2', '--out', path.join(dir, 'student')]));
     reportFile = path.join(dir, 'out', 'report.html');
-    const r = ok(await runScript('report', ['--db', db, '--student', path.join(dir, 'student'), path.join(dir, 'teacher'), '--out', path.join(dir, 'out'), '--backend', 'wasm']));
+    const r = ok(
+      await runScript('report', [
+        '--db',
+        db,
+        '--student',
+        path.join(dir, 'student'),
+        path.join(dir, 'teacher'),
+        '--out',
+        path.join(dir, 'out'),
+        '--backend',
+        'wasm',
+      ]),
+    );
     assert.match(r.stdout, /wrote .*report\.html \(\d+ bytes, 11 charts\)/);
     const html = fs.readFileSync(reportFile, 'utf8');
     // Runs, the teacher's table and reliability, both students side by side with their curves.
@@ -158,7 +273,11 @@ describe('report: CLI and browser', () => {
       assert.ok(shot.length > 20_000, `screenshot of ${shot.length} bytes`);
       fs.writeFileSync(path.join(path.dirname(reportFile!), 'report.png'), shot);
       assert.deepEqual(errors, []);
-      assert.deepEqual(requests.filter((u) => !u.startsWith('file://')), [], 'no network at view time');
+      assert.deepEqual(
+        requests.filter((u) => !u.startsWith('file://')),
+        [],
+        'no network at view time',
+      );
     } finally {
       await browser.close();
     }

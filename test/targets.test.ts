@@ -8,8 +8,6 @@ import { gaussian, mulberry32 as rng } from '../src/random.ts';
 
 // ---------- helpers ----------
 
-
-
 function lp(...probs: number[]): Float64Array {
   return Float64Array.from(probs, Math.log);
 }
@@ -152,7 +150,10 @@ describe('mean and weighted', () => {
   test('temperatures are applied per teacher before averaging', () => {
     const r = aggregate([A, B], { method: 'mean', temperatures: [2, 1], numClasses: 3 });
     const a = softmaxT(lp(0.6, 0.3, 0.1), 2);
-    assertVec(r.probs[0], [0, 1, 2].map((k) => (a[k] + [0.2, 0.6, 0.2][k]) / 2));
+    assertVec(
+      r.probs[0],
+      [0, 1, 2].map((k) => (a[k] + [0.2, 0.6, 0.2][k]) / 2),
+    );
   });
 });
 
@@ -204,7 +205,10 @@ function flipperWorld(seed: number, n: number, accuracies: number[]): { views: T
       truth.map((y) => (rand() < acc ? y : (y + 1 + Math.floor(rand() * 2)) % 3)),
     ),
   );
-  const flipper = hardOnly('flipper', truth.map((y) => [1, 0, 2][y]));
+  const flipper = hardOnly(
+    'flipper',
+    truth.map((y) => [1, 0, 2][y]),
+  );
   return { views: [...noisy, flipper], truth };
 }
 
@@ -221,13 +225,30 @@ describe('dawid-skene', () => {
     assert.ok(flip[0][1] > 0.9, `flipper P(says 1 | truth 0) = ${flip[0][1]}`);
     assert.ok(flip[1][0] > 0.9, `flipper P(says 0 | truth 1) = ${flip[1][0]}`);
     assert.ok(flip[2][2] > 0.9, `flipper P(says 2 | truth 2) = ${flip[2][2]}`);
-    for (const row of flip) assertClose(row.reduce((a, b) => a + b, 0), 1, 1e-9, 'confusion row sum');
-    assertClose(ds.priors!.reduce((a, b) => a + b, 0), 1, 1e-9, 'prior sum');
+    for (const row of flip)
+      assertClose(
+        row.reduce((a, b) => a + b, 0),
+        1,
+        1e-9,
+        'confusion row sum',
+      );
+    assertClose(
+      ds.priors!.reduce((a, b) => a + b, 0),
+      1,
+      1e-9,
+      'prior sum',
+    );
     assert.ok(ds.iterations! >= 1 && ds.iterations! <= 100);
     const dsAcc = argmaxAccuracy(ds, truth);
     const voteAcc = argmaxAccuracy(vote, truth);
     assert.ok(dsAcc >= voteAcc, `DS ${dsAcc} < vote ${voteAcc}`);
-    for (const p of ds.probs) assertClose(p!.reduce((a, b) => a + b, 0), 1, 1e-9, 'posterior sum');
+    for (const p of ds.probs)
+      assertClose(
+        p!.reduce((a, b) => a + b, 0),
+        1,
+        1e-9,
+        'posterior sum',
+      );
   });
 
   test('beats the vote when the flipper sits with two mediocre teachers', () => {
@@ -306,7 +327,11 @@ describe('calibration', () => {
   test('fitTemperature finds the NLL minimum to 1e-4', () => {
     const { view, gold } = calibratedWorld(45, 300, 2.5);
     const T = fitTemperature(view.logprobs, gold);
-    const at = (t: number) => nll(view.logprobs.map((z) => softmaxT(z!, t)), gold).value;
+    const at = (t: number) =>
+      nll(
+        view.logprobs.map((z) => softmaxT(z!, t)),
+        gold,
+      ).value;
     assert.ok(at(T) <= at(T * 1.001) && at(T) <= at(T / 1.001), 'a local minimum');
   });
 });
@@ -315,7 +340,10 @@ describe('calibration', () => {
 
 describe('input checks', () => {
   test('mismatched teachers and bad labels throw clear errors', () => {
-    const A = teacher('A', [[0.5, 0.5], [0.5, 0.5]]);
+    const A = teacher('A', [
+      [0.5, 0.5],
+      [0.5, 0.5],
+    ]);
     assert.throws(() => aggregate([A, teacher('B', [[0.5, 0.5]])], { method: 'mean', numClasses: 2 }), /teacher B has 1/);
     assert.throws(() => aggregate([A], { method: 'mean', numClasses: 3 }), /teacher A, item 0: 2 log-probabilities, expected 3/);
     assert.throws(() => aggregate([hardOnly('H', [5])], { method: 'vote', numClasses: 2 }), /hard label is 5/);

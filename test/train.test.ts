@@ -21,13 +21,22 @@ import { predictBatches } from '../src/infer/predict.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { train, type EpochRecord, type SavedModelSpec, type TrainConfig } from '../src/train/trainer.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
-import { importFile, runNode, runScript, type ScriptResult, LABELS, loadTaskFile, REPO_ROOT, writeJsonl, writeTask, workDir } from './helpers.ts';
+import {
+  importFile,
+  runNode,
+  runScript,
+  type ScriptResult,
+  LABELS,
+  loadTaskFile,
+  REPO_ROOT,
+  writeJsonl,
+  writeTask,
+  workDir,
+} from './helpers.ts';
 import { isTensorflowLog, nativeBuilt, TRAIN_BACKEND } from './train-backend.ts';
 
 const SHAPES_TASK = path.join(REPO_ROOT, 'prompts', 'shapes.md');
 const SHAPE_LABELS = ['circle', 'square', 'triangle'];
-
-
 
 // ---------------------------------------------------------------------------------------
 // Running the scripts
@@ -49,7 +58,10 @@ function oneLineError(r: Result, pattern: RegExp): string {
   const lines = r.stderr.split('\n').filter((l) => l !== '' && !isTensorflowLog(l));
   const errors = lines.filter((l) => l.startsWith('error: '));
   assert.equal(errors.length, 1, `one error line: ${JSON.stringify(r.stderr)}`);
-  assert.ok(lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')), `nothing but the error (and the backend line): ${JSON.stringify(r.stderr)}`);
+  assert.ok(
+    lines.every((l) => l.startsWith('error: ') || l.startsWith('backend: ')),
+    `nothing but the error (and the backend line): ${JSON.stringify(r.stderr)}`,
+  );
   assert.match(errors[0], pattern);
   return errors[0];
 }
@@ -65,7 +77,11 @@ function oneLineError(r: Result, pattern: RegExp): string {
 function shapesInput(dir: string, perClass = 60): string {
   writeShapes(dir, perClass, 16);
   const file = path.join(dir, 'shapes.jsonl');
-  const rows = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const rows = fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   fs.writeFileSync(file, rows.map((r, i) => JSON.stringify({ ...r, split: i % 3 === 0 ? 'test' : 'train' })).join('\n') + '\n');
   return file;
 }
@@ -102,7 +118,10 @@ function metrics(dir: string): Metrics {
 function testCounts(db: string): number[] {
   const d = new Database(db, { readonly: true });
   try {
-    const rows = d.prepare("SELECT gold, count(*) AS n FROM items WHERE split = 'test' GROUP BY gold").all() as Array<{ gold: string; n: number }>;
+    const rows = d.prepare("SELECT gold, count(*) AS n FROM items WHERE split = 'test' GROUP BY gold").all() as Array<{
+      gold: string;
+      n: number;
+    }>;
     return SHAPE_LABELS.map((l) => rows.find((r) => r.gold === l)?.n ?? 0);
   } finally {
     d.close();
@@ -138,7 +157,29 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
     // The teacher, on gold. The default warm-up (100 steps) is longer than this whole run
     // (~8 steps an epoch), so without --warmup 0 the learning rate never gets going.
-    const tArgs = ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--hidden', '32', '--epochs', '8', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', T];
+    const tArgs = [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--arch',
+      'mlp',
+      '--supervised',
+      '--hidden',
+      '32',
+      '--epochs',
+      '8',
+      '--batch-size',
+      '16',
+      '--backend',
+      TRAIN_BACKEND,
+      '--lr',
+      '0.01',
+      '--warmup',
+      '0',
+      '--out',
+      T,
+    ];
     const rt = ok(await run('train', tArgs));
     assert.match(rt.stdout, /test accuracy/);
     const mt = metrics(T);
@@ -149,7 +190,10 @@ describe('train: CLI', { concurrency: 3 }, () => {
     checkHistory(mt, 8, ['ce']);
     assert.ok(mt.history[7].loss < mt.history[0].loss, `the loss goes down: ${mt.history.map((h) => h.loss)}`);
     const counts = testCounts(db);
-    assert.ok(counts.every((n) => n > 0), `every class has test items: ${counts}`);
+    assert.ok(
+      counts.every((n) => n > 0),
+      `every class has test items: ${counts}`,
+    );
     assert.equal(mt.test.n, sum(counts));
     assert.deepEqual(mt.test.confusion.map(sum), counts, 'confusion rows (gold) sum to the per-class test counts');
     const diag = mt.test.confusion.reduce((a, row, i) => a + row[i], 0);
@@ -162,20 +206,60 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(mt.test.accuracy! >= 0.55, `supervised MLP teacher test accuracy ${mt.test.accuracy}`);
 
     // The teacher as a white-box teacher: its log-probabilities for every item become a logits run.
-    const ri = ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', T, '--backend', TRAIN_BACKEND]));
+    const ri = ok(
+      await run('ingest-logits', [
+        '--db',
+        db,
+        '--task',
+        'prompts/shapes.md',
+        '--teacher',
+        'mlp',
+        '--from-model',
+        T,
+        '--backend',
+        TRAIN_BACKEND,
+      ]),
+    );
     assert.match(ri.stdout, /ingested \d+ rows of logits/);
     {
       const d = new Database(db, { readonly: true });
       const runs = d.prepare('SELECT id, kind, teacher FROM runs').all() as Array<{ id: number; kind: string; teacher: string }>;
-      assert.deepEqual(runs.map((r) => [r.kind, r.teacher]), [['logits', 'mlp']]);
+      assert.deepEqual(
+        runs.map((r) => [r.kind, r.teacher]),
+        [['logits', 'mlp']],
+      );
       const items = (d.prepare('SELECT count(*) AS n FROM items').get() as { n: number }).n;
-      const labels = (d.prepare("SELECT count(*) AS n FROM labels ").get() as { n: number }).n;
+      const labels = (d.prepare('SELECT count(*) AS n FROM labels ').get() as { n: number }).n;
       assert.equal(labels, items, 'one label per item');
       d.close();
     }
 
     // The student learns from that teacher: KD on its distribution, CE on its argmax, DeiT's distillation head.
-    const sArgs = ['--db', db, '--task', 'shapes', '--arch', 'vit', '--patch', '4', '--width', '16', '--depth', '1', '--heads', '2', '--mlp-ratio', '2', '--distill-token', '--epochs', '2', '--backend', TRAIN_BACKEND, '--out', S];
+    const sArgs = [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--arch',
+      'vit',
+      '--patch',
+      '4',
+      '--width',
+      '16',
+      '--depth',
+      '1',
+      '--heads',
+      '2',
+      '--mlp-ratio',
+      '2',
+      '--distill-token',
+      '--epochs',
+      '2',
+      '--backend',
+      TRAIN_BACKEND,
+      '--out',
+      S,
+    ];
     ok(await run('train', sArgs));
     const ms = metrics(S);
     assert.equal(ms.backend, TRAIN_BACKEND);
@@ -186,7 +270,10 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.ok(ms.test.teacher_agreement !== null, 'agreement with the ingested teacher is measured');
 
     // eval.ts recomputes the student's test report from the saved model and the database.
-    const [re, reT] = await Promise.all([run('eval', ['--student', S, '--db', db, '--backend', TRAIN_BACKEND, '--json']), run('eval', ['--student', T, '--db', db, '--backend', TRAIN_BACKEND, '--json'])]);
+    const [re, reT] = await Promise.all([
+      run('eval', ['--student', S, '--db', db, '--backend', TRAIN_BACKEND, '--json']),
+      run('eval', ['--student', T, '--db', db, '--backend', TRAIN_BACKEND, '--json']),
+    ]);
     for (const r of [ok(re), ok(reT)]) assert.equal(r.stdout.trim().split('\n').length, 1, `one JSON line: ${r.stdout}`);
     const ev = JSON.parse(re.stdout) as Metrics['test'];
     assert.equal(ev.n, ms.test.n);
@@ -201,9 +288,19 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
     // predict.ts: one row per input line (duplicates included), a label of the task, probabilities that sum to 1.
     const rp = ok(await run('predict', ['--student', S, '--input', input, '--backend', TRAIN_BACKEND]));
-    const inputIds = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
-    const rows = rp.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; label: string; probs: number[] });
-    assert.deepEqual(rows.map((r) => r.id), inputIds);
+    const inputIds = fs
+      .readFileSync(input, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { id: string }).id);
+    const rows = rp.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: string; label: string; probs: number[] });
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      inputIds,
+    );
     for (const r of rows) {
       assert.ok(SHAPE_LABELS.includes(r.label), r.label);
       assert.equal(r.probs.length, 3);
@@ -215,7 +312,25 @@ describe('train: CLI', { concurrency: 3 }, () => {
   test('--resume continues from the checkpoint and keeps the first epoch as it was', async () => {
     const { dir, db } = await shapesDb();
     const out = path.join(dir, 'resumed');
-    const args = ['--db', db, '--task', 'shapes', '--arch', 'logreg', '--supervised', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--out', out];
+    const args = [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--arch',
+      'logreg',
+      '--supervised',
+      '--batch-size',
+      '16',
+      '--backend',
+      TRAIN_BACKEND,
+      '--lr',
+      '0.01',
+      '--warmup',
+      '0',
+      '--out',
+      out,
+    ];
     ok(await run('train', [...args, '--epochs', '1']));
     const first = metrics(out);
     assert.equal(first.history.length, 1);
@@ -242,7 +357,20 @@ describe('train: CLI', { concurrency: 3 }, () => {
     // No --task: the database holds one task.
     const common = ['--db', db, '--batch-size', '16', '--backend', TRAIN_BACKEND, '--warmup', '0'];
     ok(await run('train', [...common, '--arch', 'mlp', '--hidden', '16', '--supervised', '--lr', '0.01', '--epochs', '4', '--out', A]));
-    ok(await run('ingest-logits', ['--db', db, '--task', 'prompts/shapes.md', '--teacher', 'mlp', '--from-model', A, '--backend', TRAIN_BACKEND]));
+    ok(
+      await run('ingest-logits', [
+        '--db',
+        db,
+        '--task',
+        'prompts/shapes.md',
+        '--teacher',
+        'mlp',
+        '--from-model',
+        A,
+        '--backend',
+        TRAIN_BACKEND,
+      ]),
+    );
     // At learning rate 0 nothing moves: the first epoch scores exactly what the loaded model scores,
     // and KD against that model's own logits starts near 0, far below a fresh student's.
     const B = path.join(dir, 'from-a');
@@ -261,7 +389,10 @@ describe('train: CLI', { concurrency: 3 }, () => {
     assert.deepEqual(Object.keys(mb.history[0].terms), ['kd']);
     assert.equal(mb.history[0].test_accuracy, ma.test.accuracy, 'the first epoch is the loaded model');
     assert.equal(mb.test.accuracy, ma.test.accuracy);
-    assert.ok(mb.history[0].terms.kd < 0.1 * mc.history[0].terms.kd, `kd from the loaded weights ${mb.history[0].terms.kd} vs from scratch ${mc.history[0].terms.kd}`);
+    assert.ok(
+      mb.history[0].terms.kd < 0.1 * mc.history[0].terms.kd,
+      `kd from the loaded weights ${mb.history[0].terms.kd} vs from scratch ${mc.history[0].terms.kd}`,
+    );
     // A fresh optimizer: B's step count is its own epoch's, not A's four epochs plus one.
     const steps = async (d: string) => {
       const ck = await loadWeights(path.join(d, 'checkpoint'));
@@ -276,19 +407,57 @@ describe('train: CLI', { concurrency: 3 }, () => {
 
   test('the same seed gives the same losses; another seed, other losses', async () => {
     const { dir, db } = await shapesDb();
-    const plain = (seed: number, out: string) => ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--hidden', '16', '--supervised', '--epochs', '2', '--batch-size', '16', '--backend', TRAIN_BACKEND, '--lr', '0.01', '--warmup', '0', '--seed', String(seed), '--out', path.join(dir, out)];
+    const plain = (seed: number, out: string) => [
+      '--db',
+      db,
+      '--task',
+      'shapes',
+      '--arch',
+      'mlp',
+      '--hidden',
+      '16',
+      '--supervised',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '16',
+      '--backend',
+      TRAIN_BACKEND,
+      '--lr',
+      '0.01',
+      '--warmup',
+      '0',
+      '--seed',
+      String(seed),
+      '--out',
+      path.join(dir, out),
+    ];
     // With augmentation too: its random shifts are drawn from the seed.
     const args = (seed: number, out: string) => [...plain(seed, out), '--augment', 'shift:2'];
-    const rs = await Promise.all([run('train', args(5, 'a')), run('train', args(5, 'b')), run('train', args(6, 'c')), run('train', plain(5, 'd'))]);
+    const rs = await Promise.all([
+      run('train', args(5, 'a')),
+      run('train', args(5, 'b')),
+      run('train', args(6, 'c')),
+      run('train', plain(5, 'd')),
+    ]);
     rs.forEach(ok);
-    const losses = (out: string) => metrics(path.join(dir, out)).history.map((h) => ({ loss: h.loss, terms: h.terms, train: h.train_accuracy }));
+    const losses = (out: string) =>
+      metrics(path.join(dir, out)).history.map((h) => ({ loss: h.loss, terms: h.terms, train: h.train_accuracy }));
     const [a, b, c, d] = [losses('a'), losses('b'), losses('c'), losses('d')];
     assert.equal(a.length, 2);
     assert.deepEqual(a, b);
-    assert.notDeepEqual(a.map((h) => h.loss), c.map((h) => h.loss));
-    assert.notDeepEqual(a.map((h) => h.loss), d.map((h) => h.loss), 'augmentation changes the training batches');
+    assert.notDeepEqual(
+      a.map((h) => h.loss),
+      c.map((h) => h.loss),
+    );
+    assert.notDeepEqual(
+      a.map((h) => h.loss),
+      d.map((h) => h.loss),
+      'augmentation changes the training batches',
+    );
     assert.equal(metrics(path.join(dir, 'c')).seed, 6);
-    const cfg = (out: string) => (JSON.parse(fs.readFileSync(path.join(dir, out, 'metrics.json'), 'utf8')) as { config: { augment?: unknown } }).config.augment;
+    const cfg = (out: string) =>
+      (JSON.parse(fs.readFileSync(path.join(dir, out, 'metrics.json'), 'utf8')) as { config: { augment?: unknown } }).config.augment;
     assert.deepEqual(cfg('a'), { shift: 2, flip: false }, 'metrics.json records the augmentation (the seed is recorded beside it)');
     assert.equal(cfg('d'), undefined);
   });
@@ -297,7 +466,16 @@ describe('train: CLI', { concurrency: 3 }, () => {
     const { dir, db } = await shapesDb(4);
     // A text task with gold labels only (no teacher runs).
     const textTask = writeTask(dir, { name: 'animals' });
-    const textInput = writeJsonl(dir, 'animals.jsonl', [0, 1, 2, 3, 4, 5].map((i) => ({ id: `t${i}`, text: `number ${i} is about a ${LABELS[i % 3]}`, label: LABELS[i % 3], split: i < 4 ? 'train' : 'test' })));
+    const textInput = writeJsonl(
+      dir,
+      'animals.jsonl',
+      [0, 1, 2, 3, 4, 5].map((i) => ({
+        id: `t${i}`,
+        text: `number ${i} is about a ${LABELS[i % 3]}`,
+        label: LABELS[i % 3],
+        split: i < 4 ? 'train' : 'test',
+      })),
+    );
     const textDb = path.join(dir, 'text.db');
     const store = Store.open(textDb);
     try {
@@ -308,12 +486,72 @@ describe('train: CLI', { concurrency: 3 }, () => {
     const empty = path.join(dir, 'not-a-model');
     fs.mkdirSync(empty);
     const [fasttextOnImages, vitOnText, evalNoModel, noTeachers, badAugment, augmentText] = await Promise.all([
-      run('train', ['--db', db, '--task', 'shapes', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'x')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'vit', '--supervised', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'y')]),
+      run('train', [
+        '--db',
+        db,
+        '--task',
+        'shapes',
+        '--arch',
+        'fasttext',
+        '--supervised',
+        '--epochs',
+        '1',
+        '--backend',
+        'cpu',
+        '--out',
+        path.join(dir, 'x'),
+      ]),
+      run('train', [
+        '--db',
+        textDb,
+        '--task',
+        'animals',
+        '--arch',
+        'vit',
+        '--supervised',
+        '--epochs',
+        '1',
+        '--backend',
+        'cpu',
+        '--out',
+        path.join(dir, 'y'),
+      ]),
       run('eval', ['--student', empty, '--db', db, '--backend', 'cpu']),
       run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--epochs', '1', '--backend', 'cpu', '--out', path.join(dir, 'z')]),
-      run('train', ['--db', db, '--task', 'shapes', '--arch', 'mlp', '--supervised', '--epochs', '1', '--augment', 'rotate:3', '--backend', 'cpu', '--out', path.join(dir, 'v')]),
-      run('train', ['--db', textDb, '--task', 'animals', '--arch', 'fasttext', '--supervised', '--epochs', '1', '--augment', 'shift:1', '--backend', 'cpu', '--out', path.join(dir, 'w')]),
+      run('train', [
+        '--db',
+        db,
+        '--task',
+        'shapes',
+        '--arch',
+        'mlp',
+        '--supervised',
+        '--epochs',
+        '1',
+        '--augment',
+        'rotate:3',
+        '--backend',
+        'cpu',
+        '--out',
+        path.join(dir, 'v'),
+      ]),
+      run('train', [
+        '--db',
+        textDb,
+        '--task',
+        'animals',
+        '--arch',
+        'fasttext',
+        '--supervised',
+        '--epochs',
+        '1',
+        '--augment',
+        'shift:1',
+        '--backend',
+        'cpu',
+        '--out',
+        path.join(dir, 'w'),
+      ]),
     ]);
     oneLineError(badAugment, /--augment: unknown part "rotate:3"/);
     oneLineError(augmentText, /--augment: only image tasks/);
@@ -348,7 +586,12 @@ process.stdout.write(JSON.stringify(out) + '\\n');
 `,
     );
     const r = ok(await spawnNode([script]));
-    const out = JSON.parse(r.stdout) as { cpu: unknown; wasm: unknown; tensorflow: { name: string; message: string } | string; after: string };
+    const out = JSON.parse(r.stdout) as {
+      cpu: unknown;
+      wasm: unknown;
+      tensorflow: { name: string; message: string } | string;
+      after: string;
+    };
     assert.deepEqual(out.cpu, ['cpu', 'cpu']);
     assert.deepEqual(out.wasm, ['wasm', 'wasm', [4, 6]]);
     if (nativeBuilt()) {
@@ -421,24 +664,53 @@ describe('train: library, a fastText student on a text task', () => {
   test('a supervised run reports agreement with the teacher when the task has one, null when it has none', async () => {
     const dir = workDir();
     const task = loadTaskFile(writeTask(dir, { name: 'animals' }));
-    const rows = Array.from({ length: 24 }, (_, i) => ({ id: `s${i}`, text: `a ${LABELS[i % 3]} number ${i}`, label: LABELS[i % 3], split: i % 4 === 0 ? 'test' : 'train' }));
+    const rows = Array.from({ length: 24 }, (_, i) => ({
+      id: `s${i}`,
+      text: `a ${LABELS[i % 3]} number ${i}`,
+      label: LABELS[i % 3],
+      split: i % 4 === 0 ? 'test' : 'train',
+    }));
     const input = writeJsonl(dir, 'animals.jsonl', rows);
     // A teacher that is wrong on purpose on every other item: its label is not gold, so agreement ≠ accuracy.
     const teacherLabel = (i: number) => (i % 2 === 0 ? i % 3 : (i + 1) % 3);
-    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r, i) => ({ id: r.id, logits: LABELS.map((_, k) => (k === teacherLabel(i) ? 3 : 0)) })));
+    const logits = writeJsonl(
+      dir,
+      'logits.jsonl',
+      rows.map((r, i) => ({ id: r.id, logits: LABELS.map((_, k) => (k === teacherLabel(i) ? 3 : 0)) })),
+    );
     const store = Store.open(path.join(dir, 'distill.db'));
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 256, dim: 8, hidden: [] };
-    const config: TrainConfig = { epochs: 2, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 1, clip: 1, patience: 0, distill: ['ce'], settings: { ceWeight: 1 } };
+    const config: TrainConfig = {
+      epochs: 2,
+      batchSize: 8,
+      lr: 0.05,
+      weightDecay: 0,
+      warmup: 0,
+      seed: 1,
+      clip: 1,
+      patience: 0,
+      distill: ['ce'],
+      settings: { ceWeight: 1 },
+    };
     try {
       await importFile(store, task, input);
       const taskRow = store.findTask('animals')!;
-      const before = await train(loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } }), spec, config, path.join(dir, 'a'));
+      const before = await train(
+        loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } }),
+        spec,
+        config,
+        path.join(dir, 'a'),
+      );
       assert.equal(before.test.teacher_agreement, null, 'no teacher run: null');
       await ingestLogits({ store, task, teacher: 'keyword', input: logits, format: { kind: 'dense16' } });
       const ds = loadDataset(store, taskRow, { supervised: true, targets: { calibrate: false } });
       assert.deepEqual(Array.from(ds.targetHard), Array.from(ds.gold), 'still trained on gold');
       const teacherOf = (item: number) => teacherLabel(Number(ds.ids[item].slice(1)));
-      assert.deepEqual(Array.from(ds.teacherHard), ds.ids.map((_, item) => teacherOf(item)), "the teacher's labels are known");
+      assert.deepEqual(
+        Array.from(ds.teacherHard),
+        ds.ids.map((_, item) => teacherOf(item)),
+        "the teacher's labels are known",
+      );
       const res = await train(ds, spec, config, path.join(dir, 'b'));
       assert.ok(res.test.teacher_agreement !== null, 'agreement is measured for a supervised run');
       // Recompute it from the saved model's predictions.
@@ -461,12 +733,22 @@ describe('train: library, a fastText student on a text task', () => {
     const fillers = ['seen', 'near', 'the', 'old', 'barn', 'yesterday', 'quickly', 'river', 'garden', 'morning', 'green', 'small'];
     const rows = Array.from({ length: 72 }, (_, i) => {
       const k = i % 3;
-      const words = [fillers[i % fillers.length], fillers[(i * 7 + 3) % fillers.length], LABELS[k], fillers[(i * 5 + 1) % fillers.length], `n${i}`];
+      const words = [
+        fillers[i % fillers.length],
+        fillers[(i * 7 + 3) % fillers.length],
+        LABELS[k],
+        fillers[(i * 5 + 1) % fillers.length],
+        `n${i}`,
+      ];
       return { id: `s${i}`, text: words.join(' '), label: LABELS[k], split: i % 4 === 0 ? 'test' : 'train' };
     });
     const input = writeJsonl(dir, 'animals.jsonl', rows);
     // The teacher's logits follow the keyword: 2.5 for the class it names, 0 for the others.
-    const logits = writeJsonl(dir, 'logits.jsonl', rows.map((r) => ({ id: r.id, logits: LABELS.map((l) => (r.text.split(' ').includes(l) ? 2.5 : 0)) })));
+    const logits = writeJsonl(
+      dir,
+      'logits.jsonl',
+      rows.map((r) => ({ id: r.id, logits: LABELS.map((l) => (r.text.split(' ').includes(l) ? 2.5 : 0)) })),
+    );
     const store = Store.open(path.join(dir, 'distill.db'));
     const out = path.join(dir, 'fasttext');
     let ds;
@@ -481,7 +763,18 @@ describe('train: library, a fastText student on a text task', () => {
     assert.equal(ds.n, rows.length);
     assert.ok(ds.texts && !ds.pixels);
     const spec: StudentSpec = { kind: 'fasttext', numClasses: 3, buckets: 1024, dim: 16, hidden: [] };
-    const config: TrainConfig = { epochs: 6, batchSize: 8, lr: 0.05, weightDecay: 0, warmup: 0, seed: 3, clip: 1, patience: 0, distill: ['ce', 'kd'], settings: { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: 2 } };
+    const config: TrainConfig = {
+      epochs: 6,
+      batchSize: 8,
+      lr: 0.05,
+      weightDecay: 0,
+      warmup: 0,
+      seed: 3,
+      clip: 1,
+      patience: 0,
+      distill: ['ce', 'kd'],
+      settings: { ceWeight: 0.1, kdWeight: 0.9, kdTemperature: 2 },
+    };
     const res = await train(ds, spec, config, out);
     assert.equal(res.history.length, 6);
     assert.deepEqual(Object.keys(res.history[0].terms).sort(), ['ce', 'kd']);
@@ -503,7 +796,11 @@ describe('train: library, a fastText student on a text task', () => {
     assert.ok(trainAcc >= 0.8, `fasttext train accuracy on the teacher's targets ${trainAcc}`);
     const testIdx = ds.splits.flatMap((s, i) => (s === 'test' ? [i] : []));
     assert.equal(res.test.n, testIdx.length);
-    assert.equal(res.test.accuracy, testIdx.filter((i) => argmax(i) === ds.gold[i]).length / testIdx.length, "the trainer's report matches the saved model");
+    assert.equal(
+      res.test.accuracy,
+      testIdx.filter((i) => argmax(i) === ds.gold[i]).length / testIdx.length,
+      "the trainer's report matches the saved model",
+    );
     for (let i = 0; i < ds.n * c; i += c) assert.ok(Math.abs(probs[i] + probs[i + 1] + probs[i + 2] - 1) < 1e-5);
 
     // Save that model elsewhere, load it back: the same probabilities.

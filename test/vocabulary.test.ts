@@ -101,36 +101,57 @@ describe('flag vocabulary', () => {
 
   test('--db: one definition (same argument, same help) wherever it appears', () => {
     assert.ok(uses('--db').length >= 11, `only ${uses('--db').length} scripts take --db`);
-    assert.deepEqual(breaking('--db', (f) => f.arg === '<file>' && f.help === 'SQLite database (default: "./distill.db")'), []);
+    assert.deepEqual(
+      breaking('--db', (f) => f.arg === '<file>' && f.help === 'SQLite database (default: "./distill.db")'),
+      [],
+    );
   });
 
   test('--task is always <name|file>', () => {
     assert.ok(uses('--task').length >= 8);
-    assert.deepEqual(breaking('--task', (f) => f.arg === '<name|file>'), []);
+    assert.deepEqual(
+      breaking('--task', (f) => f.arg === '<name|file>'),
+      [],
+    );
   });
 
   test('--model and --temperature only where a teacher LLM is asked', () => {
     assert.ok(uses('--model').length >= 2);
-    assert.deepEqual([...breaking('--model', (_, s) => TEACHER_LLM.has(s)), ...breaking('--temperature', (_, s) => TEACHER_LLM.has(s))], []);
+    assert.deepEqual(
+      [...breaking('--model', (_, s) => TEACHER_LLM.has(s)), ...breaking('--temperature', (_, s) => TEACHER_LLM.has(s))],
+      [],
+    );
   });
 
   test('--student is always a folder', () => {
     assert.ok(uses('--student').length >= 2);
-    assert.deepEqual(breaking('--student', (f) => /^<dir(\.\.\.)?>$/.test(f.arg)), []);
+    assert.deepEqual(
+      breaking('--student', (f) => /^<dir(\.\.\.)?>$/.test(f.arg)),
+      [],
+    );
   });
 
   test('no --teacher-model: the feature teacher is --feature-teacher, a logits teacher --from-model', () => {
-    assert.deepEqual(breaking('--teacher-model', () => false), []);
+    assert.deepEqual(
+      breaking('--teacher-model', () => false),
+      [],
+    );
   });
 
   test('--backend: the same choices and default everywhere', () => {
     assert.ok(uses('--backend').length >= 6);
-    assert.deepEqual(breaking('--backend', (f) => f.arg === '<name>' && /\(choices: "auto", "tensorflow", "wasm", "cpu", default: "auto"\)$/.test(f.help)), []);
+    assert.deepEqual(
+      breaking('--backend', (f) => f.arg === '<name>' && /\(choices: "auto", "tensorflow", "wasm", "cpu", default: "auto"\)$/.test(f.help)),
+      [],
+    );
   });
 
   test('--out is always a folder', () => {
     assert.ok(uses('--out').length >= 5);
-    assert.deepEqual(breaking('--out', (f) => f.arg === '<dir>'), []);
+    assert.deepEqual(
+      breaking('--out', (f) => f.arg === '<dir>'),
+      [],
+    );
   });
 
   test('--json is a switch; --teachers takes one list', () => {
@@ -159,7 +180,9 @@ describe('a missing database', () => {
     const db = path.join(dir, 'missing.db');
     const cases = Object.entries(READERS);
     const results: ScriptResult[] = await pool(cases, 2, ([s, args]) =>
-      runScript(s, ['--db', db, ...args.map((a) => (a === 'OUT' || a === 'S' ? path.join(dir, `${s}-${a}`) : a))], { OPENAI_API_KEY: 'sk-test' }),
+      runScript(s, ['--db', db, ...args.map((a) => (a === 'OUT' || a === 'S' ? path.join(dir, `${s}-${a}`) : a))], {
+        OPENAI_API_KEY: 'sk-test',
+      }),
     );
     const failures: string[] = [];
     cases.forEach(([s], i) => {
@@ -191,7 +214,10 @@ describe('--task NAME|FILE: one resolver', () => {
       assert.throws(() => taskInStore(store), /several tasks \(animals, shapes\); choose one with --task$/);
       assert.throws(() => taskInStore(store, 'nope'), /no task "nope" \(tasks: animals, shapes\)$/);
       const other = writeTask(dir, { labels: ['cat', 'dog'], file: 'other.md' });
-      assert.throws(() => taskInStore(store, other), /task "animals" is in .* with labels \["cat","dog","bird"\] \(text\), the file says \["cat","dog"\]/);
+      assert.throws(
+        () => taskInStore(store, other),
+        /task "animals" is in .* with labels \["cat","dog","bird"\] \(text\), the file says \["cat","dog"\]/,
+      );
     } finally {
       store.close();
     }
@@ -234,6 +260,9 @@ describe('settings become flags only in the CLI layer', () => {
     assert.equal(errorLine(e), '--kd-temperature: must be above 0');
     assert.equal(flagOf('studentDir'), '--student');
     assert.equal(flagOf('featureTeacher'), '--feature-teacher');
-    assert.equal(errorLine(new InputError('a.csv', 2, 'missing column "text" (columns: body)', 'textField')), 'a.csv:2: missing column "text" (columns: body); set --text-field');
+    assert.equal(
+      errorLine(new InputError('a.csv', 2, 'missing column "text" (columns: body)', 'textField')),
+      'a.csv:2: missing column "text" (columns: body); set --text-field',
+    );
   });
 });

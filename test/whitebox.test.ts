@@ -22,7 +22,6 @@ after(async () => {
   await Promise.all(fakes.map((f) => f.close()));
 });
 
-
 // ---------------------------------------------------------------------------------------
 // Running the scripts
 
@@ -70,7 +69,11 @@ interface ExportedRow {
 async function exportRows(db: string, dir: string, args: string[]): Promise<ExportedRow[]> {
   const out = path.join(dir, `export-${Math.random().toString(36).slice(2)}`);
   const r = await ok('export', ['--db', db, '--out', out, ...args]);
-  const rows = fs.readFileSync(path.join(out, 'labels.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExportedRow);
+  const rows = fs
+    .readFileSync(path.join(out, 'labels.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ExportedRow);
   assert.match(r.stdout, new RegExp(`wrote ${rows.length} row\\(s\\)`));
   return rows;
 }
@@ -86,7 +89,12 @@ function dbCounts(file: string): Counts {
   const d = new Database(file, { readonly: true, fileMustExist: true });
   try {
     const n = (sql: string) => (d.prepare(sql).get() as { n: number }).n;
-    return { tasks: n('SELECT count(*) AS n FROM tasks'), items: n('SELECT count(*) AS n FROM items'), runs: n('SELECT count(*) AS n FROM runs'), labels: n('SELECT count(*) AS n FROM labels') };
+    return {
+      tasks: n('SELECT count(*) AS n FROM tasks'),
+      items: n('SELECT count(*) AS n FROM items'),
+      runs: n('SELECT count(*) AS n FROM runs'),
+      labels: n('SELECT count(*) AS n FROM labels'),
+    };
   } finally {
     d.close();
   }
@@ -206,7 +214,10 @@ function f16Bytes(rows: number[][]): Uint8Array {
  * A 4-label text task, and `rows` imported into a fresh database: with scripts/import.ts,
  * or (to spare a ~1.4 s child process where the import is not what is tested) in process.
  */
-async function setup(rows: Array<Record<string, unknown>>, via: 'cli' | 'store' = 'store'): Promise<{ dir: string; db: string; task: string; input: string }> {
+async function setup(
+  rows: Array<Record<string, unknown>>,
+  via: 'cli' | 'store' = 'store',
+): Promise<{ dir: string; db: string; task: string; input: string }> {
   const dir = workDir();
   const task = writeTask(dir, { labels: LABELS4 });
   const input = writeJsonl(dir, 'items.jsonl', rows);
@@ -257,7 +268,11 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
       'a cat asleep': [1.9, -0.6, 0.61, 1.8],
       'a bird sang': [0, 0, 1.5, -1.5],
     };
-    const textFile = writeJsonl(dir, 'by-text.jsonl', Object.entries(byText).map(([text, logits]) => ({ text, logits })));
+    const textFile = writeJsonl(
+      dir,
+      'by-text.jsonl',
+      Object.entries(byText).map(([text, logits]) => ({ text, logits })),
+    );
 
     const r1 = await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 't-id', '--input', idFile]);
     assert.match(r1.stdout, /^run 1: ingested 6 rows of logits from .* as teacher "t-id", stored as dense16\n$/);
@@ -271,17 +286,59 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     ]);
     const st = JSON.parse(status.stdout);
     assert.equal(st.runs.length, 2);
-    const pick = (r: Record<string, unknown>) => ({ run: r.run, kind: r.kind, teacher: r.teacher, soft: r.soft, status: r.status, items: r.items, labeled: r.labeled, failed: r.failed, pending: r.pending, requests: r.requests, cost: r.cost });
+    const pick = (r: Record<string, unknown>) => ({
+      run: r.run,
+      kind: r.kind,
+      teacher: r.teacher,
+      soft: r.soft,
+      status: r.status,
+      items: r.items,
+      labeled: r.labeled,
+      failed: r.failed,
+      pending: r.pending,
+      requests: r.requests,
+      cost: r.cost,
+    });
     assert.deepEqual(st.runs.map(pick), [
-      { run: 1, kind: 'logits', teacher: 't-id', soft: 'logits', status: 'completed', items: 6, labeled: 6, failed: 0, pending: 0, requests: 0, cost: 0 },
-      { run: 2, kind: 'logits', teacher: 't-text', soft: 'logits', status: 'completed', items: 4, labeled: 4, failed: 0, pending: 0, requests: 0, cost: 0 },
+      {
+        run: 1,
+        kind: 'logits',
+        teacher: 't-id',
+        soft: 'logits',
+        status: 'completed',
+        items: 6,
+        labeled: 6,
+        failed: 0,
+        pending: 0,
+        requests: 0,
+        cost: 0,
+      },
+      {
+        run: 2,
+        kind: 'logits',
+        teacher: 't-text',
+        soft: 'logits',
+        status: 'completed',
+        items: 4,
+        labeled: 4,
+        failed: 0,
+        pending: 0,
+        requests: 0,
+        cost: 0,
+      },
     ]);
     assert.equal(st.total.items, 6);
     assert.equal(st.total.labeled, 6);
 
     // Per teacher rows, in item (import) order.
-    assert.deepEqual(idRows.map((r) => r.id), ['a0', 'a1', '7', 'a3', 'a4', 'a5']);
-    assert.deepEqual(textRows.map((r) => r.id), ['a0', 'a1', '7', 'a3']);
+    assert.deepEqual(
+      idRows.map((r) => r.id),
+      ['a0', 'a1', '7', 'a3', 'a4', 'a5'],
+    );
+    assert.deepEqual(
+      textRows.map((r) => r.id),
+      ['a0', 'a1', '7', 'a3'],
+    );
     for (const [rows, teacher, expected] of [
       [idRows, 't-id', (row: ExportedRow) => byId[row.id]],
       [textRows, 't-text', (row: ExportedRow) => byText[row.text]],
@@ -311,12 +368,19 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     const other = await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 't-id-2', '--input', idFile]);
     assert.match(other.stdout, /^run 3: ingested 6 rows/);
     assert.deepEqual(dbCounts(db), { ...before, runs: before.runs + 1, labels: before.labels + 6 });
-    const runs = dbAll<{ id: number; teacher: string; kind: string; status: string; items_total: number }>(db, 'SELECT id, teacher, kind, status, items_total FROM runs ORDER BY id');
+    const runs = dbAll<{ id: number; teacher: string; kind: string; status: string; items_total: number }>(
+      db,
+      'SELECT id, teacher, kind, status, items_total FROM runs ORDER BY id',
+    );
     assert.deepEqual(runs.at(-1), { id: 3, teacher: 't-id-2', kind: 'logits', status: 'completed', items_total: 6 });
   });
 
   test('.npy logits (float32 and float16) with --ids, and --store dense32 and topk:2', async () => {
-    const items = ['n0', 'n1', 'n2', 'n3', 'n4'].map((id, i) => ({ id, text: `text number ${i} about a ${LABELS4[i % 4]}`, split: 'train' }));
+    const items = ['n0', 'n1', 'n2', 'n3', 'n4'].map((id, i) => ({
+      id,
+      text: `text number ${i} about a ${LABELS4[i % 4]}`,
+      split: 'train',
+    }));
     const { dir, db, task } = await setup(items);
     // Row order differs from the import order.
     const ids = ['n3', 'n0', 'n4', 'n1', 'n2'];
@@ -342,14 +406,49 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
 
     await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'np32', '--input', f32, '--ids', idsFile]);
     await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'np16', '--input', f16, '--ids', idsFile]);
-    const x = await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'np32x', '--input', f32, '--ids', idsFile, '--store', 'dense32']);
+    const x = await ok('ingest-logits', [
+      '--db',
+      db,
+      '--task',
+      task,
+      '--teacher',
+      'np32x',
+      '--input',
+      f32,
+      '--ids',
+      idsFile,
+      '--store',
+      'dense32',
+    ]);
     assert.match(x.stdout, /stored as dense32/);
-    const k = await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'np32k', '--input', f32, '--ids', idsFile, '--store', 'topk:2']);
+    const k = await ok('ingest-logits', [
+      '--db',
+      db,
+      '--task',
+      task,
+      '--teacher',
+      'np32k',
+      '--input',
+      f32,
+      '--ids',
+      idsFile,
+      '--store',
+      'topk:2',
+    ]);
     assert.match(k.stdout, /stored as topk:2/);
 
-    const runs = dbAll<{ teacher: string; kind: string; status: string; items_total: number }>(db, 'SELECT teacher, kind, status, items_total FROM runs ORDER BY id');
-    assert.deepEqual(runs, ['np32', 'np16', 'np32x', 'np32k'].map((teacher) => ({ teacher, kind: 'logits', status: 'completed', items_total: 5 })));
-    const sparse = dbAll<{ teacher: string; sparse: number; n: number }>(db, 'SELECT r.teacher, l.sparse, count(*) AS n FROM labels l JOIN runs r ON r.id = l.run_id GROUP BY r.id, l.sparse ORDER BY r.id');
+    const runs = dbAll<{ teacher: string; kind: string; status: string; items_total: number }>(
+      db,
+      'SELECT teacher, kind, status, items_total FROM runs ORDER BY id',
+    );
+    assert.deepEqual(
+      runs,
+      ['np32', 'np16', 'np32x', 'np32k'].map((teacher) => ({ teacher, kind: 'logits', status: 'completed', items_total: 5 })),
+    );
+    const sparse = dbAll<{ teacher: string; sparse: number; n: number }>(
+      db,
+      'SELECT r.teacher, l.sparse, count(*) AS n FROM labels l JOIN runs r ON r.id = l.run_id GROUP BY r.id, l.sparse ORDER BY r.id',
+    );
     assert.deepEqual(sparse, [
       { teacher: 'np32', sparse: 0, n: 5 },
       { teacher: 'np16', sparse: 0, n: 5 },
@@ -415,7 +514,11 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
       // One good run already there (ingested in process: what is tested here is the bad ones).
       const store = Store.open(s.db);
       try {
-        const file = writeJsonl(s.dir, 'good.jsonl', items.map((it) => good(it.id)));
+        const file = writeJsonl(
+          s.dir,
+          'good.jsonl',
+          items.map((it) => good(it.id)),
+        );
         await ingestLogits({ store, task: loadTaskFile(s.task), teacher: 'good', input: file, format: { kind: 'dense16' } });
       } finally {
         store.close();
@@ -427,7 +530,11 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     // Not an unhandled rejection before the first test awaits it.
     ready.catch(() => {});
 
-    async function expectRejected(name: string, make: (dir: string) => { input: string; extra?: string[]; task?: string }, where: (f: { input: string; db: string; extra: string[] }) => RegExp): Promise<void> {
+    async function expectRejected(
+      name: string,
+      make: (dir: string) => { input: string; extra?: string[]; task?: string },
+      where: (f: { input: string; db: string; extra: string[] }) => RegExp,
+    ): Promise<void> {
       const c = await ready;
       const dir = path.join(c.dir, name);
       fs.mkdirSync(dir);
@@ -471,7 +578,19 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
         (dir) => {
           const ids = path.join(dir, 'ids.txt');
           fs.writeFileSync(ids, 'e0\ne1\ne2\n');
-          return { input: npyFile(path.join(dir, 'l.npy'), '<f4', [3, 4], f32Bytes([[1, 2, 3, 4], [1, 2, NaN, 4], [1, 2, 3, 4]])), extra: ['--ids', ids] };
+          return {
+            input: npyFile(
+              path.join(dir, 'l.npy'),
+              '<f4',
+              [3, 4],
+              f32Bytes([
+                [1, 2, 3, 4],
+                [1, 2, NaN, 4],
+                [1, 2, 3, 4],
+              ]),
+            ),
+            extra: ['--ids', ids],
+          };
         },
         ({ input }) => new RegExp(`^error: ${esc(input)}:2: logits\\[2\\] is not finite`),
       ));
@@ -483,7 +602,12 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
           const ids = path.join(dir, 'ids.txt');
           fs.writeFileSync(ids, 'e0\ne1\ne2\ne3\n');
           // Shape (4, 4), but the data stops in the middle of row 3.
-          const data = f32Bytes([[1, 2, 3, 4], [4, 3, 2, 1], [0, 1, 0, 1], [1, 0, 1, 0]]).subarray(0, 2 * 16 + 6);
+          const data = f32Bytes([
+            [1, 2, 3, 4],
+            [4, 3, 2, 1],
+            [0, 1, 0, 1],
+            [1, 0, 1, 0],
+          ]).subarray(0, 2 * 16 + 6);
           return { input: npyFile(path.join(dir, 'l.npy'), '<f4', [4, 4], data), extra: ['--ids', ids] };
         },
         ({ input }) => new RegExp(`^error: ${esc(input)}:3: file ends early`),
@@ -502,7 +626,20 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
         (dir) => {
           const ids = path.join(dir, 'ids.txt');
           fs.writeFileSync(ids, 'e0\ne1\ne2\n');
-          return { input: npyFile(path.join(dir, 'l.npy'), '<f4', [4, 4], f32Bytes([[1, 2, 3, 4], [4, 3, 2, 1], [0, 1, 0, 1], [1, 0, 1, 0]])), extra: ['--ids', ids] };
+          return {
+            input: npyFile(
+              path.join(dir, 'l.npy'),
+              '<f4',
+              [4, 4],
+              f32Bytes([
+                [1, 2, 3, 4],
+                [4, 3, 2, 1],
+                [0, 1, 0, 1],
+                [1, 0, 1, 0],
+              ]),
+            ),
+            extra: ['--ids', ids],
+          };
         },
         ({ extra }) => new RegExp(`^error: ${esc(extra[1])}: has 3 ids but .* has 4 rows`),
       ));
@@ -553,14 +690,38 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     // The LLM labels the gold items only, and answers the label each text mentions (the gold).
     const llmInput = writeJsonl(dir, 'gold-items.jsonl', items.slice(0, 4));
     const labeled = await ok('label', [
-      '--task', task, '--db', db, '--model', 'fake-teacher', '--base-url', fake.url, '--price-in', '2', '--price-out', '10',
-      '--retry-base-ms', '5', '--progress-interval', '60', '--input', llmInput,
+      '--task',
+      task,
+      '--db',
+      db,
+      '--model',
+      'fake-teacher',
+      '--base-url',
+      fake.url,
+      '--price-in',
+      '2',
+      '--price-out',
+      '10',
+      '--retry-base-ms',
+      '5',
+      '--progress-interval',
+      '60',
+      '--input',
+      llmInput,
     ]);
     assert.match(labeled.stdout, /run 1 completed: 4 labeled/);
     assert.equal(fake.requests.length, 4);
-    const fileOf = (name: string, z: Record<string, number[]>) => writeJsonl(dir, `${name}.jsonl`, Object.entries(z).map(([id, logits]) => ({ id, logits })));
+    const fileOf = (name: string, z: Record<string, number[]>) =>
+      writeJsonl(
+        dir,
+        `${name}.jsonl`,
+        Object.entries(z).map(([id, logits]) => ({ id, logits })),
+      );
     // A stored exactly (dense32), B as dense16 (the default).
-    assert.match((await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'A', '--input', fileOf('A', A), '--store', 'dense32'])).stdout, /^run 2: /);
+    assert.match(
+      (await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'A', '--input', fileOf('A', A), '--store', 'dense32'])).stdout,
+      /^run 2: /,
+    );
     assert.match((await ok('ingest-logits', ['--db', db, '--task', task, '--teacher', 'B', '--input', fileOf('B', B)])).stdout, /^run 3: /);
     const zA = (id: string) => A[id].map(Math.fround);
     const zB = (id: string) => B[id]?.map(fp16);
@@ -589,10 +750,24 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
       assert.ok(r, `no row for ${name} in ${JSON.stringify(rep.teachers)}`);
       return r;
     };
-    const facts = (r: any) => ({ runs: r.runs, kinds: r.kinds, labeled: r.labeled, coverage: r.coverage, accuracy: r.accuracy, accuracy_n: r.accuracy_n });
+    const facts = (r: any) => ({
+      runs: r.runs,
+      kinds: r.kinds,
+      labeled: r.labeled,
+      coverage: r.coverage,
+      accuracy: r.accuracy,
+      accuracy_n: r.accuracy_n,
+    });
     assert.deepEqual(facts(row(report, 'A')), { runs: [2], kinds: ['logits'], labeled: 6, coverage: 1, accuracy: 3 / 4, accuracy_n: 4 });
     assert.deepEqual(facts(row(report, 'B')), { runs: [3], kinds: ['logits'], labeled: 5, coverage: 5 / 6, accuracy: 1, accuracy_n: 4 });
-    assert.deepEqual(facts(row(report, 'fake-teacher')), { runs: [1], kinds: ['llm'], labeled: 4, coverage: 4 / 6, accuracy: 1, accuracy_n: 4 });
+    assert.deepEqual(facts(row(report, 'fake-teacher')), {
+      runs: [1],
+      kinds: ['llm'],
+      labeled: 4,
+      coverage: 4 / 6,
+      accuracy: 1,
+      accuracy_n: 4,
+    });
     // NLL at T = 1 over the four gold items, from the logits as stored.
     const nllOf = (z: (id: string) => number[], idsWithGold: string[], T = 1) =>
       idsWithGold.reduce((s, id) => s - Math.log(softmax(z(id), T)[gold[ids.indexOf(id)]!]), 0) / idsWithGold.length;
@@ -614,7 +789,10 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     // ---- teachers.ts --json --calibrate: a temperature per teacher, fitted on the train gold (g0-g2).
     const cal = JSON.parse(calibrated.stdout);
     const temps: Record<string, number> = {};
-    for (const [name, z] of [['A', zA], ['B', zB]] as const) {
+    for (const [name, z] of [
+      ['A', zA],
+      ['B', zB],
+    ] as const) {
       const r = row(cal, name);
       const T = r.temperature;
       assert.equal(typeof T, 'number', `${name}: ${JSON.stringify(r)}`);
@@ -640,7 +818,11 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     const pa = (id: string, T = 1) => softmax(zA(id), T);
     const pb = (id: string, T = 1) => (B[id] ? softmax(zB(id)!, T) : null);
     const checkAggregate = (rows: ExportedRow[], method: string, expected: (id: string) => number[], soft = `aggregate:${method}`) => {
-      assert.deepEqual(rows.map((r) => r.id), ids, method);
+      assert.deepEqual(
+        rows.map((r) => r.id),
+        ids,
+        method,
+      );
       for (const r of rows) {
         const p = expected(r.id);
         assert.equal(r.teacher, `${method}(A,B)`);
@@ -652,11 +834,13 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
         if (method !== 'vote') assert.equal(r.label, LABELS4[argmax(p)], `${method} ${r.id} label`);
       }
     };
-    const mix = (wa: number, wb: number, T: { A: number; B: number } = { A: 1, B: 1 }) => (id: string) => {
-      const a = pa(id, T.A);
-      const b = pb(id, T.B);
-      return b === null ? a : a.map((x, k) => (wa * x + wb * b[k]) / (wa + wb));
-    };
+    const mix =
+      (wa: number, wb: number, T: { A: number; B: number } = { A: 1, B: 1 }) =>
+      (id: string) => {
+        const a = pa(id, T.A);
+        const b = pb(id, T.B);
+        return b === null ? a : a.map((x, k) => (wa * x + wb * b[k]) / (wa + wb));
+      };
     checkAggregate(mean, 'mean', mix(1, 1));
     checkAggregate(weighted, 'weighted', mix(1, 3));
     checkAggregate(meanCal, 'mean', mix(1, 1, { A: temps.A, B: temps.B }), 'aggregate:mean+calibrated');
@@ -673,9 +857,20 @@ describe('white-box teachers through the CLIs', { concurrency: true }, () => {
     for (const r of vote) if (r.id !== 'u4') assert.equal(r.label, LABELS4[argmax(voteShares(r.id))]);
 
     // ---- a run id in --teachers, next to the LLM teacher, per teacher rows with --logits
-    assert.deepEqual(byRun.map((r) => [r.id, r.teacher]), [
-      ['g0', 'B#3'], ['g0', 'fake-teacher'], ['g1', 'B#3'], ['g1', 'fake-teacher'], ['g2', 'B#3'], ['g2', 'fake-teacher'], ['g3', 'B#3'], ['g3', 'fake-teacher'], ['u4', 'B#3'],
-    ]);
+    assert.deepEqual(
+      byRun.map((r) => [r.id, r.teacher]),
+      [
+        ['g0', 'B#3'],
+        ['g0', 'fake-teacher'],
+        ['g1', 'B#3'],
+        ['g1', 'fake-teacher'],
+        ['g2', 'B#3'],
+        ['g2', 'fake-teacher'],
+        ['g3', 'B#3'],
+        ['g3', 'fake-teacher'],
+        ['u4', 'B#3'],
+      ],
+    );
     for (const r of byRun) {
       if (r.teacher === 'B#3') {
         assert.equal(r.soft_method, 'logits');

@@ -273,7 +273,10 @@ export class BatchPass {
       if (this.interrupted) break;
       const l = this.line(item, key);
       const size = Buffer.byteLength(l.text) + 1;
-      if (size > this.maxBytes) throw new DistilleryError(`item ${item.ext_id}: its batch request is ${size} bytes, more than the ${this.maxBytes} allowed in a batch file`);
+      if (size > this.maxBytes)
+        throw new DistilleryError(
+          `item ${item.ext_id}: its batch request is ${size} bytes, more than the ${this.maxBytes} allowed in a batch file`,
+        );
       const worst = o.maxCost === undefined ? 0 : costOf(this.price, Math.ceil(l.estPrompt * headroom), l.maxCompletion);
       if (worst > available + 1e-12) {
         this.budgetMessage =
@@ -303,7 +306,8 @@ export class BatchPass {
     const reqs = this.ledger.requests(job.id);
     const items = this.store.itemsByIds(reqs.map((r) => r.item_id));
     const lines = reqs.map((r, i) => {
-      if (this.builder.key(items[i]) !== r.request_key) throw new DistilleryError(`batch job ${job.id}: item ${items[i].ext_id} no longer has the request key it was submitted with`);
+      if (this.builder.key(items[i]) !== r.request_key)
+        throw new DistilleryError(`batch job ${job.id}: item ${items[i].ext_id} no longer has the request key it was submitted with`);
       return this.line(items[i], r.request_key).text;
     });
     return Buffer.from(lines.join('\n') + '\n');
@@ -327,16 +331,26 @@ export class BatchPass {
   private async advance(job: JobRow, content?: Buffer, fresh = false): Promise<void> {
     const { client } = this.o;
     if (job.state === 'preparing') {
-      const file = await this.api('upload', () => client.uploadBatchFile(`distillery-job-${job.token}.jsonl`, content ?? this.rebuild(job)));
+      const file = await this.api('upload', () =>
+        client.uploadBatchFile(`distillery-job-${job.token}.jsonl`, content ?? this.rebuild(job)),
+      );
       this.ledger.setUploaded(job.id, file.id);
       job = this.ledger.job(job.id)!;
     }
     if (job.state === 'uploaded') {
       // A batch created just before a crash (its id never recorded) is found by the token in its metadata.
-      const existing = fresh ? undefined : (await this.api('list', () => client.recentBatches(1000))).find((x) => x.metadata?.distillery_job === job.token);
-      const batch = existing ?? (await this.api('create', () => client.createBatch(job.input_file_id!, { distillery_job: job.token, distillery_run: String(job.run_id) })));
+      const existing = fresh
+        ? undefined
+        : (await this.api('list', () => client.recentBatches(1000))).find((x) => x.metadata?.distillery_job === job.token);
+      const batch =
+        existing ??
+        (await this.api('create', () =>
+          client.createBatch(job.input_file_id!, { distillery_job: job.token, distillery_run: String(job.run_id) }),
+        ));
       this.ledger.setSubmitted(job.id, batch.id, batch.status);
-      this.log(`batch job ${job.id}: ${existing ? 'found' : 'submitted'} ${batch.id} (${job.requests} requests, ${(job.bytes / 1e6).toFixed(2)} MB) — ${batch.status}`);
+      this.log(
+        `batch job ${job.id}: ${existing ? 'found' : 'submitted'} ${batch.id} (${job.requests} requests, ${(job.bytes / 1e6).toFixed(2)} MB) — ${batch.status}`,
+      );
       return; // polled on the next round
     }
     if (job.state === 'submitted') {
@@ -361,7 +375,8 @@ export class BatchPass {
         } catch {
           continue; // a line we cannot read is a request without an answer: retried
         }
-        if (typeof parsed.custom_id === 'string' && !(lines.get(parsed.custom_id)?.response?.status_code === 200)) lines.set(parsed.custom_id, parsed);
+        if (typeof parsed.custom_id === 'string' && !(lines.get(parsed.custom_id)?.response?.status_code === 200))
+          lines.set(parsed.custom_id, parsed);
       }
     }
     return lines;
@@ -372,7 +387,9 @@ export class BatchPass {
     const lines = await this.download(batch);
     const failedBatch = batch.status === 'failed';
     // What the API wrote is stored and printed: without the key, should a server quote it.
-    const batchErrors = this.o.client.redact((batch.errors?.data ?? []).map((e) => `${e.code ?? 'error'}: ${e.message ?? ''}`.trim()).join('; '));
+    const batchErrors = this.o.client.redact(
+      (batch.errors?.data ?? []).map((e) => `${e.code ?? 'error'}: ${e.message ?? ''}`.trim()).join('; '),
+    );
     const n: Tally = { answered: 0, invalid: 0, failed: 0, missing: 0, cost: 0 };
     this.store.flush();
     this.store.transactionSync(() => {
@@ -380,11 +397,13 @@ export class BatchPass {
         if (r.state !== 'pending') continue;
         const l = lines.get(r.request_key);
         const resp = l?.response;
-        if (resp && resp.status_code === 200 && resp.body && typeof resp.body === 'object') this.ingestAnswer(job, r, resp.body as ChatCompletion, n);
+        if (resp && resp.status_code === 200 && resp.body && typeof resp.body === 'object')
+          this.ingestAnswer(job, r, resp.body as ChatCompletion, n);
         else this.ingestNoAnswer(job, batch, r, l, batchErrors, n);
       }
       const message =
-        `${batch.status}: ${n.answered} labeled, ${n.invalid} invalid, ${n.failed} failed, ${n.missing} without an answer` + (batchErrors ? `; ${batchErrors}` : '');
+        `${batch.status}: ${n.answered} labeled, ${n.invalid} invalid, ${n.failed} failed, ${n.missing} without an answer` +
+        (batchErrors ? `; ${batchErrors}` : '');
       this.ledger.finishJob(job.id, n.cost, message.slice(0, 1000));
       this.store.flush();
     });
@@ -393,7 +412,8 @@ export class BatchPass {
       `batch job ${job.id}: ingested ${job.batch_id} (${batch.status}): ${n.answered} labeled, ${n.invalid} invalid, ${n.failed} failed, ` +
         `${n.missing} without an answer, $${n.cost.toFixed(4)}`,
     );
-    if (failedBatch) this.fatal ??= `batch ${job.batch_id} failed${batchErrors ? `: ${batchErrors}` : ''}; its ${job.requests} request(s) are sent again on the next run`;
+    if (failedBatch)
+      this.fatal ??= `batch ${job.batch_id} failed${batchErrors ? `: ${batchErrors}` : ''}; its ${job.requests} request(s) are sent again on the next run`;
     if (n.fatal) this.fatal ??= n.fatal;
   }
 
@@ -425,14 +445,20 @@ export class BatchPass {
       stats.failed++;
     } else n.invalid++;
     if (next !== 'invalid') this.settled.add(r.request_key);
-    this.ledger.setRequest(job.id, r.request_key, next === 'labeled' ? 'answered' : next === 'error' ? 'error' : 'invalid', promptTokens, null);
+    this.ledger.setRequest(
+      job.id,
+      r.request_key,
+      next === 'labeled' ? 'answered' : next === 'error' ? 'error' : 'invalid',
+      promptTokens,
+      null,
+    );
   }
 
   /** No answer: an error line (the request failed, or the batch expired or was cancelled before it ran) or no line at all. */
   private ingestNoAnswer(job: JobRow, batch: Batch, r: JobRequestRow, l: BatchLine | undefined, batchErrors: string, n: Tally): void {
     const resp = l?.response;
     const status = resp?.status_code;
-    const err = l?.error ?? ((resp?.body as { error?: { code?: string; message?: string } } | undefined)?.error ?? null);
+    const err = l?.error ?? (resp?.body as { error?: { code?: string; message?: string } } | undefined)?.error ?? null;
     const errMessage = this.o.client.redact(String(err?.message ?? 'no answer'));
     const failedBatch = batch.status === 'failed';
     const reason = l
@@ -459,14 +485,23 @@ export class BatchPass {
     let message: string | undefined;
     if (this.fatal) [status, message] = ['failed', this.fatal];
     else if (this.stop) [status, message] = [this.stop.status, this.stop.message];
-    else if (this.interrupted) [status, message] = ['interrupted', `interrupted; ${jobs.pending} batch job(s) keep running at the API: rerun the same command to collect them`];
-    else if (this.budgetMessage) [status, message] = ['stopped', this.budgetMessage + (jobs.pending ? `; ${jobs.pending} batch job(s) pending` : '')];
+    else if (this.interrupted)
+      [status, message] = [
+        'interrupted',
+        `interrupted; ${jobs.pending} batch job(s) keep running at the API: rerun the same command to collect them`,
+      ];
+    else if (this.budgetMessage)
+      [status, message] = ['stopped', this.budgetMessage + (jobs.pending ? `; ${jobs.pending} batch job(s) pending` : '')];
     else if (jobs.pending > 0) {
       status = 'pending';
       message =
         `${jobs.pending} batch job(s) (${jobs.pendingRequests} requests) pending${this.apiTrouble ? ` (the API kept failing: ${this.apiTrouble})` : ''}; ` +
         'rerun the same command to collect them';
-    } else if (this.unreachable > 0) [status, message] = ['stopped', `${this.unreachable} item(s) got no answer in ${o.retry.maxRetries + 1} batches; rerun the same command to retry them`];
+    } else if (this.unreachable > 0)
+      [status, message] = [
+        'stopped',
+        `${this.unreachable} item(s) got no answer in ${o.retry.maxRetries + 1} batches; rerun the same command to retry them`,
+      ];
     else status = 'completed';
     // The run's own record knows no "pending": a run with live jobs is stopped (a rerun resumes it), never completed.
     this.store.finishRun(this.run.id, status === 'pending' ? 'stopped' : status, message ?? null);

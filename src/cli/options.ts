@@ -35,7 +35,7 @@ export function addBackendOption(cmd: Command, help = 'tensor backend'): Command
 }
 
 /** --task NAME|FILE, resolved by src/cli/task.ts. */
-export function addTaskOption(cmd: Command, help = 'task name, or task file (default: the database\'s only task)'): Command {
+export function addTaskOption(cmd: Command, help = "task name, or task file (default: the database's only task)"): Command {
   return cmd.option('--task <name|file>', help);
 }
 
@@ -46,7 +46,8 @@ export function addTeachersOption(cmd: Command): Command {
 
 /** --student DIR: a student folder written by train.ts; `multiple` for repeatable (report). */
 export function addStudentDirOption(cmd: Command, o: { multiple?: boolean; required?: boolean; help?: string } = {}): Command {
-  const help = o.help ?? (o.multiple ? 'student folders written by train.ts (repeat, or list several)' : 'a student folder written by train.ts');
+  const help =
+    o.help ?? (o.multiple ? 'student folders written by train.ts (repeat, or list several)' : 'a student folder written by train.ts');
   if (o.multiple) return cmd.option('--student <dir...>', help, []);
   return o.required ? cmd.requiredOption('--student <dir>', help) : cmd.option('--student <dir>', help);
 }
@@ -86,8 +87,14 @@ export function fieldOptions(o: InputFlags): FieldOptions {
 /** --teachers, --aggregate, --weights, --calibrate: how the training target is built (export, train). */
 export function addTargetOptions(cmd: Command): Command {
   return addTeachersOption(cmd)
-    .addOption(new Option('--aggregate <method>', 'how several teachers become one target').choices(['mean', 'weighted', 'vote', 'dawid-skene']))
-    .option('--weights <list>', "per-teacher weights for --aggregate weighted (default: each teacher's accuracy on gold, train split)", parseWeights)
+    .addOption(
+      new Option('--aggregate <method>', 'how several teachers become one target').choices(['mean', 'weighted', 'vote', 'dawid-skene']),
+    )
+    .option(
+      '--weights <list>',
+      "per-teacher weights for --aggregate weighted (default: each teacher's accuracy on gold, train split)",
+      parseWeights,
+    )
     .option('--calibrate', 'fit one temperature per teacher on the gold labels of the train split before aggregating', false);
 }
 
@@ -107,7 +114,10 @@ function parseWeights(v: string): number[] {
 
 /** --store for producers of soft labels: the codec format. */
 export function addStoreOption(cmd: Command): Command {
-  return cmd.option('--store <format>', 'soft-label storage: dense32 | dense16 | topk:K (default: topk:20 when the task has more than 20 labels, else dense16)');
+  return cmd.option(
+    '--store <format>',
+    'soft-label storage: dense32 | dense16 | topk:K (default: topk:20 when the task has more than 20 labels, else dense16)',
+  );
 }
 
 export function storeFormat(arg: string | undefined, numClasses: number): SoftFormat {

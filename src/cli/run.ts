@@ -83,7 +83,8 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
 export function numberArg(min: number, max = Number.POSITIVE_INFINITY) {
   return (v: string): number => {
     const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`expected a number from ${min} to ${max}`);
+    if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max)
+      throw new InvalidArgumentError(`expected a number from ${min} to ${max}`);
     return n;
   };
 }

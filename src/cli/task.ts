@@ -59,7 +59,8 @@ export function taskFromArg(arg: string | undefined, db?: Store | string): Task 
   const tasks = storedTasks(db);
   let task: Task;
   if (arg === undefined) {
-    if (tasks.length !== 1) throw new DistilleryError(`give --task NAME|FILE (${where} holds ${tasks.length === 0 ? 'no tasks' : `tasks: ${names(tasks)}`})`);
+    if (tasks.length !== 1)
+      throw new DistilleryError(`give --task NAME|FILE (${where} holds ${tasks.length === 0 ? 'no tasks' : `tasks: ${names(tasks)}`})`);
     const file = promptFile(tasks[0].name);
     if (!file) throw new DistilleryError(`give --task FILE: the task file of "${tasks[0].name}" is not prompts/${tasks[0].name}.md`);
     task = loadTask(file);
@@ -77,7 +78,11 @@ export function taskFromArg(arg: string | undefined, db?: Store | string): Task 
     }
     task = loadTask(file);
   }
-  checkAgainst(task, tasks.find((t) => t.name === task.name), where);
+  checkAgainst(
+    task,
+    tasks.find((t) => t.name === task.name),
+    where,
+  );
   return task;
 }
 
@@ -92,7 +97,9 @@ export function taskInStore(store: Store, arg?: string): TaskRow {
   if (arg === undefined) {
     if (tasks.length === 1) return tasks[0];
     throw new DistilleryError(
-      tasks.length === 0 ? `${store.path}: the database has no tasks` : `${store.path}: several tasks (${names(tasks)}); choose one with --task`,
+      tasks.length === 0
+        ? `${store.path}: the database has no tasks`
+        : `${store.path}: several tasks (${names(tasks)}); choose one with --task`,
     );
   }
   const byName = (name: string) => tasks.find((t) => t.name === name);

@@ -26,7 +26,12 @@ export function addTeacherOptions(cmd: Command): Command {
       .option('--rpm <n>', 'client-side requests-per-minute budget', intArg(1))
       .option('--tpm <n>', 'client-side tokens-per-minute budget', intArg(1))
       .option('--timeout <seconds>', 'per-request timeout', numberArg(0.01), 60)
-      .option('--max-retries <n>', 'retries per request for 429, 5xx, timeouts and dropped connections', intArg(0, 100), DEFAULT_RETRY.maxRetries)
+      .option(
+        '--max-retries <n>',
+        'retries per request for 429, 5xx, timeouts and dropped connections',
+        intArg(0, 100),
+        DEFAULT_RETRY.maxRetries,
+      )
       .option('--retry-base-ms <ms>', 'first backoff step (doubles each retry, with jitter)', intArg(1), DEFAULT_RETRY.baseDelayMs)
       .option('--max-invalid <n>', 'invalid answers retried per item before it is recorded as failed', intArg(0, 100), 2)
       .option('--retry-failed', 'ask again for items whose earlier answers were all invalid', false)
@@ -36,16 +41,30 @@ export function addTeacherOptions(cmd: Command): Command {
       .option('--max-cost <usd>', 'hard cost cap for the run: no request starts that could take its total over this', numberArg(0))
       .option('--limit <n>', 'label at most N items in this invocation', intArg(1))
       .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', numberArg(0), 10)
-      .option('--batch', "send the requests through OpenAI's Batch API: half the price, answers within 24 hours; resumable (see the README)", false)
-      .option('--no-poll', 'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done')
+      .option(
+        '--batch',
+        "send the requests through OpenAI's Batch API: half the price, answers within 24 hours; resumable (see the README)",
+        false,
+      )
+      .option(
+        '--no-poll',
+        'with --batch: collect finished jobs, submit new ones and exit (for cron) instead of polling until every job is done',
+      )
       .option('--poll-interval <seconds>', 'with --batch: seconds between polls of the running jobs', numberArg(0), 60)
       .addOption(
-        new Option('--batch-retry <where>', 'with --batch: where items that got no answer (or an invalid one) inside a batch are asked again')
+        new Option(
+          '--batch-retry <where>',
+          'with --batch: where items that got no answer (or an invalid one) inside a batch are asked again',
+        )
           .choices(['batch', 'live'])
           .default('batch'),
       )
       // Advanced: OpenAI's per-batch limits, overridable (tests split small).
-      .addOption(new Option('--batch-max-requests <n>', 'requests per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxRequests).hideHelp())
-      .addOption(new Option('--batch-max-bytes <n>', 'bytes of JSONL per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxBytes).hideHelp()),
+      .addOption(
+        new Option('--batch-max-requests <n>', 'requests per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxRequests).hideHelp(),
+      )
+      .addOption(
+        new Option('--batch-max-bytes <n>', 'bytes of JSONL per batch job').argParser(intArg(1)).default(BATCH_LIMITS.maxBytes).hideHelp(),
+      ),
   );
 }

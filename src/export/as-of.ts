@@ -19,6 +19,9 @@ export function snapshotAsOf(store: Store, task: TaskRow, runId: number): Store 
     throw new SettingError('asOf', runId, `not a run of task "${task.name}" (its runs: ${ids.join(', ') || 'none'})`);
   }
   const lastLabel = store.lastLabelAt(runId);
-  const cutoff = [run.started_at, run.ended_at, lastLabel].filter((t): t is string => t !== null).sort().at(-1)!;
+  const cutoff = [run.started_at, run.ended_at, lastLabel]
+    .filter((t): t is string => t !== null)
+    .sort()
+    .at(-1)!;
   return store.snapshotUntil(task, runId, cutoff);
 }

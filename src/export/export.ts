@@ -3,10 +3,30 @@ import { basename, join } from 'node:path';
 import { DistilleryError, SettingError } from '../errors.ts';
 import { decodeSoft } from '../soft/codec.ts';
 import type { LatestLabelRow, RunRow, Store, TaskRow } from '../store/store.ts';
-import { buildTargets, resolveTeachers, taskItems, toLogprobs, type TargetsOptions, type TeacherSource, type TaskItems } from '../targets/from-store.ts';
+import {
+  buildTargets,
+  resolveTeachers,
+  taskItems,
+  toLogprobs,
+  type TargetsOptions,
+  type TeacherSource,
+  type TaskItems,
+} from '../targets/from-store.ts';
 import { snapshotAsOf } from './as-of.ts';
 import { byCodeUnit, fileSha256, PendingFile } from './files.ts';
-import { countRows, DATA_FILES, Manifest, MANIFEST, manifestText, roundUsd, rowsCost, toolVersion, type Format, type ManifestFile, type ManifestRun } from './manifest.ts';
+import {
+  countRows,
+  DATA_FILES,
+  Manifest,
+  MANIFEST,
+  manifestText,
+  roundUsd,
+  rowsCost,
+  toolVersion,
+  type Format,
+  type ManifestFile,
+  type ManifestRun,
+} from './manifest.ts';
 import { parquetBytes } from './parquet.ts';
 import { ExportRow } from './rows.ts';
 
@@ -34,7 +54,8 @@ function round6(x: number): number {
 }
 
 function itemFields(task: TaskRow, it: TaskItems['items'][number]): Pick<ExportRow, 'id' | 'text' | 'image' | 'gold' | 'split'> {
-  const content = task.input_kind === 'image' ? { image: it.image ?? '' } : { text: String((JSON.parse(it.input) as Record<string, unknown>).text) };
+  const content =
+    task.input_kind === 'image' ? { image: it.image ?? '' } : { text: String((JSON.parse(it.input) as Record<string, unknown>).text) };
   return { id: it.ext_id, ...content, gold: it.gold, split: it.split };
 }
 
@@ -258,7 +279,12 @@ export async function writeExport(store: Store, task: TaskRow, dir: string, o: W
         }
         f.write(buf);
       } else {
-        f.write(parquetBytes(c.rows, { createdBy: `distillery ${version}`, metadata: { 'distillery.task': task.name, 'distillery.labels': JSON.stringify(task.labels) } }));
+        f.write(
+          parquetBytes(c.rows, {
+            createdBy: `distillery ${version}`,
+            metadata: { 'distillery.task': task.name, 'distillery.labels': JSON.stringify(task.labels) },
+          }),
+        );
       }
       f.finish();
       files.push({ path: DATA_FILES[format], bytes: f.bytes, sha256: f.sha256, rows: c.rows.length });

@@ -38,7 +38,9 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
   const rows = v.rows ?? [];
   const rowsFile = v.rowsFile ?? join(dir, MANIFEST);
   if (m.rows === 'aggregate') {
-    throw new DistilleryError(`${dir}: an aggregated export (${m.aggregation?.method}) holds targets, not the teachers' labels; import a per-teacher export (without --aggregate)`);
+    throw new DistilleryError(
+      `${dir}: an aggregated export (${m.aggregation?.method}) holds targets, not the teachers' labels; import a per-teacher export (without --aggregate)`,
+    );
   }
   if (m.task.input === 'image' && !m.options.with_images) {
     throw new DistilleryError(`${dir}: an image task's export needs its images/ folder; export it again with --with-images`);
@@ -69,16 +71,29 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
     const used = store.tableCounts();
     const held = Object.entries(used).filter(([, n]) => n > 0);
     if (held.length) {
-      throw new DistilleryError(`${dbPath}: the database is not empty (${held.map(([k, n]) => `${n} ${k}`).join(', ')}); import-export loads an export into a new or empty database`);
+      throw new DistilleryError(
+        `${dbPath}: the database is not empty (${held.map(([k, n]) => `${n} ${k}`).join(', ')}); import-export loads an export into a new or empty database`,
+      );
     }
-    const task = { name: m.task.name, labels: m.task.labels, input: m.task.input, path: join(dir, MANIFEST), template: '', version: m.task.prompt_version ?? '' } as unknown as Task;
+    const task = {
+      name: m.task.name,
+      labels: m.task.labels,
+      input: m.task.input,
+      path: join(dir, MANIFEST),
+      template: '',
+      version: m.task.prompt_version ?? '',
+    } as unknown as Task;
     const items = itemInputs(dir, rows, rowsFile, m.task.input === 'image');
     let labels = 0;
     const result = await store.importItems(task, iterate(items), {
       beforeCommit: async (r) => {
         if (r.existing > 0) {
           const k = items.findIndex((_, i) => r.itemIds.indexOf(r.itemIds[i]) !== i);
-          throw new InputError(rowsFile, undefined, `item "${items[k]?.id}" has the same content as an earlier item (the original had columns the export does not carry); it cannot be imported`);
+          throw new InputError(
+            rowsFile,
+            undefined,
+            `item "${items[k]?.id}" has the same content as an earlier item (the original had columns the export does not carry); it cannot be imported`,
+          );
         }
         const idOf = new Map(items.map((it, i) => [it.id, r.itemIds[i]]));
         for (const run of m.runs) {
@@ -121,7 +136,13 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
       },
     });
     ok = true;
-    return { task: result.taskRow.name, items: result.added, runs: m.runs.length, labels, images: new Set(items.map((it) => it.image?.sha256).filter(Boolean)).size };
+    return {
+      task: result.taskRow.name,
+      items: result.added,
+      runs: m.runs.length,
+      labels,
+      images: new Set(items.map((it) => it.image?.sha256).filter(Boolean)).size,
+    };
   } finally {
     store.close();
     if (!ok && !existed) for (const suffix of ['', '-wal', '-shm']) rmSync(`${dbPath}${suffix}`, { force: true });
@@ -137,7 +158,8 @@ function itemInputs(dir: string, rows: ExportRow[], rowsFile: string, images: bo
     const seen = byId.get(row.id);
     if (seen) {
       const a = seen.row;
-      if (a.text !== row.text || a.image !== row.image || a.gold !== row.gold || a.split !== row.split) throw fail(`item "${row.id}" differs from its earlier row (text, image, gold or split)`);
+      if (a.text !== row.text || a.image !== row.image || a.gold !== row.gold || a.split !== row.split)
+        throw fail(`item "${row.id}" differs from its earlier row (text, image, gold or split)`);
       return;
     }
     let item: ItemInput;
@@ -149,10 +171,25 @@ function itemInputs(dir: string, rows: ExportRow[], rowsFile: string, images: bo
       const image = decodeImage(readFileSync(join(dir, rel)), rel, fail);
       if (image.sha256 !== sha) throw fail(`${rel} does not hash to its name`);
       const fields = { image: rel };
-      item = { id: row.id, hash: contentHash(fields, image), fields, image, gold: row.gold ?? undefined, split: row.split, source: { file: rowsFile, line: i + 1 } };
+      item = {
+        id: row.id,
+        hash: contentHash(fields, image),
+        fields,
+        image,
+        gold: row.gold ?? undefined,
+        split: row.split,
+        source: { file: rowsFile, line: i + 1 },
+      };
     } else {
       const fields = { text: row.text! };
-      item = { id: row.id, hash: contentHash(fields), fields, gold: row.gold ?? undefined, split: row.split, source: { file: rowsFile, line: i + 1 } };
+      item = {
+        id: row.id,
+        hash: contentHash(fields),
+        fields,
+        gold: row.gold ?? undefined,
+        split: row.split,
+        source: { file: rowsFile, line: i + 1 },
+      };
     }
     byId.set(row.id, { row, item });
     out.push(item);

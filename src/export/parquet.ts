@@ -73,7 +73,9 @@ function columnOf(name: string, t: JsonType, required: boolean): ColumnSpec {
 const JSON_SCHEMA = z.toJSONSchema(ExportRow) as { properties: Record<string, JsonType>; required?: string[] };
 
 /** Every ExportRow field as a column, in schema order. */
-export const ROW_COLUMNS: ColumnSpec[] = Object.entries(JSON_SCHEMA.properties).map(([name, t]) => columnOf(name, t, (JSON_SCHEMA.required ?? []).includes(name)));
+export const ROW_COLUMNS: ColumnSpec[] = Object.entries(JSON_SCHEMA.properties).map(([name, t]) =>
+  columnOf(name, t, (JSON_SCHEMA.required ?? []).includes(name)),
+);
 
 /**
  * The columns of a set of rows: the required fields, and the optional ones

@@ -107,7 +107,9 @@ export async function verifyExport(dir: string): Promise<VerifyResult> {
       if (at !== null) problems.push(`${path}: row ${at + 1} differs from ${first.name}`);
     }
   }
-  return problems.length ? { problems, manifest } : { problems, manifest, rows: first?.rows, rowsFile: first ? join(dir, first.name) : undefined };
+  return problems.length
+    ? { problems, manifest }
+    : { problems, manifest, rows: first?.rows, rowsFile: first ? join(dir, first.name) : undefined };
 }
 
 async function readRows(path: string, name: string): Promise<ExportRow[] | string> {
@@ -146,12 +148,21 @@ function checkRows(path: string, rows: ExportRow[], m: Manifest): string[] {
   const counts = countRows(rows, m.task.labels);
   for (const key of Object.keys(counts) as (keyof Counts)[]) {
     if (!isDeepStrictEqual(counts[key], m.counts[key])) {
-      problems.push(`${path}: counts.${key} is ${JSON.stringify(counts[key])} in the rows, ${JSON.stringify(m.counts[key])} in ${MANIFEST}`);
+      problems.push(
+        `${path}: counts.${key} is ${JSON.stringify(counts[key])} in the rows, ${JSON.stringify(m.counts[key])} in ${MANIFEST}`,
+      );
     }
   }
-  if (m.rows === 'per-teacher' && rowsCost(rows) !== m.cost_usd) problems.push(`${path}: the rows cost ${rowsCost(rows)} US$, ${MANIFEST} says ${m.cost_usd}`);
-  const bad = rows.findIndex((r) => (m.task.input === 'image' ? r.image === undefined : r.text === undefined) || (r.probs !== null && r.probs.length !== m.task.labels.length) || !m.task.labels.includes(r.label));
-  if (bad >= 0) problems.push(`${path}: row ${bad + 1} does not fit task "${m.task.name}" (${m.task.input}, labels ${m.task.labels.join(', ')})`);
+  if (m.rows === 'per-teacher' && rowsCost(rows) !== m.cost_usd)
+    problems.push(`${path}: the rows cost ${rowsCost(rows)} US$, ${MANIFEST} says ${m.cost_usd}`);
+  const bad = rows.findIndex(
+    (r) =>
+      (m.task.input === 'image' ? r.image === undefined : r.text === undefined) ||
+      (r.probs !== null && r.probs.length !== m.task.labels.length) ||
+      !m.task.labels.includes(r.label),
+  );
+  if (bad >= 0)
+    problems.push(`${path}: row ${bad + 1} does not fit task "${m.task.name}" (${m.task.input}, labels ${m.task.labels.join(', ')})`);
   if (m.options.with_images) {
     const have = new Set(m.files.map((f) => IMAGE_NAME.exec(f.path)?.[1]).filter(Boolean));
     const missing = rows.find((r) => r.image !== undefined && !have.has(r.image));

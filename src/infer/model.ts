@@ -57,7 +57,9 @@ export function modelFiles(dir: string): string[] {
 /** The model's labels must be the task's, in the same order (probabilities are in label order). */
 export function checkLabels(m: LoadedModel, task: { name: string; labels: string[] }): void {
   if (JSON.stringify(m.spec.labels) !== JSON.stringify(task.labels)) {
-    throw new DistilleryError(`${m.dir}: the model's labels (${m.spec.labels.join(', ')}) differ from task "${task.name}"'s (${task.labels.join(', ')})`);
+    throw new DistilleryError(
+      `${m.dir}: the model's labels (${m.spec.labels.join(', ')}) differ from task "${task.name}"'s (${task.labels.join(', ')})`,
+    );
   }
 }
 
@@ -78,7 +80,12 @@ export async function loadModelForTask(store: Store, dir: string, o: { task?: Ta
     const task = o.task ?? store.findTask(model.spec.task);
     if (!task) throw new DistilleryError(`${dir}: task "${model.spec.task}" is not in ${store.path}`);
     checkLabels(model, task);
-    const ds = loadDataset(store, task, { supervised: false, evaluate: true, preprocess: model.spec.preprocess, targets: { teachers: o.teachers, calibrate: false } });
+    const ds = loadDataset(store, task, {
+      supervised: false,
+      evaluate: true,
+      preprocess: model.spec.preprocess,
+      targets: { teachers: o.teachers, calibrate: false },
+    });
     return { model, task, ds };
   } catch (e) {
     model.student.dispose();
@@ -89,11 +96,22 @@ export async function loadModelForTask(store: Store, dir: string, o: { task?: Ta
 /** The task a saved model was trained on, as far as reading new inputs needs it. */
 export function modelTask(m: LoadedModel): Task {
   const input = m.spec.preprocess.input;
-  return { name: m.spec.task, labels: m.spec.labels, input, path: join(m.dir, MODEL_FILE), template: input === 'text' ? '{{text}}' : 'image', version: '' };
+  return {
+    name: m.spec.task,
+    labels: m.spec.labels,
+    input,
+    path: join(m.dir, MODEL_FILE),
+    template: input === 'text' ? '{{text}}' : 'image',
+    version: '',
+  };
 }
 
 /** Read an input file (JSONL, CSV, TSV or an image folder) into what the model takes. */
-export async function readInputs(m: LoadedModel, path: string, fields: FieldOptions = DEFAULT_FIELDS): Promise<{ items: ItemInput[]; ds: BatchSource }> {
+export async function readInputs(
+  m: LoadedModel,
+  path: string,
+  fields: FieldOptions = DEFAULT_FIELDS,
+): Promise<{ items: ItemInput[]; ds: BatchSource }> {
   const items: ItemInput[] = [];
   for await (const it of readItems(path, modelTask(m), fields)) items.push(it);
   const pre = m.spec.preprocess;

@@ -27,7 +27,13 @@ export function ruleOf(spec: SavedModelSpec): PredictRule {
 }
 
 /** Class probabilities of the items `idx`, row by row (idx.length × C). */
-export async function predictAll(student: Student, ds: BatchSource, idx: number[], rule: PredictRule = softmaxRule, batchSize = 256): Promise<Float32Array> {
+export async function predictAll(
+  student: Student,
+  ds: BatchSource,
+  idx: number[],
+  rule: PredictRule = softmaxRule,
+  batchSize = 256,
+): Promise<Float32Array> {
   const c = student.spec.numClasses;
   const out = new Float32Array(idx.length * c);
   for (let s = 0; s < idx.length; s += batchSize) {
@@ -42,7 +48,11 @@ export async function predictAll(student: Student, ds: BatchSource, idx: number[
 }
 
 /** Class probabilities for every item of `ds`, `batchSize` at a time. */
-export async function* predictBatches(m: LoadedModel, ds: BatchSource, batchSize = 256): AsyncGenerator<{ start: number; probs: Float32Array; logprobs: Float32Array }> {
+export async function* predictBatches(
+  m: LoadedModel,
+  ds: BatchSource,
+  batchSize = 256,
+): AsyncGenerator<{ start: number; probs: Float32Array; logprobs: Float32Array }> {
   const rule = ruleOf(m.spec);
   for (let s = 0; s < ds.n; s += batchSize) {
     const idx = Array.from({ length: Math.min(batchSize, ds.n - s) }, (_, k) => s + k);

@@ -18,7 +18,11 @@ class Flattened<T> implements AsyncGenerator<T, void, undefined> {
   constructor(private readonly batches: AsyncGenerator<T[], void, undefined>) {}
 
   next(): Promise<IteratorResult<T, void>> {
-    if (this.pending) return this.pending.then(() => this.next(), () => this.next());
+    if (this.pending)
+      return this.pending.then(
+        () => this.next(),
+        () => this.next(),
+      );
     if (this.index < this.batch.length) return Promise.resolve({ value: this.batch[this.index++], done: false });
     if (this.finished) return Promise.resolve({ value: undefined, done: true });
     const fetching = this.fetch().finally(() => {

@@ -37,7 +37,8 @@ async function classFolders(dir: string, task: Task): Promise<string[]> {
   for (const entry of await listVisible(dir)) {
     const path = join(dir, entry.name);
     if (!(await isFolder(entry, path))) {
-      if (IMAGE_NAME.test(entry.name)) throw new InputError(path, undefined, 'an image outside a class folder has no label (<folder>/<label>/<image>)');
+      if (IMAGE_NAME.test(entry.name))
+        throw new InputError(path, undefined, 'an image outside a class folder has no label (<folder>/<label>/<image>)');
       continue;
     }
     if (!task.labels.includes(entry.name)) {

@@ -78,7 +78,11 @@ function readRows(path: string): AsyncGenerator<RawRow[]> {
   if (ext === '.jsonl' || ext === '.ndjson') return readJsonlRows(path);
   if (ext === '.csv') return readDelimitedRows(path, ',');
   if (ext === '.tsv') return readDelimitedRows(path, '\t');
-  throw new InputError(path, undefined, `unsupported input file type "${ext}" (expected .jsonl, .ndjson, .csv, .tsv or a folder of class folders)`);
+  throw new InputError(
+    path,
+    undefined,
+    `unsupported input file type "${ext}" (expected .jsonl, .ndjson, .csv, .tsv or a folder of class folders)`,
+  );
 }
 
 function rowFail(ctx: RowContext, row: RawRow): Fail {
@@ -108,7 +112,8 @@ function contentFields(values: Record<string, unknown>, bookkeeping: Set<string>
   for (const key of Object.keys(values)) {
     if (bookkeeping.has(key)) continue;
     // Not plain assignment: a "__proto__" column must stay an ordinary field.
-    if (key === '__proto__') Object.defineProperty(fields, key, { value: values[key], enumerable: true, writable: true, configurable: true });
+    if (key === '__proto__')
+      Object.defineProperty(fields, key, { value: values[key], enumerable: true, writable: true, configurable: true });
     else fields[key] = values[key];
   }
   return fields;
@@ -134,7 +139,8 @@ function checkGold(gold: string | undefined, task: Task, fail: Fail): string | u
 /** Templates say {{text}} whatever the column is called; the chosen column wins over a column named "text". */
 function exposeText(fields: Record<string, unknown>, textField: string, fail: Fail, columns: string[]): void {
   const text = fields[textField];
-  if (text === undefined || text === null) throw fail(`missing column "${textField}" (columns: ${columns.join(', ') || 'none'})`, 'textField');
+  if (text === undefined || text === null)
+    throw fail(`missing column "${textField}" (columns: ${columns.join(', ') || 'none'})`, 'textField');
   if (typeof text !== 'string') throw fail(`column "${textField}" must be a string`);
   if (text.trim() === '') throw fail('empty text');
   if (textField !== 'text') fields.text = text;

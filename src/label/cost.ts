@@ -57,7 +57,11 @@ export function resolvePrice(model: string, table: PriceTable | undefined, table
     .filter((k) => model === k || model.startsWith(`${k}-`))
     .sort((a, b) => b.length - a.length)[0];
   if (key === undefined) {
-    throw new InputError(tablePath, undefined, `model "${model}" has no price; add it to the table or pass --price-in and --price-out (US$ per 1M tokens; 0 for a local model)`);
+    throw new InputError(
+      tablePath,
+      undefined,
+      `model "${model}" has no price; add it to the table or pass --price-in and --price-out (US$ per 1M tokens; 0 for a local model)`,
+    );
   }
   const p = table!.models[key];
   // A flag overriding the live price makes the table's batch price stale: batchPrice() then halves the flags.

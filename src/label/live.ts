@@ -81,7 +81,17 @@ export async function labelLive(o: LabelOptions, run: RunRow, work: Work, lo: Li
   o.stopSignal?.addEventListener('abort', onAbort);
   const unreachableBefore = stats.unreachable;
 
-  const ctx: ItemContext = { o, run, budget, limiter, stats, promptScale: 1, stopSignal: stopping.signal, isStopping: () => stop !== undefined, resumeAttempts: lo.resumeAttempts === true };
+  const ctx: ItemContext = {
+    o,
+    run,
+    budget,
+    limiter,
+    stats,
+    promptScale: 1,
+    stopSignal: stopping.signal,
+    isStopping: () => stop !== undefined,
+    resumeAttempts: lo.resumeAttempts === true,
+  };
   try {
     const builder = new RequestBuilder(o.task, o.settings);
     let index = 0;
@@ -112,7 +122,10 @@ export async function labelLive(o: LabelOptions, run: RunRow, work: Work, lo: Li
   }
   const unreachable = stats.unreachable - unreachableBefore;
   if (!stop && unreachable > 0) {
-    stop = { status: 'stopped', message: `${unreachable} item(s) got no answer after ${o.retry.maxRetries} retries; rerun the same command to retry them` };
+    stop = {
+      status: 'stopped',
+      message: `${unreachable} item(s) got no answer after ${o.retry.maxRetries} retries; rerun the same command to retry them`,
+    };
   }
   return stop;
 }
@@ -194,7 +207,12 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
       if (e instanceof BudgetExceeded) throw e;
       stats.errors++;
       const cls = classifyError(e);
-      o.store.recordRequestError({ runId: run.id, itemId: item.id, requestKey: req.key, reason: cls.kind === 'fatal' ? cls.error.message : cls.reason });
+      o.store.recordRequestError({
+        runId: run.id,
+        itemId: item.id,
+        requestKey: req.key,
+        reason: cls.kind === 'fatal' ? cls.error.message : cls.reason,
+      });
       if (cls.kind === 'fatal') throw cls.error;
       if (cls.rateLimited && cls.waitMs !== undefined) limiter.pause(cls.waitMs);
       if (attempt >= o.retry.maxRetries) return undefined;

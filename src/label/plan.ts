@@ -36,7 +36,7 @@ export function* targetItems(o: Pick<LabelOptions, 'store' | 'taskRow' | 'itemId
     for (let i = 0; i < list.length; i += PAGE) yield* o.store.itemsByIds(list.slice(i, i + PAGE));
     return;
   }
-  for (let after = 0; ; ) {
+  for (let after = 0; ;) {
     const page = o.store.itemPage(o.taskRow.id, after, PAGE);
     if (page.length === 0) return;
     yield* page;
@@ -52,11 +52,22 @@ export function requestFor(o: Pick<LabelOptions, 'store' | 'task'>, builder: Req
 /** Which target items need a request, and (with `estimate`) what they would cost. Sends nothing, writes nothing. */
 export async function planLabeling(o: LabelOptions, estimate = true): Promise<Plan> {
   const builder = new RequestBuilder(o.task, o.settings);
-  const plan: Plan = { configHash: configHash(o.task, o.settings), todo: [], keys: [], cached: 0, failedBefore: 0, inBatch: 0, promptTokens: 0, expectedCompletionTokens: 0, maxCompletionTokens: 0 };
+  const plan: Plan = {
+    configHash: configHash(o.task, o.settings),
+    todo: [],
+    keys: [],
+    cached: 0,
+    failedBefore: 0,
+    inBatch: 0,
+    promptTokens: 0,
+    expectedCompletionTokens: 0,
+    maxCompletionTokens: 0,
+  };
   // Requests in a live batch job are paid for (or will be): neither mode sends them again until the job is collected.
   const inBatch = liveBatchKeys(o.store);
   const n = o.settings.soft.kind === 'samples' ? o.settings.soft.n : 1;
-  const typicalAnswer = Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
+  const typicalAnswer =
+    Math.round(o.task.labels.reduce((a, l) => a + JSON.stringify({ label: l }).length, 0) / o.task.labels.length / 3) + 1;
   const seen = new Set<number>();
   for (const item of targetItems(o)) {
     if (seen.has(item.id)) continue; // the same content twice in one input

@@ -60,7 +60,9 @@ class LineProgress implements ProgressSink {
     const done = s.labeled + s.failed + s.unreachable;
     const rate = done / Math.max(0.001, (now - this.t0) / 1000);
     const eta = rate > 0 ? Math.round((this.total - done) / rate) : NaN;
-    this.write(`progress ${done}/${this.total} ${rate.toFixed(1)}/s eta ${Number.isNaN(eta) ? '?' : `${eta}s`} cost ${money(s.cost)} failed ${s.failed} errors ${s.errors}`);
+    this.write(
+      `progress ${done}/${this.total} ${rate.toFixed(1)}/s eta ${Number.isNaN(eta) ? '?' : `${eta}s`} cost ${money(s.cost)} failed ${s.failed} errors ${s.errors}`,
+    );
   }
 
   stop(): void {}

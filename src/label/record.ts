@@ -51,7 +51,14 @@ export function priorAttempts(store: Store, runId: number, requestKey: string): 
  * batch ingest alike. `totals` (the key's earlier answers in this run) is updated. Returns what the item needs next;
  * throws the TeacherError of an answer that shows no request of this run can work (no logprobs), after storing it.
  */
-export function recordAnswer(o: LabelOptions, runId: number, itemId: number, requestKey: string, paid: Paid, totals: AttemptTotals): 'labeled' | 'failed' | 'invalid' {
+export function recordAnswer(
+  o: LabelOptions,
+  runId: number,
+  itemId: number,
+  requestKey: string,
+  paid: Paid,
+  totals: AttemptTotals,
+): 'labeled' | 'failed' | 'invalid' {
   totals.promptTokens += paid.promptTokens;
   totals.completionTokens += paid.completionTokens;
   totals.cost += paid.cost;
@@ -72,13 +79,37 @@ export function recordAnswer(o: LabelOptions, runId: number, itemId: number, req
   });
   const { invalid: _invalid, lastRaw: _raw, lastError: _error, ...sums } = totals;
   if (outcome.ok) {
-    o.store.recordLabel({ itemId, runId, requestKey, status: 'ok', label: outcome.label, soft: outcome.soft, softMethod: softModeName(o.settings.soft), sparse: outcome.sparse, raw: outcome.raw, ...sums, error: null });
+    o.store.recordLabel({
+      itemId,
+      runId,
+      requestKey,
+      status: 'ok',
+      label: outcome.label,
+      soft: outcome.soft,
+      softMethod: softModeName(o.settings.soft),
+      sparse: outcome.sparse,
+      raw: outcome.raw,
+      ...sums,
+      error: null,
+    });
     return 'labeled';
   }
   if (outcome.fatal) throw outcome.fatal;
   totals.lastError = outcome.error;
   if (++totals.invalid <= o.maxInvalid) return 'invalid';
-  o.store.recordLabel({ itemId, runId, requestKey, status: 'failed', label: null, soft: null, softMethod: softModeName(o.settings.soft), sparse: false, raw: totals.lastRaw, ...sums, error: `${o.maxInvalid + 1} invalid answers; last: ${totals.lastError}` });
+  o.store.recordLabel({
+    itemId,
+    runId,
+    requestKey,
+    status: 'failed',
+    label: null,
+    soft: null,
+    softMethod: softModeName(o.settings.soft),
+    sparse: false,
+    raw: totals.lastRaw,
+    ...sums,
+    error: `${o.maxInvalid + 1} invalid answers; last: ${totals.lastError}`,
+  });
   return 'failed';
 }
 
@@ -105,18 +136,35 @@ export function interpretCompletion(o: Pick<LabelOptions, 'task' | 'settings' | 
     // Majority vote; a tie goes to the label that was sampled first.
     const best = Math.max(...counts);
     const hard = valid.find((v) => counts[labels.indexOf(v.label)] === best)!.label;
-    return { ok: true, label: hard, soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }, storeFormatOf(o)), sparse: false, raw: JSON.stringify(completion.choices.map((c) => c.message?.content ?? null)) };
+    return {
+      ok: true,
+      label: hard,
+      soft: encodeSoft({ kind: 'probs', values: Float32Array.from(probs) }, storeFormatOf(o)),
+      sparse: false,
+      raw: JSON.stringify(completion.choices.map((c) => c.message?.content ?? null)),
+    };
   }
   const parsed = parseAnswer(raw, labels);
   if (!parsed.ok) return { ok: false, error: parsed.error, raw };
   if (mode.kind === 'none') return { ok: true, label: parsed.label, soft: null, sparse: false, raw: raw! };
   const tokens = first.logprobs?.content;
   if (!tokens || tokens.length === 0) {
-    return { ok: false, error: 'no logprobs in the answer', raw, fatal: new TeacherError('the server returned no logprobs; use --soft samples:N (self-consistency) or --soft none') };
+    return {
+      ok: false,
+      error: 'no logprobs in the answer',
+      raw,
+      fatal: new TeacherError('the server returned no logprobs; use --soft samples:N (self-consistency) or --soft none'),
+    };
   }
   try {
     const soft = softLabelFromLogprobs(tokens, labels);
-    return { ok: true, label: parsed.label, soft: encodeSoft({ kind: 'logprobs', values: probsToLogprobs(soft.probs) }, storeFormatOf(o)), sparse: soft.sparse, raw: raw! };
+    return {
+      ok: true,
+      label: parsed.label,
+      soft: encodeSoft({ kind: 'logprobs', values: probsToLogprobs(soft.probs) }, storeFormatOf(o)),
+      sparse: soft.sparse,
+      raw: raw!,
+    };
   } catch (e) {
     if (e instanceof SoftLabelError) return { ok: false, error: `cannot read label probabilities: ${e.message}`, raw };
     throw e;
@@ -134,14 +182,20 @@ export function responseBody(c: ChatCompletion): unknown {
     id: c.id,
     model: c.model,
     usage: c.usage,
-    choices: c.choices.map((ch) => ({ content: ch.message?.content ?? null, finish_reason: ch.finish_reason, logprobs: ch.logprobs?.content?.map(compactToken) ?? null })),
+    choices: c.choices.map((ch) => ({
+      content: ch.message?.content ?? null,
+      finish_reason: ch.finish_reason,
+      logprobs: ch.logprobs?.content?.map(compactToken) ?? null,
+    })),
   };
 }
 
 type Logprob = { token: string; logprob: number; bytes?: number[] | null };
 
 function compactLogprob(t: Logprob): Logprob {
-  return t.token.includes('\uFFFD') && t.bytes ? { token: t.token, logprob: t.logprob, bytes: t.bytes } : { token: t.token, logprob: t.logprob };
+  return t.token.includes('\uFFFD') && t.bytes
+    ? { token: t.token, logprob: t.logprob, bytes: t.bytes }
+    : { token: t.token, logprob: t.logprob };
 }
 
 function compactToken(t: Logprob & { top_logprobs?: Logprob[] }): unknown {

@@ -18,11 +18,15 @@ const LABEL_LEASE_TTL_MS = 60_000;
  * taken over at once on the same host, and expires after a minute elsewhere.
  */
 export async function underLabelLease<T>(o: LabelOptions, work: () => Promise<T>): Promise<T> {
-  const lease = Lease.acquire(o.store, `labeling ${o.task.name} with ${o.settings.model} (config ${configHash(o.task, o.settings).slice(0, 12)})`, {
-    ttlMs: LABEL_LEASE_TTL_MS,
-    command: `label ${o.task.name} --model ${o.settings.model}`,
-    hint: 'Let it finish (it labels the same items), or stop it; a killed labeler frees it at once on this host, after a minute elsewhere',
-  });
+  const lease = Lease.acquire(
+    o.store,
+    `labeling ${o.task.name} with ${o.settings.model} (config ${configHash(o.task, o.settings).slice(0, 12)})`,
+    {
+      ttlMs: LABEL_LEASE_TTL_MS,
+      command: `label ${o.task.name} --model ${o.settings.model}`,
+      hint: 'Let it finish (it labels the same items), or stop it; a killed labeler frees it at once on this host, after a minute elsewhere',
+    },
+  );
   try {
     return await work();
   } finally {

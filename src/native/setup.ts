@@ -75,7 +75,8 @@ function onPath(cmd: string): boolean {
 /** node-gyp needs python3, make and a C++ compiler. */
 export function checkTools(python: string): void {
   const missing = [python, 'make', process.env.CXX || 'g++'].filter((c) => !onPath(c));
-  if (missing.length > 0) throw new DistilleryError(`setup:native needs ${missing.join(', ')} on PATH (Debian: apt-get install python3 make g++)`);
+  if (missing.length > 0)
+    throw new DistilleryError(`setup:native needs ${missing.join(', ')} on PATH (Debian: apt-get install python3 make g++)`);
 }
 
 function has(dir: string, rel: string): boolean {
@@ -86,7 +87,9 @@ function matchingWheel(dir: string, gpu: boolean, version: string): string | und
   const prefix = `${wheelName(gpu).replace('-', '_')}-${version}-`;
   const hit = fs
     .readdirSync(dir)
-    .filter((f) => f.startsWith(prefix) && f.endsWith('.whl') && f.includes('linux') && f.includes(WHEEL_ARCH[process.arch] ?? process.arch))
+    .filter(
+      (f) => f.startsWith(prefix) && f.endsWith('.whl') && f.includes('linux') && f.includes(WHEEL_ARCH[process.arch] ?? process.arch),
+    )
     .sort();
   return hit.length > 0 ? path.join(dir, hit[hit.length - 1]) : undefined;
 }
@@ -100,10 +103,13 @@ export function wheelFromPath(given: string, gpu: boolean, version: string): Whe
     return { kind: 'wheel', path: p, how: `the wheel given (${p})` };
   }
   if (has(p, LIBS[0])) return { kind: 'installed', path: p, how: `the TensorFlow installed in ${p}` };
-  if (has(p, path.basename(LIBS[0]))) return { kind: 'installed', path: path.dirname(p), how: `the TensorFlow installed in ${path.dirname(p)}` };
+  if (has(p, path.basename(LIBS[0])))
+    return { kind: 'installed', path: path.dirname(p), how: `the TensorFlow installed in ${path.dirname(p)}` };
   const whl = matchingWheel(p, gpu, version);
   if (whl) return { kind: 'wheel', path: whl, how: `the wheel given (${whl})` };
-  throw new DistilleryError(`--wheel ${given}: holds neither ${wheelName(gpu)}-${version} (*.whl) nor an installed tensorflow/${path.basename(LIBS[0])}`);
+  throw new DistilleryError(
+    `--wheel ${given}: holds neither ${wheelName(gpu)}-${version} (*.whl) nor an installed tensorflow/${path.basename(LIBS[0])}`,
+  );
 }
 
 /**
@@ -134,7 +140,9 @@ export function pipDownload(o: SetupOptions): WheelSource {
   if (cached) return { kind: 'wheel', path: cached, how: `the wheel downloaded earlier (${cached})` };
   const spec = `${wheelName(o.gpu)}==${o.tfVersion}`;
   o.log(`pip download ${spec} --no-deps -d ${o.cacheDir}`);
-  const r = spawnSync(o.python, ['-m', 'pip', 'download', spec, '--no-deps', '--only-binary=:all:', '-d', o.cacheDir], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(o.python, ['-m', 'pip', 'download', spec, '--no-deps', '--only-binary=:all:', '-d', o.cacheDir], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   const whl = matchingWheel(o.cacheDir, o.gpu, o.tfVersion);
   if (r.status !== 0 || !whl) throw new DistilleryError(`pip download ${spec} failed (exit ${r.status}): give a wheel with --wheel PATH`);
   return { kind: 'wheel', path: whl, how: `pip download ${spec}` };
@@ -207,7 +215,9 @@ missing = [l for l in libs if not os.path.exists(os.path.join(deps, 'lib', os.pa
 if missing: sys.exit('not in ' + src + ': ' + ', '.join(missing))
 print(n)
 `;
-  const r = spawnSync(python, ['-c', script, source.kind, source.path, deps, JSON.stringify(LIBS), JSON.stringify(INCLUDE_DIRS)], { encoding: 'utf8' });
+  const r = spawnSync(python, ['-c', script, source.kind, source.path, deps, JSON.stringify(LIBS), JSON.stringify(INCLUDE_DIRS)], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new DistilleryError(`staging ${source.path} failed: ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
   if (!fs.existsSync(path.join(deps, 'include', 'tensorflow', 'c', 'c_api.h'))) {
     throw new DistilleryError(`${source.path}: has no tensorflow/include/tensorflow/c/c_api.h (not a TensorFlow wheel?)`);
@@ -230,7 +240,10 @@ print(n)
  * node-gyp at the installed Node's headers instead of downloading them.
  */
 export function buildAddon(pkgDir: string, root: string): void {
-  fs.writeFileSync(path.join(pkgDir, 'scripts', 'custom-binary.json'), `${JSON.stringify({ 'tf-lib': 'staged by npm run setup:native' })}\n`);
+  fs.writeFileSync(
+    path.join(pkgDir, 'scripts', 'custom-binary.json'),
+    `${JSON.stringify({ 'tf-lib': 'staged by npm run setup:native' })}\n`,
+  );
   fs.rmSync(path.join(pkgDir, 'lib'), { recursive: true, force: true });
   fs.rmSync(path.join(pkgDir, 'build'), { recursive: true, force: true });
   run('npm', ['rebuild', '--foreground-scripts', TFJS_NODE], { cwd: root, env: { ...process.env, npm_config_nodedir: nodeDir() } });
@@ -262,13 +275,27 @@ out.convFilterGrad = Array.from(tf.grad((w) => tf.sum(tf.conv2d(x, w, 1, 'valid'
 out.gpu = typeof tf.backend().isUsingGpuDevice === 'boolean' ? tf.backend().isUsingGpuDevice : false;
 process.stdout.write(JSON.stringify(out) + '\\n');
 `;
-  const r = spawnSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+  const r = spawnSync(process.execPath, ['-e', script], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
+  });
   if (r.status !== 0) throw new DistilleryError(`the built ${TFJS_NODE} does not load: ${lastLine(r.stderr)}`);
   const got = JSON.parse(lastLine(r.stdout)) as NativeCheck;
-  const want = { backend: 'tensorflow', matMul: [[19, 22], [43, 50]], grad: [2, 4, 6], convFilterGrad: [4, 4, 4, 4] };
+  const want = {
+    backend: 'tensorflow',
+    matMul: [
+      [19, 22],
+      [43, 50],
+    ],
+    grad: [2, 4, 6],
+    convFilterGrad: [4, 4, 4, 4],
+  };
   for (const [k, v] of Object.entries(want)) {
     if (JSON.stringify(got[k as keyof NativeCheck]) !== JSON.stringify(v)) {
-      throw new DistilleryError(`the built ${TFJS_NODE} computes wrong ${k}: ${JSON.stringify(got[k as keyof NativeCheck])}, expected ${JSON.stringify(v)}`);
+      throw new DistilleryError(
+        `the built ${TFJS_NODE} computes wrong ${k}: ${JSON.stringify(got[k as keyof NativeCheck])}, expected ${JSON.stringify(v)}`,
+      );
     }
   }
   return got;

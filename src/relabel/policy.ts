@@ -30,10 +30,7 @@ export type Reason = 'disagree' | 'low-confidence' | 'changed' | 'stale';
 export const REASON_ORDER: Reason[] = ['disagree', 'low-confidence', 'changed', 'stale'];
 
 export type Policy =
-  | { kind: 'disagree' }
-  | { kind: 'low-confidence'; threshold: number }
-  | { kind: 'changed' }
-  | { kind: 'stale'; ms: number; spec: string };
+  { kind: 'disagree' } | { kind: 'low-confidence'; threshold: number } | { kind: 'changed' } | { kind: 'stale'; ms: number; spec: string };
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
@@ -60,7 +57,8 @@ export function parsePolicies(values: string | string[]): Policy[] {
     else if (name === 'stale' && arg) policy = { kind: 'stale', ms: parseAge(arg), spec: arg };
     else if (name === 'low-confidence' && arg) {
       const threshold = Number(arg);
-      if (!Number.isFinite(threshold) || threshold <= 0 || threshold > 1) throw new SettingError('policy', p, `${p}: P must be a probability in (0, 1]`);
+      if (!Number.isFinite(threshold) || threshold <= 0 || threshold > 1)
+        throw new SettingError('policy', p, `${p}: P must be a probability in (0, 1]`);
       policy = { kind: 'low-confidence', threshold };
     } else {
       throw new SettingError('policy', p, `${p}: unknown policy (use changed, stale:DURATION, low-confidence:P, disagree)`);
@@ -68,7 +66,8 @@ export function parsePolicies(values: string | string[]): Policy[] {
     if (policies.some((q) => q.kind === policy.kind)) throw new SettingError('policy', policy.kind, `${policy.kind} given twice`);
     policies.push(policy);
   }
-  if (policies.length === 0) throw new SettingError('policy', '', 'give at least one of changed, stale:DURATION, low-confidence:P, disagree');
+  if (policies.length === 0)
+    throw new SettingError('policy', '', 'give at least one of changed, stale:DURATION, low-confidence:P, disagree');
   return policies;
 }
 

@@ -93,5 +93,12 @@ export async function relabelOnce(o: RelabelOptions): Promise<RelabelOutcome> {
   const status = result.status === 'nothing-to-do' ? 'completed' : result.status;
   const drift = result.run ? measureDrift(store, relabel.id, result.run.id) : undefined;
   finishRelabel(store, relabel.id, status, drift);
-  return { relabel: relabelRow(store, relabel.id), resumed: unfinished !== undefined, selected: countReasons(reasons), itemIds, result, drift };
+  return {
+    relabel: relabelRow(store, relabel.id),
+    resumed: unfinished !== undefined,
+    selected: countReasons(reasons),
+    itemIds,
+    result,
+    drift,
+  };
 }

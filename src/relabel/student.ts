@@ -8,7 +8,13 @@ import type { SelectContext } from './policy.ts';
  * Inference is loaded only here, so that relabeling without --student never
  * starts TensorFlow.js.
  */
-export async function studentPredictions(store: Store, taskRow: TaskRow, task: Task, dir: string, backend: string): Promise<NonNullable<SelectContext['student']>> {
+export async function studentPredictions(
+  store: Store,
+  taskRow: TaskRow,
+  task: Task,
+  dir: string,
+  backend: string,
+): Promise<NonNullable<SelectContext['student']>> {
   const { selectBackend } = await import('../train/backend.ts');
   const { checkLabels, loadModelForTask } = await import('../infer/model.ts');
   const { argmaxRow, predictBatches } = await import('../infer/predict.ts');
@@ -21,7 +27,8 @@ export async function studentPredictions(store: Store, taskRow: TaskRow, task: T
     const itemIds = taskItems(store, taskRow).items.map((it) => it.id);
     const out: NonNullable<SelectContext['student']> = new Map();
     for await (const { start, probs } of predictBatches(model, ds)) {
-      for (let k = 0; k * c < probs.length; k++) out.set(itemIds[start + k], { hard: argmaxRow(probs, k, c), probs: probs.slice(k * c, (k + 1) * c) });
+      for (let k = 0; k * c < probs.length; k++)
+        out.set(itemIds[start + k], { hard: argmaxRow(probs, k, c), probs: probs.slice(k * c, (k + 1) * c) });
     }
     return out;
   } finally {

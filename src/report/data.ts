@@ -34,7 +34,14 @@ export interface StudentMetrics {
   params?: number;
   config?: Record<string, unknown>;
   targets?: unknown;
-  history?: { epoch: number; loss: number; terms: Record<string, number>; train_accuracy: number | null; val_accuracy: number | null; test_accuracy: number | null }[];
+  history?: {
+    epoch: number;
+    loss: number;
+    terms: Record<string, number>;
+    train_accuracy: number | null;
+    val_accuracy: number | null;
+    test_accuracy: number | null;
+  }[];
   best_epoch?: number;
   test?: { n: number; accuracy: number | null; teacher_agreement: number | null; ece: number | null; confusion: number[][] };
   samples_per_second?: number;
@@ -86,7 +93,8 @@ export function readStudent(dir: string): Omit<StudentReport, 'reliability'> {
     throw new DistilleryError(`${modelFile}: not JSON (${(e as Error).message})`);
   }
   const s = spec.spec;
-  if (!s?.student || !s.task || !Array.isArray(s.labels)) throw new DistilleryError(`${modelFile}: not a distillery student (no student spec, task or labels)`);
+  if (!s?.student || !s.task || !Array.isArray(s.labels))
+    throw new DistilleryError(`${modelFile}: not a distillery student (no student spec, task or labels)`);
   const metricsFile = join(dir, 'metrics.json');
   let metrics: StudentMetrics = {};
   if (existsSync(metricsFile)) {

@@ -46,20 +46,66 @@ export function renderReport(d: ReportData): string {
 
 function runsSection(d: ReportData): string {
   const s = d.status;
-  const rows = s.runs.map((r: RunStatus) => [r.run, r.task, r.kind, r.teacher, r.soft ?? '', r.status, r.items, r.labeled, r.failed, r.requests, r.prompt_tokens + r.completion_tokens, money(r.cost)]);
-  rows.push(['total', '', '', '', '', '', s.total.items, s.total.labeled, s.total.failed, s.total.requests, s.total.prompt_tokens + s.total.completion_tokens, money(s.total.cost)]);
+  const rows = s.runs.map((r: RunStatus) => [
+    r.run,
+    r.task,
+    r.kind,
+    r.teacher,
+    r.soft ?? '',
+    r.status,
+    r.items,
+    r.labeled,
+    r.failed,
+    r.requests,
+    r.prompt_tokens + r.completion_tokens,
+    money(r.cost),
+  ]);
+  rows.push([
+    'total',
+    '',
+    '',
+    '',
+    '',
+    '',
+    s.total.items,
+    s.total.labeled,
+    s.total.failed,
+    s.total.requests,
+    s.total.prompt_tokens + s.total.completion_tokens,
+    money(s.total.cost),
+  ]);
   let html = `<h2>Runs and costs</h2>${table(['run', 'task', 'kind', 'teacher', 'soft', 'status', 'items', 'labeled', 'failed', 'requests', 'tokens', 'cost'], rows, 'runs')}`;
   const relabels = s.runs.filter((r) => r.relabel);
   if (relabels.length) {
     html += `<h3>Relabel passes and drift</h3>${table(
       ['run', 'relabel', 'policies', 'selected', 'status', 'compared', 'changed'],
-      relabels.map((r) => [r.run, r.relabel!.id, r.relabel!.policies.join(', '), r.relabel!.selected, r.relabel!.status, r.relabel!.drift?.compared ?? '–', r.relabel!.drift?.changed ?? '–']),
+      relabels.map((r) => [
+        r.run,
+        r.relabel!.id,
+        r.relabel!.policies.join(', '),
+        r.relabel!.selected,
+        r.relabel!.status,
+        r.relabel!.drift?.compared ?? '–',
+        r.relabel!.drift?.changed ?? '–',
+      ]),
     )}`;
   }
   if (s.batches.length) {
     html += `<h3>Batch API jobs</h3>${table(
       ['job', 'run', 'teacher', 'state', 'API status', 'requests', 'answered', 'invalid', 'failed', 'pending', 'cost'],
-      s.batches.map((j) => [j.job, j.run, j.teacher, j.state, j.remote_status ?? '–', j.requests, j.answered, j.invalid, j.failed, j.pending, j.state === 'done' ? money(j.cost) : `${money(j.reserved)} reserved`]),
+      s.batches.map((j) => [
+        j.job,
+        j.run,
+        j.teacher,
+        j.state,
+        j.remote_status ?? '–',
+        j.requests,
+        j.answered,
+        j.invalid,
+        j.failed,
+        j.pending,
+        j.state === 'done' ? money(j.cost) : `${money(j.reserved)} reserved`,
+      ]),
     )}`;
   }
   return html;
@@ -72,10 +118,22 @@ function teacherSection(t: TaskReport): string {
   html += `<p>${r.items} items, ${r.gold} with a gold label.</p>`;
   html += table(
     ['teacher', 'runs', 'labeled', 'coverage', 'accuracy', 'NLL', 'ECE'],
-    r.teachers.map((x) => [x.teacher, x.runs.join(', '), x.labeled, pct(x.coverage), `${pct(x.accuracy)} (n=${x.accuracy_n})`, num(x.nll), num(x.ece)]),
+    r.teachers.map((x) => [
+      x.teacher,
+      x.runs.join(', '),
+      x.labeled,
+      pct(x.coverage),
+      `${pct(x.accuracy)} (n=${x.accuracy_n})`,
+      num(x.nll),
+      num(x.ece),
+    ]),
     'teachers',
   );
-  if (r.agreement.length) html += table(['teacher a', 'teacher b', 'items', 'agreement'], r.agreement.map((a) => [a.a, a.b, a.n, pct(a.rate)]));
+  if (r.agreement.length)
+    html += table(
+      ['teacher a', 'teacher b', 'items', 'agreement'],
+      r.agreement.map((a) => [a.a, a.b, a.n, pct(a.rate)]),
+    );
   html += `<div class="charts">${t.teacherReliability.map((x) => reliabilityDiagram({ title: `Reliability: teacher ${x.teacher}`, bins: x.reliability.bins, ece: x.reliability.ece })).join('')}</div>`;
   return html;
 }
@@ -87,13 +145,38 @@ function studentsSection(students: StudentReport[]): string {
     ['student', 'kind', 'task', 'test n', 'accuracy', 'teacher agreement', 'ECE', 'parameters', 'size', 'samples/s', 'targets'],
     students.map((s) => {
       const m = s.metrics;
-      return [s.name, s.kind, s.task, m.test?.n ?? '–', pct(m.test?.accuracy), pct(m.test?.teacher_agreement), num(m.test?.ece), m.params ?? '–', bytes(s.weightsBytes), m.samples_per_second?.toFixed(0) ?? '–', targetsText(m.targets)];
+      return [
+        s.name,
+        s.kind,
+        s.task,
+        m.test?.n ?? '–',
+        pct(m.test?.accuracy),
+        pct(m.test?.teacher_agreement),
+        num(m.test?.ece),
+        m.params ?? '–',
+        bytes(s.weightsBytes),
+        m.samples_per_second?.toFixed(0) ?? '–',
+        targetsText(m.targets),
+      ];
     }),
     'students',
   );
   html += `<div class="charts">`;
-  html += barChart({ title: 'Test accuracy against gold', unit: '%', max: 100, bars: students.map((s) => ({ name: s.name, value: s.metrics.test?.accuracy == null ? null : 100 * s.metrics.test.accuracy })) });
-  html += barChart({ title: 'Agreement with the teacher', unit: '%', max: 100, bars: students.map((s) => ({ name: s.name, value: s.metrics.test?.teacher_agreement == null ? null : 100 * s.metrics.test.teacher_agreement })) });
+  html += barChart({
+    title: 'Test accuracy against gold',
+    unit: '%',
+    max: 100,
+    bars: students.map((s) => ({ name: s.name, value: s.metrics.test?.accuracy == null ? null : 100 * s.metrics.test.accuracy })),
+  });
+  html += barChart({
+    title: 'Agreement with the teacher',
+    unit: '%',
+    max: 100,
+    bars: students.map((s) => ({
+      name: s.name,
+      value: s.metrics.test?.teacher_agreement == null ? null : 100 * s.metrics.test.teacher_agreement,
+    })),
+  });
   html += `</div>`;
   for (const s of students) html += studentDetail(s);
   return html;
@@ -110,9 +193,13 @@ function studentDetail(s: StudentReport): string {
   const h = s.metrics.history ?? [];
   let html = `<h3>${esc(s.name)} <span class="note">(${esc(s.kind)}${s.metrics.command ? `: <code>${esc(s.metrics.command)}</code>` : ''})</span></h3><div class="charts">`;
   const termNames = [...new Set(h.flatMap((e) => Object.keys(e.terms ?? {})))];
-  const lossSeries: Series[] = [{ name: 'loss (weighted sum)', points: h.map((e) => [e.epoch + 1, e.loss]) }, ...termNames.map((k) => ({ name: k, points: h.map((e): [number, number] => [e.epoch + 1, e.terms?.[k] ?? NaN]), dashed: true }))];
+  const lossSeries: Series[] = [
+    { name: 'loss (weighted sum)', points: h.map((e) => [e.epoch + 1, e.loss]) },
+    ...termNames.map((k) => ({ name: k, points: h.map((e): [number, number] => [e.epoch + 1, e.terms?.[k] ?? NaN]), dashed: true })),
+  ];
   html += lineChart({ title: 'Loss terms per epoch', xLabel: 'epoch', yLabel: 'loss', series: lossSeries });
-  const acc = (k: 'train_accuracy' | 'val_accuracy' | 'test_accuracy') => h.map((e): [number, number] => [e.epoch + 1, e[k] === null || e[k] === undefined ? NaN : 100 * e[k]!]);
+  const acc = (k: 'train_accuracy' | 'val_accuracy' | 'test_accuracy') =>
+    h.map((e): [number, number] => [e.epoch + 1, e[k] === null || e[k] === undefined ? NaN : 100 * e[k]!]);
   html += lineChart({
     title: 'Accuracy per epoch',
     xLabel: 'epoch',
@@ -122,9 +209,17 @@ function studentDetail(s: StudentReport): string {
       { name: 'validation (vs target)', points: acc('val_accuracy') },
       { name: 'test (vs gold)', points: acc('test_accuracy') },
     ],
-    yRange: [Math.max(0, Math.floor(Math.min(...[...acc('train_accuracy'), ...acc('test_accuracy')].map((p) => p[1]).filter(Number.isFinite), 100) / 10) * 10), 100],
+    yRange: [
+      Math.max(
+        0,
+        Math.floor(Math.min(...[...acc('train_accuracy'), ...acc('test_accuracy')].map((p) => p[1]).filter(Number.isFinite), 100) / 10) *
+          10,
+      ),
+      100,
+    ],
   });
-  if (s.metrics.test?.confusion) html += heatmap({ title: 'Confusion matrix (test split)', labels: s.labels, matrix: s.metrics.test.confusion });
+  if (s.metrics.test?.confusion)
+    html += heatmap({ title: 'Confusion matrix (test split)', labels: s.labels, matrix: s.metrics.test.confusion });
   if (s.reliability) html += reliabilityDiagram({ title: 'Reliability (test split)', bins: s.reliability.bins, ece: s.reliability.ece });
   return `${html}</div>`;
 }

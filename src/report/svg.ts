@@ -12,7 +12,8 @@ export function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
-const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toFixed(3));
+const fmt = (x: number) =>
+  Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toFixed(3);
 const r1 = (x: number) => Math.round(x * 10) / 10;
 
 interface Frame {
@@ -33,7 +34,8 @@ export function ticks(lo: number, hi: number, count = 5): number[] {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number((Math.round(v / step) * step).toPrecision(12)));
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step)
+    out.push(Number((Math.round(v / step) * step).toPrecision(12)));
   return out;
 }
 
@@ -44,7 +46,11 @@ function open(f: Frame, title: string, role: string): string {
   );
 }
 
-function axes(f: Frame, xs: { lo: number; hi: number; label: string; ticks?: number[] }, ys: { lo: number; hi: number; label: string }): { sx: (x: number) => number; sy: (y: number) => number; svg: string } {
+function axes(
+  f: Frame,
+  xs: { lo: number; hi: number; label: string; ticks?: number[] },
+  ys: { lo: number; hi: number; label: string },
+): { sx: (x: number) => number; sy: (y: number) => number; svg: string } {
   const w = f.width - f.left - f.right;
   const h = f.height - f.top - f.bottom;
   const sx = (x: number) => r1(f.left + (xs.hi > xs.lo ? ((x - xs.lo) / (xs.hi - xs.lo)) * w : w / 2));
@@ -71,7 +77,9 @@ export interface Series {
 
 /** Lines over a shared x axis (epochs), with a legend. Non-finite points are dropped. */
 export function lineChart(o: { title: string; xLabel: string; yLabel: string; series: Series[]; yRange?: [number, number] }): string {
-  const series = o.series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) })).filter((s) => s.points.length > 0);
+  const series = o.series
+    .map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }))
+    .filter((s) => s.points.length > 0);
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return emptyChart(o.title, 'no data');
   const xlo = Math.min(...all.map((p) => p[0]));
@@ -81,15 +89,24 @@ export function lineChart(o: { title: string; xLabel: string; yLabel: string; se
   if (yhi <= ylo) yhi = ylo + 1;
   const xt = xhi - xlo <= 12 ? Array.from({ length: xhi - xlo + 1 }, (_, i) => xlo + i) : undefined;
   const f = { ...FRAME, height: FRAME.height + 16 * Math.ceil(series.length / 3) };
-  const a = axes({ ...f, bottom: FRAME.bottom + 16 * Math.ceil(series.length / 3) }, { lo: xlo, hi: xhi, label: o.xLabel, ticks: xt }, { lo: ylo, hi: yhi, label: o.yLabel });
+  const a = axes(
+    { ...f, bottom: FRAME.bottom + 16 * Math.ceil(series.length / 3) },
+    { lo: xlo, hi: xhi, label: o.xLabel, ticks: xt },
+    { lo: ylo, hi: yhi, label: o.yLabel },
+  );
   let svg = open(f, o.title, 'line-chart') + a.svg;
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
     const pts = s.points.map(([x, y]) => `${a.sx(x)},${a.sy(y)}`).join(' ');
     svg += `<polyline class="series" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5 3"' : ''} points="${pts}"><title>${esc(s.name)}</title></polyline>`;
-    for (const [x, y] of s.points) svg += `<circle cx="${a.sx(x)}" cy="${a.sy(y)}" r="2.5" fill="${color}"><title>${esc(`${s.name}: ${fmt(y)} at ${x}`)}</title></circle>`;
+    for (const [x, y] of s.points)
+      svg += `<circle cx="${a.sx(x)}" cy="${a.sy(y)}" r="2.5" fill="${color}"><title>${esc(`${s.name}: ${fmt(y)} at ${x}`)}</title></circle>`;
   });
-  svg += legend(series.map((s) => s.name), f.width, FRAME.height + 4);
+  svg += legend(
+    series.map((s) => s.name),
+    f.width,
+    FRAME.height + 4,
+  );
   return `${svg}</svg>`;
 }
 
@@ -119,9 +136,13 @@ export function heatmap(o: { title: string; labels: string[]; matrix: number[][]
     const total = row.reduce((a, b) => a + b, 0) || 1;
     row.forEach((v, j) => {
       const share = v / total;
-      const fill = i === j ? `rgba(31,119,180,${(0.08 + 0.92 * share).toFixed(3)})` : `rgba(214,39,40,${(share > 0 ? 0.08 + 0.92 * share : 0).toFixed(3)})`;
+      const fill =
+        i === j
+          ? `rgba(31,119,180,${(0.08 + 0.92 * share).toFixed(3)})`
+          : `rgba(214,39,40,${(share > 0 ? 0.08 + 0.92 * share : 0).toFixed(3)})`;
       svg += `<rect class="cell" x="${left + j * cell}" y="${top + i * cell}" width="${cell}" height="${cell}" fill="${fill}" stroke="#fff"><title>${esc(`gold ${o.labels[i]}, predicted ${o.labels[j]}: ${v}`)}</title></rect>`;
-      if (cell >= 22 && v > 0) svg += `<text x="${left + j * cell + cell / 2}" y="${top + i * cell + cell / 2 + 4}" text-anchor="middle" class="cell-text">${v}</text>`;
+      if (cell >= 22 && v > 0)
+        svg += `<text x="${left + j * cell + cell / 2}" y="${top + i * cell + cell / 2 + 4}" text-anchor="middle" class="cell-text">${v}</text>`;
     });
     svg += `<text x="${left - 4}" y="${top + i * cell + cell / 2 + 4}" text-anchor="end" class="tick">${esc(short(o.labels[i]))}</text>`;
   });
@@ -155,7 +176,8 @@ export function reliabilityDiagram(o: { title: string; bins: BinView[]; ece: num
     const w = Math.max(1, a.sx(b.hi) - a.sx(b.lo) - 2);
     svg += `<rect class="bar" x="${r1(x)}" y="${a.sy(b.accuracy)}" width="${r1(w)}" height="${r1(a.sy(0) - a.sy(b.accuracy))}" fill="#1f77b4"><title>${esc(`(${fmt(b.lo)}, ${fmt(b.hi)}]: ${b.count} items, accuracy ${fmt(b.accuracy)}, confidence ${fmt(b.confidence)}`)}</title></rect>`;
     const [y1, y2] = [a.sy(b.accuracy), a.sy(b.confidence)].sort((p, q) => p - q);
-    if (y2 - y1 > 0.5) svg += `<rect class="gap" x="${r1(x)}" y="${y1}" width="${r1(w)}" height="${r1(y2 - y1)}" fill="rgba(214,39,40,0.35)"/>`;
+    if (y2 - y1 > 0.5)
+      svg += `<rect class="gap" x="${r1(x)}" y="${y1}" width="${r1(w)}" height="${r1(y2 - y1)}" fill="rgba(214,39,40,0.35)"/>`;
   }
   if (o.ece !== null) svg += `<text x="${FRAME.left + 8}" y="${FRAME.top + 14}" class="tick">ECE ${esc(o.ece.toFixed(4))}</text>`;
   return `${svg}</svg>`;

@@ -360,12 +360,15 @@ function readLayout(buf: Uint8Array): Layout {
   const code = dv.getUint8(0);
   const kind = KINDS[dv.getUint8(1)];
   const c = dv.getUint32(4, true);
-  if (code !== FORMAT_DENSE32 && code !== FORMAT_DENSE16 && code !== FORMAT_TOPK) throw new SoftCodecError(`unknown soft-label format ${code}`);
+  if (code !== FORMAT_DENSE32 && code !== FORMAT_DENSE16 && code !== FORMAT_TOPK)
+    throw new SoftCodecError(`unknown soft-label format ${code}`);
   if (!kind) throw new SoftCodecError(`unknown soft-label kind ${dv.getUint8(1)}`);
   const format = readFormat(dv, code, c);
   const expected = HEADER + bodyBytes(format, c);
   if (buf.byteLength !== expected) {
-    throw new SoftCodecError(`soft label has the wrong length: ${buf.byteLength} bytes, ${formatName(format)} with C = ${c} takes ${expected}`);
+    throw new SoftCodecError(
+      `soft label has the wrong length: ${buf.byteLength} bytes, ${formatName(format)} with C = ${c} takes ${expected}`,
+    );
   }
   return { format, kind, c };
 }

@@ -80,18 +80,24 @@ export class BatchLedger {
       `SELECT 1 FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE r.request_key = ? AND j.state != 'done'
        UNION ALL SELECT 1 FROM labels WHERE request_key = ? AND status = 'ok' LIMIT 1`,
     );
-    return this.db.transaction(() => {
-      const keep = requests.filter((r) => !taken.get(r.key, r.key));
-      if (keep.length === 0) return { job: undefined, dropped: requests.length };
-      const reserved = keep.reduce((a, r) => a + r.worst, 0);
-      const info = this.db
-        .prepare(`INSERT INTO batch_jobs (run_id, token, state, requests, bytes, reserved, created_at, updated_at) VALUES (?, ?, 'preparing', ?, ?, ?, ?, ?)`)
-        .run(runId, randomBytes(12).toString('hex'), keep.length, bytes, reserved, t, t);
-      const jobId = Number(info.lastInsertRowid);
-      const add = this.db.prepare(`INSERT INTO batch_requests (job_id, request_key, item_id, state, est_prompt) VALUES (?, ?, ?, 'pending', ?)`);
-      for (const r of keep) add.run(jobId, r.key, r.itemId, r.estPrompt);
-      return { job: this.job(jobId)!, dropped: requests.length - keep.length };
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const keep = requests.filter((r) => !taken.get(r.key, r.key));
+        if (keep.length === 0) return { job: undefined, dropped: requests.length };
+        const reserved = keep.reduce((a, r) => a + r.worst, 0);
+        const info = this.db
+          .prepare(
+            `INSERT INTO batch_jobs (run_id, token, state, requests, bytes, reserved, created_at, updated_at) VALUES (?, ?, 'preparing', ?, ?, ?, ?, ?)`,
+          )
+          .run(runId, randomBytes(12).toString('hex'), keep.length, bytes, reserved, t, t);
+        const jobId = Number(info.lastInsertRowid);
+        const add = this.db.prepare(
+          `INSERT INTO batch_requests (job_id, request_key, item_id, state, est_prompt) VALUES (?, ?, ?, 'pending', ?)`,
+        );
+        for (const r of keep) add.run(jobId, r.key, r.itemId, r.estPrompt);
+        return { job: this.job(jobId)!, dropped: requests.length - keep.length };
+      })
+      .immediate();
   }
 
   job(id: number): JobRow | undefined {
@@ -107,7 +113,9 @@ export class BatchLedger {
   }
 
   requests(jobId: number): JobRequestRow[] {
-    return this.db.prepare('SELECT request_key, item_id, state, est_prompt FROM batch_requests WHERE job_id = ? ORDER BY rowid').all(jobId) as JobRequestRow[];
+    return this.db
+      .prepare('SELECT request_key, item_id, state, est_prompt FROM batch_requests WHERE job_id = ? ORDER BY rowid')
+      .all(jobId) as JobRequestRow[];
   }
 
   setUploaded(jobId: number, fileId: string): void {
@@ -115,46 +123,68 @@ export class BatchLedger {
   }
 
   setSubmitted(jobId: number, batchId: string, remoteStatus: string): void {
-    this.db.prepare(`UPDATE batch_jobs SET state = 'submitted', batch_id = ?, remote_status = ?, updated_at = ? WHERE id = ?`).run(batchId, remoteStatus, now(), jobId);
+    this.db
+      .prepare(`UPDATE batch_jobs SET state = 'submitted', batch_id = ?, remote_status = ?, updated_at = ? WHERE id = ?`)
+      .run(batchId, remoteStatus, now(), jobId);
   }
 
   setRemote(jobId: number, b: { status: string; output_file_id?: string | null; error_file_id?: string | null }): void {
     this.db
-      .prepare(`UPDATE batch_jobs SET remote_status = ?, output_file_id = coalesce(?, output_file_id), error_file_id = coalesce(?, error_file_id), updated_at = ? WHERE id = ?`)
+      .prepare(
+        `UPDATE batch_jobs SET remote_status = ?, output_file_id = coalesce(?, output_file_id), error_file_id = coalesce(?, error_file_id), updated_at = ? WHERE id = ?`,
+      )
       .run(b.status, b.output_file_id ?? null, b.error_file_id ?? null, now(), jobId);
   }
 
   setRequest(jobId: number, key: string, state: RequestState, promptTokens: number | null, error: string | null): void {
-    this.db.prepare('UPDATE batch_requests SET state = ?, prompt_tokens = ?, error = ? WHERE job_id = ? AND request_key = ?').run(state, promptTokens, error, jobId, key);
+    this.db
+      .prepare('UPDATE batch_requests SET state = ?, prompt_tokens = ?, error = ? WHERE job_id = ? AND request_key = ?')
+      .run(state, promptTokens, error, jobId, key);
   }
 
   /** The job is over: its requests leave the live set and its reservation is released (call inside the ingest's transaction). */
   finishJob(jobId: number, cost: number, message: string | null): void {
     const t = now();
-    this.db.prepare(`UPDATE batch_jobs SET state = 'done', reserved = 0, cost = ?, message = ?, updated_at = ?, ended_at = ? WHERE id = ?`).run(cost, message, t, t, jobId);
+    this.db
+      .prepare(`UPDATE batch_jobs SET state = 'done', reserved = 0, cost = ?, message = ?, updated_at = ?, ended_at = ? WHERE id = ?`)
+      .run(cost, message, t, t, jobId);
   }
 
   /** Worst-case cost held by a run's live jobs. */
   reservedFor(runId: number): number {
-    return (this.db.prepare(`SELECT coalesce(sum(reserved), 0) AS c FROM batch_jobs WHERE run_id = ? AND state != 'done'`).get(runId) as { c: number }).c;
+    return (
+      this.db.prepare(`SELECT coalesce(sum(reserved), 0) AS c FROM batch_jobs WHERE run_id = ? AND state != 'done'`).get(runId) as {
+        c: number;
+      }
+    ).c;
   }
 
   /** Times a key got no answer from a batch of this run (failed lines, expired or failed batches). */
   failures(runId: number, key: string): number {
-    return (this.db
-      .prepare(`SELECT count(*) AS n FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.request_key = ? AND r.state = 'failed'`)
-      .get(runId, key) as { n: number }).n;
+    return (
+      this.db
+        .prepare(
+          `SELECT count(*) AS n FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.request_key = ? AND r.state = 'failed'`,
+        )
+        .get(runId, key) as { n: number }
+    ).n;
   }
 
   /** Whether a key was in an earlier batch of this run (so asking again is a retry). */
   wasBatched(runId: number, key: string): boolean {
-    return !!this.db.prepare(`SELECT 1 FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.request_key = ? AND j.state = 'done' LIMIT 1`).get(runId, key);
+    return !!this.db
+      .prepare(
+        `SELECT 1 FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.request_key = ? AND j.state = 'done' LIMIT 1`,
+      )
+      .get(runId, key);
   }
 
   /** Largest ratio seen in a run of the server's prompt tokens to our estimate (1 when none): reservations scale by it. */
   promptScale(runId: number): number {
     const r = this.db
-      .prepare(`SELECT max(1.0 * r.prompt_tokens / r.est_prompt) AS s FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.est_prompt > 0 AND r.prompt_tokens IS NOT NULL`)
+      .prepare(
+        `SELECT max(1.0 * r.prompt_tokens / r.est_prompt) AS s FROM batch_requests r JOIN batch_jobs j ON j.id = r.job_id WHERE j.run_id = ? AND r.est_prompt > 0 AND r.prompt_tokens IS NOT NULL`,
+      )
       .get(runId) as { s: number | null };
     return Math.max(1, r.s ?? 1);
   }

@@ -26,7 +26,9 @@ export class LeaseHeld extends DistilleryError {
     readonly lease: LeaseRow,
     hint = 'Use --wait to wait for it',
   ) {
-    super(`${path}: ${lease.name} is held by pid ${lease.pid} on ${lease.host} since ${lease.acquired_at} (${lease.command}); it expires at ${lease.expires_at} unless renewed. ${hint}`);
+    super(
+      `${path}: ${lease.name} is held by pid ${lease.pid} on ${lease.host} since ${lease.acquired_at} (${lease.command}); it expires at ${lease.expires_at} unless renewed. ${hint}`,
+    );
     this.name = 'LeaseHeld';
   }
 }
@@ -83,7 +85,7 @@ const ZOMBIE_GRACE_MS = 2500;
 /** Whether `pid` is gone within `ms` (polled; blocks the thread, as taking a lease is synchronous). */
 function goneWithin(pid: number, ms: number): boolean {
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (const deadline = Date.now() + ms; ; ) {
+  for (const deadline = Date.now() + ms; ;) {
     if (processGone(pid)) return true;
     if (Date.now() >= deadline) return false;
     Atomics.wait(pause, 0, 0, 100);
@@ -112,7 +114,12 @@ export class Lease {
   }
 
   /** Wait (polling) until the lease can be taken, or the signal aborts. */
-  static async wait(store: Store, name: string, o: LeaseOptions & { pollMs?: number; signal?: AbortSignal; onWait?: (held: LeaseRow) => void }, onLost?: () => void): Promise<Lease> {
+  static async wait(
+    store: Store,
+    name: string,
+    o: LeaseOptions & { pollMs?: number; signal?: AbortSignal; onWait?: (held: LeaseRow) => void },
+    onLost?: () => void,
+  ): Promise<Lease> {
     let told = false;
     for (;;) {
       try {
@@ -163,7 +170,9 @@ export class Lease {
   renew(): void {
     if (this.lost) return;
     const expires = new Date(this.now().getTime() + this.o.ttlMs).toISOString();
-    const info = Store.sqlOf(this.store).prepare('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?').run(expires, this.name, this.holder);
+    const info = Store.sqlOf(this.store)
+      .prepare('UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?')
+      .run(expires, this.name, this.holder);
     if (info.changes === 0) {
       this.lost = true;
       clearInterval(this.timer);

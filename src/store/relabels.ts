@@ -62,7 +62,9 @@ export function unfinishedRelabel(store: Store, taskId: number, baseConfig: stri
 }
 
 export function relabelItems<R extends string>(store: Store, relabelId: number): { itemId: number; reason: R }[] {
-  return Store.sqlOf(store).prepare('SELECT item_id AS itemId, reason FROM relabel_items WHERE relabel_id = ? ORDER BY rank').all(relabelId) as { itemId: number; reason: R }[];
+  return Store.sqlOf(store)
+    .prepare('SELECT item_id AS itemId, reason FROM relabel_items WHERE relabel_id = ? ORDER BY rank')
+    .all(relabelId) as { itemId: number; reason: R }[];
 }
 
 /** The selection, in one transaction, before any request: what a resume works from. */
@@ -80,7 +82,9 @@ export function recordSelection(
         .prepare(`INSERT INTO relabels (task_id, salt, base_config, policies, status, created_at) VALUES (?, ?, ?, ?, 'selected', ?)`)
         .run(taskId, randomUUID(), baseConfig, JSON.stringify(policies), new Date().toISOString());
       const id = Number(info.lastInsertRowid);
-      const insert = Store.sqlOf(store).prepare('INSERT INTO relabel_items (relabel_id, item_id, reason, rank, prev_label_id) VALUES (?, ?, ?, ?, ?)');
+      const insert = Store.sqlOf(store).prepare(
+        'INSERT INTO relabel_items (relabel_id, item_id, reason, rank, prev_label_id) VALUES (?, ?, ?, ?, ?)',
+      );
       picked.forEach((p, rank) => insert.run(id, p.itemId, p.reason, rank, p.prevLabelId));
       return relabelRow(store, id)!;
     })

@@ -77,7 +77,11 @@ export function storeStatus(store: Store): StoreStatus {
     )
     .all() as Omit<RunStatus, 'pending'>[];
   const relabels = relabelsByRun(store);
-  const runStatuses: RunStatus[] = runs.map((r) => ({ ...r, pending: Math.max(0, r.items - r.labeled - r.failed), relabel: relabels.get(r.run) ?? null }));
+  const runStatuses: RunStatus[] = runs.map((r) => ({
+    ...r,
+    pending: Math.max(0, r.items - r.labeled - r.failed),
+    relabel: relabels.get(r.run) ?? null,
+  }));
 
   const tasks = store.listTasks().map((t): TaskStatus => {
     const c = db
@@ -116,7 +120,14 @@ function relabelsByRun(store: Store): Map<number, RelabelStatus> {
   for (const r of rows) {
     let s = out.get(r.run_id);
     if (!s) {
-      s = { id: r.id, policies: JSON.parse(r.policies) as string[], status: r.status, selected: 0, by_reason: {}, drift: r.drift ? JSON.parse(r.drift) : null };
+      s = {
+        id: r.id,
+        policies: JSON.parse(r.policies) as string[],
+        status: r.status,
+        selected: 0,
+        by_reason: {},
+        drift: r.drift ? JSON.parse(r.drift) : null,
+      };
       out.set(r.run_id, s);
     }
     if (r.reason) {
@@ -128,7 +139,13 @@ function relabelsByRun(store: Store): Map<number, RelabelStatus> {
 }
 
 function sumSpend(rs: Counts[]): Pick<Counts, 'requests' | 'errors' | 'prompt_tokens' | 'completion_tokens' | 'cost'> {
-  return { requests: sum(rs, 'requests'), errors: sum(rs, 'errors'), prompt_tokens: sum(rs, 'prompt_tokens'), completion_tokens: sum(rs, 'completion_tokens'), cost: sum(rs, 'cost') };
+  return {
+    requests: sum(rs, 'requests'),
+    errors: sum(rs, 'errors'),
+    prompt_tokens: sum(rs, 'prompt_tokens'),
+    completion_tokens: sum(rs, 'completion_tokens'),
+    cost: sum(rs, 'cost'),
+  };
 }
 
 function sum<T>(xs: T[], k: keyof T): number {

@@ -124,7 +124,10 @@ export class Store {
   private pendingWrites: Array<() => void> = [];
   private flushScheduled = false;
 
-  private constructor(db: DB, readonly path: string) {
+  private constructor(
+    db: DB,
+    readonly path: string,
+  ) {
     this.#db = db;
   }
 
@@ -168,15 +171,19 @@ export class Store {
   private migrate(readonly: boolean): void {
     const version = this.#db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
-      throw new DistilleryError(`${this.path}: database schema v${version} is newer than this distillery (v${SCHEMA_VERSION}); upgrade distillery`);
+      throw new DistilleryError(
+        `${this.path}: database schema v${version} is newer than this distillery (v${SCHEMA_VERSION}); upgrade distillery`,
+      );
     }
     if (version === SCHEMA_VERSION) return;
     if (readonly) throw new DistilleryError(`${this.path}: database schema v${version} needs migrating; run a writing command first`);
     for (let v = version; v < SCHEMA_VERSION; v++) {
-      this.#db.transaction(() => {
-        this.#db.exec(MIGRATIONS[v]);
-        this.#db.pragma(`user_version = ${v + 1}`);
-      }).immediate();
+      this.#db
+        .transaction(() => {
+          this.#db.exec(MIGRATIONS[v]);
+          this.#db.pragma(`user_version = ${v + 1}`);
+        })
+        .immediate();
     }
   }
 
@@ -264,7 +271,11 @@ export class Store {
         }
         const clash = byExtId.get(taskId, item.id) as { id: number } | undefined;
         if (clash) {
-          throw new InputError(item.source.file, item.source.line, `id "${item.id}" already names an item with different content (give each row a unique id with --id-field)`);
+          throw new InputError(
+            item.source.file,
+            item.source.line,
+            `id "${item.id}" already names an item with different content (give each row a unique id with --id-field)`,
+          );
         }
         if (item.image) insertBlob.run(item.image.sha256, item.image.mime, item.image.bytes);
         const info = insertItem.run(
@@ -324,7 +335,9 @@ export class Store {
   /** text -> item id for a text task, for matching rows that name their item by text. */
   itemIdsByText(taskId: number): Map<string, number> {
     const map = new Map<string, number>();
-    for (const r of this.#db.prepare(`SELECT id, json_extract(input, '$.text') AS text FROM items WHERE task_id = ?`).iterate(taskId) as Iterable<{ id: number; text: string | null }>) {
+    for (const r of this.#db
+      .prepare(`SELECT id, json_extract(input, '$.text') AS text FROM items WHERE task_id = ?`)
+      .iterate(taskId) as Iterable<{ id: number; text: string | null }>) {
       if (r.text !== null && !map.has(r.text)) map.set(r.text, r.id);
     }
     return map;
@@ -332,7 +345,9 @@ export class Store {
 
   /** The latest run with this configuration that completed (an ingest already done). */
   completedRun(configHash: string): RunRow | undefined {
-    return this.#db.prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status = 'completed' ORDER BY r.id DESC LIMIT 1`).get(configHash) as RunRow | undefined;
+    return this.#db
+      .prepare(`${RUN_SELECT} WHERE r.config_hash = ? AND r.status = 'completed' ORDER BY r.id DESC LIMIT 1`)
+      .get(configHash) as RunRow | undefined;
   }
 
   /** Every item of a task in id order (the order they were imported in). */
@@ -352,7 +367,8 @@ export class Store {
   }
 
   blob(sha256: string): { mime: string; bytes: Buffer } {
-    const row = this.#db.prepare('SELECT mime, bytes FROM blobs WHERE sha256 = ?').get(sha256) as { mime: string; bytes: Buffer } | undefined;
+    const row = this.#db.prepare('SELECT mime, bytes FROM blobs WHERE sha256 = ?').get(sha256) as
+      { mime: string; bytes: Buffer } | undefined;
     if (!row) throw new DistilleryError(`${this.path}: image ${sha256} is missing from the database`);
     return row;
   }
@@ -391,10 +407,14 @@ export class Store {
       try {
         snap.#db.transaction(() => {
           snap.#db.prepare('INSERT INTO main.tasks SELECT * FROM src.tasks WHERE id = ?').run(task.id);
-          snap.#db.prepare('INSERT INTO main.items SELECT * FROM src.items WHERE task_id = ? AND created_at <= ? ORDER BY id').run(task.id, cutoff);
+          snap.#db
+            .prepare('INSERT INTO main.items SELECT * FROM src.items WHERE task_id = ? AND created_at <= ? ORDER BY id')
+            .run(task.id, cutoff);
           snap.#db.prepare('INSERT INTO main.runs SELECT * FROM src.runs WHERE task_id = ? AND id <= ? ORDER BY id').run(task.id, runId);
           snap.#db
-            .prepare('INSERT INTO main.labels SELECT * FROM src.labels WHERE run_id IN (SELECT id FROM main.runs) AND item_id IN (SELECT id FROM main.items) ORDER BY id')
+            .prepare(
+              'INSERT INTO main.labels SELECT * FROM src.labels WHERE run_id IN (SELECT id FROM main.runs) AND item_id IN (SELECT id FROM main.items) ORDER BY id',
+            )
             .run();
         })();
       } finally {
@@ -440,7 +460,24 @@ export class Store {
   }
 
   /** A run as described, its id and status included: loading an export into an empty database (src/export/import.ts). */
-  restoreRun(r: Pick<RunRow, 'id' | 'task_id' | 'kind' | 'teacher' | 'base_url' | 'prompt_version' | 'source' | 'source_hash' | 'config_hash' | 'params' | 'labels' | 'status' | 'items_total'>): void {
+  restoreRun(
+    r: Pick<
+      RunRow,
+      | 'id'
+      | 'task_id'
+      | 'kind'
+      | 'teacher'
+      | 'base_url'
+      | 'prompt_version'
+      | 'source'
+      | 'source_hash'
+      | 'config_hash'
+      | 'params'
+      | 'labels'
+      | 'status'
+      | 'items_total'
+    >,
+  ): void {
     this.flush();
     const t = now();
     this.#db
@@ -463,9 +500,11 @@ export class Store {
 
   runs(taskId?: number): RunRow[] {
     this.flush();
-    return (taskId === undefined
-      ? this.#db.prepare(`${RUN_SELECT} ORDER BY r.id`).all()
-      : this.#db.prepare(`${RUN_SELECT} WHERE r.task_id = ? ORDER BY r.id`).all(taskId)) as RunRow[];
+    return (
+      taskId === undefined
+        ? this.#db.prepare(`${RUN_SELECT} ORDER BY r.id`).all()
+        : this.#db.prepare(`${RUN_SELECT} WHERE r.task_id = ? ORDER BY r.id`).all(taskId)
+    ) as RunRow[];
   }
 
   // ---- the idempotency ledger -------------------------------------------
@@ -478,9 +517,13 @@ export class Store {
 
   /** Stored valid answers for a key, oldest first (bodies inflated). */
   okResponses(requestKey: string): Array<{ body: any; promptTokens: number; completionTokens: number; cost: number; latencyMs: number }> {
-    return (this.#db
-      .prepare(`SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE request_key = ? AND status = 'ok' ORDER BY id`)
-      .all(requestKey) as any[]).map((r) => ({
+    return (
+      this.#db
+        .prepare(
+          `SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE request_key = ? AND status = 'ok' ORDER BY id`,
+        )
+        .all(requestKey) as any[]
+    ).map((r) => ({
       body: JSON.parse(inflateRawSync(r.body).toString('utf8')),
       promptTokens: r.prompt_tokens,
       completionTokens: r.completion_tokens,
@@ -499,7 +542,10 @@ export class Store {
    * A key's invalid answers in a run, summed, and the body of the last one (inflated; undefined when there is none
    * or it cannot be read): what a label row that settles the key after them totals up.
    */
-  invalidAnswers(runId: number, requestKey: string): { attempts: number; promptTokens: number; completionTokens: number; cost: number; latencyMs: number; lastBody: unknown } {
+  invalidAnswers(
+    runId: number,
+    requestKey: string,
+  ): { attempts: number; promptTokens: number; completionTokens: number; cost: number; latencyMs: number; lastBody: unknown } {
     this.flush();
     const rows = this.stmt(
       `SELECT body, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE run_id = ? AND request_key = ? AND status = 'invalid' ORDER BY id`,
@@ -537,7 +583,18 @@ export class Store {
       this.stmt(
         `INSERT INTO responses (request_key, run_id, item_id, status, body, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(r.requestKey, r.runId, r.itemId, r.status, deflateRawSync(JSON.stringify(r.body), { level: 1 }), r.promptTokens, r.completionTokens, r.cost, r.latencyMs, now()),
+      ).run(
+        r.requestKey,
+        r.runId,
+        r.itemId,
+        r.status,
+        deflateRawSync(JSON.stringify(r.body), { level: 1 }),
+        r.promptTokens,
+        r.completionTokens,
+        r.cost,
+        r.latencyMs,
+        now(),
+      ),
     );
   }
 
@@ -548,14 +605,37 @@ export class Store {
   /** Insert a label now, inside the caller's transaction (see `transaction`). */
   insertLabel(l: LabelRecord): void {
     this.stmt(
-        `INSERT INTO labels (item_id, run_id, request_key, status, label, soft, soft_method, sparse, raw, prompt_tokens, completion_tokens, cost, latency_ms, attempts, error, created_at)
+      `INSERT INTO labels (item_id, run_id, request_key, status, label, soft, soft_method, sparse, raw, prompt_tokens, completion_tokens, cost, latency_ms, attempts, error, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(l.itemId, l.runId, l.requestKey, l.status, l.label, l.soft, l.softMethod, l.sparse ? 1 : 0, l.raw, l.promptTokens, l.completionTokens, l.cost, l.latencyMs, l.attempts, l.error, now());
+    ).run(
+      l.itemId,
+      l.runId,
+      l.requestKey,
+      l.status,
+      l.label,
+      l.soft,
+      l.softMethod,
+      l.sparse ? 1 : 0,
+      l.raw,
+      l.promptTokens,
+      l.completionTokens,
+      l.cost,
+      l.latencyMs,
+      l.attempts,
+      l.error,
+      now(),
+    );
   }
 
   recordRequestError(e: { runId: number; itemId: number; requestKey: string; reason: string }): void {
     this.enqueue(() =>
-      this.stmt('INSERT INTO request_errors (run_id, item_id, request_key, reason, created_at) VALUES (?, ?, ?, ?, ?)').run(e.runId, e.itemId, e.requestKey, e.reason, now()),
+      this.stmt('INSERT INTO request_errors (run_id, item_id, request_key, reason, created_at) VALUES (?, ?, ?, ?, ?)').run(
+        e.runId,
+        e.itemId,
+        e.requestKey,
+        e.reason,
+        now(),
+      ),
     );
   }
 
@@ -594,7 +674,9 @@ export class Store {
       this.#db.transaction(() => writes.forEach((w) => w())).immediate();
       this.pendingWrites = [];
     } catch (e) {
-      this.writeError = new DistilleryError(`${this.path}: cannot write (${(e as Error).message}); ${writes.length} record(s) of the last moment were not saved, everything before them is`);
+      this.writeError = new DistilleryError(
+        `${this.path}: cannot write (${(e as Error).message}); ${writes.length} record(s) of the last moment were not saved, everything before them is`,
+      );
       throw this.writeError;
     }
   }

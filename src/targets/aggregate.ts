@@ -38,7 +38,15 @@ export function aggregate(views: TeacherView[], opts: AggregateOptions): Aggrega
   const temps = resolveTemperatures(opts.temperatures, views.length);
   switch (opts.method) {
     case 'mean':
-      return withHard(average(views, views.map(() => 1), temps, c, n));
+      return withHard(
+        average(
+          views,
+          views.map(() => 1),
+          temps,
+          c,
+          n,
+        ),
+      );
     case 'weighted': {
       const weights = opts.weights ? checkWeights(opts.weights, views.length) : fitWeights(views, opts.gold, n, c);
       return { ...withHard(average(views, weights, temps, c, n)), weights };

@@ -109,8 +109,14 @@ export function calibrationReport(view: TeacherView, gold: Labels, T: number): C
   return {
     teacher: view.name,
     temperature: T,
-    before: stats(items.map((it) => softmaxT(it.z, 1)), golds),
-    after: stats(items.map((it) => softmaxT(it.z, T)), golds),
+    before: stats(
+      items.map((it) => softmaxT(it.z, 1)),
+      golds,
+    ),
+    after: stats(
+      items.map((it) => softmaxT(it.z, T)),
+      golds,
+    ),
   };
 }
 

@@ -41,7 +41,11 @@ export function resolveTeachers(store: Store, task: TaskRow, spec?: string): Tea
     }
     const named = byName(s);
     if (named.length === 0) {
-      throw new SettingError('teachers', s, `no teacher "${s}" on task "${task.name}" (teachers: ${[...new Set(runs.map((r) => r.teacher))].join(', ')})`);
+      throw new SettingError(
+        'teachers',
+        s,
+        `no teacher "${s}" on task "${task.name}" (teachers: ${[...new Set(runs.map((r) => r.teacher))].join(', ')})`,
+      );
     }
     return { name: s, runs: named };
   });
@@ -138,6 +142,12 @@ export function buildTargets(store: Store, task: TaskRow, o: TargetsOptions): Ta
     const reportOn = testGold.some((g) => g !== null) ? testGold : trainGold;
     calibration = views.map((v, k) => calibrationReport(v, reportOn, temperatures![k]));
   }
-  const result = aggregate(views, { method: o.aggregate, weights: o.weights, gold: items.gold.map((g, i) => (items.items[i].split === 'train' ? g : null)), temperatures, numClasses: task.labels.length });
+  const result = aggregate(views, {
+    method: o.aggregate,
+    weights: o.weights,
+    gold: items.gold.map((g, i) => (items.items[i].split === 'train' ? g : null)),
+    temperatures,
+    numClasses: task.labels.length,
+  });
   return { ...result, items, teachers, views, temperatures, calibration };
 }

@@ -64,7 +64,14 @@ export function teachersReport(store: Store, task: TaskRow, opts: { teachers?: s
   });
   const pairs: TeachersReport['agreement'] = [];
   for (let a = 0; a < views.length; a++) {
-    for (let b = a + 1; b < views.length; b++) pairs.push({ a: views[a].name, b: views[b].name, ...agreement(views[a].hard, views[b].hard) });
+    for (let b = a + 1; b < views.length; b++)
+      pairs.push({ a: views[a].name, b: views[b].name, ...agreement(views[a].hard, views[b].hard) });
   }
-  return { task: task.name, items: items.items.length, gold: items.gold.filter((g) => g !== null).length, teachers: rows, agreement: pairs };
+  return {
+    task: task.name,
+    items: items.items.length,
+    gold: items.gold.filter((g) => g !== null).length,
+    teachers: rows,
+    agreement: pairs,
+  };
 }

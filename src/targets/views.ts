@@ -8,12 +8,15 @@ import { argmax, checkClass, oneHot } from './vector.ts';
 
 /** Checks shapes, class indices and log-probabilities of every view; returns the item count N. */
 export function checkViews(views: TeacherView[], numClasses: number): number {
-  if (!Number.isInteger(numClasses) || numClasses < 1) throw new TargetsError(`numClasses must be a positive whole number, got ${numClasses}`);
+  if (!Number.isInteger(numClasses) || numClasses < 1)
+    throw new TargetsError(`numClasses must be a positive whole number, got ${numClasses}`);
   if (views.length === 0) throw new TargetsError('no teachers to aggregate');
   const n = views[0].logprobs.length;
   for (const v of views) {
     if (v.logprobs.length !== n || v.hard.length !== n) {
-      throw new TargetsError(`teacher ${v.name} has ${v.logprobs.length} log-probability rows and ${v.hard.length} hard labels, expected ${n} of each`);
+      throw new TargetsError(
+        `teacher ${v.name} has ${v.logprobs.length} log-probability rows and ${v.hard.length} hard labels, expected ${n} of each`,
+      );
     }
     for (let i = 0; i < n; i++) checkItem(v, i, numClasses);
   }

@@ -30,7 +30,9 @@ export class TeacherClient {
     const apiKey = env[opts.apiKeyEnv];
     this.apiKey = apiKey;
     if (!apiKey && this.baseURL === OFFICIAL_BASE_URL) {
-      throw new DistilleryError(`no API key: set ${opts.apiKeyEnv} (or --api-key-env NAME), or point --base-url at a server that needs none`);
+      throw new DistilleryError(
+        `no API key: set ${opts.apiKeyEnv} (or --api-key-env NAME), or point --base-url at a server that needs none`,
+      );
     }
     this.openai = new OpenAI({
       apiKey: apiKey || 'none',
@@ -41,7 +43,10 @@ export class TeacherClient {
   }
 
   /** One attempt; errors are the SDK's classes, classified by src/teacher/retry.ts. */
-  async complete(params: ChatCompletionCreateParamsNonStreaming, signal?: AbortSignal): Promise<{ completion: ChatCompletion; latencyMs: number }> {
+  async complete(
+    params: ChatCompletionCreateParamsNonStreaming,
+    signal?: AbortSignal,
+  ): Promise<{ completion: ChatCompletion; latencyMs: number }> {
     const t0 = performance.now();
     try {
       const completion = await this.openai.chat.completions.create(params, { signal });
@@ -57,11 +62,18 @@ export class TeacherClient {
 
   /** Upload a JSONL file of requests (purpose "batch"). */
   uploadBatchFile(name: string, content: Buffer, signal?: AbortSignal): Promise<FileObject> {
-    return this.redacted(async () => this.openai.files.create({ file: await toFile(content, name, { type: 'application/jsonl' }), purpose: 'batch' }, { signal }));
+    return this.redacted(async () =>
+      this.openai.files.create({ file: await toFile(content, name, { type: 'application/jsonl' }), purpose: 'batch' }, { signal }),
+    );
   }
 
   createBatch(inputFileId: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<Batch> {
-    return this.redacted(() => this.openai.batches.create({ input_file_id: inputFileId, endpoint: '/v1/chat/completions', completion_window: '24h', metadata }, { signal }));
+    return this.redacted(() =>
+      this.openai.batches.create(
+        { input_file_id: inputFileId, endpoint: '/v1/chat/completions', completion_window: '24h', metadata },
+        { signal },
+      ),
+    );
   }
 
   retrieveBatch(batchId: string, signal?: AbortSignal): Promise<Batch> {

@@ -1,4 +1,8 @@
-import type { ChatCompletionContentPart, ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import type {
+  ChatCompletionContentPart,
+  ChatCompletionCreateParamsNonStreaming,
+  ChatCompletionMessageParam,
+} from 'openai/resources/chat/completions';
 import { createRequire } from 'node:module';
 import type * as Tokenizer from 'gpt-tokenizer';
 import { DistilleryError } from '../errors.ts';
@@ -91,7 +95,12 @@ export class RequestBuilder {
     };
     // keySalt only when set: the keys of every plain run stay what they always were.
     this.configDigest = sha256Hex(
-      canonicalJson({ baseURL: settings.baseURL, soft: softModeName(settings.soft), ...this.decoding, ...(settings.keySalt ? { relabel: settings.keySalt } : {}) }),
+      canonicalJson({
+        baseURL: settings.baseURL,
+        soft: softModeName(settings.soft),
+        ...this.decoding,
+        ...(settings.keySalt ? { relabel: settings.keySalt } : {}),
+      }),
     );
     this.maxCompletionTokens = settings.maxTokens * n;
   }

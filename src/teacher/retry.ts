@@ -12,8 +12,7 @@ import type { RetryPolicy } from './retry-policy.ts';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry-policy.ts';
 
 export type FailureClass =
-  | { kind: 'retry'; reason: string; waitMs?: number; rateLimited: boolean }
-  | { kind: 'fatal'; error: TeacherError };
+  { kind: 'retry'; reason: string; waitMs?: number; rateLimited: boolean } | { kind: 'fatal'; error: TeacherError };
 
 /** Decide what an error from the SDK means for the run. */
 export function classifyError(err: unknown): FailureClass {
@@ -31,14 +30,19 @@ export function classifyError(err: unknown): FailureClass {
     if (status === 400 && mentionsLogprobs(err)) {
       return {
         kind: 'fatal',
-        error: new TeacherError(`the server rejected logprobs (${oneLine(err.message)}); use --soft samples:N (self-consistency) or --soft none`),
+        error: new TeacherError(
+          `the server rejected logprobs (${oneLine(err.message)}); use --soft samples:N (self-consistency) or --soft none`,
+        ),
       };
     }
     if (status === 401) return { kind: 'fatal', error: new TeacherError(`${oneLine(err.message)} (check the API key variable)`) };
     return { kind: 'fatal', error: new TeacherError(`the teacher answered ${oneLine(err.message)}`) };
   }
   if (err instanceof Error && err.name === 'AbortError') return { kind: 'retry', reason: 'aborted', rateLimited: false };
-  return { kind: 'fatal', error: new TeacherError(`unexpected error from the teacher client: ${oneLine(String((err as Error)?.message ?? err))}`) };
+  return {
+    kind: 'fatal',
+    error: new TeacherError(`unexpected error from the teacher client: ${oneLine(String((err as Error)?.message ?? err))}`),
+  };
 }
 
 /** The wait a server asked for, from retry-after-ms, retry-after and x-ratelimit-reset-* headers (the longest wins). */

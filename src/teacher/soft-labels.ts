@@ -69,7 +69,13 @@ export function softLabelFromLogprobs(tokens: TokenLogprob[], labels: string[], 
   const valueStart = findStringValueStart(Buffer.concat(answer.spans), field);
   const { position, pre } = locate(answer.spans, valueStart);
 
-  const { mass, seen } = massAt(answer, position, pre, EMPTY, labels.map((_, i) => i));
+  const { mass, seen } = massAt(
+    answer,
+    position,
+    pre,
+    EMPTY,
+    labels.map((_, i) => i),
+  );
   const seenCount = seen.filter(Boolean).length;
   if (seenCount === 0) {
     throw new SoftLabelError(`no candidate for "${field}" is one of the task's labels`);
@@ -113,7 +119,12 @@ function massAt(answer: Answer, position: number, pre: Buffer, consumed: Buffer,
     // Only the generated token has later positions that can tell the labels apart.
     const split =
       matching.length > 1 && c.bytes.equals(generated) && position + 1 < answer.tokens.length
-        ? conditionalAt(answer, position + 1, sofar, matching.map((k) => subset[k]))
+        ? conditionalAt(
+            answer,
+            position + 1,
+            sofar,
+            matching.map((k) => subset[k]),
+          )
         : undefined;
     matching.forEach((k, j) => {
       mass[k] += c.q * (split ? split.probs[j] : 1 / matching.length);
@@ -242,7 +253,7 @@ function endOfValue(json: Buffer, i: number): number {
   if (json[i] === QUOTE) return endOfString(json, i);
   if (OPEN.has(json[i])) {
     let depth = 0;
-    for (let j = i; j < json.length; ) {
+    for (let j = i; j < json.length;) {
       if (json[j] === QUOTE) {
         j = endOfString(json, j);
         continue;

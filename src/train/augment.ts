@@ -23,16 +23,23 @@ export interface AugmentConfig {
 
 /** Parse `shift:2`, `flip`, `shift:2,flip`; `none` or '' for no augmentation (returns undefined). */
 export function parseAugment(text: string): AugmentConfig | undefined {
-  const parts = text.split(',').map((p) => p.trim()).filter(Boolean);
+  const parts = text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
   if (parts.length === 0 || (parts.length === 1 && parts[0] === 'none')) return undefined;
   const cfg: AugmentConfig = { shift: 0, flip: false };
   for (const p of parts) {
     const m = /^shift:(\d+)$/.exec(p);
     if (m) cfg.shift = Number(m[1]);
     else if (p === 'flip') cfg.flip = true;
-    else throw new DistilleryError(`--augment: unknown part ${JSON.stringify(p)} (expected shift:N and/or flip, e.g. shift:2 or shift:2,flip)`);
+    else
+      throw new DistilleryError(
+        `--augment: unknown part ${JSON.stringify(p)} (expected shift:N and/or flip, e.g. shift:2 or shift:2,flip)`,
+      );
   }
-  if (cfg.shift > 8) throw new DistilleryError(`--augment shift:${cfg.shift}: at most 8 pixels (a light augmentation; larger shifts can change the label)`);
+  if (cfg.shift > 8)
+    throw new DistilleryError(`--augment shift:${cfg.shift}: at most 8 pixels (a light augmentation; larger shifts can change the label)`);
   return cfg.shift === 0 && !cfg.flip ? undefined : cfg;
 }
 

@@ -78,7 +78,9 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
       }
     }
   } else if (!o.supervised && !o.evaluate) {
-    throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs; label or ingest logits first, or train on gold with --supervised`);
+    throw new DistilleryError(
+      `${store.path}: task "${task.name}" has no teacher runs; label or ingest logits first, or train on gold with --supervised`,
+    );
   }
   if (o.supervised) {
     for (let i = 0; i < n; i++) {
@@ -88,9 +90,23 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
     }
   }
 
-  const base = { task, n, ids: items.items.map((it) => it.ext_id), splits: items.items.map((it) => it.split), gold, targetProbs, targetHard, teacherHard, ...(perTeacher ? { perTeacher } : {}) };
+  const base = {
+    task,
+    n,
+    ids: items.items.map((it) => it.ext_id),
+    splits: items.items.map((it) => it.split),
+    gold,
+    targetProbs,
+    targetHard,
+    teacherHard,
+    ...(perTeacher ? { perTeacher } : {}),
+  };
   if (task.input_kind === 'text') {
-    return { ...base, texts: items.items.map((it) => String((JSON.parse(it.input) as Record<string, unknown>).text ?? '')), preprocess: { input: 'text' } };
+    return {
+      ...base,
+      texts: items.items.map((it) => String((JSON.parse(it.input) as Record<string, unknown>).text ?? '')),
+      preprocess: { input: 'text' },
+    };
   }
   const images = items.items.map((it) => {
     if (!it.image) throw new DistilleryError(`item ${it.ext_id} has no image`);
@@ -117,7 +133,12 @@ function perTeacherOf(views: TeacherView[], n: number, c: number): NonNullable<D
 }
 
 /** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
-export function batchInput(ds: BatchSource, spec: StudentSpec, idx: number[], augment?: { config: AugmentConfig; rand: () => number }): StudentInput {
+export function batchInput(
+  ds: BatchSource,
+  spec: StudentSpec,
+  idx: number[],
+  augment?: { config: AugmentConfig; rand: () => number },
+): StudentInput {
   if (ds.texts) {
     if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
     // Texts are hashed once per dataset, not once per batch and epoch.
@@ -179,7 +200,9 @@ export function toPixels(images: Rgba[], pre: NonNullable<Preprocess['image']>, 
   const out = new Float32Array(images.length * per);
   images.forEach((img, i) => {
     if (img.width !== width || img.height !== height) {
-      throw new DistilleryError(`item ${ids[i]}: image is ${img.width}×${img.height}, the model takes ${width}×${height} (resize the images to one size)`);
+      throw new DistilleryError(
+        `item ${ids[i]}: image is ${img.width}×${img.height}, the model takes ${width}×${height} (resize the images to one size)`,
+      );
     }
     let o = i * per;
     for (let p = 0; p < img.rgba.length; p += 4) for (let ch = 0; ch < channels; ch++) out[o++] = (img.rgba[p + ch] / 255 - mean) / std;

@@ -122,7 +122,11 @@ function parseDistilleryJson(path: string, json: unknown): DistilleryModelJson {
     throw new InputError(path, undefined, `unknown format ${JSON.stringify(j?.format)} (expected "${MODEL_FORMAT}")${hint}`);
   }
   if (j.version !== MODEL_VERSION) {
-    throw new InputError(path, undefined, `unsupported ${MODEL_FORMAT} version ${JSON.stringify(j.version)} (this build reads version ${MODEL_VERSION})`);
+    throw new InputError(
+      path,
+      undefined,
+      `unsupported ${MODEL_FORMAT} version ${JSON.stringify(j.version)} (this build reads version ${MODEL_VERSION})`,
+    );
   }
   if (!Array.isArray(j.weights) || typeof j.sha256 !== 'string') throw new InputError(path, undefined, 'missing "weights" or "sha256"');
   j.weights.forEach((w, i) => checkEntry(path, w, i));
@@ -147,7 +151,11 @@ function checkWeightsFile(path: string, json: DistilleryModelJson, data: Buffer)
     throw new InputError(path, undefined, `size mismatch: model.json expects ${expected} bytes, the file has ${data.length}`);
   }
   if (sha256(data) !== json.sha256) {
-    throw new InputError(path, undefined, 'does not match model.json (sha256 differs): a save was interrupted, or the files come from different saves');
+    throw new InputError(
+      path,
+      undefined,
+      'does not match model.json (sha256 differs): a save was interrupted, or the files come from different saves',
+    );
   }
 }
 
@@ -188,21 +196,30 @@ export function loadHandler(dir: string): tf.io.IOHandler {
     load: async (): Promise<tf.io.ModelArtifacts> => {
       const modelPath = join(dir, MODEL_FILE);
       const json = (await readJson(modelPath)) as tf.io.ModelJSON & { format?: string };
-      if (json?.format === MODEL_FORMAT) throw new InputError(modelPath, undefined, `a ${MODEL_FORMAT} (custom student): load it with loadWeights`);
+      if (json?.format === MODEL_FORMAT)
+        throw new InputError(modelPath, undefined, `a ${MODEL_FORMAT} (custom student): load it with loadWeights`);
       if (json?.modelTopology === undefined) throw new InputError(modelPath, undefined, 'not a tfjs model.json: no "modelTopology"');
       return tf.io.getModelArtifactsForJSON(json, (manifest) => readShards(dir, modelPath, manifest));
     },
   };
 }
 
-async function readShards(dir: string, modelPath: string, manifest: tf.io.WeightsManifestConfig): Promise<[tf.io.WeightsManifestEntry[], ArrayBuffer]> {
+async function readShards(
+  dir: string,
+  modelPath: string,
+  manifest: tf.io.WeightsManifestConfig,
+): Promise<[tf.io.WeightsManifestEntry[], ArrayBuffer]> {
   const specs = tf.io.getWeightSpecs(manifest);
   const paths = manifest.flatMap((group) => group.paths.map((p) => join(dir, p)));
   const shards = await Promise.all(paths.map((p) => readExisting(p, `listed in ${modelPath}`)));
   const data = Buffer.concat(shards);
   const expected = weightSpecBytes(specs);
   if (expected !== undefined && expected !== data.length) {
-    throw new InputError(paths.join(', '), undefined, `size mismatch: ${modelPath} expects ${expected} bytes of weights, found ${data.length}`);
+    throw new InputError(
+      paths.join(', '),
+      undefined,
+      `size mismatch: ${modelPath} expects ${expected} bytes of weights, found ${data.length}`,
+    );
   }
   return [specs, data.buffer.slice(data.byteOffset, data.byteOffset + data.length)];
 }

@@ -197,7 +197,8 @@ function relationLogits(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
 
 function regroupQkv(x: Qkv, heads: number | undefined, who: string): Qkv {
   for (const key of ['q', 'k', 'v'] as const) {
-    if (x[key].rank !== 4) throw new DistilleryError(`attentionRelationLoss: ${who} ${key} must be [B, heads, N, d], got [${x[key].shape}]`);
+    if (x[key].rank !== 4)
+      throw new DistilleryError(`attentionRelationLoss: ${who} ${key} must be [B, heads, N, d], got [${x[key].shape}]`);
   }
   if (heads === undefined) return x;
   return { q: regroupHeads(x.q, heads, who), k: regroupHeads(x.k, heads, who), v: regroupHeads(x.v, heads, who) };
@@ -272,7 +273,9 @@ export function manifoldLoss(studentPatches: tf.Tensor, teacherPatches: tf.Tenso
 
 function checkPatchShapes(s: tf.Tensor, t: tf.Tensor): void {
   if (s.rank !== 3 || t.rank !== 3 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1]) {
-    throw new DistilleryError(`manifoldLoss: patches must be [B, N, D] with the same B and N, student [${s.shape}] vs teacher [${t.shape}]`);
+    throw new DistilleryError(
+      `manifoldLoss: patches must be [B, N, D] with the same B and N, student [${s.shape}] vs teacher [${t.shape}]`,
+    );
   }
 }
 
@@ -317,7 +320,9 @@ function samplePatches(total: number, k: number, rand: () => number): number[] {
 export function weightedSum(terms: LossTerms, weights: Readonly<Record<string, number | undefined>> = {}): tf.Scalar {
   const unknown = Object.keys(weights).filter((name) => !(name in terms));
   if (unknown.length > 0) {
-    throw new DistilleryError(`weightedSum: weights for unknown loss terms: ${unknown.join(', ')} (terms: ${Object.keys(terms).join(', ') || 'none'})`);
+    throw new DistilleryError(
+      `weightedSum: weights for unknown loss terms: ${unknown.join(', ')} (terms: ${Object.keys(terms).join(', ') || 'none'})`,
+    );
   }
   const names = Object.keys(terms);
   if (names.length === 0) return tf.scalar(0);

@@ -126,7 +126,8 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
   if (w.rank !== 4 || w.shape[0] !== 3 || w.shape[1] !== 3 || w.shape[2] !== cin) {
     throw new Error(`conv2d3x3: w must be [3,3,${cin},Cout], got [${w.shape}]`);
   }
-  if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3) throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
+  if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3)
+    throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
   const inputGrad = opts.inputGrad !== false;
   const y = onNative() ? nativeConv(x, w, 1, pad ? 'same' : 'valid', inputGrad) : (CONV3X3[pad][inputGrad ? 1 : 0](x, w) as tf.Tensor4D);
   return b ? tf.add(y, b) : y;
@@ -292,7 +293,8 @@ function zeroOutput(shape: number[], input: tf.Tensor): { out: Float32Array; src
  * Rows and columns that do not fill a whole patch are dropped, as 'valid' does.
  */
 export function conv2dPatches(x: tf.Tensor4D, w: tf.Tensor4D, kernel: number, stride: number, b?: tf.Tensor1D): tf.Tensor4D {
-  if (kernel !== stride) throw new Error(`conv2dPatches: only non-overlapping patches (kernel = stride), got kernel ${kernel}, stride ${stride}`);
+  if (kernel !== stride)
+    throw new Error(`conv2dPatches: only non-overlapping patches (kernel = stride), got kernel ${kernel}, stride ${stride}`);
   if (!Number.isInteger(kernel) || kernel < 1) throw new Error(`conv2dPatches: kernel must be a positive integer, got ${kernel}`);
   if (x.rank !== 4) throw new Error(`conv2dPatches: x must be [B,H,W,C], got [${x.shape}]`);
   const p = kernel;
@@ -378,7 +380,8 @@ export function splitHeads(x: tf.Tensor2D, batch: number, parts: number, heads: 
   const [rows, cols] = x.shape;
   const n = rows / batch;
   const dh = cols / (parts * heads);
-  if (!Number.isInteger(n) || !Number.isInteger(dh)) throw new Error(`splitHeads: [${x.shape}] is not [B·N, ${parts}·heads·dh] for B = ${batch}`);
+  if (!Number.isInteger(n) || !Number.isInteger(dh))
+    throw new Error(`splitHeads: [${x.shape}] is not [B·N, ${parts}·heads·dh] for B = ${batch}`);
   if (onNative()) return tf.unstack(tf.transpose(tf.reshape(x, [batch, n, parts, heads, dh]), [2, 0, 3, 1, 4])) as tf.Tensor4D[];
   return tf.split(x, parts, 1).map((t) => tf.transpose(tf.reshape(t, [batch, n, heads, dh]), [0, 2, 1, 3]) as tf.Tensor4D);
 }
@@ -489,7 +492,8 @@ function planBags(bags: readonly Bag[], vocab: number): BagPlan {
     for (let i = 0; i < bag.length; i++) {
       const id = bag[i];
       // wasm's GatherNd does not bounds-check: a bad id would read another row silently.
-      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`embeddingBag: bag ${b} holds id ${id}, outside [0, ${vocab})`);
+      if (!Number.isInteger(id) || id < 0 || id >= vocab)
+        throw new RangeError(`embeddingBag: bag ${b} holds id ${id}, outside [0, ${vocab})`);
       ids[b * lmax + i] = id;
       weights[b * lmax + i] = 1 / bag.length;
     }

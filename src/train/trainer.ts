@@ -17,7 +17,17 @@ import { testReport, type TestReport } from '../infer/evaluate.ts';
 import { tf } from './backend.ts';
 import { batchInput, disposeInput, type Dataset } from './data.ts';
 import type { AugmentConfig } from './augment.ts';
-import { createDistillers, findDistiller, loadFeatureTeacher, objectiveKey, PROJ_PREFIX, type Batch, type Distiller, type DistillSettings, type Needs } from './distill/index.ts';
+import {
+  createDistillers,
+  findDistiller,
+  loadFeatureTeacher,
+  objectiveKey,
+  PROJ_PREFIX,
+  type Batch,
+  type Distiller,
+  type DistillSettings,
+  type Needs,
+} from './distill/index.ts';
 import { loadWeights, saveWeights } from './io.ts';
 import { countParams, createStudent, studentFromWeights, type Student, type StudentSpec } from './models/index.ts';
 import { AdamW, clipByGlobalNorm, cosineLr } from './optim.ts';
@@ -132,9 +142,20 @@ interface Checkpoint extends SavedModelSpec {
  * shuffling, evaluation every epoch, early stopping on the validation slice, a checkpoint every
  * epoch (for --resume), and the best model saved to `outDir`.
  */
-export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outDir: string, o: { resume?: boolean; hooks?: TrainHooks } = {}): Promise<TrainResult> {
+export async function train(
+  ds: Dataset,
+  spec: StudentSpec,
+  c: TrainConfig,
+  outDir: string,
+  o: { resume?: boolean; hooks?: TrainHooks } = {},
+): Promise<TrainResult> {
   if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
-  if (o.resume && c.initFrom) throw new SettingError('initFrom', undefined, 'choose --resume or --init-from, not both (resume continues a checkpoint of the same objective; init-from starts a new objective from a model)');
+  if (o.resume && c.initFrom)
+    throw new SettingError(
+      'initFrom',
+      undefined,
+      'choose --resume or --init-from, not both (resume continues a checkpoint of the same objective; init-from starts a new objective from a model)',
+    );
   const { train: trainIdx, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   const history: EpochRecord[] = [];
@@ -152,11 +173,19 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   try {
     featureTeacher = c.featureTeacher ? await loadFeatureTeacher(c.featureTeacher) : undefined;
     if (featureTeacher) toFree.push(featureTeacher.model);
-    distillers = createDistillers(c.distill, c.settings ?? {}, { student: spec, seed: c.seed, ...(featureTeacher ? { featureTeacher } : {}) });
+    distillers = createDistillers(c.distill, c.settings ?? {}, {
+      student: spec,
+      seed: c.seed,
+      ...(featureTeacher ? { featureTeacher } : {}),
+    });
     toFree.push(...distillers);
     const needs = unionNeeds(distillers);
     if (featureTeacher && !needs.featureTeacher) {
-      throw new SettingError('featureTeacher', c.featureTeacher, 'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)');
+      throw new SettingError(
+        'featureTeacher',
+        c.featureTeacher,
+        'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)',
+      );
     }
     if (o.resume) {
       if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
@@ -165,7 +194,9 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       ck = loaded.spec;
       // The saved model's spec is `spec`: a checkpoint of another student would be trained on, then saved under the wrong spec.
       if (canonicalJson(ck.student) !== canonicalJson(spec)) {
-        throw new DistilleryError(`${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.student)}); resume with the same student options, or train into a new folder`);
+        throw new DistilleryError(
+          `${ckptDir}: the checkpoint is of another student (${canonicalJson(ck.student)}); resume with the same student options, or train into a new folder`,
+        );
       }
       // Likewise the objective: other distillers or settings would continue a different training.
       const now = objectiveKey(distillers);
@@ -180,7 +211,11 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
       const init = await loadModel(c.initFrom);
       if (canonicalJson(init.spec.student) !== canonicalJson(spec)) {
         init.student.dispose();
-        throw new SettingError('initFrom', c.initFrom, `the model is another student (${canonicalJson(init.spec.student)}); use its architecture options, or leave --arch out`);
+        throw new SettingError(
+          'initFrom',
+          c.initFrom,
+          `the model is another student (${canonicalJson(init.spec.student)}); use its architecture options, or leave --arch out`,
+        );
       }
       if (JSON.stringify(init.spec.labels) !== JSON.stringify(ds.task.labels)) {
         init.student.dispose();
@@ -216,10 +251,18 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
   const stepsPerEpoch = Math.ceil(trainIdx.length / c.batchSize);
   const totalSteps = stepsPerEpoch * c.epochs;
   const logEvery = c.logEvery ?? 50;
-  const trainSample = shuffle(trainIdx, mulberry32(c.seed ^ 0x7a1)).slice(0, c.trainAccuracySample ?? 1000).sort((a, b) => a - b);
+  const trainSample = shuffle(trainIdx, mulberry32(c.seed ^ 0x7a1))
+    .slice(0, c.trainAccuracySample ?? 1000)
+    .sort((a, b) => a - b);
   let trainSamples = 0;
   let trainSeconds = 0;
-  const saved: SavedModelSpec = { student: spec, task: ds.task.name, labels: ds.task.labels, preprocess: ds.preprocess, predict: predictWith?.name ?? null };
+  const saved: SavedModelSpec = {
+    student: spec,
+    task: ds.task.name,
+    labels: ds.task.labels,
+    preprocess: ds.preprocess,
+    predict: predictWith?.name ?? null,
+  };
   const objective = objectiveKey(distillers);
 
   // ---- the loop -------------------------------------------------------------------------
@@ -258,8 +301,17 @@ export async function train(ds: Dataset, spec: StudentSpec, c: TrainConfig, outD
     trainSeconds += seconds;
     const trainAcc = targetAccuracy(await predictAll(student, ds, trainSample, predict), ds, trainSample) ?? 0;
     const valAcc = targetAccuracy(await predictAll(student, ds, val, predict), ds, val);
-    const testAcc = test.length && c.testEachEpoch !== false ? testReport(await predictAll(student, ds, test, predict), ds, test).accuracy : null;
-    const record: EpochRecord = { epoch, ...log.means(order.length), train_accuracy: trainAcc, val_accuracy: valAcc, test_accuracy: testAcc, lr, seconds };
+    const testAcc =
+      test.length && c.testEachEpoch !== false ? testReport(await predictAll(student, ds, test, predict), ds, test).accuracy : null;
+    const record: EpochRecord = {
+      epoch,
+      ...log.means(order.length),
+      train_accuracy: trainAcc,
+      val_accuracy: valAcc,
+      test_accuracy: testAcc,
+      lr,
+      seconds,
+    };
     history.push(record);
     o.hooks?.onEpoch?.(record);
     // Without a validation slice the latest epoch counts as the best.
@@ -291,26 +343,47 @@ function unionNeeds(ds: Distiller[]): Needs {
 }
 
 /** The batch the distillers asked for, built outside the gradient tape. */
-function makeBatch(ds: Dataset, spec: StudentSpec, idx: number[], needs: Needs, nc: number, augment: Parameters<typeof batchInput>[3], featureTeacher: Student | undefined): Batch {
+function makeBatch(
+  ds: Dataset,
+  spec: StudentSpec,
+  idx: number[],
+  needs: Needs,
+  nc: number,
+  augment: Parameters<typeof batchInput>[3],
+  featureTeacher: Student | undefined,
+): Batch {
   const x = batchInput(ds, spec, idx, augment);
   const batch: Batch = { idx, x };
-  if (needs.hard) batch.hard = tf.tensor1d(Int32Array.from(idx, (i) => ds.targetHard[i]), 'int32');
-  if (needs.teacherLogits) batch.teacherLogits = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
+  if (needs.hard)
+    batch.hard = tf.tensor1d(
+      Int32Array.from(idx, (i) => ds.targetHard[i]),
+      'int32',
+    );
+  if (needs.teacherLogits)
+    batch.teacherLogits = tf.tidy(() => tf.log(tf.tensor2d(gatherRows(ds.targetProbs, idx, nc), [idx.length, nc])) as tf.Tensor2D);
   if (needs.perTeacher) {
     const p = ds.perTeacher;
-    if (!p) throw new DistilleryError(`task "${ds.task.name}": a distiller needs each teacher's distribution, and the task has no teacher runs`);
+    if (!p)
+      throw new DistilleryError(`task "${ds.task.name}": a distiller needs each teacher's distribution, and the task has no teacher runs`);
     const t = p.names.length;
-    const logits = tf.tidy(() => tf.transpose(tf.tensor3d(gatherRows(p.logprobs, idx, t * nc), [idx.length, t, nc]), [1, 0, 2]) as tf.Tensor3D);
+    const logits = tf.tidy(
+      () => tf.transpose(tf.tensor3d(gatherRows(p.logprobs, idx, t * nc), [idx.length, t, nc]), [1, 0, 2]) as tf.Tensor3D,
+    );
     const present = tf.tidy(() => tf.transpose(tf.tensor2d(gatherRows(p.present, idx, t), [idx.length, t])) as tf.Tensor2D);
     batch.perTeacher = { names: p.names, logits, present };
   }
-  if (needs.featureTeacher && featureTeacher) batch.featureTeacher = tf.tidy(() => featureTeacher.forward(x, { training: false, collect: true }));
+  if (needs.featureTeacher && featureTeacher)
+    batch.featureTeacher = tf.tidy(() => featureTeacher.forward(x, { training: false, collect: true }));
   return batch;
 }
 
 function disposeBatch(b: Batch): void {
   disposeInput(b.x);
-  tf.dispose([b.hard, b.teacherLogits, b.perTeacher?.logits, b.perTeacher?.present, b.featureTeacher].filter((t) => t !== undefined) as tf.TensorContainer[]);
+  tf.dispose(
+    [b.hard, b.teacherLogits, b.perTeacher?.logits, b.perTeacher?.present, b.featureTeacher].filter(
+      (t) => t !== undefined,
+    ) as tf.TensorContainer[],
+  );
 }
 
 /** total = Σ terms (each already weighted by its distiller). */

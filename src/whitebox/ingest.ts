@@ -40,7 +40,9 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
   if (!taskRow) throw new DistilleryError(`${o.store.path}: task "${o.task.name}" has no items; import them first (scripts/import.ts)`);
   o.store.ensureTask(o.task); // same labels as stored, or a clear error
   const sourceHash = await hashFiles(o.sourceFiles ?? [o.input, ...(o.idsFile ? [o.idsFile] : [])]);
-  const configHash = sha256Hex(canonicalJson({ kind: 'logits', task: o.task.name, teacher: o.teacher, sourceHash, format: formatName(o.format) }));
+  const configHash = sha256Hex(
+    canonicalJson({ kind: 'logits', task: o.task.name, teacher: o.teacher, sourceHash, format: formatName(o.format) }),
+  );
   const done = o.store.completedRun(configHash);
   if (done) return { run: done, rows: done.items_total, alreadyIngested: true };
 

@@ -164,7 +164,11 @@ function firstNonFinite(values: Float32Array): number {
 function checkClasses(header: NpyHeader, path: string, numClasses: number): void {
   const [rows, classes] = header.shape;
   if (classes !== numClasses) {
-    throw new InputError(path, undefined, `has ${plural(classes, 'logit')} per row (shape (${rows}, ${classes})), the task has ${plural(numClasses, 'label')}`);
+    throw new InputError(
+      path,
+      undefined,
+      `has ${plural(classes, 'logit')} per row (shape (${rows}, ${classes})), the task has ${plural(numClasses, 'label')}`,
+    );
   }
 }
 

@@ -13,7 +13,11 @@ export interface AttnOptions {
   hiddenLayers: LayerMap | null;
 }
 
-const qkvOf = (f: Record<string, tf.Tensor>, block: number): Qkv => ({ q: f[`block${block}.q`], k: f[`block${block}.k`], v: f[`block${block}.v`] });
+const qkvOf = (f: Record<string, tf.Tensor>, block: number): Qkv => ({
+  q: f[`block${block}.q`],
+  k: f[`block${block}.k`],
+  v: f[`block${block}.v`],
+});
 
 export const attn = defineDistiller<AttnOptions>({
   name: 'attn',
@@ -31,7 +35,13 @@ export const attn = defineDistiller<AttnOptions>({
       key: () => ({ teacher: teacherDir, weight: attnWeight, layers }),
       prepare: (batch) => layers.map(([, lt]) => qkvOf(batch.featureTeacher!.features!, lt)),
       terms: (out, _batch, teacher: Qkv[]) => ({
-        attn: tf.tidy(() => tf.mul(meanOf(layers.map(([ls], i) => attentionRelationLoss(qkvOf(out.features!, ls), teacher[i], { relationHeads }))), attnWeight) as tf.Scalar),
+        attn: tf.tidy(
+          () =>
+            tf.mul(
+              meanOf(layers.map(([ls], i) => attentionRelationLoss(qkvOf(out.features!, ls), teacher[i], { relationHeads }))),
+              attnWeight,
+            ) as tf.Scalar,
+        ),
       }),
       dispose() {},
     };

@@ -18,14 +18,16 @@ export interface DeitOptions {
 
 export const deit = defineDistiller<DeitOptions>({
   name: 'deit',
-  summary: 'distill = w_deit · CE(z_dist, argmax z_t) (hard) or w_deit · T² · KL(z_t/T ‖ z_dist/T) (soft); predicts (softmax z_cls + softmax z_dist)/2',
+  summary:
+    'distill = w_deit · CE(z_dist, argmax z_t) (hard) or w_deit · T² · KL(z_t/T ‖ z_dist/T) (soft); predicts (softmax z_cls + softmax z_dist)/2',
   flags: {
     deitMode: choiceFlag('DeiT: loss of the distillation head', 'hard', ['hard', 'soft'] as const),
     deitWeight: numberFlag('weight of the DeiT distillation-head loss', 1),
     kdTemperature: kdTemperatureFlag,
   },
   create({ deitMode, deitWeight, kdTemperature }, { student }) {
-    if (student.kind !== 'vit' || !student.distillToken) throw new DistilleryError(`--distill deit: needs a ViT with a distillation token (--arch vit --distill-token), not ${student.kind}`);
+    if (student.kind !== 'vit' || !student.distillToken)
+      throw new DistilleryError(`--distill deit: needs a ViT with a distillation token (--arch vit --distill-token), not ${student.kind}`);
     if (deitWeight === 0) return null;
     return {
       name: 'deit',

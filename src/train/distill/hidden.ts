@@ -22,7 +22,10 @@ export const PROJ_PREFIX = 'proj.';
 export const hidden = defineDistiller<HiddenOptions>({
   name: 'hidden',
   summary: 'hidden = w_hidden · mean over --hidden-layers (s, t) of MSE(H_s W_h, H_t), W_h learned when the widths differ',
-  flags: { hiddenWeight: numberFlag('weight of the hidden-state MSE (learned projection when widths differ)', 1), hiddenLayers: hiddenLayersFlag },
+  flags: {
+    hiddenWeight: numberFlag('weight of the hidden-state MSE (learned projection when widths differ)', 1),
+    hiddenLayers: hiddenLayersFlag,
+  },
   create({ hiddenWeight, hiddenLayers }, ctx) {
     if (hiddenWeight === 0) return null;
     const { s, t, teacherDir } = vitPair(ctx, '--distill hidden');
@@ -31,7 +34,8 @@ export const hidden = defineDistiller<HiddenOptions>({
     const proj = new Map<number, tf.Variable>();
     if (s.width !== t.width) {
       const param = seededParams(ctx.seed, weights);
-      for (const [ls] of layers) if (!proj.has(ls)) proj.set(ls, param(`${PROJ_PREFIX}hidden.${ls}.w`, [s.width, t.width], lecun(s.width)) as tf.Variable);
+      for (const [ls] of layers)
+        if (!proj.has(ls)) proj.set(ls, param(`${PROJ_PREFIX}hidden.${ls}.w`, [s.width, t.width], lecun(s.width)) as tf.Variable);
     }
     return {
       name: 'hidden',

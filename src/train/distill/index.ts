@@ -43,7 +43,8 @@ export function distillFlags(): Array<{ key: keyof DistillSettings; flag: Flag<u
   for (const d of DISTILLERS) {
     for (const [key, flag] of Object.entries(d.flags) as Array<[keyof DistillSettings, Flag<unknown>]>) {
       const seen = out.get(key);
-      if (seen && seen.flag !== flag) throw new DistilleryError(`distillers ${seen.users.join(', ')} and ${d.name} declare the setting ${key} differently`);
+      if (seen && seen.flag !== flag)
+        throw new DistilleryError(`distillers ${seen.users.join(', ')} and ${d.name} declare the setting ${key} differently`);
       if (seen) seen.users.push(d.name);
       else out.set(key, { key, flag, users: [d.name] });
     }
@@ -60,7 +61,10 @@ export function distillDefaults(partial: Partial<DistillSettings> = {}): Distill
 
 /** `--distill ce,kd`: known names, each once; returned in registry order. */
 export function parseDistillList(text: string): string[] {
-  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names.length === 0) throw new SettingError('distill', text, 'give at least one distiller');
   for (const n of names) findDistiller(n);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

@@ -20,7 +20,7 @@ export const kdTemperatureFlag: Flag<number> = numberFlag(
 
 export const kd = defineDistiller<KdOptions>({
   name: 'kd',
-  summary: 'kd = w_kd · T² · KL(softmax(z_t/T) ‖ softmax(z_s/T)), z_t the aggregated teachers\' log-probabilities',
+  summary: "kd = w_kd · T² · KL(softmax(z_t/T) ‖ softmax(z_s/T)), z_t the aggregated teachers' log-probabilities",
   flags: { kdWeight: numberFlag('weight of the KD term (default 0.9; 0 with --supervised)', 0.9), kdTemperature: kdTemperatureFlag },
   create({ kdWeight, kdTemperature }) {
     if (kdWeight === 0) return null;

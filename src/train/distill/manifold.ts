@@ -16,20 +16,26 @@ export interface ManifoldOptions {
 
 export const manifold = defineDistiller<ManifoldOptions>({
   name: 'manifold',
-  summary: "manifold = w_manifold · (intra + inter): MSE of the patch-relation matrices F Fᵀ within each image and across the batch (last block, F L2-normalised)",
+  summary:
+    'manifold = w_manifold · (intra + inter): MSE of the patch-relation matrices F Fᵀ within each image and across the batch (last block, F L2-normalised)',
   flags: { manifoldWeight: numberFlag("weight of the manifold (patch-relation) loss on the last block's patches", 1) },
   create({ manifoldWeight }, ctx) {
     if (manifoldWeight === 0) return null;
     const { s, t, teacherDir } = vitPair(ctx, '--distill manifold');
     const [ps, pt] = [vitTokenCounts(s).patches, vitTokenCounts(t).patches];
-    if (ps !== pt) throw new DistilleryError(`--distill manifold: patch counts differ, student ${ps} (patch ${s.patchSize}) vs teacher ${pt} (patch ${t.patchSize}); use the teacher's patch size`);
+    if (ps !== pt)
+      throw new DistilleryError(
+        `--distill manifold: patch counts differ, student ${ps} (patch ${s.patchSize}) vs teacher ${pt} (patch ${t.patchSize}); use the teacher's patch size`,
+      );
     return {
       name: 'manifold',
       needs: { featureTeacher: true, studentFeatures: true },
       weights: {},
       key: () => ({ teacher: teacherDir, weight: manifoldWeight }),
       prepare: (batch) => batch.featureTeacher!.features!.patches,
-      terms: (out, _batch, teacherPatches: tf.Tensor) => ({ manifold: tf.tidy(() => tf.mul(manifoldLoss(out.features!.patches, teacherPatches), manifoldWeight) as tf.Scalar) }),
+      terms: (out, _batch, teacherPatches: tf.Tensor) => ({
+        manifold: tf.tidy(() => tf.mul(manifoldLoss(out.features!.patches, teacherPatches), manifoldWeight) as tf.Scalar),
+      }),
       dispose() {},
     };
   },

@@ -116,7 +116,8 @@ export function choiceFlag<T extends string>(help: string, def: T, choices: read
     help: `${help} (${choices.join(' | ')})`,
     default: def,
     parse(text) {
-      if (!(choices as readonly string[]).includes(text)) throw new Error(`expected one of ${choices.join(', ')}, got ${JSON.stringify(text)}`);
+      if (!(choices as readonly string[]).includes(text))
+        throw new Error(`expected one of ${choices.join(', ')}, got ${JSON.stringify(text)}`);
       return text as T;
     },
   };

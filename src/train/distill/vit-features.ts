@@ -16,7 +16,10 @@ export type LayerMap = Array<[number, number]>;
 
 /** Parse `--hidden-layers 3:11,1:5`. */
 export function parseLayerMap(text: string): LayerMap {
-  const pairs = text.split(',').filter(Boolean).map((p) => p.trim().split(':'));
+  const pairs = text
+    .split(',')
+    .filter(Boolean)
+    .map((p) => p.trim().split(':'));
   if (pairs.length === 0 || pairs.some((p) => p.length !== 2 || p.some((n) => !/^\d+$/.test(n)))) {
     throw new SettingError('hiddenLayers', text, 'expected student:teacher block pairs such as 3:11,1:5');
   }
@@ -37,11 +40,15 @@ export function vitPair(ctx: DistillerContext, flag: string): { s: VitSpec; t: V
   if (!teacher) throw new DistilleryError(`${flag}: needs --feature-teacher DIR (a ViT trained by this project)`);
   const t = teacher.model.spec;
   if (ctx.student.kind !== 'vit' || t.kind !== 'vit') {
-    throw new DistilleryError(`${flag}: needs a ViT student and a ViT teacher (student: ${ctx.student.kind}, teacher in ${teacher.dir}: ${t.kind})`);
+    throw new DistilleryError(
+      `${flag}: needs a ViT student and a ViT teacher (student: ${ctx.student.kind}, teacher in ${teacher.dir}: ${t.kind})`,
+    );
   }
   const s = ctx.student;
   if (s.inputShape.join('x') !== t.inputShape.join('x')) {
-    throw new DistilleryError(`--feature-teacher ${teacher.dir}: the teacher takes ${t.inputShape.join('×')} inputs, the student ${s.inputShape.join('×')}`);
+    throw new DistilleryError(
+      `--feature-teacher ${teacher.dir}: the teacher takes ${t.inputShape.join('×')} inputs, the student ${s.inputShape.join('×')}`,
+    );
   }
   return { s, t, teacherDir: teacher.dir };
 }
@@ -57,7 +64,8 @@ export function tokenLayers(s: VitSpec, t: VitSpec, layers: LayerMap | null, fla
   }
   const map = layers ?? [[s.depth - 1, t.depth - 1]];
   for (const [ls, lt] of map) {
-    if (ls >= s.depth || lt >= t.depth) throw new DistilleryError(`--hidden-layers ${ls}:${lt}: the student has blocks 0..${s.depth - 1}, the teacher 0..${t.depth - 1}`);
+    if (ls >= s.depth || lt >= t.depth)
+      throw new DistilleryError(`--hidden-layers ${ls}:${lt}: the student has blocks 0..${s.depth - 1}, the teacher 0..${t.depth - 1}`);
   }
   return map;
 }

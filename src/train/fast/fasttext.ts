@@ -32,7 +32,8 @@ export function packBags(bags: readonly ArrayLike<number>[], buckets: number): P
   bags.forEach((bag, i) => {
     for (let k = 0; k < bag.length; k++) {
       const id = bag[k];
-      if (!Number.isInteger(id) || id < 0 || id >= buckets) throw new DistilleryError(`packBags: bag ${i} holds id ${id}, outside [0, ${buckets})`);
+      if (!Number.isInteger(id) || id < 0 || id >= buckets)
+        throw new DistilleryError(`packBags: bag ${i} holds id ${id}, outside [0, ${buckets})`);
       ids[offsets[i] + k] = id;
     }
   });
@@ -120,7 +121,9 @@ export class LinearFasttext {
     this.dim = spec.dim;
     this.classes = spec.numClasses;
     if (embed.length !== this.buckets * this.dim || headW.length !== this.dim * this.classes || headB.length !== this.classes) {
-      throw new DistilleryError(`LinearFasttext: weights do not match the spec (buckets ${this.buckets}, dim ${this.dim}, classes ${this.classes})`);
+      throw new DistilleryError(
+        `LinearFasttext: weights do not match the spec (buckets ${this.buckets}, dim ${this.dim}, classes ${this.classes})`,
+      );
     }
     this.h = new Float64Array(this.dim);
     this.z = new Float64Array(this.classes);
@@ -133,7 +136,8 @@ export class LinearFasttext {
    * 'embed.w'), the output matrix zero (fastText's, so that the first steps move the head only).
    */
   static init(spec: FasttextSpec, seed: number): LinearFasttext {
-    if ((spec.hidden ?? []).length > 0) throw new DistilleryError('the fast fasttext trainer takes a linear head only (no --hidden); the tfjs trainer takes an MLP head');
+    if ((spec.hidden ?? []).length > 0)
+      throw new DistilleryError('the fast fasttext trainer takes a linear head only (no --hidden); the tfjs trainer takes an MLP head');
     const rand = mulberry32((Math.imul(seed >>> 0, 0x9e3779b1) ^ 0xe3bed) >>> 0);
     const embed = new Float32Array(spec.buckets * spec.dim);
     const limit = 1 / spec.dim;
@@ -143,7 +147,12 @@ export class LinearFasttext {
 
   /** A deep copy (the best epoch's weights). */
   clone(): LinearFasttext {
-    return new LinearFasttext({ buckets: this.buckets, dim: this.dim, numClasses: this.classes }, this.embed.slice(), this.headW.slice(), this.headB.slice());
+    return new LinearFasttext(
+      { buckets: this.buckets, dim: this.dim, numClasses: this.classes },
+      this.embed.slice(),
+      this.headW.slice(),
+      this.headB.slice(),
+    );
   }
 
   /** The weights under the tfjs student's names and shapes, in its order (embed.w, head.w, head.b). */

@@ -38,7 +38,11 @@ export interface FastTrainConfig {
 const FAST_DISTILLERS = ['ce', 'kd'];
 
 /** Why the fast trainer cannot train this (spec, config, resume), or null when it can. */
-export function fastPathUnsupported(spec: StudentSpec, c: Pick<TrainConfig, 'distill'> & Partial<TrainConfig>, resume = false): string | null {
+export function fastPathUnsupported(
+  spec: StudentSpec,
+  c: Pick<TrainConfig, 'distill'> & Partial<TrainConfig>,
+  resume = false,
+): string | null {
   if (spec.kind !== 'fasttext') return `it trains the fasttext student only (got ${spec.kind})`;
   if ((spec.hidden ?? []).length > 0) return 'it trains a linear head only (--hidden given)';
   const other = c.distill.filter((d) => !FAST_DISTILLERS.includes(d));
@@ -65,10 +69,17 @@ export function fastConfig(c: TrainConfig): FastTrainConfig {
   };
 }
 
-export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: FastTrainConfig, outDir: string, o: { hooks?: TrainHooks } = {}): Promise<TrainResult> {
+export async function trainFasttextFast(
+  ds: Dataset,
+  spec: FasttextSpec,
+  c: FastTrainConfig,
+  outDir: string,
+  o: { hooks?: TrainHooks } = {},
+): Promise<TrainResult> {
   if ((spec.hidden ?? []).length > 0) throw new DistilleryError('fast fasttext trainer: it trains a linear head only (--hidden given)');
   if (!ds.texts) throw new DistilleryError(`task "${ds.task.name}": the fasttext student trains on text tasks only`);
-  if (c.ceWeight <= 0 && c.kdWeight <= 0) throw new DistilleryError('fast fasttext trainer: ce and kd weights are both 0: nothing to train on');
+  if (c.ceWeight <= 0 && c.kdWeight <= 0)
+    throw new DistilleryError('fast fasttext trainer: ce and kd weights are both 0: nothing to train on');
   const { train, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   // Hashed once per dataset; the epochs reuse the packed ids.
@@ -126,7 +137,9 @@ export async function trainFasttextFast(ds: Dataset, spec: FasttextSpec, c: Fast
 
 /** saveWeights with the tfjs student's names, shapes and order. */
 export async function saveFast(dir: string, saved: SavedModelSpec, model: LinearFasttext): Promise<void> {
-  const tensors = Object.fromEntries(Object.entries(model.named()).map(([name, { values, shape }]) => [name, tf.tensor(values, shape, 'float32')]));
+  const tensors = Object.fromEntries(
+    Object.entries(model.named()).map(([name, { values, shape }]) => [name, tf.tensor(values, shape, 'float32')]),
+  );
   try {
     await saveWeights(dir, saved, tensors);
   } finally {

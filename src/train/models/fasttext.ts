@@ -78,7 +78,8 @@ export function buildFasttext(spec: FasttextSpec, param: ParamFn): Forward {
   const buckets = positiveInt('fasttext buckets', spec.buckets);
   const dim = positiveInt('fasttext dim', spec.dim);
   const hiddenSizes = spec.hidden ?? [];
-  if (!Array.isArray(hiddenSizes)) throw new DistilleryError(`fasttext hidden must be an array of layer widths, got ${JSON.stringify(spec.hidden)}`);
+  if (!Array.isArray(hiddenSizes))
+    throw new DistilleryError(`fasttext hidden must be an array of layer widths, got ${JSON.stringify(spec.hidden)}`);
   const act = activationFn('fasttext', spec.activation);
   const dropout = rate('fasttext dropout', spec.dropout);
 
@@ -87,7 +88,10 @@ export function buildFasttext(spec: FasttextSpec, param: ParamFn): Forward {
   let width = dim;
   const layers = hiddenSizes.map((h, i) => {
     positiveInt(`fasttext hidden[${i}]`, h);
-    const layer = { w: param(`fc.${i}.w`, [width, h], he(width)) as tf.Tensor2D, b: param(`fc.${i}.b`, [h], { kind: 'zeros' }) as tf.Tensor1D };
+    const layer = {
+      w: param(`fc.${i}.w`, [width, h], he(width)) as tf.Tensor2D,
+      b: param(`fc.${i}.b`, [h], { kind: 'zeros' }) as tf.Tensor1D,
+    };
     width = h;
     return layer;
   });

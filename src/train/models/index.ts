@@ -56,7 +56,9 @@ function build(spec: StudentSpec, param: ParamFn): Forward {
     case 'fasttext':
       return buildFasttext(spec, param);
     default:
-      throw new DistilleryError(`unknown student kind ${JSON.stringify((spec as { kind?: unknown }).kind)} (expected logreg, mlp, cnn, vit or fasttext)`);
+      throw new DistilleryError(
+        `unknown student kind ${JSON.stringify((spec as { kind?: unknown }).kind)} (expected logreg, mlp, cnn, vit or fasttext)`,
+      );
   }
 }
 
@@ -86,7 +88,8 @@ export function studentFromWeights(spec: StudentSpec, tensors: Record<string, tf
   try {
     const forward = build(spec, loadedParams(tensors, weights, `${spec?.kind} student`));
     const extra = Object.keys(tensors).filter((name) => !(name in weights));
-    if (extra.length > 0) throw new DistilleryError(`${spec.kind} student: saved weights hold tensors the spec does not use: ${extra.join(', ')}`);
+    if (extra.length > 0)
+      throw new DistilleryError(`${spec.kind} student: saved weights hold tensors the spec does not use: ${extra.join(', ')}`);
     return student(spec, weights, forward);
   } catch (err) {
     tf.dispose(Object.values(weights));

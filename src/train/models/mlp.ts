@@ -29,7 +29,8 @@ export function activationFn(what: string, name: 'gelu' | 'relu' | undefined): (
 
 export function buildMlp(spec: MlpSpec, param: ParamFn): Forward {
   const inputShape = shapeOf('mlp inputShape', spec.inputShape);
-  if (!Array.isArray(spec.hidden)) throw new DistilleryError(`mlp hidden must be an array of layer widths, got ${JSON.stringify(spec.hidden)}`);
+  if (!Array.isArray(spec.hidden))
+    throw new DistilleryError(`mlp hidden must be an array of layer widths, got ${JSON.stringify(spec.hidden)}`);
   const act = activationFn('mlp', spec.activation);
   const dropout = rate('mlp dropout', spec.dropout);
 

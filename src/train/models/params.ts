@@ -104,7 +104,8 @@ export function rate(what: string, value: number | undefined): number {
 }
 
 export function shapeOf(what: string, value: unknown): number[] {
-  if (!Array.isArray(value) || value.length === 0) throw new DistilleryError(`${what} must be a non-empty array of positive integers, got ${JSON.stringify(value)}`);
+  if (!Array.isArray(value) || value.length === 0)
+    throw new DistilleryError(`${what} must be a non-empty array of positive integers, got ${JSON.stringify(value)}`);
   return value.map((d, i) => positiveInt(`${what}[${i}]`, d));
 }
 

@@ -42,4 +42,3 @@ export interface ForwardOptions {
 }
 
 export type Forward = (x: StudentInput, opts?: ForwardOptions) => ForwardOut;
-

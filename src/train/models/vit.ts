@@ -51,7 +51,7 @@ export interface VitSpec {
 export function vitTokenCounts(spec: VitSpec): { prefix: number; patches: number; total: number } {
   const [h, w] = spec.inputShape;
   const patches = Math.floor(h / spec.patchSize) * Math.floor(w / spec.patchSize);
-  const prefix = (spec.classToken ?? true ? 1 : 0) + (spec.distillToken ? 1 : 0);
+  const prefix = ((spec.classToken ?? true) ? 1 : 0) + (spec.distillToken ? 1 : 0);
   return { prefix, patches, total: prefix + patches };
 }
 
@@ -151,7 +151,8 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
   }
 
   /** Row `index` of every item's token sequence, [B, D]. */
-  const token = (x: tf.Tensor3D, index: number) => tf.reshape(tf.slice(x, [0, index, 0], [x.shape[0], 1, D]), [x.shape[0], D]) as tf.Tensor2D;
+  const token = (x: tf.Tensor3D, index: number) =>
+    tf.reshape(tf.slice(x, [0, index, 0], [x.shape[0], 1, D]), [x.shape[0], D]) as tf.Tensor2D;
 
   return (input, opts = {}): ForwardOut => {
     if (!(input instanceof tf.Tensor)) throw new DistilleryError('vit: input must be a tensor [B, H, W, C]');
@@ -166,7 +167,13 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     blocks.forEach((w, i) => {
       const qkv: BlockRecord[] = [];
       x = block(x, w, opts.collect ? qkv : undefined);
-      if (opts.collect) Object.assign(features, { [`block${i}.hidden`]: x, [`block${i}.q`]: qkv[0].q, [`block${i}.k`]: qkv[0].k, [`block${i}.v`]: qkv[0].v });
+      if (opts.collect)
+        Object.assign(features, {
+          [`block${i}.hidden`]: x,
+          [`block${i}.q`]: qkv[0].q,
+          [`block${i}.k`]: qkv[0].k,
+          [`block${i}.v`]: qkv[0].v,
+        });
     });
 
     const out = layerNorm(x, finalNorm.g, finalNorm.b) as tf.Tensor3D;
