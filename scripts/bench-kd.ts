@@ -24,7 +24,7 @@
  *      ViT rows in a second process with --from-model).
  *    The ViT's shape, learning rate and augmentation: --vit-patch, --vit-width, --vit-depth, --vit-heads,
  *    --vit-mlp-ratio, --vit-lr, --vit-augment.
- *    --preset demo: exactly the comparison `npm run demo` shows (scripts/demo-settings.ts: its image counts,
+ *    --preset demo: exactly the comparison `npm run demo` shows (src/demo/settings.ts: its image counts,
  *    CNN teacher, ViT shape, epochs, batch, lr, augmentation, KD weights and T), ViT rows only, over --seeds;
  *    flags given explicitly still win.
  * 4. One table: the teacher's test accuracy and each row's test accuracy against gold, mean ± sample std
@@ -55,7 +55,7 @@ import { splitIndices, train, type TrainConfig } from '../src/train/trainer.ts';
 import type { LogitsRow } from '../src/whitebox/read-logits.ts';
 import { ingestLogits } from '../src/whitebox/ingest.ts';
 import { parseAugment } from '../src/train/augment.ts';
-import { DEMO_FULL, type DemoSetting } from './demo-settings.ts';
+import { DEMO_FULL, type DemoSetting } from '../src/demo/settings.ts';
 
 const listOf = (parse: (v: string) => number) => (v: string) =>
   v
@@ -106,7 +106,7 @@ const program = new Command('bench-kd')
   .option('--kd-weight <x>', 'KD rows: weight of the KD term', numberArg(0), 0.9)
   .option('--ce-weight <x>', 'KD rows: weight of CE to the hard target', numberArg(0), 0.1)
   .addOption(
-    new Option('--preset <name>', "the demo's setting (scripts/demo-settings.ts), ViT rows only; explicit flags win").choices(['demo']),
+    new Option('--preset <name>', "the demo's setting (src/demo/settings.ts), ViT rows only; explicit flags win").choices(['demo']),
   )
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
   .option('--task <name|file>', 'task name (prompts/NAME.md) or task file', 'mnist')

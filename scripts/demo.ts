@@ -9,7 +9,7 @@
  * 3. its logits stored as a white-box teacher run (the heteromorphic CNN → ViT path);
  * 4. two students with the same architecture, epochs and seed (a ViT; an MLP with --quick, where a
  *    ViT does not reach 90% in the time): one distilled (KD from the stored logits), one on the
- *    teacher's hard labels only; the settings live in scripts/demo-settings.ts, shared with
+ *    teacher's hard labels only; the settings live in src/demo/settings.ts, shared with
  *    `bench-kd --preset demo`, which runs the same comparison over 3 seeds;
  * 5. both evaluated, an export with its manifest (verified), and demo/report.html.
  * With --llm and OPENAI_API_KEY or OPENAI_BASE_URL set, it also labels a small sample of
@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { addBackendOption, addOutDirOption, type BackendFlag } from '../src/cli/options.ts';
 import { EXIT, intArg, log, numberArg, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { DEMO_FULL, DEMO_QUICK, describeStudent, studentFlags, type DemoSetting } from './demo-settings.ts';
+import { DEMO_FULL, DEMO_QUICK, describeStudent, studentFlags, type DemoSetting } from '../src/demo/settings.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DEMO_FULL, DEMO_QUICK, studentFlags } from '../scripts/demo-settings.ts';
+import { DEMO_FULL, DEMO_QUICK, studentFlags } from '../src/demo/settings.ts';
 import { runNode } from './helpers.ts';
 import { TRAIN_BACKEND } from './train-backend.ts';
 

@@ -280,8 +280,9 @@ describe('lease', () => {
       t.skip('no /proc here: a same-host holder gets a grace period instead');
       return;
     }
-    // `sleep 0` exits at once; its parent has become `sleep 5` (exec), which never reaps it: a zombie for 5 s.
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // `sleep 0.3` exits after its parent has become `sleep 5` (exec), which never reaps it: a zombie until then.
+    // (With `sleep 0` the shell could reap it before the exec, and there would be no zombie to see.)
+    const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
     t.after(() => parent.kill('SIGKILL'));
     const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString()))));
     const state = () => procStatState(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
