@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { parse } from 'csv-parse/sync';
 import { intArg, numberArg } from '../src/cli/run.ts';
-import { mulberry32 } from '../src/random.ts';
+import { mulberry32, shuffle } from '../src/random.ts';
 import { fit, LinearFasttext, packBags } from '../src/train/fast/fasttext.ts';
 import type { FasttextSpec } from '../src/train/models/index.ts';
 import { textBatch } from '../src/train/models/index.ts';
@@ -160,7 +160,7 @@ function runFasttext(bin: string, d: TextData, seed: number): Run {
     // which costs fastText ~25 points. So it gets the lines in a seeded random order (as `shuf` would).
     writeFileSync(
       join(dir, 'train.txt'),
-      shuffled(d.train, mulberry32(seed ^ 0x5f17))
+      shuffle(d.train, mulberry32(seed ^ 0x5f17))
         .map(line)
         .join(''),
     );
@@ -233,15 +233,6 @@ async function runTfjs(d: TextData, n: number): Promise<{ train: number; seconds
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function shuffled<T>(xs: T[], rand: () => number): T[] {
-  const a = [...xs];
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
 }
 
 function accuracy(probs: Float32Array, gold: number[], c: number): number {

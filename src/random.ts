@@ -19,3 +19,13 @@ export function mulberry32(seed: number): () => number {
 export function gaussian(rand: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 }
+
+/** Fisher–Yates with a seeded generator: a new shuffled copy (the same order for the same stream). */
+export function shuffle<T>(xs: ArrayLike<T>, rand: () => number): T[] {
+  const a = Array.from(xs);
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DistilleryError, SettingError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
-import { mulberry32 } from '../random.ts';
+import { mulberry32, shuffle } from '../random.ts';
 import { loadModel, type SavedModelSpec } from '../infer/model.ts';
 import { predictAll, softmaxRule, argmaxRow, type PredictRule } from '../infer/predict.ts';
 import { testReport, type TestReport } from '../infer/evaluate.ts';
@@ -106,15 +106,6 @@ export function splitIndices(ds: Dataset, seed: number): { train: number[]; val:
   const shuffled = shuffle(train, mulberry32(seed ^ 0x5eed));
   const nVal = train.length >= 50 ? Math.round(train.length * 0.1) : 0;
   return { train: shuffled.slice(nVal).sort((a, b) => a - b), val: shuffled.slice(0, nVal).sort((a, b) => a - b), test };
-}
-
-function shuffle<T>(xs: T[], rand: () => number): T[] {
-  const a = [...xs];
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
 }
 
 function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number | null {

@@ -15,7 +15,7 @@
  * The same seed gives the same weights, byte for byte (one thread, a fixed order).
  */
 import { DistilleryError } from '../../errors.ts';
-import { mulberry32 } from '../../random.ts';
+import { mulberry32, shuffle } from '../../random.ts';
 import type { FasttextSpec } from '../models/index.ts';
 
 /** Hashed bags in one flat array (hashed once per dataset): item i's ids are ids[offsets[i] .. offsets[i+1]). */
@@ -307,7 +307,8 @@ export function fit(model: LinearFasttext, bags: PackedBags, train: ArrayLike<nu
   const total = f.epochs * train.length;
   let step = 0;
   for (let epoch = 0; epoch < f.epochs; epoch++) {
-    const order = shuffled(train, mulberry32(f.seed * 1000 + epoch));
+    // The tfjs trainer's shuffle, so the same seed and epoch give the same order.
+    const order = Int32Array.from(shuffle(train, mulberry32(f.seed * 1000 + epoch)));
     const sum = { loss: 0, ce: 0, kd: 0 };
     let lr = f.lr;
     for (let s = 0; s < order.length; s++) {
@@ -322,16 +323,4 @@ export function fit(model: LinearFasttext, bags: PackedBags, train: ArrayLike<nu
     const n = Math.max(1, order.length);
     if (f.onEpoch?.(epoch, { loss: sum.loss / n, ce: sum.ce / n, kd: sum.kd / n }, lr)) break;
   }
-}
-
-/** Fisher–Yates, as the tfjs trainer shuffles (same stream for the same seed and epoch). */
-function shuffled(xs: ArrayLike<number>, rand: () => number): Int32Array {
-  const a = Int32Array.from(xs);
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    const t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
-  return a;
 }
