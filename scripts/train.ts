@@ -44,6 +44,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   patience: number;
   seed: number;
   augment?: AugmentConfig;
+  workers: number;
   teachers?: string;
   aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
   weights?: number[];
@@ -120,6 +121,12 @@ const program = addTargetOptions(
       'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)',
       parseAugment,
     )
+    .option(
+      '--workers <n>',
+      'threads that share each batch (data-parallel: gradients averaged, one optimizer step); for the wasm and cpu backends, which compute on one core',
+      intArg(1),
+      1,
+    )
     // student shapes
     .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
     .option('--patch <n>', 'vit: patch size', intArg(1), 4)
@@ -179,6 +186,7 @@ runCli(async () => {
   );
   if (opts.trainer === 'fast' && unsupported) throw new DistilleryError(`--trainer fast: ${unsupported}`);
   const fast = opts.trainer === 'fast' || (opts.trainer === 'auto' && unsupported === null);
+  if (fast && opts.workers > 1) throw new DistilleryError('--workers: the fast fasttext trainer runs on one thread (use --workers 1)');
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
@@ -193,6 +201,7 @@ runCli(async () => {
     ...(opts.featureTeacher ? { featureTeacher: opts.featureTeacher } : {}),
     ...(opts.initFrom ? { initFrom: opts.initFrom } : {}),
     ...(opts.augment ? { augment: opts.augment } : {}),
+    ...(opts.workers > 1 ? { workers: opts.workers } : {}),
   };
   const bar = process.stderr.isTTY
     ? new cliProgress.SingleBar(

@@ -31,6 +31,8 @@ import {
 import { loadWeights, saveWeights } from './io.ts';
 import { countParams, createStudent, studentFromWeights, type Student, type StudentSpec } from './models/index.ts';
 import { AdamW, clipByGlobalNorm, cosineLr } from './optim.ts';
+import { batchGrads } from './parallel/grads.ts';
+import { checkParallel, startParallelGrads } from './parallel/index.ts';
 
 export type { SavedModelSpec, TestReport };
 
@@ -60,6 +62,8 @@ export interface TrainConfig {
   logEvery?: number;
   /** Train accuracy is estimated on a fixed sample of this many train items. Default 1000. */
   trainAccuracySample?: number;
+  /** Data-parallel: each batch's gradients computed in shares on this many threads (wasm or cpu backend). Default 1. */
+  workers?: number;
 }
 
 export interface EpochRecord {
@@ -178,6 +182,7 @@ export async function train(
         'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)',
       );
     }
+    if ((c.workers ?? 1) > 1) checkParallel(c.workers!, spec, distillers);
     if (o.resume) {
       if (!existsSync(join(ckptDir, 'model.json'))) throw new DistilleryError(`${ckptDir}: no checkpoint to resume from`);
       const loaded = await loadWeights<Checkpoint>(ckptDir);
@@ -255,6 +260,8 @@ export async function train(
     predict: predictWith?.name ?? null,
   };
   const objective = objectiveKey(distillers);
+  // --workers N: the same steps, each batch's gradients computed in shares on N threads (./parallel).
+  const parallel = (c.workers ?? 1) > 1 ? await startParallelGrads({ workers: c.workers!, spec, c, student, distillers, trained }) : undefined;
 
   // ---- the loop -------------------------------------------------------------------------
   for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
@@ -268,20 +275,11 @@ export async function train(
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
       const batch = makeBatch(ds, spec, idx, needs, nc, augment, featureTeacher?.model);
-      const prepared = distillers.map((d) => (d.prepare ? d.prepare(batch) : undefined));
-      let terms: Record<string, tf.Scalar> = {};
-      const { value, grads } = tf.variableGrads(() => {
-        const out = student.forward(batch.x, { training: true, collect: needs.studentFeatures === true });
-        terms = Object.assign({}, ...distillers.map((d, i) => d.terms(out, batch, prepared[i])));
-        for (const t of Object.values(terms)) tf.keep(t);
-        return sumTerms(terms);
-      }, Object.values(trained));
-      const named: Record<string, tf.Tensor> = {};
-      for (const [name, v] of Object.entries(trained)) named[name] = grads[v.name];
-      const clipped = clipByGlobalNorm(named, c.clip);
+      const { value, terms, grads } = parallel ? await parallel.grads(batch) : batchGrads(student, distillers, trained, batch);
+      const clipped = clipByGlobalNorm(grads, c.clip);
       opt.apply(clipped.grads, lr);
       log.push(value, terms, idx.length);
-      tf.dispose([...Object.values(clipped.grads), ...Object.values(grads), prepared as tf.TensorContainer]);
+      tf.dispose([...Object.values(clipped.grads), ...Object.values(grads)]);
       disposeBatch(batch);
       if (log.pending >= logEvery) await log.read();
       o.hooks?.onBatch?.(Math.min(s + c.batchSize, order.length), order.length);
@@ -318,6 +316,7 @@ export async function train(
     if (c.patience > 0 && valAcc !== null && epoch - best.epoch >= c.patience) break;
   }
 
+  await parallel?.close();
   opt.dispose();
   for (const f of toFree) f.dispose();
   const finalModel = await loadModel(outDir);
@@ -375,12 +374,6 @@ function disposeBatch(b: Batch): void {
       (t) => t !== undefined,
     ) as tf.TensorContainer[],
   );
-}
-
-/** total = Σ terms (each already weighted by its distiller). */
-function sumTerms(terms: Record<string, tf.Scalar>): tf.Scalar {
-  const ts = Object.values(terms);
-  return ts.length === 0 ? tf.scalar(0) : (tf.addN(ts) as tf.Scalar);
 }
 
 /**
