@@ -125,7 +125,13 @@ export async function startParallelGrads(o: ParallelSetup): Promise<ParallelGrad
         );
       }
       const mean = (own: tf.Scalar, of: (r: (typeof theirs)[number]) => number) =>
-        tf.tidy(() => tf.add(tf.mul(own, w[0]), theirs.reduce((sum, r, k) => sum + of(r) * w[k + 1], 0)) as tf.Scalar);
+        tf.tidy(
+          () =>
+            tf.add(
+              tf.mul(own, w[0]),
+              theirs.reduce((sum, r, k) => sum + of(r) * w[k + 1], 0),
+            ) as tf.Scalar,
+        );
       const value = mean(mine.value, (r) => r.value);
       const terms = Object.fromEntries(Object.entries(mine.terms).map(([name, t]) => [name, mean(t, (r) => r.terms[name])]));
       tf.dispose([mine.value, ...Object.values(mine.terms), ...Object.values(mine.grads)]);

@@ -54,7 +54,11 @@ export function splitBatch(batch: Batch, sizes: number[]): Share[] {
     if (batch.hard) share.hard = rows(batch.hard);
     if (batch.teacherLogits) share.teacherLogits = rows(batch.teacherLogits);
     if (batch.perTeacher)
-      share.perTeacher = { names: batch.perTeacher.names, logits: rows(batch.perTeacher.logits, 1), present: rows(batch.perTeacher.present, 1) };
+      share.perTeacher = {
+        names: batch.perTeacher.names,
+        logits: rows(batch.perTeacher.logits, 1),
+        present: rows(batch.perTeacher.present, 1),
+      };
     shares.push(share);
     start += size;
   }
