@@ -17,15 +17,24 @@
  * PyTorch runs with 1 thread and with one per core (or as --torch-threads / $TORCH_THREADS say),
  * and the faster counts: on a loaded machine its multi-threaded step measured 4× slower than its
  * single-threaded one.
+ *
+ * On the one-thread backends (wasm, cpu) each model is also timed with data-parallel training over
+ * --workers N threads (train.ts --workers, src/train/parallel), the one-thread and N-thread steps
+ * alternating in --rounds rounds so that both see the same load: its row gives the ratio to PyTorch
+ * and the speed-up over one thread (with its spread over the rounds). The load average is printed
+ * at the start and the end: Linux groups a session's threads (autogroup), so on a busy machine a
+ * second thread adds little CPU time to the session, and the speed-up cannot show.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { Command, Option } from 'commander';
 import { intArg } from '../src/cli/run.ts';
 import { BACKEND_CHOICES, selectBackend, tf, type BackendChoice } from '../src/train/backend.ts';
-import { crossEntropy } from '../src/train/losses.ts';
+import { createDistillers, type Batch } from '../src/train/distill/index.ts';
 import { createStudent, type CnnSpec, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { AdamW } from '../src/train/optim.ts';
+import { batchGrads } from '../src/train/parallel/grads.ts';
+import { startParallelGrads } from '../src/train/parallel/index.ts';
 
 const MODELS = { vit: 'the reference ViT', cnn: 'the CNN teacher (32,32,64; fc 128)' } as const;
 type ModelName = keyof typeof MODELS;
@@ -40,6 +49,8 @@ const program = new Command('bench-train')
   .option('--batch-size <n>', 'batch size', intArg(1), 64)
   .option('--python <path>', 'a Python with torch (default: $DISTILLERY_PYTHON, python3, /usr/bin/python3)')
   .option('--torch-threads <list>', 'PyTorch thread counts to try, the fastest counts (default: $TORCH_THREADS, else 1 and one per core)')
+  .option('--workers <n>', 'on wasm and cpu, also time data-parallel training over this many threads (1: off)', intArg(1), 2)
+  .option('--rounds <n>', 'rounds in which the one-thread and --workers steps alternate', intArg(1), 3)
   .option('--json', 'print one JSON object as the last line', false)
   .addHelpText('after', '\nThe fastText student is benchmarked against the fastText CLI by scripts/bench-text.ts.');
 
@@ -63,23 +74,47 @@ const threadCounts = [
 ];
 for (const n of threadCounts) if (!Number.isInteger(n) || n < 1) program.error(`--torch-threads: ${n} is not a positive integer`);
 
-const measured: { model: ModelName; backend: string; imgPerS: number }[] = [];
+const load = { start: loadavg()[0], end: NaN };
+console.error(`load average (1 min): ${load.start.toFixed(2)} on ${cpus().length} cores`);
+type Measured = { model: ModelName; backend: string; workers: number; imgPerS: number; speedup: number | null; spread: number[] | null };
+const measured: Measured[] = [];
 for (const choice of choices) {
   const backend = await selectBackend(choice);
   console.error(`backend: ${backend.detail}`);
-  for (const model of models)
-    measured.push({ model, backend: backend.backend, imgPerS: tfjsImagesPerSecond(SPECS[model], opts.batchSize, opts.steps, opts.warmup) });
+  // The native backend already spreads a step over every core (train.ts refuses --workers there).
+  const workers = backend.backend === 'wasm' || backend.backend === 'cpu' ? opts.workers : 1;
+  for (const model of models) {
+    const [one, many] = await tfjsImagesPerSecond(SPECS[model], workers > 1 ? [1, workers] : [1]);
+    measured.push({ model, backend: backend.backend, workers: 1, imgPerS: one.imgPerS, speedup: null, spread: null });
+    if (many) {
+      // Per round, N threads' img/s over one thread's: the spread says how much the load moved.
+      const perRound = many.perRound.map((x, i) => x / one.perRound[i]);
+      const spread = [Math.min(...perRound), Math.max(...perRound)].map((x) => round(x, 2));
+      measured.push({
+        model,
+        backend: backend.backend,
+        workers,
+        imgPerS: many.imgPerS,
+        speedup: round(many.imgPerS / one.imgPerS, 2),
+        spread,
+      });
+    }
+  }
 }
 const python = findTorchPython(opts.python);
 const torch = Object.fromEntries(models.map((m) => [m, python ? fastestTorch(python, m) : null]));
-const rows = measured.map(({ model, backend, imgPerS }) => ({
+const rows = measured.map(({ model, backend, workers, imgPerS, speedup, spread }) => ({
   model,
   backend,
   tfjs_img_per_s: round(imgPerS),
   torch_img_per_s: torch[model] ? round(torch[model]!.imgPerS) : null,
   torch_threads: torch[model]?.threads ?? null,
   ratio: torch[model] ? round(imgPerS / torch[model]!.imgPerS, 3) : null,
+  workers,
+  speedup_vs_1_worker: speedup,
+  speedup_spread: spread,
 }));
+load.end = loadavg()[0];
 // The goals of issue 11: tfjs / PyTorch ≥ 1.0 on the native backend, ≥ 0.5 on wasm.
 const goal = (backend: string) => (backend === 'wasm' ? 0.5 : 1.0);
 for (const r of rows) {
@@ -87,12 +122,26 @@ for (const r of rows) {
     r.ratio === null
       ? ''
       : `; pytorch (${r.torch_threads} threads) ${r.torch_img_per_s} img/s; ratio ${r.ratio} (goal >= ${goal(r.backend)})`;
-  console.log(`${r.model} tfjs (${r.backend}): ${r.tfjs_img_per_s} img/s${vs}`);
+  const speedup = r.speedup_vs_1_worker === null ? '' : `; ${r.speedup_vs_1_worker}x one thread (rounds ${r.speedup_spread!.join('-')}x)`;
+  const label = r.workers > 1 ? `${r.backend} x${r.workers} workers` : r.backend;
+  console.log(`${r.model} tfjs (${label}): ${r.tfjs_img_per_s} img/s${vs}${speedup}`);
 }
 for (const [m, t] of Object.entries(torch))
   if (t) console.log(`pytorch ${m}: ${t.tried.map((x) => `${x.threads} threads ${round(x.imgPerS)} img/s`).join(', ')}`);
 if (!python) console.log('pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
-if (opts.json) console.log(JSON.stringify({ rows, batch_size: opts.batchSize, steps: opts.steps, torch_threads_tried: threadCounts }));
+console.log(`load average (1 min): ${load.start.toFixed(2)} at the start, ${load.end.toFixed(2)} at the end, ${cpus().length} cores`);
+if (opts.json)
+  console.log(
+    JSON.stringify({
+      rows,
+      batch_size: opts.batchSize,
+      steps: opts.steps,
+      torch_threads_tried: threadCounts,
+      rounds: opts.rounds,
+      load_average: { start: round(load.start, 2), end: round(load.end, 2) },
+      cores: cpus().length,
+    }),
+  );
 
 /** PyTorch at each thread count; the fastest is the baseline. */
 function fastestTorch(python: string, model: ModelName) {
@@ -101,33 +150,69 @@ function fastestTorch(python: string, model: ModelName) {
   return { ...best, tried };
 }
 
-function tfjsImagesPerSecond(spec: StudentSpec, batch: number, steps: number, warmup: number): number {
+/**
+ * img/s of one training step (forward, the trainer's cross-entropy term, backward, AdamW) on each
+ * of `threads` set-ups (1: the trainer's one-thread step; N: data-parallel over N threads), the
+ * set-ups alternating in rounds (the order reversed every other round); also img/s per round.
+ */
+async function tfjsImagesPerSecond(spec: StudentSpec, threads: number[]): Promise<Array<{ imgPerS: number; perRound: number[] }>> {
+  const setups: Stepper[] = [];
+  for (const n of threads) setups.push(await stepper(spec, opts.batchSize, n));
+  for (const s of setups) for (let i = 0; i < opts.warmup; i++) await s.step();
+  const rounds = Math.min(opts.rounds, opts.steps);
+  const secs = setups.map(() => [] as number[]);
+  const stepsIn = (r: number) => Math.floor((opts.steps * (r + 1)) / rounds) - Math.floor((opts.steps * r) / rounds);
+  for (let r = 0; r < rounds; r++) {
+    const order = setups.map((_, i) => i);
+    if (r % 2 === 1) order.reverse();
+    for (const i of order) {
+      const t0 = performance.now();
+      for (let k = 0; k < stepsIn(r); k++) await setups[i].step();
+      secs[i].push((performance.now() - t0) / 1000);
+    }
+  }
+  for (const s of setups) await s.close();
+  return secs.map((ss) => ({
+    imgPerS: (opts.batchSize * opts.steps) / ss.reduce((a, b) => a + b, 0),
+    perRound: ss.map((x, r) => (opts.batchSize * stepsIn(r)) / x),
+  }));
+}
+
+interface Stepper {
+  step(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A student, its AdamW and a random batch; its step computes the gradients on `threads` threads. */
+async function stepper(spec: StudentSpec, batch: number, threads: number): Promise<Stepper> {
   const student = createStudent(spec, 1);
+  const distillers = createDistillers(['ce'], { ceWeight: 1 }, { student: spec, seed: 1 });
   const opt = new AdamW(student.weights, { weightDecay: 0.05 });
-  const x = tf.randomNormal([batch, 28, 28, 1]);
-  const y = tf.tensor1d(
-    Int32Array.from({ length: batch }, (_, i) => i % 10),
-    'int32',
-  );
-  const names = Object.keys(student.weights);
-  const step = () => {
-    const { value, grads } = tf.variableGrads(
-      () => crossEntropy(student.forward(x, { training: true }).logits, y),
-      Object.values(student.weights),
-    );
-    const named = Object.fromEntries(names.map((n) => [n, grads[student.weights[n].name]]));
-    opt.apply(named, 1e-3);
-    value.dataSync();
-    tf.dispose([value, ...Object.values(grads)]);
+  const b: Batch = {
+    idx: Array.from({ length: batch }, (_, i) => i),
+    x: tf.randomNormal([batch, 28, 28, 1]),
+    hard: tf.tensor1d(
+      Int32Array.from({ length: batch }, (_, i) => i % 10),
+      'int32',
+    ),
   };
-  for (let i = 0; i < warmup; i++) step();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) step();
-  const secs = (performance.now() - t0) / 1000;
-  tf.dispose([x, y]);
-  opt.dispose();
-  student.dispose();
-  return (batch * steps) / secs;
+  const c = { seed: 1, distill: ['ce'], settings: { ceWeight: 1 } };
+  const parallel =
+    threads > 1 ? await startParallelGrads({ workers: threads, spec, c, student, distillers, trained: student.weights }) : undefined;
+  return {
+    async step() {
+      const r = parallel ? await parallel.grads(b) : batchGrads(student, distillers, student.weights, b);
+      opt.apply(r.grads, 1e-3);
+      r.value.dataSync();
+      tf.dispose([r.value, ...Object.values(r.terms), ...Object.values(r.grads)]);
+    },
+    async close() {
+      await parallel?.close();
+      tf.dispose([b.x as tf.Tensor, b.hard!]);
+      opt.dispose();
+      student.dispose();
+    },
+  };
 }
 
 function findTorchPython(given?: string): string | undefined {
