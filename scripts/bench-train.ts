@@ -23,9 +23,12 @@
  * alternating in --rounds rounds so that both see the same load: its row gives the ratio to PyTorch
  * and the speed-up over one thread (with its spread over the rounds). The load average is printed
  * at the start and the end: Linux groups a session's threads (autogroup), so on a busy machine a
- * second thread adds little CPU time to the session, and the speed-up cannot show.
+ * second thread adds little CPU time to the session, and the speed-up cannot show. Hence also, per
+ * row, the process's CPU time per step, and for the N-thread rows a projection for free cores: one
+ * thread's CPU time per step over the busiest thread's (Linux only; an estimate, not a timing).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { Command, Option } from 'commander';
 import { intArg } from '../src/cli/run.ts';
@@ -76,7 +79,16 @@ for (const n of threadCounts) if (!Number.isInteger(n) || n < 1) program.error(`
 
 const load = { start: loadavg()[0], end: NaN };
 console.error(`load average (1 min): ${load.start.toFixed(2)} on ${cpus().length} cores`);
-type Measured = { model: ModelName; backend: string; workers: number; imgPerS: number; speedup: number | null; spread: number[] | null };
+type Measured = {
+  model: ModelName;
+  backend: string;
+  workers: number;
+  imgPerS: number;
+  speedup: number | null;
+  spread: number[] | null;
+  cpuMs: number;
+  projected: number | null;
+};
 const measured: Measured[] = [];
 for (const choice of choices) {
   const backend = await selectBackend(choice);
@@ -85,25 +97,22 @@ for (const choice of choices) {
   const workers = backend.backend === 'wasm' || backend.backend === 'cpu' ? opts.workers : 1;
   for (const model of models) {
     const [one, many] = await tfjsImagesPerSecond(SPECS[model], workers > 1 ? [1, workers] : [1]);
-    measured.push({ model, backend: backend.backend, workers: 1, imgPerS: one.imgPerS, speedup: null, spread: null });
+    const base = { model, backend: backend.backend };
+    measured.push({ ...base, workers: 1, imgPerS: one.imgPerS, speedup: null, spread: null, cpuMs: one.cpuMsPerStep, projected: null });
     if (many) {
       // Per round, N threads' img/s over one thread's: the spread says how much the load moved.
       const perRound = many.perRound.map((x, i) => x / one.perRound[i]);
       const spread = [Math.min(...perRound), Math.max(...perRound)].map((x) => round(x, 2));
-      measured.push({
-        model,
-        backend: backend.backend,
-        workers,
-        imgPerS: many.imgPerS,
-        speedup: round(many.imgPerS / one.imgPerS, 2),
-        spread,
-      });
+      // With a free core per thread a step would take as long as its busiest thread's CPU time: a projection, not a measurement.
+      const projected = many.busiestThreadMsPerStep ? round(one.cpuMsPerStep / many.busiestThreadMsPerStep, 2) : null;
+      const speedup = round(many.imgPerS / one.imgPerS, 2);
+      measured.push({ ...base, workers, imgPerS: many.imgPerS, speedup, spread, cpuMs: many.cpuMsPerStep, projected });
     }
   }
 }
 const python = findTorchPython(opts.python);
 const torch = Object.fromEntries(models.map((m) => [m, python ? fastestTorch(python, m) : null]));
-const rows = measured.map(({ model, backend, workers, imgPerS, speedup, spread }) => ({
+const rows = measured.map(({ model, backend, workers, imgPerS, speedup, spread, cpuMs, projected }) => ({
   model,
   backend,
   tfjs_img_per_s: round(imgPerS),
@@ -113,6 +122,8 @@ const rows = measured.map(({ model, backend, workers, imgPerS, speedup, spread }
   workers,
   speedup_vs_1_worker: speedup,
   speedup_spread: spread,
+  cpu_ms_per_step: round(cpuMs),
+  projected_speedup_free_cores: projected,
 }));
 load.end = loadavg()[0];
 // The goals of issue 11: tfjs / PyTorch ≥ 1.0 on the native backend, ≥ 0.5 on wasm.
@@ -122,7 +133,10 @@ for (const r of rows) {
     r.ratio === null
       ? ''
       : `; pytorch (${r.torch_threads} threads) ${r.torch_img_per_s} img/s; ratio ${r.ratio} (goal >= ${goal(r.backend)})`;
-  const speedup = r.speedup_vs_1_worker === null ? '' : `; ${r.speedup_vs_1_worker}x one thread (rounds ${r.speedup_spread!.join('-')}x)`;
+  const speedup =
+    r.speedup_vs_1_worker === null
+      ? ''
+      : `; ${r.speedup_vs_1_worker}x one thread (rounds ${r.speedup_spread!.join('-')}x; projected with free cores ${r.projected_speedup_free_cores ?? '-'}x)`;
   const label = r.workers > 1 ? `${r.backend} x${r.workers} workers` : r.backend;
   console.log(`${r.model} tfjs (${label}): ${r.tfjs_img_per_s} img/s${vs}${speedup}`);
 }
@@ -155,27 +169,51 @@ function fastestTorch(python: string, model: ModelName) {
  * of `threads` set-ups (1: the trainer's one-thread step; N: data-parallel over N threads), the
  * set-ups alternating in rounds (the order reversed every other round); also img/s per round.
  */
-async function tfjsImagesPerSecond(spec: StudentSpec, threads: number[]): Promise<Array<{ imgPerS: number; perRound: number[] }>> {
+async function tfjsImagesPerSecond(
+  spec: StudentSpec,
+  threads: number[],
+): Promise<Array<{ imgPerS: number; perRound: number[]; cpuMsPerStep: number; busiestThreadMsPerStep: number | null }>> {
   const setups: Stepper[] = [];
   for (const n of threads) setups.push(await stepper(spec, opts.batchSize, n));
   for (const s of setups) for (let i = 0; i < opts.warmup; i++) await s.step();
   const rounds = Math.min(opts.rounds, opts.steps);
   const secs = setups.map(() => [] as number[]);
+  const cpu = setups.map(() => ({ all: 0, main: 0 }));
   const stepsIn = (r: number) => Math.floor((opts.steps * (r + 1)) / rounds) - Math.floor((opts.steps * r) / rounds);
   for (let r = 0; r < rounds; r++) {
     const order = setups.map((_, i) => i);
     if (r % 2 === 1) order.reverse();
     for (const i of order) {
       const t0 = performance.now();
+      const [all0, main0] = [process.cpuUsage(), mainThreadCpuMs()];
       for (let k = 0; k < stepsIn(r); k++) await setups[i].step();
       secs[i].push((performance.now() - t0) / 1000);
+      const all = process.cpuUsage(all0);
+      cpu[i].all += (all.user + all.system) / 1000;
+      cpu[i].main += mainThreadCpuMs() - main0;
     }
   }
   for (const s of setups) await s.close();
-  return secs.map((ss) => ({
+  const hasThreadCpu = !Number.isNaN(mainThreadCpuMs());
+  return secs.map((ss, i) => ({
     imgPerS: (opts.batchSize * opts.steps) / ss.reduce((a, b) => a + b, 0),
     perRound: ss.map((x, r) => (opts.batchSize * stepsIn(r)) / x),
+    cpuMsPerStep: cpu[i].all / opts.steps,
+    // The busiest thread: main, or a worker's share of the rest of the process's CPU time (GC and tsx's thread included).
+    busiestThreadMsPerStep: hasThreadCpu
+      ? Math.max(cpu[i].main, (cpu[i].all - cpu[i].main) / Math.max(1, threads[i] - 1)) / opts.steps
+      : null,
   }));
+}
+
+/** CPU time of the calling thread (Linux: /proc/thread-self/stat, 10 ms ticks), NaN elsewhere. */
+function mainThreadCpuMs(): number {
+  try {
+    const fields = readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * (1000 / 100);
+  } catch {
+    return NaN;
+  }
 }
 
 interface Stepper {
