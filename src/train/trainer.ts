@@ -261,7 +261,8 @@ export async function train(
   };
   const objective = objectiveKey(distillers);
   // --workers N: the same steps, each batch's gradients computed in shares on N threads (./parallel).
-  const parallel = (c.workers ?? 1) > 1 ? await startParallelGrads({ workers: c.workers!, spec, c, student, distillers, trained }) : undefined;
+  const parallel =
+    (c.workers ?? 1) > 1 ? await startParallelGrads({ workers: c.workers!, spec, c, student, distillers, trained }) : undefined;
 
   // ---- the loop -------------------------------------------------------------------------
   for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
