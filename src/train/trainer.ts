@@ -279,7 +279,8 @@ export async function train(
         return sumTerms(terms);
       }, Object.values(trained));
       const named: Record<string, tf.Tensor> = {};
-      for (const [name, v] of Object.entries(trained)) named[name] = grads[v.name];
+      // A weight no term reaches in this step (DearKD's aligner in stage 2) has no gradient: it is left as it is.
+      for (const [name, v] of Object.entries(trained)) if (grads[v.name]) named[name] = grads[v.name];
       const clipped = clipByGlobalNorm(named, c.clip);
       opt.apply(clipped.grads, lr);
       log.push(value, terms, idx.length);

@@ -112,7 +112,7 @@ export const dearkd = defineDistiller<DearkdOptions>({
     kdTemperature: kdTemperatureFlag,
     dearkdBlock: indexFlag('DearKD: the ViT block (0-based) whose patch tokens learn the CNN map', 'the middle, ⌊(depth−1)/2⌋'),
     dearkdTeacherStage: indexFlag(
-      "DearKD: the CNN feature map stage<i> (cnn: 0, 1, 2 with three convolutions)",
+      'DearKD: the CNN feature map stage<i> (cnn: 0, 1, 2 with three convolutions)',
       'the one closest to the token grid',
     ),
   },
@@ -121,7 +121,11 @@ export const dearkd = defineDistiller<DearkdOptions>({
     const s = ctx.student;
     if (s.kind !== 'vit') throw new DistilleryError(`--distill dearkd: needs a ViT student, not ${s.kind}`);
     if (ctx.distill && !ctx.distill.includes('ce'))
-      throw new SettingError('distill', ctx.distill.join(','), 'dearkd: stage 2 trains on CE alone; add ce (e.g. --distill ce,dearkd --ce-weight 1)');
+      throw new SettingError(
+        'distill',
+        ctx.distill.join(','),
+        'dearkd: stage 2 trains on CE alone; add ce (e.g. --distill ce,dearkd --ce-weight 1)',
+      );
     if (ctx.distill?.includes('kd'))
       throw new SettingError(
         'distill',
@@ -142,7 +146,9 @@ export const dearkd = defineDistiller<DearkdOptions>({
     if (useFeatures) {
       const teacher = ctx.featureTeacher;
       if (!teacher)
-        throw new DistilleryError('--distill dearkd: needs --feature-teacher DIR, a CNN trained by this project (train.ts --arch cnn --supervised)');
+        throw new DistilleryError(
+          '--distill dearkd: needs --feature-teacher DIR, a CNN trained by this project (train.ts --arch cnn --supervised)',
+        );
       const t = teacher.model.spec;
       if (!('inputShape' in t) || t.inputShape.join('x') !== s.inputShape.join('x'))
         throw new DistilleryError(
@@ -153,7 +159,11 @@ export const dearkd = defineDistiller<DearkdOptions>({
         throw new DistilleryError(`--feature-teacher ${teacher.dir}: dearkd needs a CNN's feature maps, and this ${t.kind} has none`);
       map = o.dearkdTeacherStage === null ? closestMap(maps, h, w) : maps.find((m) => m.index === o.dearkdTeacherStage);
       if (!map)
-        throw new SettingError('dearkdTeacherStage', o.dearkdTeacherStage, `the teacher's maps are stage${maps.map((m) => m.index).join(', stage')}`);
+        throw new SettingError(
+          'dearkdTeacherStage',
+          o.dearkdTeacherStage,
+          `the teacher's maps are stage${maps.map((m) => m.index).join(', stage')}`,
+        );
       const param = seededParams(ctx.seed, weights);
       aligner = {
         w: param(`${PROJ_PREFIX}dearkd.w`, [s.width, map.c], lecun(s.width)) as tf.Tensor2D,

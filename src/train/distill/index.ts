@@ -26,7 +26,14 @@ export { PROJ_PREFIX } from './hidden.ts';
 export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold, dearkd];
 
 /** Every distiller's settings, by flag key (a key shared by two distillers is one setting). */
-export type DistillSettings = CeOptions & KdOptions & MultiKdOptions & DeitOptions & HiddenOptions & AttnOptions & ManifoldOptions & DearkdOptions;
+export type DistillSettings = CeOptions &
+  KdOptions &
+  MultiKdOptions &
+  DeitOptions &
+  HiddenOptions &
+  AttnOptions &
+  ManifoldOptions &
+  DearkdOptions;
 
 export function distillerNames(): string[] {
   return DISTILLERS.map((d) => d.name);

@@ -100,7 +100,9 @@ function checkSpec(spec: VitSpec): void {
   }
   const k = spec.relPosBlocks ?? 0;
   if (!Number.isInteger(k) || k < 0 || k > spec.depth)
-    throw new DistilleryError(`vit relPosBlocks must be a whole number from 0 to depth ${spec.depth}, got ${JSON.stringify(spec.relPosBlocks)}`);
+    throw new DistilleryError(
+      `vit relPosBlocks must be a whole number from 0 to depth ${spec.depth}, got ${JSON.stringify(spec.relPosBlocks)}`,
+    );
 }
 
 /**
