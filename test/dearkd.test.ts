@@ -69,6 +69,24 @@ describe('relative-position bias (MHCA)', () => {
           }
           assert.equal(bias[h][a][b], want, `head ${h}, tokens ${a}, ${b}`);
         }
+    // Its gradient: d Σ(B ⊙ R) / d table[h, r] is the sum of R over the patch pairs at offset r.
+    const R = Array.from({ length: heads }, (_, h) =>
+      Array.from({ length: n }, (_, a) => Array.from({ length: n }, (_, b) => h + a * 0.1 + b * 0.01)),
+    );
+    const grad = tf.tidy(() => {
+      const t = tf.tensor2d(table);
+      return tf
+        .grad((x: tf.Tensor) => tf.sum(tf.mul(relativePositionBias(x as tf.Tensor2D, gh, gw, prefix), tf.tensor3d(R))))(t)
+        .arraySync() as number[][];
+    });
+    const want = table.map((row) => row.map(() => 0));
+    for (let h = 0; h < heads; h++)
+      for (let i = 0; i < gh * gw; i++)
+        for (let j = 0; j < gh * gw; j++) {
+          const [dy, dx] = [Math.floor(i / gw) - Math.floor(j / gw), (i % gw) - (j % gw)];
+          want[h][(dy + gh - 1) * (2 * gw - 1) + dx + gw - 1] += R[h][prefix + i][prefix + j];
+        }
+    for (let h = 0; h < heads; h++) for (let k = 0; k < r; k++) assert.ok(close(grad[h][k], want[h][k]), `gradient of table[${h}, ${k}]`);
   });
 
   test('its tables: shape, zero start = plain attention, a gradient, saved and loaded; bad k refused', async () => {

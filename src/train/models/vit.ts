@@ -105,34 +105,40 @@ function checkSpec(spec: VitSpec): void {
     );
 }
 
-/**
- * The one-hot map from offsets to token pairs, [(2h−1)(2w−1), N·N] with N = prefix + h·w: column
- * (prefix + i)·N + prefix + j holds a 1 in the row of patch i's offset from patch j. The bias is then
- * one 2-D product, table · map (a gather's gradient needs UnsortedSegmentSum, which wasm lacks).
- */
-const offsetMaps = new Map<string, Float32Array>();
-function offsetMap(h: number, w: number, prefix: number): Float32Array {
-  const key = `${h}x${w}+${prefix}`;
-  let m = offsetMaps.get(key);
+/** [2n−1, n·n]: column a·n + b holds a 1 in row a − b + n − 1, the offset of a from b along one axis of the grid. */
+const oneHots = new Map<number, Float32Array>();
+function offsetOneHot(n: number): Float32Array {
+  let m = oneHots.get(n);
   if (!m) {
-    const n = prefix + h * w;
-    m = new Float32Array((2 * h - 1) * (2 * w - 1) * n * n);
-    for (let i = 0; i < h * w; i++)
-      for (let j = 0; j < h * w; j++) {
-        const r = (Math.floor(i / w) - Math.floor(j / w) + h - 1) * (2 * w - 1) + ((i % w) - (j % w) + w - 1);
-        m[r * n * n + (prefix + i) * n + prefix + j] = 1;
-      }
-    offsetMaps.set(key, m);
+    m = new Float32Array((2 * n - 1) * n * n);
+    for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) m[(a - b + n - 1) * n * n + a * n + b] = 1;
+    oneHots.set(n, m);
   }
   return m;
 }
 
-/** B [heads, N, N] from a bias table [heads, (2h−1)(2w−1)] on an h×w patch grid after `prefix` tokens. */
+/**
+ * B [heads, N, N] from a bias table [heads, (2h−1)(2w−1)] (row offsets major) on an h×w patch grid after
+ * `prefix` tokens: B[(yᵢ, xᵢ), (yⱼ, xⱼ)] = T[yᵢ − yⱼ, xᵢ − xⱼ] = Σ_a,b E_y[a, (yᵢ, yⱼ)] T[a, b] E_x[b, (xᵢ, xⱼ)], two
+ * 2-D products with the per-axis one-hots (a gather's gradient needs UnsortedSegmentSum, which wasm lacks),
+ * then zero rows and columns for the prefix tokens.
+ */
 export function relativePositionBias(table: tf.Tensor2D, h: number, w: number, prefix: number): tf.Tensor3D {
-  const n = prefix + h * w;
+  const heads = table.shape[0];
+  const [rh, rw] = [2 * h - 1, 2 * w - 1];
   return tf.tidy(() => {
-    const map = tf.tensor2d(offsetMap(h, w, prefix), [(2 * h - 1) * (2 * w - 1), n * n]);
-    return tf.reshape(matMul2d(table, map), [table.shape[0], n, n]) as tf.Tensor3D;
+    const eyT = tf.transpose(tf.tensor2d(offsetOneHot(h), [rh, h * h])) as tf.Tensor2D;
+    const ex = tf.tensor2d(offsetOneHot(w), [rw, w * w]);
+    const byCol = tf.reshape(tf.transpose(tf.reshape(table, [heads, rh, rw]), [1, 0, 2]), [rh, heads * rw]) as tf.Tensor2D;
+    const rows = matMul2d(eyT, byCol); // [(yᵢ, yⱼ), (head, b)]
+    const perHead = tf.reshape(tf.transpose(tf.reshape(rows, [h * h, heads, rw]), [1, 0, 2]), [heads * h * h, rw]) as tf.Tensor2D;
+    const both = tf.reshape(matMul2d(perHead, ex), [heads * h, h, w, w]); // [(head, yᵢ), yⱼ, xᵢ, xⱼ]
+    const patches = tf.reshape(tf.transpose(both, [0, 2, 1, 3]), [heads, h * w, h * w]);
+    return tf.pad(patches, [
+      [0, 0],
+      [prefix, 0],
+      [prefix, 0],
+    ]) as tf.Tensor3D;
   });
 }
 
