@@ -58,6 +58,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   mlpRatio: number;
   distillToken: boolean;
   shareEvery: number;
+  relPosBlocks: number;
   buckets: number;
   dim: number;
 }
@@ -92,7 +93,7 @@ const program = addTargetOptions(
     )
     .option(
       '--feature-teacher <dir>',
-      'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers',
+      'a model trained by this project, run frozen on each batch: a ViT for the hidden, attn and manifold distillers, a CNN for dearkd',
     )
     .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
@@ -136,6 +137,12 @@ const program = addTargetOptions(
     .option('--mlp-ratio <x>', 'vit: MLP width / token width', numberArg(0.1), 2)
     .option('--distill-token', 'vit: DeiT distillation token and head', false)
     .option('--share-every <k>', 'vit: MiniViT weight sharing within groups of k consecutive blocks', intArg(1), 1)
+    .option(
+      '--rel-pos-blocks <k>',
+      "vit: DearKD's MHCA, a learned per-head relative-position bias in the attention of the first k blocks (0: none)",
+      intArg(0),
+      0,
+    )
     .option('--buckets <n>', 'fasttext: hashed feature buckets', intArg(1), 1 << 18)
     .option('--dim <n>', 'fasttext: embedding width', intArg(1), 64),
 );
@@ -306,6 +313,8 @@ function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
         mlpRatio: o.mlpRatio,
         distillToken: o.distillToken,
         shareEvery: o.shareEvery,
+        // Only when asked for: a spec without it is the one every earlier model was saved with.
+        ...(o.relPosBlocks > 0 ? { relPosBlocks: o.relPosBlocks } : {}),
       };
   }
 }

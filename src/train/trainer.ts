@@ -27,6 +27,7 @@ import {
   type Distiller,
   type DistillSettings,
   type Needs,
+  unionNeeds,
 } from './distill/index.ts';
 import { loadWeights, saveWeights } from './io.ts';
 import { countParams, createStudent, studentFromWeights, type Student, type StudentSpec } from './models/index.ts';
@@ -179,7 +180,7 @@ export async function train(
       throw new SettingError(
         'featureTeacher',
         c.featureTeacher,
-        'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)',
+        'no chosen distiller uses it (add hidden, attn, manifold or dearkd to --distill, with a weight above 0; all are 0 or absent)',
       );
     }
     if ((c.workers ?? 1) > 1) checkParallel(c.workers!, spec, distillers);
@@ -239,7 +240,6 @@ export async function train(
     startEpoch = ck.epoch + 1;
     best = ck.best;
   }
-  const needs = unionNeeds(distillers);
   const predictWith = distillers.map((d) => findDistiller(d.name)).find((d) => d.predict);
   const predict: PredictRule = predictWith?.predict ?? softmaxRule;
 
@@ -272,10 +272,12 @@ export async function train(
     const augment = c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined;
     const log = new LossLog();
     let lr = c.lr;
+    // A staged method (DearKD) may need less in later epochs: no feature teacher run when no term uses it.
+    const needsNow = unionNeeds(distillers, { epoch, epochs: c.epochs });
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
-      const batch = makeBatch(ds, spec, idx, needs, nc, augment, featureTeacher?.model);
+      const batch: Batch = { ...makeBatch(ds, spec, idx, needsNow, nc, augment, featureTeacher?.model), epoch, epochs: c.epochs };
       const { value, terms, grads } = parallel ? await parallel.grads(batch) : batchGrads(student, distillers, trained, batch);
       const clipped = clipByGlobalNorm(grads, c.clip);
       opt.apply(clipped.grads, lr);
@@ -325,12 +327,6 @@ export async function train(
   const params = countParams(finalModel.student);
   finalModel.student.dispose();
   return { history, test: report, samples_per_second: trainSeconds > 0 ? trainSamples / trainSeconds : 0, best_epoch: best.epoch, params };
-}
-
-function unionNeeds(ds: Distiller[]): Needs {
-  const out: Needs = {};
-  for (const d of ds) for (const [k, v] of Object.entries(d.needs)) if (v) out[k as keyof Needs] = true;
-  return out;
 }
 
 /** The batch the distillers asked for, built outside the gradient tape. */

@@ -6,6 +6,7 @@
 import { DistilleryError, SettingError } from '../../errors.ts';
 import { attn, type AttnOptions } from './attn.ts';
 import { ce, type CeOptions } from './ce.ts';
+import { dearkd, type DearkdOptions } from './dearkd.ts';
 import { deit, type DeitOptions } from './deit.ts';
 import { hidden, type HiddenOptions } from './hidden.ts';
 import { kd, type KdOptions } from './kd.ts';
@@ -15,17 +16,24 @@ import { tf } from '../backend.ts';
 import { loadWeights } from '../io.ts';
 import { studentFromWeights, type Student, type StudentSpec } from '../models/index.ts';
 import { resolve } from 'node:path';
-import type { Distiller, DistillerContext, DistillerDef, Flag } from './types.ts';
+import type { Distiller, DistillerContext, DistillerDef, Flag, Needs, Progress } from './types.ts';
 
-export type { Batch, Distiller, DistillerContext, DistillerDef, Flag, Needs, StudentOutput } from './types.ts';
+export type { Batch, Distiller, DistillerContext, DistillerDef, Flag, Needs, Progress, StudentOutput } from './types.ts';
 export { parseLayerMap } from './vit-features.ts';
 export { PROJ_PREFIX } from './hidden.ts';
 
 /** In this order the terms are summed and logged, whatever the order of --distill. */
-export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold];
+export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold, dearkd];
 
 /** Every distiller's settings, by flag key (a key shared by two distillers is one setting). */
-export type DistillSettings = CeOptions & KdOptions & MultiKdOptions & DeitOptions & HiddenOptions & AttnOptions & ManifoldOptions;
+export type DistillSettings = CeOptions &
+  KdOptions &
+  MultiKdOptions &
+  DeitOptions &
+  HiddenOptions &
+  AttnOptions &
+  ManifoldOptions &
+  DearkdOptions;
 
 export function distillerNames(): string[] {
   return DISTILLERS.map((d) => d.name);
@@ -80,10 +88,11 @@ export function createDistillers(names: string[], settings: Partial<DistillSetti
   const all = distillDefaults(settings);
   const made: Distiller[] = [];
   try {
-    for (const name of parseDistillList(names.join(','))) {
+    const chosen = parseDistillList(names.join(','));
+    for (const name of chosen) {
       const def = findDistiller(name);
       const options = Object.fromEntries(Object.keys(def.flags).map((k) => [k, all[k as keyof DistillSettings]]));
-      const d = def.create(options, ctx);
+      const d = def.create(options, { ...ctx, distill: chosen });
       if (d) made.push(d);
     }
   } catch (e) {
@@ -113,4 +122,12 @@ export async function loadFeatureTeacher(dir: string): Promise<{ dir: string; mo
   } finally {
     tf.dispose(Object.values(loaded.tensors));
   }
+}
+
+/** What the distillers need at all (no progress given), or in this epoch. */
+export function unionNeeds(ds: Distiller[], progress?: Progress): Needs {
+  const out: Needs = {};
+  for (const d of ds)
+    for (const [k, v] of Object.entries(progress && d.needsAt ? d.needsAt(progress) : d.needs)) if (v) out[k as keyof Needs] = true;
+  return out;
 }

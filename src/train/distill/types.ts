@@ -42,11 +42,22 @@ export interface Batch {
   perTeacher?: { names: string[]; logits: tf.Tensor3D; present: tf.Tensor2D };
   /** The frozen feature teacher's forward on x, with its features. */
   featureTeacher?: ForwardOut;
+  /** Training progress (set by the trainer): this batch's epoch, 0-based, of `epochs` planned. For staged methods (DearKD). */
+  epoch?: number;
+  epochs?: number;
+}
+
+/** Where training is: epoch (0-based) of the planned epochs. */
+export interface Progress {
+  epoch: number;
+  epochs: number;
 }
 
 export interface Distiller<P = unknown> {
   readonly name: string;
   readonly needs: Needs;
+  /** What it needs in this epoch, when that changes during training (a staged method); default `needs`. Never more than `needs`. */
+  needsAt?(progress: Progress): Needs;
   /** Learnable extras (projections, aligners): trained with the student, kept in checkpoints, not in the saved model. */
   readonly weights: Record<string, tf.Variable>;
   /** What binds a checkpoint to this objective (--resume refuses another). JSON-serialisable. */
@@ -74,6 +85,8 @@ export interface DistillerContext {
   seed: number;
   /** The frozen teacher model of --feature-teacher, when given. */
   featureTeacher?: { dir: string; model: Student };
+  /** Every distiller chosen with this one (set by createDistillers), for methods that depend on another's term. */
+  distill?: string[];
 }
 
 export interface DistillerDef<O extends object = object> {

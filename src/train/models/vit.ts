@@ -16,13 +16,18 @@
  * which MiniViT found necessary for training stability and diversity.
  * (MiniViT's per-layer weight transformations are not implemented.)
  *
+ * DearKD's MHCA (Chen et al. 2022, after Cordonnier et al. 2020: attention with a relative-position
+ * bias can act as a convolution): in the first `relPosBlocks` blocks each head adds a learned bias
+ * for the patch-grid offset (Δrow, Δcol) of query and key, softmax(QKᵀ/√d + B_h); 0 for pairs with
+ * a class/distillation token. Zero-initialised: such a block starts as plain attention.
+ *
  * Speed on wasm: every projection is one plain 2-D product on [B·N, ·]; only
  * the two attention products (QKᵀ, AV) are batched matMuls, which are slow
  * there but have every kernel.
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import { conv2dPatches, dense, gelu, layerNorm, splitHeads } from '../ops.ts';
+import { conv2dPatches, dense, gelu, layerNorm, matMul2d, splitHeads } from '../ops.ts';
 import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
@@ -45,6 +50,8 @@ export interface VitSpec {
   distillToken?: boolean;
   /** MiniViT: share attention + MLP weights within groups of this many consecutive blocks. Default 1 (no sharing). */
   shareEvery?: number;
+  /** DearKD's MHCA: a learned per-head relative-position bias in the first k blocks (`blocks.<i>.attn.rel_pos`). Default 0. */
+  relPosBlocks?: number;
 }
 
 /** Tokens per image: the prefix (class/distillation) tokens, then the patches. */
@@ -65,6 +72,8 @@ interface BlockWeights {
   norm2: { g: tf.Tensor1D; b: tf.Tensor1D };
   fc1: { w: tf.Tensor2D; b: tf.Tensor1D };
   fc2: { w: tf.Tensor2D; b: tf.Tensor1D };
+  /** [heads, (2h−1)(2w−1)]: the relative-position bias table, in the first relPosBlocks blocks. */
+  relPos?: tf.Tensor2D;
 }
 
 interface BlockRecord {
@@ -89,6 +98,48 @@ function checkSpec(spec: VitSpec): void {
   if (spec.classToken === false && spec.distillToken) {
     throw new DistilleryError('vit: a distillation token needs the class token (DeiT classifies from both)');
   }
+  const k = spec.relPosBlocks ?? 0;
+  if (!Number.isInteger(k) || k < 0 || k > spec.depth)
+    throw new DistilleryError(
+      `vit relPosBlocks must be a whole number from 0 to depth ${spec.depth}, got ${JSON.stringify(spec.relPosBlocks)}`,
+    );
+}
+
+/** [2n−1, n·n]: column a·n + b holds a 1 in row a − b + n − 1, the offset of a from b along one axis of the grid. */
+const oneHots = new Map<number, Float32Array>();
+function offsetOneHot(n: number): Float32Array {
+  let m = oneHots.get(n);
+  if (!m) {
+    m = new Float32Array((2 * n - 1) * n * n);
+    for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) m[(a - b + n - 1) * n * n + a * n + b] = 1;
+    oneHots.set(n, m);
+  }
+  return m;
+}
+
+/**
+ * B [heads, N, N] from a bias table [heads, (2h−1)(2w−1)] (row offsets major) on an h×w patch grid after
+ * `prefix` tokens: B[(yᵢ, xᵢ), (yⱼ, xⱼ)] = T[yᵢ − yⱼ, xᵢ − xⱼ] = Σ_a,b E_y[a, (yᵢ, yⱼ)] T[a, b] E_x[b, (xᵢ, xⱼ)], two
+ * 2-D products with the per-axis one-hots (a gather's gradient needs UnsortedSegmentSum, which wasm lacks),
+ * then zero rows and columns for the prefix tokens.
+ */
+export function relativePositionBias(table: tf.Tensor2D, h: number, w: number, prefix: number): tf.Tensor3D {
+  const heads = table.shape[0];
+  const [rh, rw] = [2 * h - 1, 2 * w - 1];
+  return tf.tidy(() => {
+    const eyT = tf.transpose(tf.tensor2d(offsetOneHot(h), [rh, h * h])) as tf.Tensor2D;
+    const ex = tf.tensor2d(offsetOneHot(w), [rw, w * w]);
+    const byCol = tf.reshape(tf.transpose(tf.reshape(table, [heads, rh, rw]), [1, 0, 2]), [rh, heads * rw]) as tf.Tensor2D;
+    const rows = matMul2d(eyT, byCol); // [(yᵢ, yⱼ), (head, b)]
+    const perHead = tf.reshape(tf.transpose(tf.reshape(rows, [h * h, heads, rw]), [1, 0, 2]), [heads * h * h, rw]) as tf.Tensor2D;
+    const both = tf.reshape(matMul2d(perHead, ex), [heads * h, h, w, w]); // [(head, yᵢ), yⱼ, xᵢ, xⱼ]
+    const patches = tf.reshape(tf.transpose(both, [0, 2, 1, 3]), [heads, h * w, h * w]);
+    return tf.pad(patches, [
+      [0, 0],
+      [prefix, 0],
+      [prefix, 0],
+    ]) as tf.Tensor3D;
+  });
 }
 
 export function buildVit(spec: VitSpec, param: ParamFn): Forward {
@@ -101,6 +152,8 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
   const hasCls = spec.classToken ?? true;
   const hasDist = spec.distillToken ?? false;
   const tokens = vitTokenCounts(spec);
+  const grid = [spec.inputShape[0] / p, spec.inputShape[1] / p];
+  const relPosBlocks = spec.relPosBlocks ?? 0;
 
   // --- weights -----------------------------------------------------------------------
   const lin = (name: string, nin: number, nout: number) => ({
@@ -126,6 +179,9 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
       norm2: norm(`blocks.${i}.norm2`),
       fc1: lin(`${owner}.mlp.fc1`, D, mlp),
       fc2: lin(`${owner}.mlp.fc2`, mlp, D),
+      ...(i < relPosBlocks
+        ? { relPos: param(`blocks.${i}.attn.rel_pos`, [heads, (2 * grid[0] - 1) * (2 * grid[1] - 1)], zeros) as tf.Tensor2D }
+        : {}),
     });
   }
   const finalNorm = norm('norm');
@@ -141,7 +197,8 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     const h = tf.reshape(layerNorm(x, w.norm1.g, w.norm1.b), [B * N, D]);
     const [q, k, v] = splitHeads(dense(h, w.qkv.w, w.qkv.b) as tf.Tensor2D, B, 3, heads); // one [B·N, 3D] product
     record?.push({ q, k, v });
-    const attn = tf.softmax(tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true)); // [B, heads, N, N]
+    const logits = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true); // [B, heads, N, N]
+    const attn = tf.softmax(w.relPos ? tf.add(logits, relativePositionBias(w.relPos, grid[0], grid[1], tokens.prefix)) : logits);
     const merged = tf.reshape(tf.transpose(tf.matMul(attn, v), [0, 2, 1, 3]), [B * N, D]);
     let y = tf.add(x, tf.reshape(dense(merged, w.proj.w, w.proj.b), [B, N, D])) as tf.Tensor3D;
 

@@ -3,7 +3,7 @@
  * workers, and what main and each worker compute on their share of the batch with them.
  */
 import { tf } from '../backend.ts';
-import type { Batch, Distiller } from '../distill/index.ts';
+import { unionNeeds, type Batch, type Distiller } from '../distill/index.ts';
 import type { Student } from '../models/index.ts';
 
 /** What one optimizer step needs of a batch, before clipping: the loss, its named terms, and each trained weight's gradient. */
@@ -15,7 +15,8 @@ export interface StepGrads {
 
 /** The student once under the gradient tape: the distillers' terms summed, differentiated w.r.t. `trained` (by name). */
 export function batchGrads(student: Student, distillers: Distiller[], trained: Record<string, tf.Variable>, batch: Batch): StepGrads {
-  const collect = distillers.some((d) => d.needs.studentFeatures === true);
+  const progress = batch.epoch !== undefined && batch.epochs !== undefined ? { epoch: batch.epoch, epochs: batch.epochs } : undefined;
+  const collect = unionNeeds(distillers, progress).studentFeatures === true;
   const prepared = distillers.map((d) => (d.prepare ? d.prepare(batch) : undefined));
   let terms: Record<string, tf.Scalar> = {};
   const { value, grads } = tf.variableGrads(() => {
@@ -26,7 +27,8 @@ export function batchGrads(student: Student, distillers: Distiller[], trained: R
   }, Object.values(trained));
   tf.dispose(prepared as tf.TensorContainer);
   const named: Record<string, tf.Tensor> = {};
-  for (const [name, v] of Object.entries(trained)) named[name] = grads[v.name];
+  // A weight no term reaches in this step (DearKD's aligner in stage 2) has no gradient: it is left as it is.
+  for (const [name, v] of Object.entries(trained)) if (grads[v.name]) named[name] = grads[v.name];
   return { value, terms, grads: named };
 }
 
