@@ -70,7 +70,13 @@ describe('m2mkd: modules', () => {
       const mod = createModularVit(spec, m, 11);
       const x = images(5);
       const a = tf.tidy(() => whole.forward(x).logits);
-      const b = tf.tidy(() => runChain(mod.ranges.map((_, i) => mod.module(i)), x).logits);
+      const b = tf.tidy(
+        () =>
+          runChain(
+            mod.ranges.map((_, i) => mod.module(i)),
+            x,
+          ).logits,
+      );
       assert.deepEqual(b.shape, [5, 3]);
       assert.ok(maxAbsDiff(a, b) < 1e-5, `depth ${spec.depth}, ${m} modules: ${maxAbsDiff(a, b)}`);
       const owned = mod.ranges.flatMap((_, i) => Object.keys(mod.moduleWeights(i)));
@@ -106,7 +112,11 @@ describe('m2mkd: modules', () => {
     for (let i = 0; i < 3; i++) {
       const weights: Record<string, tf.Variable> = {};
       const m = stitched(student.module(i), { slot: i, last: 2, studentWidth: 8, metaWidth: 16, seed: 5, weights });
-      widths.push(Object.keys(weights).filter((k) => k.endsWith('.fc.w')).map((k) => weights[k].shape[1]!));
+      widths.push(
+        Object.keys(weights)
+          .filter((k) => k.endsWith('.fc.w'))
+          .map((k) => weights[k].shape[1]!),
+      );
       const y = tf.tidy(() => runChain(hybridChain(meta, i, m), x).logits);
       assert.deepEqual(y.shape, [2, 3]);
       y.dispose();
@@ -227,7 +237,10 @@ describe('m2mkd: every phase', () => {
       assert.ok(Number.isFinite(m.history[0].loss) && m.history[0].loss > 0);
     }
     assert.equal(r.e2e.history.length, 1);
-    assert.ok(lines.some((l) => /hybrid teacher \(meta \+ teacher module i\): [\d.]+%, [\d.]+%/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /hybrid teacher \(meta \+ teacher module i\): [\d.]+%, [\d.]+%/.test(l)),
+      lines.join('\n'),
+    );
     for (const phase of ['meta', 'teacher', 'incubate-0', 'incubate-1', 'module-0', 'module-1']) {
       assert.ok(fs.existsSync(path.join(out, 'm2mkd', phase, 'phase.json')), phase);
     }
@@ -252,7 +265,10 @@ describe('m2mkd: every phase', () => {
     assert.deepEqual(again.modules, r.modules);
     assert.deepEqual(again.meta, r.meta);
     assert.deepEqual(again.e2e.history, r.e2e.history);
-    await assert.rejects(runM2mkd(ds, { ...config, moduleEpochs: 2 }, out, {}), /module-0.*phase\.json: this phase was run with other settings/);
+    await assert.rejects(
+      runM2mkd(ds, { ...config, moduleEpochs: 2 }, out, {}),
+      /module-0.*phase\.json: this phase was run with other settings/,
+    );
   });
 });
 
