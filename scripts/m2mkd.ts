@@ -138,7 +138,13 @@ runCli(async () => {
     distill: opts.distill ?? (opts.supervised ? ['ce'] : ['ce', 'kd']),
     ...(opts.supervised ? { settings: { ceWeight: 1 } } : {}),
   };
-  const record = await runM2mkd(ds, config, opts.out, { log });
+  const record = await runM2mkd(ds, config, opts.out, {
+    log,
+    train: {
+      onEpoch: (r) =>
+        log(`  end-to-end epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)} val ${pct(r.val_accuracy)} test ${pct(r.test_accuracy)}`),
+    },
+  });
   writeMetrics(opts.out, {
     command: `tsx scripts/m2mkd.ts ${process.argv.slice(2).join(' ')}`,
     backend: backend.backend,
