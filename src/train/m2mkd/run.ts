@@ -298,7 +298,7 @@ export async function runM2mkd(ds: Dataset, c: M2mkdConfig, outDir: string, hook
       let done = finished<M2mkdRecord['modules'][number]>(dir, key);
       if (done) assignAll(vars, (await loadWeights(dir)).tensors, dir);
       else {
-        say(`m2mkd student module ${i} (blocks ${student.ranges[i].join('–')}): ${c.moduleEpochs} epochs`);
+        say(`m2mkd student module ${i} (${blockNames(student.ranges[i])}): ${c.moduleEpochs} epochs`);
         const tChain = hybridTeacher(i);
         const history = await fit(
           ds,
@@ -362,6 +362,11 @@ export async function runM2mkd(ds: Dataset, c: M2mkdConfig, outDir: string, hook
   } finally {
     for (const f of toFree) f.dispose();
   }
+}
+
+/** [start, end) as people read it: "block 2", "blocks 0–1". */
+function blockNames([s, e]: [number, number]): string {
+  return e - s === 1 ? `block ${s}` : `blocks ${s}–${e - 1}`;
 }
 
 /** The optimisation settings every phase shares. */
