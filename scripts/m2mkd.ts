@@ -71,7 +71,7 @@ const program = addBackendOption(
       2,
     )
     .option('--module-epochs <n>', 'epochs of each student module inside the frozen meta model', intArg(1), 5)
-    .option('--epochs <n>', 'epochs of the assembled student, end to end', intArg(0), 10)
+    .option('--epochs <n>', 'epochs of the assembled student, end to end', intArg(1), 10)
     .option('--distill <list>', 'end-to-end distillers, as train.ts (default: ce,kd; ce with --supervised)', (v) => parseDistillList(v))
     .option('--batch-size <n>', 'batch size (every phase)', intArg(1), 64)
     .option('--lr <x>', 'peak learning rate (AdamW, every phase)', numberArg(0), 1e-3)
