@@ -82,6 +82,19 @@ interface BlockRecord {
   v: tf.Tensor4D;
 }
 
+/**
+ * The ViT in its three parts, forward = head ∘ block(depth−1) ∘ … ∘ block(0) ∘ embed, for models built
+ * out of modules (m2mKD, src/train/m2mkd/): they run a slice of one ViT's blocks on another's tokens.
+ */
+export interface VitParts {
+  /** Images [B, H, W, C] → tokens [B, N, D]: patch embedding, class/distillation tokens, position embeddings. */
+  embed(images: tf.Tensor): tf.Tensor3D;
+  /** Block i on tokens [B, N, D]. */
+  block(i: number, x: tf.Tensor3D): tf.Tensor3D;
+  /** The last block's tokens → final norm, pooling and head(s). */
+  head(x: tf.Tensor3D): ForwardOut;
+}
+
 function checkSpec(spec: VitSpec): void {
   const inputShape = shapeOf('vit inputShape', spec.inputShape);
   if (inputShape.length !== 3) throw new DistilleryError(`vit inputShape must be [H, W, C], got ${JSON.stringify(spec.inputShape)}`);
@@ -142,7 +155,7 @@ export function relativePositionBias(table: tf.Tensor2D, h: number, w: number, p
   });
 }
 
-export function buildVit(spec: VitSpec, param: ParamFn): Forward {
+export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitParts } {
   checkSpec(spec);
   const [, , channels] = spec.inputShape;
   const { patchSize: p, width: D, depth, heads } = spec;
@@ -211,14 +224,28 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
   const token = (x: tf.Tensor3D, index: number) =>
     tf.reshape(tf.slice(x, [0, index, 0], [x.shape[0], 1, D]), [x.shape[0], D]) as tf.Tensor2D;
 
-  return (input, opts = {}): ForwardOut => {
+  /** Images → tokens [B, N, D]: patches, the prefix tokens, position embeddings. */
+  function embed(images: tf.Tensor4D): tf.Tensor3D {
+    const B = images.shape[0];
+    const patches = tf.reshape(conv2dPatches(images, patchW, p, p, patchB), [B, tokens.patches, D]);
+    const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tf.broadcastTo(t, [B, 1, D]));
+    return tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
+  }
+
+  /** The last block's tokens → final LN, pooling, head(s). */
+  function classify(x: tf.Tensor3D): ForwardOut {
+    const out = layerNorm(x, finalNorm.g, finalNorm.b) as tf.Tensor3D;
+    const pooled = hasCls ? token(out, 0) : (tf.mean(out, 1) as tf.Tensor2D);
+    const result: ForwardOut = { logits: dense(pooled, head.w, head.b) as tf.Tensor2D };
+    if (headDist) result.distLogits = dense(token(out, 1), headDist.w, headDist.b) as tf.Tensor2D;
+    return result;
+  }
+
+  const forward = (input: Parameters<Forward>[0], opts: Parameters<Forward>[1] = {}): ForwardOut => {
     if (!(input instanceof tf.Tensor)) throw new DistilleryError('vit: input must be a tensor [B, H, W, C]');
     const images = imageBatch('vit', input, spec.inputShape);
     const B = images.shape[0];
-
-    const patches = tf.reshape(conv2dPatches(images, patchW, p, p, patchB), [B, tokens.patches, D]);
-    const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tf.broadcastTo(t, [B, 1, D]));
-    let x = tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
+    let x = embed(images);
 
     const features: Features = {};
     blocks.forEach((w, i) => {
@@ -233,10 +260,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
         });
     });
 
-    const out = layerNorm(x, finalNorm.g, finalNorm.b) as tf.Tensor3D;
-    const pooled = hasCls ? token(out, 0) : (tf.mean(out, 1) as tf.Tensor2D);
-    const result: ForwardOut = { logits: dense(pooled, head.w, head.b) as tf.Tensor2D };
-    if (headDist) result.distLogits = dense(token(out, 1), headDist.w, headDist.b) as tf.Tensor2D;
+    const result = classify(x);
     if (opts.collect) {
       // Manifold distillation (Hao et al. 2022) matches patch features only, so the prefix tokens are cut off.
       features.patches = tf.slice(x, [0, tokens.prefix, 0], [B, tokens.patches, D]);
@@ -244,4 +268,10 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     }
     return result;
   };
+  const parts: VitParts = {
+    embed: (images) => embed(imageBatch('vit', images, spec.inputShape)),
+    block: (i, x) => block(x, blocks[i]),
+    head: classify,
+  };
+  return Object.assign(forward, { parts });
 }
