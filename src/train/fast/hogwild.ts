@@ -22,9 +22,13 @@ import { LinearFasttext, type FitOptions, type Objective, type PackedBags, type 
 /** Items a thread takes from the cursor at a time: small enough to balance, big enough that the atomics cost nothing. */
 const CHUNK = 32;
 
-/** counters[CURSOR]: the next position in the epoch's order; counters[STEP]: steps done by all threads, all epochs. */
+/**
+ * counters[CURSOR]: the next position in the epoch's order; counters[STEP]: steps done by all
+ * threads, all epochs; counters[STARTED]: threads that have begun this epoch.
+ */
 const CURSOR = 0;
 const STEP = 1;
+const STARTED = 2;
 
 /** Everything a worker needs, all views of SharedArrayBuffers (posting them shares the memory, copies nothing). */
 export interface SharedState {
@@ -60,6 +64,8 @@ export interface ShareResult {
 export function trainShare(model: LinearFasttext, bags: PackedBags, o: Objective, s: SharedState, e: EpochShare, onChunk?: () => void): ShareResult {
   const sum = { loss: 0, ce: 0, kd: 0 };
   let steps = 0;
+  Atomics.add(s.counters, STARTED, 1);
+  Atomics.notify(s.counters, STARTED);
   for (;;) {
     const from = Atomics.add(s.counters, CURSOR, CHUNK);
     if (from >= e.n) break;
@@ -161,7 +167,7 @@ export class Hogwild {
       hard: toShared(o.hard),
       ...(o.teacher ? { teacher: { T: o.teacher.T, probs: toShared(o.teacher.probs), plogp: toShared(o.teacher.plogp) } } : {}),
       order: new Int32Array(new SharedArrayBuffer(4 * train.length)),
-      counters: new Int32Array(new SharedArrayBuffer(8)),
+      counters: new Int32Array(new SharedArrayBuffer(12)),
     };
     const local = fromShared(s);
     const ready = this.replies();
@@ -173,10 +179,14 @@ export class Hogwild {
       // fit()'s per-epoch order: the same seed visits the same items in the same epochs.
       s.order.set(shuffle(train, mulberry32(f.seed * 1000 + epoch)));
       Atomics.store(s.counters, CURSOR, 0);
+      Atomics.store(s.counters, STARTED, 0);
       const share: EpochShare = { n: train.length, total, lr: f.lr };
       const done = this.replies();
       for (const w of this.workers) w.postMessage({ kind: 'epoch', share });
       f.onStep?.(0, train.length);
+      // The calling thread waits for the workers to begin (a message hop) rather than run ahead
+      // alone: on a busy machine it would otherwise take most of a small epoch itself.
+      this.awaitStart(s.counters);
       const mine = trainShare(local.model, local.bags, local.objective, s, share, () =>
         f.onStep?.(Math.min(Atomics.load(s.counters, CURSOR), train.length), train.length),
       );
@@ -193,6 +203,16 @@ export class Hogwild {
       if (f.onEpoch?.(epoch, { loss: sum.loss / n, ce: sum.ce / n, kd: sum.kd / n }, lr)) break;
     }
     return stats;
+  }
+
+  /** Blocks (no events run meanwhile): a worker that died is noticed at the epoch's end, so the wait is capped at 5 s. */
+  private awaitStart(counters: Int32Array): void {
+    const until = performance.now() + 5000;
+    for (let seen = Atomics.load(counters, STARTED); seen < this.workers.length; seen = Atomics.load(counters, STARTED)) {
+      const left = until - performance.now();
+      if (left <= 0) break;
+      Atomics.wait(counters, STARTED, seen, left);
+    }
   }
 
   async close(): Promise<void> {
