@@ -114,7 +114,9 @@ const figures = {
 };
 const fmt = (s: Stats, digits: number) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
 console.log(`load average ${figures.load_average.join(' ')}`);
-console.log(`distillery fast (${opts.threads} thread${opts.threads > 1 ? 's, Hogwild' : ''}): ${fmt(o.seconds, 2)} s, accuracy ${fmt(o.accuracy, 4)}`);
+console.log(
+  `distillery fast (${opts.threads} thread${opts.threads > 1 ? 's, Hogwild' : ''}): ${fmt(o.seconds, 2)} s, accuracy ${fmt(o.accuracy, 4)}`,
+);
 if (s1) console.log(`distillery fast (1 thread): ${fmt(s1.seconds, 2)} s, accuracy ${fmt(s1.accuracy, 4)}`);
 if (f) {
   console.log(`fastText CLI (${opts.threads} threads): ${fmt(f.seconds, 2)} s, accuracy ${fmt(f.accuracy, 4)}`);

@@ -217,7 +217,10 @@ test('trainFasttextFast with workers 2 learns the separable task like 1 worker; 
   assert.equal(r.history.length, 20);
   assert.equal(r.history.at(-1)!.train_accuracy, 1);
   assert.equal(r.test.accuracy, 1);
-  await assert.rejects(trainFasttextFast(ds, spec, { ...config, workers: 0 }, workDir()), (e: Error & { setting?: string }) => e.setting === 'workers');
+  await assert.rejects(
+    trainFasttextFast(ds, spec, { ...config, workers: 0 }, workDir()),
+    (e: Error & { setting?: string }) => e.setting === 'workers',
+  );
 });
 
 test('the saved model loads with studentFromWeights and the tfjs forward gives the fast trainer’s probabilities', async () => {

@@ -61,7 +61,14 @@ export interface ShareResult {
 }
 
 /** Takes CHUNK items at a time from the shared cursor until the order is used up; the rate follows the global step. */
-export function trainShare(model: LinearFasttext, bags: PackedBags, o: Objective, s: SharedState, e: EpochShare, onChunk?: () => void): ShareResult {
+export function trainShare(
+  model: LinearFasttext,
+  bags: PackedBags,
+  o: Objective,
+  s: SharedState,
+  e: EpochShare,
+  onChunk?: () => void,
+): ShareResult {
   const sum = { loss: 0, ce: 0, kd: 0 };
   let steps = 0;
   Atomics.add(s.counters, STARTED, 1);
@@ -227,7 +234,9 @@ export class Hogwild {
 function spawnWorker(): Worker {
   const entry = new URL('./worker.ts', import.meta.url).href;
   const tsx = import.meta.resolve('tsx/esm/api');
-  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => m.register()).then(() => import(${JSON.stringify(entry)}))`, { eval: true });
+  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => m.register()).then(() => import(${JSON.stringify(entry)}))`, {
+    eval: true,
+  });
 }
 
 function toShared<T extends Int32Array | Float32Array | Float64Array>(x: T): T {
