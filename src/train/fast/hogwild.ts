@@ -149,6 +149,8 @@ export class Hogwild {
 
   /** The next reply of every worker. */
   private async replies(): Promise<Reply[]> {
+    // A worker that failed while starting (during the hashing) would otherwise never reply.
+    if (this.failure) throw this.failure;
     const all = this.workers.map((w) => new Promise<Reply>((resolve) => this.waiting.set(w, resolve)));
     const got = await Promise.all(all);
     if (this.failure) throw this.failure;
