@@ -11,18 +11,21 @@
  * benchmark runs anywhere. Targets are the gold labels (one-hot): no teacher is faked.
  * fastText gets its training lines shuffled (seeded): it reads them in file order.
  * Both tools see the same words: each text is lowercased and split as hashTokens does, and
- * fastText gets them space-joined. Wall time: ours = hashing + initialisation + training;
- * fastText = the whole `fasttext supervised` process (reading, hashing, training, saving).
+ * fastText gets them space-joined. Wall time: ours = worker start-up + hashing + initialisation
+ * + training; fastText = the whole `fasttext supervised` process (reading, hashing, training, saving).
+ * --threads is both tools' thread count: ours with more than 1 is Hogwild (src/train/fast/hogwild.ts).
+ * The load average is printed with the figures: on a shared machine it says how much they mean.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { parse } from 'csv-parse/sync';
 import { intArg, numberArg } from '../src/cli/run.ts';
 import { mulberry32, shuffle } from '../src/random.ts';
 import { fit, LinearFasttext, packBags } from '../src/train/fast/fasttext.ts';
+import { Hogwild } from '../src/train/fast/hogwild.ts';
 import type { FasttextSpec } from '../src/train/models/index.ts';
 import { textBatch } from '../src/train/models/index.ts';
 
@@ -33,7 +36,7 @@ const program = new Command('bench-text')
   .option('--dim <n>', 'embedding width', intArg(1), 64)
   .option('--buckets <n>', 'hashed buckets (fastText -bucket)', intArg(1), 1 << 18)
   .option('--lr <x>', 'initial learning rate of both (linear decay to 0)', numberArg(0), 0.5)
-  .option('--threads <n>', 'fastText threads', intArg(1), 2)
+  .option('--threads <n>', 'threads of both trainers (ours: Hogwild when > 1; fastText -thread)', intArg(1), 2)
   .option('--seed <n>', 'first seed', intArg(0), 1)
   .option('--fasttext <path>', 'the fastText CLI', 'fasttext')
   .option('--tfjs <n>', 'also train the tfjs student (AdamW, batch 64, lr 1e-3) on the first N train texts: the "before" figure', intArg(1))
@@ -61,12 +64,18 @@ console.error(
 );
 
 const ours: Run[] = [];
+/** Ours on one thread too when --threads > 1, interleaved: what Hogwild buys, in the same call. */
+const single: Run[] = [];
 const theirs: Run[] = [];
 const fasttextBin = findFasttext(opts.fasttext);
 for (let r = 0; r < opts.runs; r++) {
   const seed = opts.seed + r;
-  ours.push(runOurs(data, seed));
+  ours.push(await runOurs(data, seed, opts.threads));
   console.error(`run ${r + 1}: distillery fast ${ours[r].seconds.toFixed(2)} s, accuracy ${ours[r].accuracy.toFixed(4)}`);
+  if (opts.threads > 1) {
+    single.push(await runOurs(data, seed, 1));
+    console.error(`run ${r + 1}: distillery fast, 1 thread ${single[r].seconds.toFixed(2)} s, accuracy ${single[r].accuracy.toFixed(4)}`);
+  }
   if (fasttextBin) {
     theirs.push(runFasttext(fasttextBin, data, seed));
     console.error(`run ${r + 1}: fastText CLI     ${theirs[r].seconds.toFixed(2)} s, accuracy ${theirs[r].accuracy.toFixed(4)}`);
@@ -76,6 +85,7 @@ const tfjs = opts.tfjs ? await runTfjs(data, opts.tfjs) : null;
 
 const o = summary(ours);
 const f = theirs.length ? summary(theirs) : null;
+const s1 = single.length ? summary(single) : null;
 const figures = {
   data: data.name,
   train: data.train.length,
@@ -86,11 +96,16 @@ const figures = {
   buckets: opts.buckets,
   lr: opts.lr,
   runs: opts.runs,
+  threads: opts.threads,
+  /** 1-, 5- and 15-minute load averages at the end (2 cores: above 2 the figures are contended). */
+  load_average: loadavg().map((x) => round(x, 2)),
   ours_seconds: o.seconds,
   ours_accuracy: o.accuracy,
+  ours_1thread_seconds: s1?.seconds ?? null,
+  ours_1thread_accuracy: s1?.accuracy ?? null,
+  time_ratio_1thread_per_run: f && s1 ? single.map((x, i) => round(x.seconds / theirs[i].seconds, 2)) : null,
   fasttext_seconds: f?.seconds ?? null,
   fasttext_accuracy: f?.accuracy ?? null,
-  fasttext_threads: f ? opts.threads : null,
   time_ratio: f ? round(o.seconds.median / f.seconds.median, 2) : null,
   /** Each run's ours/fastText time, the two measured back to back: steadier than the ratio of medians on a loaded machine. */
   time_ratio_per_run: f ? ours.map((x, i) => round(x.seconds / theirs[i].seconds, 2)) : null,
@@ -98,7 +113,11 @@ const figures = {
   tfjs: tfjs,
 };
 const fmt = (s: Stats, digits: number) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
-console.log(`distillery fast (1 thread): ${fmt(o.seconds, 2)} s, accuracy ${fmt(o.accuracy, 4)}`);
+console.log(`load average ${figures.load_average.join(' ')}`);
+console.log(
+  `distillery fast (${opts.threads} thread${opts.threads > 1 ? 's, Hogwild' : ''}): ${fmt(o.seconds, 2)} s, accuracy ${fmt(o.accuracy, 4)}`,
+);
+if (s1) console.log(`distillery fast (1 thread): ${fmt(s1.seconds, 2)} s, accuracy ${fmt(s1.accuracy, 4)}`);
 if (f) {
   console.log(`fastText CLI (${opts.threads} threads): ${fmt(f.seconds, 2)} s, accuracy ${fmt(f.accuracy, 4)}`);
   console.log(
@@ -117,8 +136,9 @@ interface Run {
   accuracy: number;
 }
 
-function runOurs(d: TextData, seed: number): Run {
+async function runOurs(d: TextData, seed: number, threads: number): Promise<Run> {
   const t0 = performance.now();
+  const pool = threads > 1 ? Hogwild.start(threads) : null;
   const bags = packBags(
     textBatch(
       d.train.map((x) => x.text),
@@ -126,10 +146,17 @@ function runOurs(d: TextData, seed: number): Run {
     ).bags,
     spec.buckets,
   );
-  const model = LinearFasttext.init(spec, seed);
+  const model = LinearFasttext.init(spec, seed, { shared: pool !== null });
   const hard = Int32Array.from(d.train, (x) => x.label);
   const all = Int32Array.from(d.train, (_, i) => i);
-  fit(model, bags, all, { ceWeight: 1, kdWeight: 0, hard }, { epochs: opts.epochs, lr: opts.lr, seed });
+  const fitOptions = { epochs: opts.epochs, lr: opts.lr, seed };
+  if (pool) {
+    try {
+      await pool.fit(model, bags, all, { ceWeight: 1, kdWeight: 0, hard }, fitOptions);
+    } finally {
+      await pool.close();
+    }
+  } else fit(model, bags, all, { ceWeight: 1, kdWeight: 0, hard }, fitOptions);
   const seconds = (performance.now() - t0) / 1000;
   const testBags = packBags(
     textBatch(

@@ -38,6 +38,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   batchSize: number;
   lr?: number;
   trainer: 'auto' | 'fast' | 'tfjs';
+  workers: number;
   weightDecay: number;
   warmup?: number;
   clip: number;
@@ -111,6 +112,12 @@ const program = addTargetOptions(
       )
         .choices(['auto', 'fast', 'tfjs'])
         .default('auto'),
+    )
+    .option(
+      '--workers <n>',
+      'threads used for training (fast fasttext trainer: Hogwild SGD as fastText -thread; 1 = the same seed gives the same weights)',
+      intArg(1),
+      1,
     )
     .option('--weight-decay <x>', 'decoupled weight decay (matrices only)', numberArg(0), 0.05)
     .option('--warmup <steps>', 'linear warm-up steps before the cosine decay (default: 5% of all steps)', intArg(0))
@@ -238,7 +245,7 @@ runCli(async () => {
   if (fast) log('trainer: fast fasttext (SGD over the rows each text touches)');
   const result: TrainResult =
     fast && spec.kind === 'fasttext'
-      ? await trainFasttextFast(ds, spec, fastConfig(config), opts.out, { hooks })
+      ? await trainFasttextFast(ds, spec, { ...fastConfig(config), workers: opts.workers }, opts.out, { hooks })
       : await train(ds, spec, config, opts.out, { resume: opts.resume, hooks });
   writeMetrics(opts.out, {
     command: `tsx scripts/train.ts ${process.argv.slice(2).join(' ')}`,

@@ -11,6 +11,7 @@ import { mulberry32 } from '../src/random.ts';
 import { selectBackend, tf } from '../src/train/backend.ts';
 import type { Dataset } from '../src/train/data.ts';
 import { fit, LinearFasttext, packBags, temperTeacher, type Objective } from '../src/train/fast/fasttext.ts';
+import { Hogwild } from '../src/train/fast/hogwild.ts';
 import { fastPathUnsupported, trainFasttextFast, type FastTrainConfig } from '../src/train/fast/train.ts';
 import { loadWeights } from '../src/train/io.ts';
 import { crossEntropy, kdLoss } from '../src/train/losses.ts';
@@ -170,6 +171,58 @@ test('deterministic: the same seed gives byte-identical weights.bin, another see
   assert.ok(!bytes(a).equals(bytes(other)), 'another seed, same weights');
 });
 
+test('Hogwild on 2 threads: both threads step, every item once per epoch, finite weights, the loss of one thread', async () => {
+  const ds = separable(300, 6);
+  const bags = packBags(textBatch(ds.texts!, spec).bags, spec.buckets);
+  const items = Int32Array.from({ length: ds.n }, (_, i) => i);
+  const o: Objective = { ceWeight: 1, kdWeight: 0, hard: ds.targetHard };
+  const run = { epochs: 5, lr: 0.5, seed: 1 };
+  const losses = (into: number[]) => ({ ...run, onEpoch: (_: number, l: { loss: number }) => void into.push(l.loss) });
+  const one: number[] = [];
+  const single = LinearFasttext.init(spec, 1);
+  fit(single, bags, items, o, losses(one));
+  const two: number[] = [];
+  const shared = LinearFasttext.init(spec, 1, { shared: true });
+  const pool = Hogwild.start(2);
+  let stats;
+  try {
+    stats = await pool.fit(shared, bags, items, o, losses(two));
+  } finally {
+    await pool.close();
+  }
+  assert.equal(stats.threads, 2);
+  assert.equal(stats.steps[0] + stats.steps[1], run.epochs * ds.n, `steps per thread ${stats.steps}`);
+  assert.ok(stats.steps[1] > 0, `the worker thread took no step (steps ${stats.steps})`);
+  for (const [name, { values }] of Object.entries(shared.named()))
+    assert.ok(
+      values.every((x) => Number.isFinite(x)),
+      `${name} has a non-finite weight`,
+    );
+  assert.equal(two.length, run.epochs);
+  assert.ok(two[4] < two[0] / 10, `the threaded loss falls: ${two}`);
+  // Hogwild's races and another interleaving: not the same numbers, but the same training.
+  assert.ok(Math.abs(two[4] - one[4]) < 0.05 + 0.5 * one[4], `last epoch loss: 2 threads ${two[4]}, 1 thread ${one[4]}`);
+  const acc = (m: LinearFasttext) => {
+    const p = m.predict(bags, items);
+    return ds.targetHard.filter((y, i) => [0, 1, 2].every((k) => p[i * C + k] <= p[i * C + y])).length / ds.n;
+  };
+  assert.equal(acc(single), 1);
+  assert.equal(acc(shared), 1);
+  await assert.rejects(pool.fit(LinearFasttext.init(spec, 1), bags, items, o, run), /shared memory/);
+});
+
+test('trainFasttextFast with workers 2 learns the separable task like 1 worker; workers 0 is refused by name', async () => {
+  const ds = separable(300, 1);
+  const r = await trainFasttextFast(ds, spec, { ...config, workers: 2 }, workDir());
+  assert.equal(r.history.length, 20);
+  assert.equal(r.history.at(-1)!.train_accuracy, 1);
+  assert.equal(r.test.accuracy, 1);
+  await assert.rejects(
+    trainFasttextFast(ds, spec, { ...config, workers: 0 }, workDir()),
+    (e: Error & { setting?: string }) => e.setting === 'workers',
+  );
+});
+
 test('the saved model loads with studentFromWeights and the tfjs forward gives the fast trainer’s probabilities', async () => {
   const ds = separable(200, 5);
   const dir = workDir();
@@ -227,7 +280,8 @@ test('train.ts picks the fast trainer for a linear fasttext student (--trainer a
   assert.equal(imported.code, 0, imported.stderr);
   const common = ['--db', db, '--arch', 'fasttext', '--supervised', '--epochs', '2', '--buckets', '1024', '--dim', '8', '--backend', 'cpu'];
   const [auto, tfjs, fastMlp] = await Promise.all([
-    runScript('train', [...common, '--out', path.join(dir, 'auto')]),
+    // --workers 2: the Hogwild path from the CLI (its worker thread loads the TypeScript modules itself).
+    runScript('train', [...common, '--workers', '2', '--out', path.join(dir, 'auto')]),
     runScript('train', [...common, '--trainer', 'tfjs', '--out', path.join(dir, 'tfjs')]),
     runScript('train', [...common, '--trainer', 'fast', '--hidden', '8', '--out', path.join(dir, 'mlp')]),
   ]);
@@ -235,6 +289,7 @@ test('train.ts picks the fast trainer for a linear fasttext student (--trainer a
   assert.equal(tfjs.code, 0, tfjs.stderr);
   const metrics = (name: string) => JSON.parse(fs.readFileSync(path.join(dir, name, 'metrics.json'), 'utf8'));
   assert.equal(metrics('auto').trainer, 'fast');
+  assert.match(metrics('auto').command, /--workers 2/);
   assert.equal(metrics('auto').config.lr, 0.5, 'SGD starts at fastText-style rate unless --lr is given');
   assert.equal(metrics('tfjs').trainer, 'tfjs');
   assert.equal(metrics('tfjs').config.lr, 1e-3);

@@ -9,7 +9,7 @@
  * the batch size is 1 (fastText's). fastPathUnsupported says which applies.
  */
 import { mkdirSync } from 'node:fs';
-import { DistilleryError } from '../../errors.ts';
+import { DistilleryError, SettingError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import type { Dataset } from '../data.ts';
 import { saveWeights } from '../io.ts';
@@ -17,7 +17,8 @@ import { textBatch, type FasttextSpec, type StudentSpec } from '../models/index.
 import { testReport } from '../../infer/evaluate.ts';
 import { distillDefaults } from '../distill/index.ts';
 import { splitIndices, type EpochRecord, type SavedModelSpec, type TrainConfig, type TrainHooks, type TrainResult } from '../trainer.ts';
-import { fit, LinearFasttext, packBags, temperTeacher, type Objective, type PackedBags } from './fasttext.ts';
+import { fit, LinearFasttext, packBags, temperTeacher, type FitOptions, type Objective, type PackedBags } from './fasttext.ts';
+import { Hogwild } from './hogwild.ts';
 
 /** fastText's supervised default is 0.1; 0.5 (its tutorial's) trains SST-2 and Banking77 as well, see notes/fasttext.md. */
 export const FAST_DEFAULT_LR = 0.5;
@@ -32,6 +33,11 @@ export interface FastTrainConfig {
   kdWeight: number;
   kdTemperature: number;
   testEachEpoch?: boolean;
+  /**
+   * Threads used for training (train.ts --workers; default 1). 1: the reproducible path, the same seed gives the same weights byte
+   * for byte. More: Hogwild (hogwild.ts), as fastText's -thread, not reproducible.
+   */
+  workers?: number;
 }
 
 /** The distillers the fast trainer implements (in plain TypeScript, the same formulas as ce.ts and kd.ts). */
@@ -80,22 +86,41 @@ export async function trainFasttextFast(
   if (!ds.texts) throw new DistilleryError(`task "${ds.task.name}": the fasttext student trains on text tasks only`);
   if (c.ceWeight <= 0 && c.kdWeight <= 0)
     throw new DistilleryError('fast fasttext trainer: ce and kd weights are both 0: nothing to train on');
+  const threads = c.workers ?? 1;
+  if (!Number.isInteger(threads) || threads < 1) throw new SettingError('workers', threads, 'must be a whole number ≥ 1');
+  // Started first: the workers load their modules while the texts are hashed.
+  const pool = threads > 1 ? Hogwild.start(threads) : null;
+  try {
+    return await trainWith(pool, ds, spec, c, outDir, o);
+  } finally {
+    await pool?.close();
+  }
+}
+
+async function trainWith(
+  pool: Hogwild | null,
+  ds: Dataset,
+  spec: FasttextSpec,
+  c: FastTrainConfig,
+  outDir: string,
+  o: { hooks?: TrainHooks },
+): Promise<TrainResult> {
   const { train, val, test } = splitIndices(ds, c.seed);
   const nc = ds.task.labels.length;
   // Hashed once per dataset; the epochs reuse the packed ids.
-  const bags = packBags(textBatch(ds.texts, spec).bags, spec.buckets);
+  const bags = packBags(textBatch(ds.texts!, spec).bags, spec.buckets);
   const objective: Objective = {
     ceWeight: c.ceWeight,
     kdWeight: c.kdWeight,
     hard: ds.targetHard,
     ...(c.kdWeight > 0 ? { teacher: temperTeacher(ds.targetProbs, nc, c.kdTemperature) } : {}),
   };
-  const model = LinearFasttext.init(spec, c.seed);
+  const model = LinearFasttext.init(spec, c.seed, { shared: pool !== null });
   const history: EpochRecord[] = [];
   let best = { score: -Infinity, epoch: -1, weights: model };
   let seconds = 0;
   let t0 = performance.now();
-  fit(model, bags, Int32Array.from(train), objective, {
+  const fitOptions: FitOptions = {
     epochs: c.epochs,
     lr: c.lr,
     seed: c.seed,
@@ -122,7 +147,9 @@ export async function trainFasttextFast(
       t0 = performance.now();
       return c.patience > 0 && record.val_accuracy !== null && epoch - best.epoch >= c.patience;
     },
-  });
+  };
+  if (pool) await pool.fit(model, bags, Int32Array.from(train), objective, fitOptions);
+  else fit(model, bags, Int32Array.from(train), objective, fitOptions);
   mkdirSync(outDir, { recursive: true });
   const saved: SavedModelSpec = { student: spec, task: ds.task.name, labels: ds.task.labels, preprocess: ds.preprocess };
   await saveFast(outDir, saved, best.weights);
