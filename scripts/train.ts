@@ -45,7 +45,6 @@ interface TrainOptions extends Partial<DistillSettings> {
   patience: number;
   seed: number;
   augment?: AugmentConfig;
-  workers: number;
   teachers?: string;
   aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
   weights?: number[];
@@ -113,12 +112,6 @@ const program = addTargetOptions(
         .choices(['auto', 'fast', 'tfjs'])
         .default('auto'),
     )
-    .option(
-      '--workers <n>',
-      'threads used for training (fast fasttext trainer: Hogwild SGD as fastText -thread; 1 = the same seed gives the same weights)',
-      intArg(1),
-      1,
-    )
     .option('--weight-decay <x>', 'decoupled weight decay (matrices only)', numberArg(0), 0.05)
     .option('--warmup <steps>', 'linear warm-up steps before the cosine decay (default: 5% of all steps)', intArg(0))
     .option('--clip <norm>', 'clip gradients to this global norm (0: off)', numberArg(0), 1)
@@ -131,7 +124,8 @@ const program = addTargetOptions(
     )
     .option(
       '--workers <n>',
-      'threads that share each batch (data-parallel: gradients averaged, one optimizer step); for the wasm and cpu backends, which compute on one core',
+      'threads used for training: the fast fasttext trainer runs Hogwild SGD as fastText -thread does; the tfjs trainer shares each batch ' +
+        '(gradients averaged, one optimizer step) on the wasm and cpu backends, which compute on one core. 1: the same seed gives the same weights',
       intArg(1),
       1,
     )
@@ -200,7 +194,6 @@ runCli(async () => {
   );
   if (opts.trainer === 'fast' && unsupported) throw new DistilleryError(`--trainer fast: ${unsupported}`);
   const fast = opts.trainer === 'fast' || (opts.trainer === 'auto' && unsupported === null);
-  if (fast && opts.workers > 1) throw new DistilleryError('--workers: the fast fasttext trainer runs on one thread (use --workers 1)');
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
