@@ -167,6 +167,7 @@ export async function train(
     distillers = createDistillers(c.distill, c.settings ?? {}, {
       student: spec,
       seed: c.seed,
+      ...(ds.perTeacher ? { teachers: ds.perTeacher.names } : {}),
       ...(featureTeacher ? { featureTeacher } : {}),
     });
     toFree.push(...distillers);
