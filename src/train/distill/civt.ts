@@ -24,7 +24,7 @@ export interface CivtOptions {
 }
 
 const weightsFlag: Flag<number[] | null> = {
-  help: 'CivT: weight of each teacher head, in --teachers order (default 1 each)',
+  help: 'CivT: weight of each teacher head, in --teachers order',
   default: null,
   parse(text) {
     const ws = text.split(',').map((s) => s.trim());
@@ -43,11 +43,11 @@ export function civtPredict(logits: tf.Tensor2D, distLogitsAll: tf.Tensor2D[]): 
 export const civt = defineDistiller<CivtOptions>({
   name: 'civt',
   summary:
-    'civt = w_ce · CE(z_cls, y) + Σ_t w_t · T² · KL(z_t/T ‖ z_dist_t/T), one distillation token per teacher; predicts the mean of all heads’ softmax',
+    "civt = w_ce · CE(z_cls, y) + Σ_t w_t · T² · KL(z_t/T ‖ z_dist_t/T), one distillation token per teacher; predicts the mean of all heads' softmax",
   flags: {
-    civtCeWeight: numberFlag('CivT: weight of the class head’s cross-entropy', 1),
+    civtCeWeight: numberFlag("CivT: weight of the class head's cross-entropy", 1),
     civtTeacherWeights: weightsFlag,
-    civtTemperature: numberFlag('CivT: temperature T of each teacher head’s KL (the paper: 1)', 1, 0.01),
+    civtTemperature: numberFlag("CivT: temperature T of each teacher head's KL (the paper: 1)", 1, 0.01),
   },
   create({ civtCeWeight: wCe, civtTeacherWeights, civtTemperature: T }, { student, teachers }) {
     const tokens = student.kind === 'vit' ? vitDistillTokens(student) : 0;
@@ -57,7 +57,7 @@ export const civt = defineDistiller<CivtOptions>({
       throw new SettingError(
         'distillTokens',
         tokens,
-        `--distill civt needs one distillation token per teacher: the ViT has ${tokens}, --teachers gives ${teachers.length} (${teachers.join(', ')})`,
+        `one distillation token per teacher for --distill civt: the ViT has ${tokens}, --teachers gives ${teachers.length} (${teachers.join(', ')})`,
       );
     if (civtTeacherWeights && civtTeacherWeights.length !== tokens)
       throw new SettingError('civtTeacherWeights', civtTeacherWeights.join(','), `give one weight per teacher (${tokens})`);
