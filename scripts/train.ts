@@ -17,11 +17,11 @@ import { parseAugment, type AugmentConfig } from '../src/train/augment.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
-import type { StudentSpec } from '../src/train/models/index.ts';
+import { vitDistillTokens, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
 import { train, writeMetrics, type TrainConfig, type TrainHooks, type TrainResult } from '../src/train/trainer.ts';
 
-type Arch = 'logreg' | 'mlp' | 'cnn' | 'vit' | 'fasttext';
+type Arch = 'logreg' | 'mlp' | 'cnn' | 'involution' | 'vit' | 'fasttext';
 
 interface TrainOptions extends Partial<DistillSettings> {
   db: string;
@@ -57,6 +57,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   heads: number;
   mlpRatio: number;
   distillToken: boolean;
+  distillTokens?: number;
   shareEvery: number;
   relPosBlocks: number;
   buckets: number;
@@ -81,6 +82,7 @@ const program = addTargetOptions(
         'logreg',
         'mlp',
         'cnn',
+        'involution',
         'vit',
         'fasttext',
       ]),
@@ -88,7 +90,7 @@ const program = addTargetOptions(
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
     .option(
       '--distill <list>',
-      'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token)',
+      'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token; civt with --distill-tokens N > 1)',
       (v) => parseDistillList(v),
     )
     .option(
@@ -136,7 +138,12 @@ const program = addTargetOptions(
     .option('--depth <n>', 'vit: blocks', intArg(1), 4)
     .option('--heads <n>', 'vit: attention heads', intArg(1), 2)
     .option('--mlp-ratio <x>', 'vit: MLP width / token width', numberArg(0.1), 2)
-    .option('--distill-token', 'vit: DeiT distillation token and head', false)
+    .option('--distill-token', 'vit: DeiT distillation token and head (= --distill-tokens 1)', false)
+    .option(
+      '--distill-tokens <n>',
+      'vit: distillation tokens and heads, one per teacher (CivT; default 0, 1 with --distill-token)',
+      intArg(0),
+    )
     .option('--share-every <k>', 'vit: MiniViT weight sharing within groups of k consecutive blocks', intArg(1), 1)
     .option(
       '--rel-pos-blocks <k>',
@@ -182,10 +189,11 @@ runCli(async () => {
     store.close();
   }
   if (!opts.arch && !init)
-    throw new DistilleryError('--arch: choose the student (logreg, mlp, cnn, vit or fasttext), or start from a model with --init-from');
+    throw new DistilleryError(
+      '--arch: choose the student (logreg, mlp, cnn, involution, vit or fasttext), or start from a model with --init-from',
+    );
   const spec = opts.arch ? studentSpec(opts, opts.arch, ds) : init!.student;
-  const distill =
-    opts.distill ?? [opts.supervised ? 'ce' : 'ce,kd', ...(spec.kind === 'vit' && spec.distillToken ? ['deit'] : [])].join(',').split(',');
+  const distill = opts.distill ?? defaultDistill(spec, opts.supervised);
   const settings = distillSettings(opts, distill);
   const unsupported = fastPathUnsupported(
     spec,
@@ -285,13 +293,28 @@ async function savedSpec(dir: string): Promise<SavedModelSpec> {
   return m.spec;
 }
 
+/** ce,kd (ce with --supervised), + deit for one distillation token; civt alone (CE included) for several. */
+function defaultDistill(spec: StudentSpec, supervised: boolean): string[] {
+  const tokens = spec.kind === 'vit' ? vitDistillTokens(spec) : 0;
+  if (tokens > 1) return ['civt'];
+  return [supervised ? 'ce' : 'ce,kd', ...(tokens === 1 ? ['deit'] : [])].join(',').split(',');
+}
+
+/** --distill-token is --distill-tokens 1; one token is saved as before (distillToken: true), several as distillTokens. */
+function distillTokens(o: TrainOptions): Pick<VitSpec, 'distillToken' | 'distillTokens'> {
+  if (o.distillToken && o.distillTokens !== undefined && o.distillTokens !== 1)
+    throw new DistilleryError(`--distill-token means one token; --distill-tokens ${o.distillTokens} asks for another count`);
+  const n = o.distillTokens ?? (o.distillToken ? 1 : 0);
+  return n > 1 ? { distillTokens: n } : { distillToken: n === 1 };
+}
+
 function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
   const numClasses = ds.task.labels.length;
   if (ds.preprocess.input === 'text') {
     if (arch !== 'fasttext') throw new DistilleryError(`--arch ${arch}: a text task trains the fasttext student`);
     return { kind: 'fasttext', numClasses, buckets: o.buckets, dim: o.dim, hidden: o.hidden ?? [] };
   }
-  if (arch === 'fasttext') throw new DistilleryError('--arch fasttext: an image task trains logreg, mlp, cnn or vit');
+  if (arch === 'fasttext') throw new DistilleryError('--arch fasttext: an image task trains logreg, mlp, cnn, involution or vit');
   const im = (ds.preprocess as Required<Preprocess>).image;
   const inputShape: [number, number, number] = [im.height, im.width, im.channels];
   switch (arch) {
@@ -301,6 +324,8 @@ function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
       return { kind: 'mlp', numClasses, inputShape, hidden: o.hidden ?? [256, 128] };
     case 'cnn':
       return { kind: 'cnn', numClasses, inputShape };
+    case 'involution':
+      return { kind: 'involution', numClasses, inputShape };
     default:
       return {
         kind: 'vit',
@@ -311,7 +336,7 @@ function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
         depth: o.depth,
         heads: o.heads,
         mlpRatio: o.mlpRatio,
-        distillToken: o.distillToken,
+        ...distillTokens(o),
         shareEvery: o.shareEvery,
         // Only when asked for: a spec without it is the one every earlier model was saved with.
         ...(o.relPosBlocks > 0 ? { relPosBlocks: o.relPosBlocks } : {}),

@@ -172,6 +172,7 @@ export async function train(
     distillers = createDistillers(c.distill, c.settings ?? {}, {
       student: spec,
       seed: c.seed,
+      ...(ds.perTeacher ? { teachers: ds.perTeacher.names } : {}),
       ...(featureTeacher ? { featureTeacher } : {}),
     });
     toFree.push(...distillers);

@@ -7,6 +7,7 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { deitHardDistill, deitPredict, deitSoftDistill } from '../losses.ts';
+import { vitDistillTokens } from '../models/index.ts';
 import { kdTemperatureFlag } from './kd.ts';
 import { choiceFlag, defineDistiller, numberFlag } from './types.ts';
 
@@ -26,8 +27,12 @@ export const deit = defineDistiller<DeitOptions>({
     kdTemperature: kdTemperatureFlag,
   },
   create({ deitMode, deitWeight, kdTemperature }, { student }) {
-    if (student.kind !== 'vit' || !student.distillToken)
+    if (student.kind !== 'vit' || !vitDistillTokens(student))
       throw new DistilleryError(`--distill deit: needs a ViT with a distillation token (--arch vit --distill-token), not ${student.kind}`);
+    if (vitDistillTokens(student) > 1)
+      throw new DistilleryError(
+        `--distill deit: trains one distillation token; this ViT has ${vitDistillTokens(student)} (use --distill civt)`,
+      );
     if (deitWeight === 0) return null;
     return {
       name: 'deit',

@@ -6,6 +6,7 @@
 import { DistilleryError, SettingError } from '../../errors.ts';
 import { attn, type AttnOptions } from './attn.ts';
 import { ce, type CeOptions } from './ce.ts';
+import { civt, type CivtOptions } from './civt.ts';
 import { dearkd, type DearkdOptions } from './dearkd.ts';
 import { deit, type DeitOptions } from './deit.ts';
 import { hidden, type HiddenOptions } from './hidden.ts';
@@ -23,13 +24,14 @@ export { parseLayerMap } from './vit-features.ts';
 export { PROJ_PREFIX } from './hidden.ts';
 
 /** In this order the terms are summed and logged, whatever the order of --distill. */
-export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold, dearkd];
+export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, civt, hidden, attn, manifold, dearkd];
 
 /** Every distiller's settings, by flag key (a key shared by two distillers is one setting). */
 export type DistillSettings = CeOptions &
   KdOptions &
   MultiKdOptions &
   DeitOptions &
+  CivtOptions &
   HiddenOptions &
   AttnOptions &
   ManifoldOptions &

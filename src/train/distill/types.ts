@@ -83,6 +83,8 @@ export interface Flag<T> {
 export interface DistillerContext {
   student: StudentSpec;
   seed: number;
+  /** The teachers whose own distributions reach Batch.perTeacher, in that order (absent: the task has no teacher runs). */
+  teachers?: string[];
   /** The frozen teacher model of --feature-teacher, when given. */
   featureTeacher?: { dir: string; model: Student };
   /** Every distiller chosen with this one (set by createDistillers), for methods that depend on another's term. */

@@ -16,17 +16,18 @@ import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { buildCnn, type CnnSpec } from './cnn.ts';
 import { buildFasttext, type FasttextSpec } from './fasttext.ts';
+import { buildInvolution, type InvolutionSpec } from './involution.ts';
 import { buildLogreg, type LogregSpec } from './logreg.ts';
 import { buildMlp, type MlpSpec } from './mlp.ts';
 import { loadedParams, positiveInt, seededParams, type ParamFn } from './params.ts';
 import { buildVit, type VitSpec } from './vit.ts';
 
-export type { CnnSpec, FasttextSpec, LogregSpec, MlpSpec, VitSpec };
+export type { CnnSpec, FasttextSpec, InvolutionSpec, LogregSpec, MlpSpec, VitSpec };
 export { hashTokens, textBatch, type HashOptions } from './fasttext.ts';
-export { vitTokenCounts } from './vit.ts';
+export { vitDistillTokens, vitTokenCounts } from './vit.ts';
 
 /** Every student's spec: JSON-serialisable, stored as model.json's `spec` by saveWeights. */
-export type StudentSpec = LogregSpec | MlpSpec | CnnSpec | VitSpec | FasttextSpec;
+export type StudentSpec = LogregSpec | MlpSpec | CnnSpec | InvolutionSpec | VitSpec | FasttextSpec;
 export type StudentKind = StudentSpec['kind'];
 
 export type { Features, Forward, ForwardOptions, ForwardOut, StudentInput, TextBatch } from './types.ts';
@@ -51,13 +52,15 @@ function build(spec: StudentSpec, param: ParamFn): Forward {
       return buildMlp(spec, param);
     case 'cnn':
       return buildCnn(spec, param);
+    case 'involution':
+      return buildInvolution(spec, param);
     case 'vit':
       return buildVit(spec, param);
     case 'fasttext':
       return buildFasttext(spec, param);
     default:
       throw new DistilleryError(
-        `unknown student kind ${JSON.stringify((spec as { kind?: unknown }).kind)} (expected logreg, mlp, cnn, vit or fasttext)`,
+        `unknown student kind ${JSON.stringify((spec as { kind?: unknown }).kind)} (expected logreg, mlp, cnn, involution, vit or fasttext)`,
       );
   }
 }

@@ -20,8 +20,10 @@ export type StudentInput = tf.Tensor | TextBatch;
  */
 export type ForwardOut = {
   logits: tf.Tensor2D;
-  /** ViT with a distillation token (DeiT): the distillation head's logits. */
+  /** ViT with a distillation token (DeiT): the (first) distillation head's logits. */
   distLogits?: tf.Tensor2D;
+  /** ViT with distillation tokens (CivT: one per teacher): every distillation head's logits, in token order. */
+  distLogitsAll?: tf.Tensor2D[];
   /**
    * collect: named intermediate tensors, for feature losses:
    *   vit  `block<i>.hidden` [B, N, D] (N counts the class/distillation tokens), `block<i>.q|k|v`

@@ -1,12 +1,13 @@
 /**
  * Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"),
- * with DeiT's optional distillation token (Touvron et al. 2021) and MiniViT's
- * weight multiplexing (Zhang et al. 2022).
+ * with DeiT's optional distillation token (Touvron et al. 2021), CivT's one
+ * distillation token per teacher (Ren et al. 2022) and MiniViT's weight
+ * multiplexing (Zhang et al. 2022).
  *
  *   x [B,H,W,C] → p×p patches → linear (a stride-p conv) → [B, N, D]
- *   prepend [cls] (and [dist]) tokens, add learned position embeddings
+ *   prepend [cls] (and [dist₁..dist_N]) tokens, add learned position embeddings
  *   depth × pre-norm block:  x += MHSA(LN₁(x));  x += MLP(LN₂(x))     (MLP = fc → GELU → fc)
- *   final LN; logits = head(x[cls]); distLogits = head_dist(x[dist])
+ *   final LN; logits = head(x[cls]); distLogitsAll[t] = head_dist_t(x[dist_t]), distLogits = the first
  * Without a class token the head reads the mean of the patch tokens.
  *
  * Weight multiplexing (MiniViT §3.2): blocks are grouped by `shareEvery` = k
@@ -46,8 +47,14 @@ export interface VitSpec {
   mlpRatio: number;
   /** Prepend a learned class token and classify from it. Default true. */
   classToken?: boolean;
-  /** DeiT: a second learned token with its own head (ForwardOut.distLogits). Default false. */
+  /** DeiT: a second learned token with its own head (ForwardOut.distLogits). Default false. Means distillTokens 1. */
   distillToken?: boolean;
+  /**
+   * CivT: N learned distillation tokens after the class token, each with its own head
+   * (ForwardOut.distLogitsAll, one per teacher). Default: 1 with distillToken, else 0. Models
+   * with one token are saved as `distillToken: true`, as before, with the same weight names.
+   */
+  distillTokens?: number;
   /** MiniViT: share attention + MLP weights within groups of this many consecutive blocks. Default 1 (no sharing). */
   shareEvery?: number;
   /** DearKD's MHCA: a learned per-head relative-position bias in the first k blocks (`blocks.<i>.attn.rel_pos`). Default 0. */
@@ -58,8 +65,13 @@ export interface VitSpec {
 export function vitTokenCounts(spec: VitSpec): { prefix: number; patches: number; total: number } {
   const [h, w] = spec.inputShape;
   const patches = Math.floor(h / spec.patchSize) * Math.floor(w / spec.patchSize);
-  const prefix = ((spec.classToken ?? true) ? 1 : 0) + (spec.distillToken ? 1 : 0);
+  const prefix = ((spec.classToken ?? true) ? 1 : 0) + vitDistillTokens(spec);
   return { prefix, patches, total: prefix + patches };
+}
+
+/** How many distillation tokens (and heads) the ViT has: distillTokens, or 1 for DeiT's distillToken. */
+export function vitDistillTokens(spec: Pick<VitSpec, 'distillToken' | 'distillTokens'>): number {
+  return spec.distillTokens ?? (spec.distillToken ? 1 : 0);
 }
 
 // timm's ViT initialisation: truncated normal σ = 0.02 for linear layers and tokens.
@@ -108,7 +120,13 @@ function checkSpec(spec: VitSpec): void {
   positiveInt('vit shareEvery', spec.shareEvery ?? 1);
   if (spec.width % spec.heads !== 0) throw new DistilleryError(`vit width ${spec.width} is not divisible by heads ${spec.heads}`);
   if (!(spec.mlpRatio > 0)) throw new DistilleryError(`vit mlpRatio must be positive, got ${JSON.stringify(spec.mlpRatio)}`);
-  if (spec.classToken === false && spec.distillToken) {
+  if (spec.distillTokens !== undefined) {
+    if (!Number.isInteger(spec.distillTokens) || spec.distillTokens < 0)
+      throw new DistilleryError(`vit distillTokens must be a whole number ≥ 0, got ${JSON.stringify(spec.distillTokens)}`);
+    if (spec.distillToken === true && spec.distillTokens === 0)
+      throw new DistilleryError('vit: distillToken true and distillTokens 0 contradict each other');
+  }
+  if (spec.classToken === false && vitDistillTokens(spec) > 0) {
     throw new DistilleryError('vit: a distillation token needs the class token (DeiT classifies from both)');
   }
   const k = spec.relPosBlocks ?? 0;
@@ -163,7 +181,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
   const mlp = Math.max(1, Math.round(spec.mlpRatio * D));
   const shareEvery = spec.shareEvery ?? 1;
   const hasCls = spec.classToken ?? true;
-  const hasDist = spec.distillToken ?? false;
+  const nDist = vitDistillTokens(spec);
   const tokens = vitTokenCounts(spec);
   const grid = [spec.inputShape[0] / p, spec.inputShape[1] / p];
   const relPosBlocks = spec.relPosBlocks ?? 0;
@@ -179,7 +197,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
   const patchW = param('patch.w', [p, p, channels, D], lecun(p * p * channels)) as tf.Tensor4D;
   const patchB = param('patch.b', [D], zeros) as tf.Tensor1D;
   const clsToken = hasCls ? param('cls_token', [1, 1, D], normal(STD)) : undefined;
-  const distToken = hasDist ? param('dist_token', [1, 1, D], normal(STD)) : undefined;
+  const distTokens = nDist > 0 ? param('dist_token', [1, nDist, D], normal(STD)) : undefined;
   const pos = param('pos_embed', [1, tokens.total, D], normal(STD));
 
   const blocks: BlockWeights[] = [];
@@ -199,7 +217,8 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
   }
   const finalNorm = norm('norm');
   const head = lin('head', D, spec.numClasses);
-  const headDist = hasDist ? lin('head_dist', D, spec.numClasses) : undefined;
+  // One token keeps DeiT's name, so that models saved before CivT load unchanged.
+  const headsDist = Array.from({ length: nDist }, (_, t) => lin(nDist === 1 ? 'head_dist' : `head_dist.${t}`, D, spec.numClasses));
 
   // --- forward -----------------------------------------------------------------------
 
@@ -228,7 +247,9 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
   function embed(images: tf.Tensor4D): tf.Tensor3D {
     const B = images.shape[0];
     const patches = tf.reshape(conv2dPatches(images, patchW, p, p, patchB), [B, tokens.patches, D]);
-    const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tf.broadcastTo(t, [B, 1, D]));
+    const prefix = [clsToken, distTokens]
+      .filter((t): t is tf.Variable => t !== undefined)
+      .map((t) => tf.broadcastTo(t, [B, t.shape[1]!, D]));
     return tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
   }
 
@@ -237,7 +258,10 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
     const out = layerNorm(x, finalNorm.g, finalNorm.b) as tf.Tensor3D;
     const pooled = hasCls ? token(out, 0) : (tf.mean(out, 1) as tf.Tensor2D);
     const result: ForwardOut = { logits: dense(pooled, head.w, head.b) as tf.Tensor2D };
-    if (headDist) result.distLogits = dense(token(out, 1), headDist.w, headDist.b) as tf.Tensor2D;
+    if (nDist > 0) {
+      result.distLogitsAll = headsDist.map((hd, t) => dense(token(out, 1 + t), hd.w, hd.b) as tf.Tensor2D);
+      result.distLogits = result.distLogitsAll[0];
+    }
     return result;
   }
 
