@@ -15,7 +15,7 @@ import { loadModel, type SavedModelSpec } from '../infer/model.ts';
 import { predictAll, softmaxRule, argmaxRow, type PredictRule } from '../infer/predict.ts';
 import { testReport, type TestReport } from '../infer/evaluate.ts';
 import { tf } from './backend.ts';
-import { batchInput, disposeInput, type Dataset } from './data.ts';
+import { batchInput, checkReplayAugment, disposeInput, replayAugment, targetsForEpoch, type Dataset } from './data.ts';
 import type { AugmentConfig } from './augment.ts';
 import {
   createDistillers,
@@ -141,6 +141,7 @@ export async function train(
   o: { resume?: boolean; hooks?: TrainHooks } = {},
 ): Promise<TrainResult> {
   if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
+  checkReplayAugment(ds, c.augment);
   if (o.resume && c.initFrom)
     throw new SettingError(
       'initFrom',
@@ -261,13 +262,16 @@ export async function train(
     const t0 = performance.now();
     const order = shuffle(trainIdx, mulberry32(c.seed * 1000 + epoch));
     // Its own stream per epoch (not the shuffle's): a resumed run augments as an uninterrupted one.
-    const augment = c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined;
+    const augment =
+      replayAugment(ds, epoch) ?? (c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined);
+    // A replay teacher's epoch: each item's stored view and the teacher's target on it (else ds itself).
+    const epochDs = targetsForEpoch(ds, epoch);
     const log = new LossLog();
     let lr = c.lr;
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
-      const batch = makeBatch(ds, spec, idx, needs, nc, augment, featureTeacher?.model);
+      const batch = makeBatch(epochDs, spec, idx, needs, nc, augment, featureTeacher?.model);
       const prepared = distillers.map((d) => (d.prepare ? d.prepare(batch) : undefined));
       let terms: Record<string, tf.Scalar> = {};
       const { value, grads } = tf.variableGrads(() => {
