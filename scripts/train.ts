@@ -91,7 +91,7 @@ const program = addTargetOptions(
     )
     .option(
       '--feature-teacher <dir>',
-      'a ViT trained by this project, run frozen on each batch for the hidden, attn and manifold distillers',
+      'a model trained by this project, run frozen on each batch: a ViT for the hidden, attn and manifold distillers, any model for online-kd',
     )
     .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)

@@ -32,7 +32,7 @@ const mlp: StudentSpec = { kind: 'mlp', numClasses: 3, inputShape: [2], hidden: 
 const ctx = { student: mlp, seed: 1 };
 
 test('registry: names, one flag per setting, the old defaults, list parsing', () => {
-  assert.deepEqual(distillerNames(), ['ce', 'kd', 'multi-kd', 'deit', 'hidden', 'attn', 'manifold']);
+  assert.deepEqual(distillerNames(), ['ce', 'kd', 'multi-kd', 'deit', 'hidden', 'attn', 'manifold', 'online-kd']);
   const keys = distillFlags().map((f) => f.key);
   assert.equal(new Set(keys).size, keys.length, 'a setting shared by two distillers is one flag');
   assert.deepEqual(distillFlags().find((f) => f.key === 'kdTemperature')?.users, ['kd', 'multi-kd', 'deit']);

@@ -385,6 +385,23 @@ describe('replay runs: storing, training, checking', () => {
         assert.equal(report.k, 2);
         assert.equal(report.replayed.indexMismatch, 0);
         assert.ok(report.independent.meanAbsDiff > report.replayed.meanAbsDiff);
+
+        // Online KD, the reference row: the same teacher run frozen on every augmented batch.
+        const spec: StudentSpec = { kind: 'logreg', numClasses: 3, inputShape: [16, 16, sup.preprocess.image!.channels] };
+        const online = await train(
+          sup,
+          spec,
+          { ...baseConfig, epochs: 3, lr: 0.01, distill: ['online-kd'], featureTeacher: T, augment: parseAugment('crop:2,flip') },
+          path.join(dir, 'online'),
+        );
+        const terms = online.history.map((h) => h.terms['online-kd']);
+        t.diagnostic(`online-kd per epoch ${terms}`);
+        assert.deepEqual(Object.keys(online.history[0].terms), ['online-kd']);
+        assert.ok(terms[2] < terms[0], `online-kd goes down: ${terms}`);
+        await assert.rejects(
+          train(sup, spec, { ...baseConfig, distill: ['online-kd'] }, path.join(dir, 'no-teacher')),
+          /needs --feature-teacher DIR/,
+        );
       } finally {
         m.student.dispose();
       }

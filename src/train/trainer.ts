@@ -176,7 +176,7 @@ export async function train(
       throw new SettingError(
         'featureTeacher',
         c.featureTeacher,
-        'no chosen distiller uses it (add hidden, attn or manifold to --distill, with a weight above 0; all are 0 or absent)',
+        'no chosen distiller uses it (add hidden, attn, manifold or online-kd to --distill, with a weight above 0; all are 0 or absent)',
       );
     }
     if (o.resume) {

@@ -11,6 +11,7 @@ import { hidden, type HiddenOptions } from './hidden.ts';
 import { kd, type KdOptions } from './kd.ts';
 import { manifold, type ManifoldOptions } from './manifold.ts';
 import { multiKd, type MultiKdOptions } from './multi-kd.ts';
+import { onlineKd, type OnlineKdOptions } from './online-kd.ts';
 import { tf } from '../backend.ts';
 import { loadWeights } from '../io.ts';
 import { studentFromWeights, type Student, type StudentSpec } from '../models/index.ts';
@@ -22,10 +23,17 @@ export { parseLayerMap } from './vit-features.ts';
 export { PROJ_PREFIX } from './hidden.ts';
 
 /** In this order the terms are summed and logged, whatever the order of --distill. */
-export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold];
+export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, hidden, attn, manifold, onlineKd];
 
 /** Every distiller's settings, by flag key (a key shared by two distillers is one setting). */
-export type DistillSettings = CeOptions & KdOptions & MultiKdOptions & DeitOptions & HiddenOptions & AttnOptions & ManifoldOptions;
+export type DistillSettings = CeOptions &
+  KdOptions &
+  MultiKdOptions &
+  DeitOptions &
+  HiddenOptions &
+  AttnOptions &
+  ManifoldOptions &
+  OnlineKdOptions;
 
 export function distillerNames(): string[] {
   return DISTILLERS.map((d) => d.name);
