@@ -15,7 +15,7 @@ import { DistilleryError } from '../src/errors.ts';
 import { loadModel, type SavedModelSpec } from '../src/infer/model.ts';
 import { parseAugment, type AugmentConfig } from '../src/train/augment.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
-import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
+import { describeReplay, loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import type { StudentSpec } from '../src/train/models/index.ts';
 import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
@@ -166,6 +166,7 @@ runCli(async () => {
   } finally {
     store.close();
   }
+  if (ds.replay) log(describeReplay(ds.replay, opts.epochs));
   if (!opts.arch && !init)
     throw new DistilleryError('--arch: choose the student (logreg, mlp, cnn, vit or fasttext), or start from a model with --init-from');
   const spec = opts.arch ? studentSpec(opts, opts.arch, ds) : init!.student;

@@ -35,7 +35,7 @@ test('registry: names, one flag per setting, the old defaults, list parsing', ()
   assert.deepEqual(distillerNames(), ['ce', 'kd', 'multi-kd', 'deit', 'hidden', 'attn', 'manifold', 'online-kd']);
   const keys = distillFlags().map((f) => f.key);
   assert.equal(new Set(keys).size, keys.length, 'a setting shared by two distillers is one flag');
-  assert.deepEqual(distillFlags().find((f) => f.key === 'kdTemperature')?.users, ['kd', 'multi-kd', 'deit']);
+  assert.deepEqual(distillFlags().find((f) => f.key === 'kdTemperature')?.users, ['kd', 'multi-kd', 'deit', 'online-kd']);
   const d = distillDefaults();
   assert.deepEqual([d.ceWeight, d.kdWeight, d.kdTemperature, d.deitMode, d.deitWeight], [0.1, 0.9, 4, 'hard', 1]);
   assert.deepEqual(parseDistillList('kd, ce'), ['ce', 'kd'], 'registry order, whatever the order given');

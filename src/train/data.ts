@@ -243,6 +243,12 @@ export function replayAugment(ds: Dataset, epoch: number): AugmentDraw | undefin
   return { config: r.augment, seedOf: (i) => r.seeds[e * ds.n + i] };
 }
 
+/** One line for the log: what a replay teacher's training replays. */
+export function describeReplay(r: Replay, epochs: number): string {
+  const cycle = epochs > r.epochs ? `; beyond them epoch e replays stored epoch e mod ${r.epochs}` : '';
+  return `teacher run ${r.run}: replaying its ${formatAugment(r.augment)} views and their targets, ${r.epochs} stored epochs${cycle}`;
+}
+
 /** A replay teacher brings its augmentation: --augment may repeat it, not contradict it. */
 export function checkReplayAugment(ds: Dataset, augment: AugmentConfig | undefined): void {
   const r = ds.replay;
