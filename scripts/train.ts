@@ -15,7 +15,7 @@ import { DistilleryError } from '../src/errors.ts';
 import { loadModel, type SavedModelSpec } from '../src/infer/model.ts';
 import { parseAugment, type AugmentConfig } from '../src/train/augment.ts';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
-import { loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
+import { describeReplay, loadDataset, type Dataset, type Preprocess } from '../src/train/data.ts';
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import { vitDistillTokens, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
@@ -95,7 +95,7 @@ const program = addTargetOptions(
     )
     .option(
       '--feature-teacher <dir>',
-      'a model trained by this project, run frozen on each batch: a ViT for the hidden, attn and manifold distillers, a CNN for dearkd',
+      'a model trained by this project, run frozen on each batch: a ViT for the hidden, attn and manifold distillers, a CNN for dearkd, any model for online-kd',
     )
     .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
@@ -188,6 +188,7 @@ runCli(async () => {
   } finally {
     store.close();
   }
+  if (ds.replay) log(describeReplay(ds.replay, opts.epochs));
   if (!opts.arch && !init)
     throw new DistilleryError(
       '--arch: choose the student (logreg, mlp, cnn, involution, vit or fasttext), or start from a model with --init-from',

@@ -32,10 +32,10 @@ const mlp: StudentSpec = { kind: 'mlp', numClasses: 3, inputShape: [2], hidden: 
 const ctx = { student: mlp, seed: 1 };
 
 test('registry: names, one flag per setting, the old defaults, list parsing', () => {
-  assert.deepEqual(distillerNames(), ['ce', 'kd', 'multi-kd', 'deit', 'civt', 'hidden', 'attn', 'manifold', 'dearkd']);
+  assert.deepEqual(distillerNames(), ['ce', 'kd', 'multi-kd', 'deit', 'civt', 'hidden', 'attn', 'manifold', 'dearkd', 'online-kd']);
   const keys = distillFlags().map((f) => f.key);
   assert.equal(new Set(keys).size, keys.length, 'a setting shared by two distillers is one flag');
-  assert.deepEqual(distillFlags().find((f) => f.key === 'kdTemperature')?.users, ['kd', 'multi-kd', 'deit', 'dearkd']);
+  assert.deepEqual(distillFlags().find((f) => f.key === 'kdTemperature')?.users, ['kd', 'multi-kd', 'deit', 'dearkd', 'online-kd']);
   const d = distillDefaults();
   assert.deepEqual([d.ceWeight, d.kdWeight, d.kdTemperature, d.deitMode, d.deitWeight], [0.1, 0.9, 4, 'hard', 1]);
   assert.deepEqual(parseDistillList('kd, ce'), ['ce', 'kd'], 'registry order, whatever the order given');

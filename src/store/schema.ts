@@ -181,6 +181,21 @@ export const MIGRATIONS: string[] = [
   );
   CREATE INDEX batch_requests_key ON batch_requests (request_key, state);
   `,
+
+  // v4: augmentation replay (TinyViT): a logits run ingested with --augment and --epochs holds, per epoch and item, the
+  // seed of the augmented view the teacher saw and its output on that view (src/store/replay.ts). The run's ordinary
+  // labels stay the teacher's on the unaugmented image (what export, eval and the teachers report read).
+  `
+  CREATE TABLE replay_labels (
+    run_id    INTEGER NOT NULL REFERENCES runs(id),
+    epoch     INTEGER NOT NULL,           -- 0 .. E-1
+    item_id   INTEGER NOT NULL REFERENCES items(id),
+    aug_seed  INTEGER NOT NULL,           -- int32: the view's augmentation seed (src/train/augment.ts)
+    label     TEXT NOT NULL,              -- the teacher's argmax on the view
+    soft      BLOB NOT NULL,              -- its output on the view, soft-label codec (src/soft/codec.ts)
+    PRIMARY KEY (run_id, epoch, item_id)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

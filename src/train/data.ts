@@ -1,9 +1,11 @@
-import { DistilleryError } from '../errors.ts';
+import { DistilleryError, SettingError } from '../errors.ts';
 import { decodePixels } from '../input/image.ts';
+import { decodeSoft, softToProbs } from '../soft/codec.ts';
+import { replayLabels, replayParamsOf } from '../store/replay.ts';
 import type { Store, TaskRow } from '../store/store.ts';
-import { buildTargets, taskItems, type TargetsOptions } from '../targets/from-store.ts';
+import { buildTargets, taskItems, type Targets, type TargetsOptions } from '../targets/from-store.ts';
 import type { TeacherView } from '../targets/types.ts';
-import { augmentImages, type AugmentConfig } from './augment.ts';
+import { augmentImages, augmentImagesSeeded, formatAugment, parseAugment, type AugmentConfig, type AugmentDraw } from './augment.ts';
 import { tf } from './backend.ts';
 import { textBatch, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
 
@@ -37,6 +39,23 @@ export interface Dataset {
   pixels?: Float32Array;
   texts?: string[];
   preprocess: Preprocess;
+  /** The teacher is an augmentation-replay run: its views and per-epoch targets (see targetsForEpoch). */
+  replay?: Replay;
+}
+
+/**
+ * A replay run's stored views (TinyViT's augmentation replay): for each of its E epochs and each item,
+ * the seed of the augmented view the teacher saw and the teacher's distribution on that view.
+ */
+export interface Replay {
+  run: number;
+  augment: AugmentConfig;
+  epochs: number;
+  /** E·N: the view's augmentation seed; −1 where the run has no row (items outside the train split). */
+  seeds: Int32Array;
+  /** E·N·C and E·N: the epoch's target distribution and its hard label (the unaugmented target where no row). */
+  probs: Float32Array;
+  hard: Int32Array;
 }
 
 export interface DatasetOptions {
@@ -66,6 +85,7 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
   const hasRuns = store.runs(task.id).length > 0;
   let perTeacher: Dataset['perTeacher'];
   // Supervised runs build the teachers' labels too, for the agreement in the test report.
+  let replay: Replay | undefined;
   if (hasRuns) {
     const t = buildTargets(store, task, { ...o.targets, aggregate: o.targets.aggregate ?? 'mean' });
     perTeacher = perTeacherOf(t.views, n, c);
@@ -77,6 +97,7 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
         targetHard[i] = h;
       }
     }
+    if (!o.supervised && !o.evaluate) replay = loadReplay(store, t, o.targets, targetProbs, targetHard, c);
   } else if (!o.supervised && !o.evaluate) {
     throw new DistilleryError(
       `${store.path}: task "${task.name}" has no teacher runs; label or ingest logits first, or train on gold with --supervised`,
@@ -100,8 +121,10 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
     targetHard,
     teacherHard,
     ...(perTeacher ? { perTeacher } : {}),
+    ...(replay ? { replay } : {}),
   };
   if (task.input_kind === 'text') {
+    if (replay) throw new DistilleryError(`run ${replay.run}: augmentation replay is for image tasks`);
     return {
       ...base,
       texts: items.items.map((it) => String((JSON.parse(it.input) as Record<string, unknown>).text ?? '')),
@@ -132,13 +155,113 @@ function perTeacherOf(views: TeacherView[], n: number, c: number): NonNullable<D
   return { names: views.map((v) => v.name), logprobs, present };
 }
 
+/**
+ * The chosen teacher's replay rows, when it is a replay run: one run alone (per-epoch targets of several
+ * teachers would need aggregating per epoch, which is not done), uncalibrated. Every item with a training
+ * target in the train split must have a row in every epoch (a run ingested before items were added has not).
+ */
+function loadReplay(
+  store: Store,
+  t: Targets,
+  o: DatasetOptions['targets'],
+  baseProbs: Float32Array,
+  baseHard: Int32Array,
+  c: number,
+): Replay | undefined {
+  const runs = t.teachers.flatMap((s) => s.runs);
+  const replaying = runs.filter((r) => replayParamsOf(r));
+  if (replaying.length === 0) return undefined;
+  const run = replaying[0];
+  if (runs.length > 1)
+    throw new SettingError(
+      'teachers',
+      o.teachers,
+      `run ${run.id} is an augmentation-replay run: train on it alone (--teachers ${run.id}); its per-epoch targets are not aggregated with other runs`,
+    );
+  if (o.calibrate)
+    throw new SettingError('calibrate', true, `run ${run.id} is an augmentation-replay run: its per-epoch targets are not calibrated`);
+  const params = replayParamsOf(run)!;
+  const augment = parseAugment(params.augment);
+  if (!augment) throw new DistilleryError(`run ${run.id}: a replay run without augmentation (${params.augment})`);
+  const n = baseHard.length;
+  const index = new Map(t.items.items.map((it, i) => [it.id, i]));
+  const e = params.epochs;
+  const seeds = new Int32Array(e * n).fill(-1);
+  const probs = new Float32Array(e * n * c);
+  const hard = new Int32Array(e * n);
+  for (let k = 0; k < e; k++) {
+    probs.set(baseProbs, k * n * c);
+    hard.set(baseHard, k * n);
+  }
+  for (const r of replayLabels(store, run.id)) {
+    const i = index.get(r.item_id);
+    if (i === undefined || r.epoch >= e) continue;
+    const at = r.epoch * n + i;
+    seeds[at] = r.aug_seed;
+    probs.set(softToProbs(decodeSoft(r.soft)), at * c);
+    hard[at] = argmaxOf(probs, at, c);
+  }
+  for (let i = 0; i < n; i++) {
+    if (t.items.items[i].split !== 'train' || baseHard[i] < 0) continue;
+    for (let k = 0; k < e; k++)
+      if (seeds[k * n + i] < 0)
+        throw new DistilleryError(
+          `run ${run.id}: item ${t.items.items[i].ext_id} has no replayed view in epoch ${k} (added after the ingest? ingest the run again)`,
+        );
+  }
+  return { run: run.id, augment, epochs: e, seeds, probs, hard };
+}
+
+function argmaxOf(p: Float32Array, row: number, c: number): number {
+  let best = 0;
+  for (let k = 1; k < c; k++) if (p[row * c + k] > p[row * c + best]) best = k;
+  return best;
+}
+
+/**
+ * The dataset as training epoch `epoch` sees it: with a replay teacher, that epoch's stored targets
+ * (epoch mod E when training runs longer than the E stored epochs: the views and targets repeat);
+ * otherwise the dataset itself.
+ */
+export function targetsForEpoch(ds: Dataset, epoch: number): Dataset {
+  const r = ds.replay;
+  if (!r) return ds;
+  const c = ds.task.labels.length;
+  const e = epoch % r.epochs;
+  const targetProbs = r.probs.subarray(e * ds.n * c, (e + 1) * ds.n * c);
+  const out: Dataset = { ...ds, targetProbs, targetHard: r.hard.subarray(e * ds.n, (e + 1) * ds.n) };
+  // One teacher: its own distribution is the target.
+  if (ds.perTeacher) out.perTeacher = { ...ds.perTeacher, logprobs: targetProbs.map((p) => Math.log(p)) };
+  return out;
+}
+
+/** How training epoch `epoch` augments with a replay teacher: each item from its stored seed (undefined: no replay). */
+export function replayAugment(ds: Dataset, epoch: number): AugmentDraw | undefined {
+  const r = ds.replay;
+  if (!r) return undefined;
+  const e = epoch % r.epochs;
+  return { config: r.augment, seedOf: (i) => r.seeds[e * ds.n + i] };
+}
+
+/** One line for the log: what a replay teacher's training replays. */
+export function describeReplay(r: Replay, epochs: number): string {
+  const cycle = epochs > r.epochs ? `; beyond them epoch e replays stored epoch e mod ${r.epochs}` : '';
+  return `teacher run ${r.run}: replaying its ${formatAugment(r.augment)} views and their targets, ${r.epochs} stored epochs${cycle}`;
+}
+
+/** A replay teacher brings its augmentation: --augment may repeat it, not contradict it. */
+export function checkReplayAugment(ds: Dataset, augment: AugmentConfig | undefined): void {
+  const r = ds.replay;
+  if (!r || !augment || formatAugment(augment) === formatAugment(r.augment)) return;
+  throw new SettingError(
+    'augment',
+    formatAugment(augment),
+    `the teacher, run ${r.run}, is an augmentation-replay run of ${formatAugment(r.augment)}: its views are replayed from their seeds (leave --augment out)`,
+  );
+}
+
 /** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
-export function batchInput(
-  ds: BatchSource,
-  spec: StudentSpec,
-  idx: number[],
-  augment?: { config: AugmentConfig; rand: () => number },
-): StudentInput {
+export function batchInput(ds: BatchSource, spec: StudentSpec, idx: number[], augment?: AugmentDraw): StudentInput {
   if (ds.texts) {
     if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
     // Texts are hashed once per dataset, not once per batch and epoch.
@@ -150,7 +273,12 @@ export function batchInput(
   const per = im.height * im.width * im.channels;
   const buf = new Float32Array(idx.length * per);
   idx.forEach((i, k) => buf.set(ds.pixels!.subarray(i * per, (i + 1) * per), k * per));
-  if (augment) augmentImages(buf, idx.length, im.height, im.width, im.channels, augment.config, augment.rand);
+  if (augment) {
+    const black = -im.mean / im.std; // crop's padding: black before normalisation, as torchvision's fill 0
+    if ('seedOf' in augment)
+      augmentImagesSeeded(buf, idx.length, im.height, im.width, im.channels, augment.config, idx.map(augment.seedOf), black);
+    else augmentImages(buf, idx.length, im.height, im.width, im.channels, augment.config, augment.rand, black);
+  }
   return tf.tensor4d(buf, [idx.length, im.height, im.width, im.channels]);
 }
 

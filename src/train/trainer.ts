@@ -15,7 +15,7 @@ import { loadModel, type SavedModelSpec } from '../infer/model.ts';
 import { predictAll, softmaxRule, argmaxRow, type PredictRule } from '../infer/predict.ts';
 import { testReport, type TestReport } from '../infer/evaluate.ts';
 import { tf } from './backend.ts';
-import { batchInput, disposeInput, type Dataset } from './data.ts';
+import { batchInput, checkReplayAugment, disposeInput, replayAugment, targetsForEpoch, type Dataset } from './data.ts';
 import type { AugmentConfig } from './augment.ts';
 import {
   createDistillers,
@@ -146,6 +146,7 @@ export async function train(
   o: { resume?: boolean; hooks?: TrainHooks } = {},
 ): Promise<TrainResult> {
   if (c.augment && !ds.pixels) throw new DistilleryError('--augment: only image tasks can be augmented');
+  checkReplayAugment(ds, c.augment);
   if (o.resume && c.initFrom)
     throw new SettingError(
       'initFrom',
@@ -181,7 +182,7 @@ export async function train(
       throw new SettingError(
         'featureTeacher',
         c.featureTeacher,
-        'no chosen distiller uses it (add hidden, attn, manifold or dearkd to --distill, with a weight above 0; all are 0 or absent)',
+        'no chosen distiller uses it (add hidden, attn, manifold or dearkd or online-kd to --distill, with a weight above 0; all are 0 or absent)',
       );
     }
     if ((c.workers ?? 1) > 1) checkParallel(c.workers!, spec, distillers);
@@ -270,7 +271,10 @@ export async function train(
     const t0 = performance.now();
     const order = shuffle(trainIdx, mulberry32(c.seed * 1000 + epoch));
     // Its own stream per epoch (not the shuffle's): a resumed run augments as an uninterrupted one.
-    const augment = c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined;
+    const augment =
+      replayAugment(ds, epoch) ?? (c.augment ? { config: c.augment, rand: mulberry32((c.seed * 1000 + epoch) ^ 0xa06e) } : undefined);
+    // A replay teacher's epoch: each item's stored view and the teacher's target on it (else ds itself).
+    const epochDs = targetsForEpoch(ds, epoch);
     const log = new LossLog();
     let lr = c.lr;
     // A staged method (DearKD) may need less in later epochs: no feature teacher run when no term uses it.
@@ -278,7 +282,7 @@ export async function train(
     for (let s = 0; s < order.length; s += c.batchSize) {
       const idx = order.slice(s, s + c.batchSize);
       lr = cosineLr(opt.step, { lr: c.lr, warmup: c.warmup ?? Math.round(0.05 * totalSteps), total: totalSteps });
-      const batch: Batch = { ...makeBatch(ds, spec, idx, needsNow, nc, augment, featureTeacher?.model), epoch, epochs: c.epochs };
+      const batch: Batch = { ...makeBatch(epochDs, spec, idx, needsNow, nc, augment, featureTeacher?.model), epoch, epochs: c.epochs };
       const { value, terms, grads } = parallel ? await parallel.grads(batch) : batchGrads(student, distillers, trained, batch);
       const clipped = clipByGlobalNorm(grads, c.clip);
       opt.apply(clipped.grads, lr);

@@ -4,6 +4,7 @@ import { basename } from 'node:path';
 import { DistilleryError, InputError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { encodeSoft, formatName, SoftCodecError, type SoftFormat } from '../soft/codec.ts';
+import { insertReplayLabel, type ReplayParams } from '../store/replay.ts';
 import type { RunRow, Store, TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { readLogits, type LogitsRow } from './read-logits.ts';
@@ -20,6 +21,20 @@ export interface IngestOptions {
   /** Logits from elsewhere than a file (a local model): the rows, and the files whose hash identifies the source. */
   rows?: () => AsyncIterable<LogitsRow>;
   sourceFiles?: string[];
+  /**
+   * Augmentation replay (src/whitebox/replay.ts): also store, per epoch, each train item's augmentation seed and
+   * the teacher's logits on that view. The run's ordinary labels stay the teacher's on the unaugmented image.
+   */
+  replay?: { params: ReplayParams; rows: (epoch: number) => AsyncIterable<ReplayLogitsRow> };
+}
+
+/** The teacher's logits on one item's augmented view in one epoch. */
+export interface ReplayLogitsRow {
+  itemId: number;
+  seed: number;
+  logits: Float32Array;
+  file: string;
+  line: number;
 }
 
 export interface IngestResult {
@@ -39,10 +54,7 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
   const taskRow = o.store.findTask(o.task.name);
   if (!taskRow) throw new DistilleryError(`${o.store.path}: task "${o.task.name}" has no items; import them first (scripts/import.ts)`);
   o.store.ensureTask(o.task); // same labels as stored, or a clear error
-  const sourceHash = await hashFiles(o.sourceFiles ?? [o.input, ...(o.idsFile ? [o.idsFile] : [])]);
-  const configHash = sha256Hex(
-    canonicalJson({ kind: 'logits', task: o.task.name, teacher: o.teacher, sourceHash, format: formatName(o.format) }),
-  );
+  const { sourceHash, configHash } = await runIdentity(o);
   const done = o.store.completedRun(configHash);
   if (done) return { run: done, rows: done.items_total, alreadyIngested: true };
 
@@ -58,7 +70,11 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
       config_hash: configHash,
       labels: JSON.stringify(o.task.labels),
       items_total: 0,
-      params: JSON.stringify({ store: formatName(o.format), ids: o.idsFile ? basename(o.idsFile) : null }),
+      params: JSON.stringify({
+        store: formatName(o.format),
+        ids: o.idsFile ? basename(o.idsFile) : null,
+        ...(o.replay ? { replay: o.replay.params } : {}),
+      }),
     });
     const resolve = itemResolver(o.store, taskRow);
     const seen = new Map<number, number>();
@@ -89,10 +105,53 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
       rows++;
     }
     if (rows === 0) throw new InputError(o.input, undefined, 'no rows');
+    if (o.replay) await ingestReplayRows(o, run.id);
     o.store.setItemsTotal(run.id, rows);
     o.store.finishRun(run.id, 'completed', null);
     return { run: o.store.run(run.id)!, rows, alreadyIngested: false };
   });
+}
+
+/** What makes two ingests the same run: the source's bytes and the settings. */
+async function runIdentity(o: IngestOptions): Promise<{ sourceHash: string; configHash: string }> {
+  const sourceHash = await hashFiles(o.sourceFiles ?? [o.input, ...(o.idsFile ? [o.idsFile] : [])]);
+  const configHash = sha256Hex(
+    canonicalJson({
+      kind: 'logits',
+      task: o.task.name,
+      teacher: o.teacher,
+      sourceHash,
+      format: formatName(o.format),
+      ...(o.replay ? { replay: o.replay.params } : {}),
+    }),
+  );
+  return { sourceHash, configHash };
+}
+
+/** The completed run these options ingested (for --check-replay): the same source, teacher, format and replay settings. */
+export async function replayRunFor(o: IngestOptions): Promise<RunRow> {
+  const run = o.store.completedRun((await runIdentity(o)).configHash);
+  if (!run)
+    throw new DistilleryError(
+      `${o.store.path}: no run was ingested from ${o.input} as teacher "${o.teacher}" with these --augment, --epochs, --seed and --store; ingest it first (the same command without --check-replay)`,
+    );
+  return run;
+}
+
+/** Every epoch's views, through the same codec as the run's labels (one row per epoch and item). */
+async function ingestReplayRows(o: IngestOptions, runId: number): Promise<void> {
+  for (let epoch = 0; epoch < o.replay!.params.epochs; epoch++) {
+    for await (const r of o.replay!.rows(epoch)) {
+      insertReplayLabel(o.store, {
+        run_id: runId,
+        epoch,
+        item_id: r.itemId,
+        aug_seed: r.seed,
+        label: o.task.labels[argmax(r.logits)],
+        soft: encodeRow({ ref: { id: String(r.itemId) }, logits: r.logits, file: r.file, line: r.line }, o.format),
+      });
+    }
+  }
 }
 
 /** Rows name their item by id, or by text (matched like the text column of the items). */

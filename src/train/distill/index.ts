@@ -13,6 +13,7 @@ import { hidden, type HiddenOptions } from './hidden.ts';
 import { kd, type KdOptions } from './kd.ts';
 import { manifold, type ManifoldOptions } from './manifold.ts';
 import { multiKd, type MultiKdOptions } from './multi-kd.ts';
+import { onlineKd, type OnlineKdOptions } from './online-kd.ts';
 import { tf } from '../backend.ts';
 import { loadWeights } from '../io.ts';
 import { studentFromWeights, type Student, type StudentSpec } from '../models/index.ts';
@@ -24,7 +25,7 @@ export { parseLayerMap } from './vit-features.ts';
 export { PROJ_PREFIX } from './hidden.ts';
 
 /** In this order the terms are summed and logged, whatever the order of --distill. */
-export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, civt, hidden, attn, manifold, dearkd];
+export const DISTILLERS: readonly DistillerDef<any>[] = [ce, kd, multiKd, deit, civt, hidden, attn, manifold, dearkd, onlineKd];
 
 /** Every distiller's settings, by flag key (a key shared by two distillers is one setting). */
 export type DistillSettings = CeOptions &
@@ -35,7 +36,8 @@ export type DistillSettings = CeOptions &
   HiddenOptions &
   AttnOptions &
   ManifoldOptions &
-  DearkdOptions;
+  DearkdOptions &
+  OnlineKdOptions;
 
 export function distillerNames(): string[] {
   return DISTILLERS.map((d) => d.name);
