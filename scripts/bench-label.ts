@@ -77,32 +77,50 @@ async function main(): Promise<void> {
     const figures: Record<string, number | null> = { items: opts.items, concurrency: opts.concurrency };
     if (opts.process) Object.assign(figures, await wholeProcess(task, settings, taskPath, dir));
     if (opts.inProcess) {
-      const bare: number[] = [];
-      const fresh: number[] = [];
-      const prefilled: number[] = [];
+      const bare: Rate[] = [];
+      const fresh: Rate[] = [];
+      const inThread: Rate[] = [];
+      const prefilled: Rate[] = [];
       const template = opts.prefill > 0 ? await prefilledTemplate(task, settings, dir, opts.prefill) : undefined;
       for (let r = 0; r < opts.repeats; r++) {
         bare.push(await bareLoop(task, settings, dir, `bare${r}`));
         fresh.push(await pipeline(task, settings, dir, `fresh${r}`));
+        inThread.push(await pipeline(task, settings, dir, `thread${r}`, undefined, false));
         if (template) prefilled.push(await pipeline(task, settings, dir, `pre${r}`, template));
       }
+      const best = (xs: Rate[]) => Math.max(...xs.map((x) => x.rate));
+      const cpu = (xs: Rate[]) => round(Math.min(...xs.map((x) => x.cpuMs)), 3);
       Object.assign(figures, {
-        bare_labels_per_s: round(Math.max(...bare)),
-        pipeline_labels_per_s: round(Math.max(...fresh)),
-        ratio: round(Math.max(...fresh) / Math.max(...bare), 3),
+        bare_labels_per_s: round(best(bare)),
+        pipeline_labels_per_s: round(best(fresh)),
+        ratio: round(best(fresh) / best(bare), 3),
+        pipeline_in_thread_labels_per_s: round(best(inThread)),
+        in_thread_ratio: round(best(inThread) / best(bare), 3),
+        bare_cpu_ms_per_label: cpu(bare),
+        pipeline_cpu_ms_per_label: cpu(fresh),
+        pipeline_in_thread_cpu_ms_per_label: cpu(inThread),
         prefill: opts.prefill,
-        prefilled_labels_per_s: prefilled.length ? round(Math.max(...prefilled)) : null,
-        growth_ratio: prefilled.length ? round(Math.max(...prefilled) / Math.max(...fresh), 3) : null,
+        prefilled_labels_per_s: prefilled.length ? round(best(prefilled)) : null,
+        growth_ratio: prefilled.length ? round(best(prefilled) / best(fresh), 3) : null,
       });
-      console.log(`in process, bare openai loop:   ${figures.bare_labels_per_s} labels/s  (runs: ${spread(bare)})`);
+      const runs = (xs: Rate[]) =>
+        `runs: ${spread(xs.map((x) => x.rate))}; CPU ms/label ${spread(
+          xs.map((x) => x.cpuMs),
+          3,
+        )}`;
+      console.log(`in process, bare openai loop:   ${figures.bare_labels_per_s} labels/s  (${runs(bare)})`);
       console.log(
-        `in process, pipeline (fresh db): ${figures.pipeline_labels_per_s} labels/s  (runs: ${spread(fresh)})  ratio ${figures.ratio} (goal >= 0.95)`,
+        `in process, pipeline (fresh db, writer thread): ${figures.pipeline_labels_per_s} labels/s  (${runs(fresh)})  ratio ${figures.ratio} (goal >= 0.95)`,
+      );
+      console.log(
+        `in process, pipeline (fresh db, writes on the labeling thread): ${figures.pipeline_in_thread_labels_per_s} labels/s  (${runs(inThread)})  ratio ${figures.in_thread_ratio}`,
       );
       if (figures.prefilled_labels_per_s !== null) {
         console.log(
           `in process, pipeline (${opts.prefill} labeled items already): ${figures.prefilled_labels_per_s} labels/s  growth ratio ${figures.growth_ratio} (1.0 = flat)`,
         );
       }
+      console.log(`load average (1 min) now: ${round(loadavg()[0], 2)}`);
     }
     if (opts.json) console.log(JSON.stringify(figures));
   } finally {
@@ -317,7 +335,10 @@ function inputFile(dir: string, name: string, n: number, offset = 0): string {
 }
 
 /** The baseline: what any script would do with the openai client and p-limit. */
-async function bareLoop(task: Task, settings: TeacherSettings, dir: string, name: string): Promise<number> {
+/** Labels per second and CPU milliseconds per label (process.cpuUsage: every thread of this process). */
+type Rate = { rate: number; cpuMs: number };
+
+async function bareLoop(task: Task, settings: TeacherSettings, dir: string, name: string): Promise<Rate> {
   const store = Store.open(join(dir, `${name}.db`));
   const { itemIds } = await store.importItems(task, readItems(inputFile(dir, name, opts.items), task));
   const builder = new RequestBuilder(task, settings);
@@ -325,6 +346,7 @@ async function bareLoop(task: Task, settings: TeacherSettings, dir: string, name
   store.close();
   const client = new OpenAI({ apiKey: 'bench', baseURL: settings.baseURL, maxRetries: 0 });
   const limit = pLimit(opts.concurrency);
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let ok = 0;
   await Promise.all(
@@ -337,15 +359,32 @@ async function bareLoop(task: Task, settings: TeacherSettings, dir: string, name
   );
   const secs = (performance.now() - t0) / 1000;
   if (ok !== requests.length) throw new Error(`bare loop: ${requests.length - ok} answers without a label`);
-  return ok / secs;
+  return { rate: ok / secs, cpuMs: cpuMsSince(c0) / ok };
 }
 
-async function pipeline(task: Task, settings: TeacherSettings, dir: string, name: string, copyFrom?: string): Promise<number> {
+function cpuMsSince(c0: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1000;
+}
+
+/** runLabeling on a fresh database (or a copy of `copyFrom`); `writerThread: false` keeps the writes on this thread. */
+async function pipeline(
+  task: Task,
+  settings: TeacherSettings,
+  dir: string,
+  name: string,
+  copyFrom?: string,
+  writerThread = true,
+): Promise<Rate> {
   const dbPath = join(dir, `${name}.db`);
   if (copyFrom) copyFileSync(copyFrom, dbPath);
   const store = Store.open(dbPath);
   const { itemIds, taskRow } = await store.importItems(task, readItems(inputFile(dir, `${name}-new`, opts.items), task));
   const client = new TeacherClient({ baseURL: settings.baseURL, apiKeyEnv: 'BENCH_NO_KEY', timeoutMs: 60_000 });
+  // Read by Store.startWriterThread.
+  if (writerThread) delete process.env.DISTILLERY_WRITER_THREAD;
+  else process.env.DISTILLERY_WRITER_THREAD = '0';
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const res = await runLabeling({
     store,
@@ -363,8 +402,9 @@ async function pipeline(task: Task, settings: TeacherSettings, dir: string, name
   });
   const secs = (performance.now() - t0) / 1000;
   store.close();
+  delete process.env.DISTILLERY_WRITER_THREAD;
   if (res.stats.labeled !== opts.items) throw new Error(`pipeline labeled ${res.stats.labeled} of ${opts.items}`);
-  return res.stats.labeled / secs;
+  return { rate: res.stats.labeled / secs, cpuMs: cpuMsSince(c0) / res.stats.labeled };
 }
 
 /** A database with `n` items labeled through the real pipeline (not timed), copied for each measured run. */
