@@ -11,12 +11,18 @@
  *    from a JSONL file, answer parsed, nothing stored), spawn to exit;
  *  - process_pipeline_labels_per_s: `node --import tsx scripts/label.ts --input ITEMS` on a new database
  *    (import, plan, label, store), spawn to exit; process_ratio = pipeline / bare (goal: 0.95 or more);
- *  - startup_bare_s, startup_label_help_s: the bare loop with no requests, and `label.ts --help`.
+ *  - process_*_cpu_ms_per_label: user + system CPU of each process (GNU time, where installed) per label, the least
+ *    of the runs; process_cpu_ratio = bare / pipeline. On a shared machine CPU time is far less noisy than wall time;
+ *  - startup_bare_s, startup_label_help_s, startup_label_one_item_s: the bare loop with no requests, `label.ts
+ *    --help`, and label.ts labeling one item on a new database; load_average_before/after (1 min).
  * In process (the labeling loop alone, modules loaded, items imported):
  *  - bare_labels_per_s: chat completions with logprobs, answer parsed, nothing stored;
  *  - pipeline_labels_per_s: runLabeling on a fresh database (request keys,
- *    idempotency look-ups, soft labels, SQLite writes, budgets);
+ *    idempotency look-ups, soft labels, SQLite writes by the writer thread, budgets);
  *  - ratio = pipeline / bare (goal: 0.95 or more);
+ *  - pipeline_in_thread_labels_per_s, in_thread_ratio: the same with the writes on the labeling thread
+ *    (DISTILLERY_WRITER_THREAD=0);
+ *  - *_cpu_ms_per_label: process.cpuUsage (every thread) per label, the least of the runs;
  *  - prefilled_labels_per_s: the same run on a database that already holds
  *    `--prefill` labeled items; growth_ratio = prefilled / fresh (1.0 = no
  *    per-item cost that grows with the database).
