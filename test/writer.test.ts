@@ -122,7 +122,7 @@ describe('writer thread', () => {
 });
 
 describe('writer thread: SIGKILL', () => {
-  test('killed five times at zero latency and concurrency 16: each kill loses at most the requests in flight, nothing is paid twice after', async () => {
+  test('five SIGKILLs at zero latency, concurrency 16: each loses at most the requests in flight; nothing paid twice after', async () => {
     const dir = workDir();
     const n = 400;
     const concurrency = 16;
