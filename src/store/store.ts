@@ -750,13 +750,14 @@ export class Store {
   }
 
   /**
-   * Resolves once every answer recorded so far is committed: the labeler awaits it before it starts a request. With a
-   * writer thread, the wait is for its next group commit; without one, after one turn of the event loop (so that
-   * answers that arrived together commit in one transaction), a flush.
+   * Resolves once every answer recorded so far is committed: the labeler awaits it before it starts a request. One
+   * turn of the event loop first, always: answers that arrived together commit in one transaction, and whatever is
+   * pending (a Ctrl-C, a stop) is seen before the request starts. Then, with a writer thread, the wait for its group
+   * commit; without one, a flush.
    */
   async durable(): Promise<void> {
-    if (this.#writer) return this.#writer.durable();
     await new Promise<void>((resolve) => setImmediate(resolve));
+    if (this.#writer) return this.#writer.durable();
     this.flush();
   }
 
