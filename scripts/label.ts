@@ -19,7 +19,15 @@ async function loadLabeling() {
     import('../src/store/store.ts'),
     import('../src/teacher/request.ts'),
   ]);
-  return { ...task, ...teacher, ...read, ...plan, Store: store.Store, softModeName: request.softModeName };
+  return {
+    ...task,
+    ...teacher,
+    ...read,
+    ...plan,
+    Store: store.Store,
+    softModeName: request.softModeName,
+    defaultMaxTokens: request.defaultMaxTokens,
+  };
 }
 
 /** label's own flags; the teacher flags (src/cli/teacher.ts) ride along in OptionValues. */
@@ -52,6 +60,7 @@ runCli(async () => {
     planLabeling,
     estimateCost,
     softModeName,
+    defaultMaxTokens,
     readItems,
     runTeacherPass,
     labelSummary,
@@ -61,6 +70,8 @@ runCli(async () => {
   const teacher = teacherSetup(opts, task);
   const store = Store.open(opts.db);
   const stopSignal = interruptOnSigint();
+  // The default --max-tokens is a token count: the database remembers it, so that only its first run loads the tokenizer.
+  opts.maxTokens ??= store.defaultMaxTokens(task.labels, () => defaultMaxTokens(task.labels), { remember: !opts.dryRun });
 
   try {
     const base = (taskRow: TaskRow, itemIds?: number[]): LabelOptions => labelOptions(teacher, store, taskRow, { itemIds, stopSignal });

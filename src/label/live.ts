@@ -18,9 +18,9 @@ import { emptyStats, type LabelOptions, type LabelResult, type LabelStats, type 
 
 /**
  * Label every target item that has no stored answer, at most `concurrency`
- * requests at a time, within the rate and cost budgets. Each paid answer is
- * committed as soon as it arrives, so a killed run loses at most the requests
- * in flight, and the same command resumes the same run.
+ * requests at a time, within the rate and cost budgets. Every paid answer is
+ * committed before the next request starts, so a killed run loses at most the
+ * requests in flight, and the same command resumes the same run.
  */
 export function runLabeling(o: LabelOptions): Promise<LabelResult> {
   return underLabelLease(o, () => labelOnce(o));
@@ -92,6 +92,8 @@ export async function labelLive(o: LabelOptions, run: RunRow, work: Work, lo: Li
     isStopping: () => stop !== undefined,
     resumeAttempts: lo.resumeAttempts === true,
   };
+  // Answers are committed by a writer thread (a database file) while this thread runs the HTTP client.
+  o.store.startWriterThread();
   try {
     const builder = new RequestBuilder(o.task, o.settings);
     let index = 0;
@@ -118,7 +120,11 @@ export async function labelLive(o: LabelOptions, run: RunRow, work: Work, lo: Li
     await Promise.all(inFlight);
   } finally {
     o.stopSignal?.removeEventListener('abort', onAbort);
-    o.store.flush();
+    try {
+      o.store.flush();
+    } finally {
+      await o.store.stopWriterThread();
+    }
   }
   const unreachable = stats.unreachable - unreachableBefore;
   if (!stop && unreachable > 0) {
@@ -179,10 +185,9 @@ async function requestWithRetries(ctx: ItemContext, item: ItemRow, req: TeacherR
     let reserved = true;
     try {
       await limiter.acquire(estTokens, ctx.stopSignal);
-      // Commit the answers already paid for before paying for another, so that a kill loses only the requests
-      // in flight. One turn of the event loop first lets answers that arrived together commit in one batch.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      o.store.flush();
+      // Every answer already paid for is committed before another request starts, so that a kill loses only the
+      // requests in flight. The writer thread commits the answers that arrived meanwhile together.
+      await o.store.durable();
       // The wait for the budget or the rate limiter can outlast a stop (Ctrl-C, cost cap, fatal error): start nothing then.
       if (ctx.isStopping()) {
         budget.settle(worstCase, 0);

@@ -196,6 +196,16 @@ export const MIGRATIONS: string[] = [
     PRIMARY KEY (run_id, epoch, item_id)
   ) WITHOUT ROWID;
   `,
+
+  // v5: per label set, the default max_tokens (a token count) as first computed in this database: later runs read it
+  // rather than load the tokenizer (most of a second), and keep the same value, so their request keys stay the same.
+  `
+  CREATE TABLE default_max_tokens (
+    labels      TEXT PRIMARY KEY,         -- JSON array of the labels
+    max_tokens  INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -4,6 +4,7 @@ import { DistilleryError, InputError } from '../errors.ts';
 import type { ItemInput } from '../input/types.ts';
 import type { Task } from '../task/task.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.ts';
+import { WriterThread } from './writer.ts';
 
 export type DB = Database.Database;
 
@@ -121,6 +122,8 @@ const RUN_SELECT = `SELECT r.*,
 export class Store {
   /** The connection: private to the store (modules under src/store/ reach it through `Store.sqlOf`). */
   readonly #db: DB;
+  /** While a labeling pass runs: the thread its answers are committed by (see startWriterThread). */
+  #writer?: WriterThread;
   private pendingWrites: Array<() => void> = [];
   private flushScheduled = false;
 
@@ -189,6 +192,8 @@ export class Store {
 
   close(): void {
     this.flush();
+    // A writer thread still running (its pass did not stop it) has committed everything: let it go with the process.
+    this.#writer = undefined;
     this.#db.close();
   }
 
@@ -507,11 +512,27 @@ export class Store {
     ) as RunRow[];
   }
 
+  /**
+   * The default max_tokens of a label set: as first computed in this database (`compute` runs the tokenizer), so a
+   * later run neither loads the tokenizer nor gets another value should it change. `remember: false` (a dry run)
+   * reads but writes nothing.
+   */
+  defaultMaxTokens(labels: readonly string[], compute: () => number, opts: { remember?: boolean } = {}): number {
+    const key = JSON.stringify(labels);
+    const row = this.stmt('SELECT max_tokens FROM default_max_tokens WHERE labels = ?').get(key) as { max_tokens: number } | undefined;
+    if (row) return row.max_tokens;
+    const n = compute();
+    if (opts.remember !== false) {
+      this.stmt('INSERT OR IGNORE INTO default_max_tokens (labels, max_tokens, created_at) VALUES (?, ?, ?)').run(key, n, now());
+    }
+    return n;
+  }
+
   // ---- the idempotency ledger -------------------------------------------
 
   /** Whether this key already has a label row (ok or failed) in some run. */
   hasLabel(requestKey: string): { ok: boolean; failed: boolean } {
-    const rows = this.#db.prepare('SELECT DISTINCT status FROM labels WHERE request_key = ?').all(requestKey) as { status: string }[];
+    const rows = this.stmt('SELECT DISTINCT status FROM labels WHERE request_key = ?').all(requestKey) as { status: string }[];
     return { ok: rows.some((r) => r.status === 'ok'), failed: rows.some((r) => r.status === 'failed') };
   }
 
@@ -578,7 +599,26 @@ export class Store {
   // turn: one transaction for everything that finished in the same turn, and
   // at most that turn's answers lost if the process is killed.
 
+  // With a writer thread (startWriterThread) these three go to it instead, and commit there in groups.
+
   recordResponse(r: ResponseRecord): void {
+    const w = this.#writer;
+    if (w) {
+      w.write([
+        'response',
+        r.requestKey,
+        r.runId,
+        r.itemId,
+        r.status,
+        JSON.stringify(r.body),
+        r.promptTokens,
+        r.completionTokens,
+        r.cost,
+        r.latencyMs,
+        now(),
+      ]);
+      return;
+    }
     this.enqueue(() =>
       this.stmt(
         `INSERT INTO responses (request_key, run_id, item_id, status, body, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
@@ -599,7 +639,28 @@ export class Store {
   }
 
   recordLabel(l: LabelRecord): void {
-    this.enqueue(() => this.insertLabel(l));
+    const w = this.#writer;
+    if (!w) return this.enqueue(() => this.insertLabel(l));
+    w.write([
+      'label',
+      l.itemId,
+      l.runId,
+      l.requestKey,
+      l.status,
+      l.label,
+      // A copy of exactly its bytes: a pooled Buffer would clone its whole pool into the thread.
+      l.soft ? new Uint8Array(l.soft) : null,
+      l.softMethod,
+      l.sparse ? 1 : 0,
+      l.raw,
+      l.promptTokens,
+      l.completionTokens,
+      l.cost,
+      l.latencyMs,
+      l.attempts,
+      l.error,
+      now(),
+    ]);
   }
 
   /** Insert a label now, inside the caller's transaction (see `transaction`). */
@@ -628,6 +689,7 @@ export class Store {
   }
 
   recordRequestError(e: { runId: number; itemId: number; requestKey: string; reason: string }): void {
+    if (this.#writer) return this.#writer.write(['error', e.runId, e.itemId, e.requestKey, e.reason, now()]);
     this.enqueue(() =>
       this.stmt('INSERT INTO request_errors (run_id, item_id, request_key, reason, created_at) VALUES (?, ?, ?, ?, ?)').run(
         e.runId,
@@ -664,8 +726,49 @@ export class Store {
   /** Set when a commit failed (disk full, I/O error): every later write fails with it, nothing half-saved. */
   private writeError?: DistilleryError;
 
-  /** Commit every queued write now, in one transaction. */
+  /**
+   * Hand the answers (responses, labels, request errors) to a writer thread until stopWriterThread: it commits them
+   * on its own connection, in groups, off this thread. Only for a database file (a second connection must see it);
+   * false, and nothing changes, for `:memory:`.
+   */
+  startWriterThread(): boolean {
+    if (this.#writer) return true;
+    if (this.path === ':memory:' || this.#db.memory || this.#db.readonly) return false;
+    // The in-thread writes stay selectable, for bench-label's comparison (--writer both).
+    if (process.env.DISTILLERY_WRITER_THREAD === '0') return false;
+    this.flush();
+    this.#writer = new WriterThread(this.path);
+    return true;
+  }
+
+  /** Commit what the writer thread holds and end it; the store writes on its own connection again. */
+  async stopWriterThread(): Promise<void> {
+    const w = this.#writer;
+    if (!w) return;
+    this.#writer = undefined;
+    await w.close();
+  }
+
+  /**
+   * Resolves once every answer recorded so far is committed: the labeler awaits it before it starts a request. One
+   * turn of the event loop first, always: answers that arrived together commit in one transaction, and whatever is
+   * pending (a Ctrl-C, a stop) is seen before the request starts. Then, with a writer thread, the wait for its group
+   * commit; without one, a flush.
+   */
+  async durable(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (this.#writer) return this.#writer.durable();
+    this.flush();
+  }
+
+  /** Commit every queued write now, in one transaction (with a writer thread: wait until it has committed them). */
   flush(): void {
+    if (this.#writer) {
+      // The thread's commit would wait for this connection's write lock, and this thread for the commit.
+      if (this.#db.inTransaction) throw new DistilleryError('internal: flush inside a transaction while a writer thread holds writes');
+      this.#writer.flushSync();
+      return;
+    }
     this.flushScheduled = false;
     if (this.writeError) throw this.writeError;
     if (this.pendingWrites.length === 0) return;
