@@ -48,6 +48,28 @@ function onNative(): boolean {
 
 type GradSave = (tensors: tf.Tensor[]) => void;
 
+/** tfjs-node's backend, as far as runRawOp needs it: TensorFlow's eager op runner. */
+interface NativeBackend {
+  binding: { TF_ATTR_TYPE: number; TF_ATTR_STRING: number; TF_FLOAT: number };
+  executeSingleOutput(name: string, attrs: { name: string; type: number; value: unknown }[], inputs: tf.Tensor[]): tf.Tensor;
+}
+
+/**
+ * One TensorFlow op on float32 inputs, by its TensorFlow name, on the native
+ * backend: for the gradient ops (ReluGrad, BiasAddGrad) that TensorFlow has
+ * as single kernels while tfjs composes them from several (tfjs's ReLU
+ * gradient is Step, itself IsNan, Greater, Fill, Select plus a JS-built ones
+ * tensor, measured ~25% of a native CNN step). Only inside a customGrad: the
+ * result is tracked for disposal but not recorded on the gradient tape.
+ */
+function runRawOp(name: string, inputs: tf.Tensor[], attrs: Record<string, string> = {}): tf.Tensor {
+  const backend = tf.backend() as unknown as NativeBackend;
+  const { binding } = backend;
+  const list: { name: string; type: number; value: unknown }[] = [{ name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT }];
+  for (const [k, v] of Object.entries(attrs)) list.push({ name: k, type: binding.TF_ATTR_STRING, value: v });
+  return backend.executeSingleOutput(name, list, inputs);
+}
+
 // ---------------------------------------------------------------------------
 // Products
 // ---------------------------------------------------------------------------
@@ -129,7 +151,8 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
   if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3)
     throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
   const inputGrad = opts.inputGrad !== false;
-  const y = onNative() ? nativeConv(x, w, 1, pad ? 'same' : 'valid', inputGrad) : (CONV3X3[pad][inputGrad ? 1 : 0](x, w) as tf.Tensor4D);
+  if (onNative()) return nativeConv(x, w, b, 1, pad ? 'same' : 'valid', inputGrad);
+  const y = CONV3X3[pad][inputGrad ? 1 : 0](x, w) as tf.Tensor4D;
   return b ? tf.add(y, b) : y;
 }
 
@@ -180,25 +203,40 @@ const CONV3X3 = [
 ] as const;
 
 /**
- * tf.conv2d on TensorFlow's kernels (Conv2D, Conv2DBackpropInput/Filter).
- * inputGrad false keeps the wasm path's contract (x's gradient is zeros, not
- * computed): the gradient runs the filter's kernel only.
+ * A convolution and its bias on TensorFlow's kernels: Conv2D + BiasAdd
+ * forward; Conv2DBackpropInput, Conv2DBackpropFilter and BiasAddGrad backward,
+ * one kernel per gradient (tfjs's gradient of a broadcast add is a Sum and a
+ * Reshape). inputGrad false keeps the wasm path's contract: x's gradient is
+ * zeros, not computed.
  */
-function nativeConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, padding: 'same' | 'valid', inputGrad: boolean): tf.Tensor4D {
-  if (inputGrad) return tf.conv2d(x, w, stride, padding);
-  const f = tf.customGrad((xi, wi, save) => {
-    (save as GradSave)([xi as tf.Tensor, wi as tf.Tensor]);
+function nativeConv(
+  x: tf.Tensor4D,
+  w: tf.Tensor4D,
+  b: tf.Tensor1D | undefined,
+  stride: number,
+  padding: 'same' | 'valid',
+  inputGrad: boolean,
+): tf.Tensor4D {
+  const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC' } as const;
+  const forward = (xi: tf.Tensor4D, wi: tf.Tensor4D, bi: tf.Tensor1D | undefined, save: GradSave) => {
+    save([xi, wi]);
+    const y = tf.conv2d(xi, wi, stride, padding);
     return {
-      value: tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, stride, padding),
+      value: bi ? (runRawOp('BiasAdd', [y, bi], { data_format: 'NHWC' }) as tf.Tensor4D) : y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-        const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC', filterShape: sw.shape };
-        const dw = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: sx, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
-        return [tf.zerosLike(sx), dw];
+        const kernel = (name: string, inputs: tf.NamedTensorMap, extra: object) =>
+          tf.engine().runKernel(name, inputs, { ...attrs, ...extra } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        const dx = inputGrad ? kernel(tf.Conv2DBackpropInput, { dy, filter: sw }, { inputShape: sx.shape }) : tf.zerosLike(sx);
+        const dw = kernel(tf.Conv2DBackpropFilter, { x: sx, dy }, { filterShape: sw.shape });
+        return bi ? [dx, dw, runRawOp('BiasAddGrad', [dy], { data_format: 'NHWC' })] : [dx, dw];
       },
     };
-  });
-  return f(x, w) as tf.Tensor4D;
+  };
+  const f = b
+    ? tf.customGrad((xi, wi, bi, save) => forward(xi as tf.Tensor4D, wi as tf.Tensor4D, bi as tf.Tensor1D, save as GradSave))
+    : tf.customGrad((xi, wi, save) => forward(xi as tf.Tensor4D, wi as tf.Tensor4D, undefined, save as GradSave));
+  return (b ? f(x, w, b) : f(x, w)) as tf.Tensor4D;
 }
 
 /**
@@ -319,6 +357,28 @@ export function conv2dPatches(x: tf.Tensor4D, w: tf.Tensor4D, kernel: number, st
 }
 
 // ---------------------------------------------------------------------------
+// Activations
+// ---------------------------------------------------------------------------
+
+/**
+ * max(x, 0), with its gradient dy·[y > 0] from the output y: on the native
+ * backend TensorFlow's single ReluGrad kernel, elsewhere dy·step(y) (tfjs's
+ * own gradient adds a Cast, a full copy on wasm).
+ */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return reluWithGrad(x) as T;
+}
+
+const reluWithGrad = tf.customGrad((xi, save) => {
+  const y = tf.relu(xi as tf.Tensor);
+  (save as GradSave)([y]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor, [sy]: tf.Tensor[]) => (onNative() ? runRawOp('ReluGrad', [dy, sy]) : tf.mul(dy, tf.step(sy))),
+  };
+});
+
+// ---------------------------------------------------------------------------
 // Pooling
 // ---------------------------------------------------------------------------
 
@@ -350,6 +410,7 @@ const maxPool2x2Even = tf.customGrad((x, save) => {
     value: y,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sx, sy] = saved as [tf.Tensor4D, tf.Tensor4D];
+      if (onNative()) return maxPoolGradByWindows(dy as tf.Tensor4D, sx, sy);
       const up = (t: tf.Tensor4D): tf.Tensor4D => tf.image.resizeNearestNeighbor(t, [sx.shape[1], sx.shape[2]]);
       const isMax = tf.cast(tf.equal(sx, up(sy)), 'float32') as tf.Tensor4D;
       const maxima = tf.mul(tf.avgPool(isMax, 2, 2, 'valid'), 4);
@@ -357,6 +418,19 @@ const maxPool2x2Even = tf.customGrad((x, save) => {
     },
   };
 });
+
+/**
+ * The same gradient with the windows as axes, [B, Ho, 2, Wo, 2, C] against
+ * [B, Ho, 1, Wo, 1, C] by broadcasting: 5 kernels instead of 8 (no resize, and
+ * the tie count is a Sum, not an AvgPool times 4), the same numbers bit for
+ * bit. Native only: wasm's broadcasting binary ops are slow at rank 6.
+ */
+function maxPoolGradByWindows(dy: tf.Tensor4D, x: tf.Tensor4D, y: tf.Tensor4D): tf.Tensor4D {
+  const [batch, ho, wo, c] = y.shape;
+  const isMax = tf.cast(tf.equal(tf.reshape(x, [batch, ho, 2, wo, 2, c]), tf.reshape(y, [batch, ho, 1, wo, 1, c])), 'float32');
+  const maxima = tf.sum(isMax, [2, 4], true);
+  return tf.reshape(tf.mul(isMax, tf.div(tf.reshape(dy, [batch, ho, 1, wo, 1, c]), maxima)), x.shape);
+}
 
 /** 2×2 average pool, stride 2, 'valid'. wasm's AvgPoolGrad agrees with cpu's (tested), so tfjs's op is used. */
 export function avgPool2x2(x: tf.Tensor4D): tf.Tensor4D {
