@@ -445,6 +445,29 @@ export function globalAvgPool(x: tf.Tensor4D): tf.Tensor2D {
 }
 
 /**
+ * [1, ...] → [batch, ...]: the same rows for every item (a ViT's class token).
+ * tf.broadcastTo runs as a Tile, and tfjs's Tile gradient is one Slice and one
+ * Add per copy (~130 kernels per step at batch 64); here it is one Sum.
+ */
+export function tileBatch<T extends tf.Tensor>(t: T, batch: number): T {
+  if (t.rank < 1 || t.shape[0] !== 1) throw new Error(`tileBatch: expected a leading axis of 1, got [${t.shape}]`);
+  return tileBatchWithGrad(batch)(t) as T;
+}
+
+const tileBatchBySize = new Map<number, ReturnType<typeof tf.customGrad>>();
+function tileBatchWithGrad(batch: number) {
+  let f = tileBatchBySize.get(batch);
+  if (!f) {
+    f = tf.customGrad((ti) => {
+      const t = ti as tf.Tensor;
+      return { value: tf.broadcastTo(t, [batch, ...t.shape.slice(1)]), gradFunc: (dy: tf.Tensor) => tf.sum(dy, 0, true) };
+    });
+    tileBatchBySize.set(batch, f);
+  }
+  return f;
+}
+
+/**
  * The fused projection of attention, [B·N, parts·D] with columns (part, head, dh),
  * as `parts` tensors [B, heads, N, dh] (q, k, v). Native: one transpose to
  * [parts, B, heads, N, dh] and an unstack, in which each part is one contiguous

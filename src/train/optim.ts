@@ -56,7 +56,7 @@ export class AdamW {
     const c2 = 1 - b2 ** this.step;
     if (this.names.length === 0) return;
     tf.tidy(() => {
-      const flat = (ts: tf.Tensor[]) => tf.concat(ts.map((t) => tf.reshape(t, [-1])));
+      const flat = (ts: tf.Tensor[]) => tf.concat(ts.map((t) => (t.rank === 1 ? t : tf.reshape(t, [-1])))); // a Reshape is a kernel on native
       const present = this.names.map((n) => grads[n] !== undefined);
       const g = flat(this.names.map((n, i) => (present[i] ? grads[n] : tf.zeros([this.sizes[i]]))));
       const p = flat(this.names.map((n) => this.params[n]));
@@ -74,7 +74,10 @@ export class AdamW {
       }
       this.m.assign(m);
       this.v.assign(v);
-      tf.split(next, this.sizes).forEach((t, i) => this.params[this.names[i]].assign(tf.reshape(t, this.params[this.names[i]].shape)));
+      tf.split(next, this.sizes).forEach((t, i) => {
+        const w = this.params[this.names[i]];
+        w.assign(w.rank === 1 ? t : tf.reshape(t, w.shape));
+      });
     });
   }
 

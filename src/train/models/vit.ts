@@ -22,7 +22,7 @@
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import { conv2dPatches, dense, gelu, layerNorm, splitHeads } from '../ops.ts';
+import { conv2dPatches, dense, gelu, layerNorm, splitHeads, tileBatch } from '../ops.ts';
 import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
@@ -160,7 +160,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward {
     const B = images.shape[0];
 
     const patches = tf.reshape(conv2dPatches(images, patchW, p, p, patchB), [B, tokens.patches, D]);
-    const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tf.broadcastTo(t, [B, 1, D]));
+    const prefix = [clsToken, distToken].filter((t): t is tf.Variable => t !== undefined).map((t) => tileBatch(t, B));
     let x = tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
 
     const features: Features = {};
