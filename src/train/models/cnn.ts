@@ -8,9 +8,9 @@
  * then → flatten → dense(fc) → ReLU → dropout → dense(C).
  * Defaults c = [32, 32, 64], fc = 128: ~0.4M parameters, ≥ 99% on MNIST with a
  * few epochs of Adam. Convolutions are 'same' so a 28×28 input ends at 7×7×c_last.
- * Built from ops.ts (im2col conv, custom max-pool gradient): tf.conv2d's weight
- * gradient and tf.maxPool's gradient do not work on wasm; ops.ts's relu has a
- * one-kernel gradient where tfjs's takes five.
+ * Built from ops.ts (conv with its own weight gradient, bias and ReLU fused;
+ * custom max-pool gradient): tf.conv2d's weight gradient and tf.maxPool's
+ * gradient do not work on wasm.
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
@@ -68,7 +68,7 @@ export function buildCnn(spec: CnnSpec, param: ParamFn): Forward {
     const features: Features = {};
     convs.forEach((cv, i) => {
       // The first layer's input is data: no gradient is needed for it.
-      y = relu(conv2d3x3(y, cv.w, cv.b, { inputGrad: i > 0 }));
+      y = conv2d3x3(y, cv.w, cv.b, { inputGrad: i > 0, activation: 'relu' });
       if (poolAfter.has(i)) y = maxPool2x2(y);
       features[`stage${i}`] = y;
     });
