@@ -201,7 +201,12 @@ test("conv2d3x3 with activation 'relu' equals relu(tf.conv2d + b), with and with
 test('relu equals tf.relu, value and gradient', async () => {
   const x = rand([3, 7], 43);
   x.data[4] = 0; // the kink: both give gradient 0 there
-  await checkOp('relu', (t) => relu(t), (t) => tf.relu(t), [x]);
+  await checkOp(
+    'relu',
+    (t) => relu(t),
+    (t) => tf.relu(t),
+    [x],
+  );
 });
 
 test('tileBatch repeats a [1, ...] tensor over the batch; its gradient sums over it', async () => {

@@ -23,7 +23,10 @@ function gradsAt(t: number): Record<string, Float64Array> {
   const out: Record<string, Float64Array> = {};
   for (const [name, shape] of Object.entries(SHAPES)) {
     if (name === 'c.w' && t === 2) continue;
-    out[name] = values(100 * t + name.length, shape.reduce((a, b) => a * b, 1));
+    out[name] = values(
+      100 * t + name.length,
+      shape.reduce((a, b) => a * b, 1),
+    );
   }
   return out;
 }
@@ -56,7 +59,17 @@ function makeParams(): Record<string, tf.Variable> {
   return Object.fromEntries(
     Object.entries(SHAPES).map(([name, shape]) => [
       name,
-      tf.variable(tf.tensor(Float32Array.from(values(name.length, shape.reduce((a, b) => a * b, 1))), shape)),
+      tf.variable(
+        tf.tensor(
+          Float32Array.from(
+            values(
+              name.length,
+              shape.reduce((a, b) => a * b, 1),
+            ),
+          ),
+          shape,
+        ),
+      ),
     ]),
   );
 }
@@ -69,7 +82,8 @@ function stepWith(opt: AdamW, t: number): void {
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < actual.length; i++) assert.ok(Math.abs(actual[i] - expected[i]) <= tol, `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
+  for (let i = 0; i < actual.length; i++)
+    assert.ok(Math.abs(actual[i] - expected[i]) <= tol, `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
 }
 
 for (const backend of ['cpu', TRAIN_BACKEND] as const) {
@@ -108,7 +122,8 @@ for (const backend of ['cpu', TRAIN_BACKEND] as const) {
     }
     for (const name of Object.keys(SHAPES)) assertClose(resumedParams[name].dataSync(), params[name].dataSync(), 0, `${backend} ${name}`);
     const expected = reference(4);
-    for (const name of Object.keys(SHAPES)) assertClose(resumedParams[name].dataSync(), expected[name], 1e-5, `${backend} ${name} vs formula`);
+    for (const name of Object.keys(SHAPES))
+      assertClose(resumedParams[name].dataSync(), expected[name], 1e-5, `${backend} ${name} vs formula`);
     assert.throws(() => resumed.load({ 'adam.m.a.b': tf.zeros([5]) }), /adam\.m\.a\.b is \[5\], the weight is \[4\]/);
     tf.dispose([...Object.values(saved), ...Object.values(params), ...Object.values(resumedParams)]);
     opt.dispose();

@@ -210,7 +210,17 @@ function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean, relu: boolean, hasBias:
           ? tf.zeros([batch, h, wd, cin])
           : pad
             ? tf.conv2d(dz, flipped, 1, 'same')
-            : tf.conv2d(tf.pad(dz, [[0, 0], [2, 2], [2, 2], [0, 0]]), flipped, 1, 'valid');
+            : tf.conv2d(
+                tf.pad(dz, [
+                  [0, 0],
+                  [2, 2],
+                  [2, 2],
+                  [0, 0],
+                ]),
+                flipped,
+                1,
+                'valid',
+              );
         if (!bias) return [dx, dw];
         return [dx, dw, tf.reshape(tf.matMul(tf.fill([1, rows], 1) as tf.Tensor2D, dZ), [cout])];
       },
