@@ -28,7 +28,9 @@ import {
   layerNorm,
   matMul2d,
   maxPool2x2,
+  relu,
   splitHeads,
+  tileBatch,
   type Bag,
 } from '../src/train/ops.ts';
 
@@ -165,6 +167,57 @@ test("conv2d3x3 with one input channel (a first layer's im2col path), and inputG
     assertClose(noDx.grads[1], full.grads[1], 0, `${backend}: dw`);
     assertClose(noDx.grads[2], full.grads[2], 0, `${backend}: db`);
   }
+});
+
+test("conv2d3x3 with activation 'relu' equals relu(tf.conv2d + b), with and without padding and input gradient", async () => {
+  const inputs = [rand([2, 6, 5, 3], 40), rand([3, 3, 3, 4], 41), rand([4], 42)];
+  for (const padding of ['same', 'valid'] as const) {
+    await checkOp(
+      `conv2d3x3 ${padding} + relu`,
+      (x, w, b) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, { padding, activation: 'relu' }),
+      (x, w, b) => tf.relu(tf.add(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, padding), b)),
+      inputs,
+    );
+  }
+  await checkOp(
+    'conv2d3x3 + relu, no bias',
+    (x, w) => conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, undefined, { activation: 'relu' }),
+    (x, w) => tf.relu(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same')),
+    inputs.slice(0, 2),
+  );
+  for (const backend of ['cpu', TRAIN_BACKEND] as const) {
+    await selectBackend(backend);
+    const fused = (inputGrad: boolean) => (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+      conv2d3x3(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, { inputGrad, activation: 'relu' });
+    const [full, noDx] = [run(fused(true), inputs), run(fused(false), inputs)];
+    assert.ok(
+      noDx.grads[0].every((v) => v === 0),
+      `${backend}: dx is zeros`,
+    );
+    full.grads.slice(1).forEach((g, i) => assertClose(noDx.grads[i + 1], g, 0, `${backend}: gradient ${i + 1}`));
+  }
+});
+
+test('relu equals tf.relu, value and gradient', async () => {
+  const x = rand([3, 7], 43);
+  x.data[4] = 0; // the kink: both give gradient 0 there
+  await checkOp(
+    'relu',
+    (t) => relu(t),
+    (t) => tf.relu(t),
+    [x],
+  );
+});
+
+test('tileBatch repeats a [1, ...] tensor over the batch; its gradient sums over it', async () => {
+  await checkOp(
+    'tileBatch',
+    (t) => tileBatch(t, 5),
+    (t) => tf.broadcastTo(t, [5, 2, 3]),
+    [rand([1, 2, 3], 44)],
+  );
+  await selectBackend('cpu');
+  assert.throws(() => tileBatch(tf.zeros([2, 3]), 4), /leading axis of 1/);
 });
 
 test('im2col3x3T is the transpose of im2col3x3 (the conv weight gradient reads it)', async () => {
@@ -396,8 +449,8 @@ test(`probe: a tiny CNN (conv, relu, both pools, dense) trains on ${TRAIN_BACKEN
   const shapes = [[3, 3, 1, 4], [4], [3, 3, 4, 4], [4], [4, 3], [3]];
   await probe('CNN', shapes, 30, ([w1, b1, w2, b2, wo, bo]) => {
     const x = tf.tensor4d(rand([2, 8, 8, 1], 36).data, [2, 8, 8, 1]);
-    let h = maxPool2x2(tf.relu(conv2d3x3(x, w1 as tf.Tensor4D, b1 as tf.Tensor1D)));
-    h = avgPool2x2(tf.relu(conv2d3x3(h, w2 as tf.Tensor4D, b2 as tf.Tensor1D)));
+    let h = maxPool2x2(conv2d3x3(x, w1 as tf.Tensor4D, b1 as tf.Tensor1D, { activation: 'relu' }));
+    h = avgPool2x2(relu(conv2d3x3(h, w2 as tf.Tensor4D, b2 as tf.Tensor1D)));
     const logits = dense(globalAvgPool(h), wo as tf.Tensor2D, bo as tf.Tensor1D);
     return tf.losses.softmaxCrossEntropy(oneHot([0, 2], 3), logits) as tf.Scalar;
   });

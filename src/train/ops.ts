@@ -5,13 +5,14 @@
  * kernels that tfjs's own gradients call are missing or wrong there:
  *
  * - `Conv2DBackpropFilter` (weight gradient of tf.conv2d) is missing →
- *   conv2d3x3 and conv2dPatches are im2col + one 2-D matMul (conv2d3x3's
- *   patch matrix is written by a JS loop straight into the wasm heap).
+ *   conv2d3x3's weight gradient and conv2dPatches are im2col + one 2-D matMul
+ *   (conv2d3x3's patch matrix is written by a JS loop straight into the wasm
+ *   heap); its forward and input gradient are wasm's own (XNNPACK) convolution.
  * - `DepthwiseConv2dNativeBackpropFilter` is missing → no depthwise conv here.
  * - `UnsortedSegmentSum` (gradient of tf.gather w.r.t. its table) is missing →
  *   embeddingBag has its own table gradient.
  * - `MaxPoolGrad` is registered but returns wrong gradients (drops the gradient
- *   of some windows) → maxPool2x2 has its own gradient.
+ *   of some windows) → maxPool2x2 has its own gradient (a JS loop on the heap).
  *
  * wasm is also slow off its fast path: only a plain 2-D matMul (no transpose
  * flags, no batch dimension) is fast; `tf.matMul(a, b, true, false)` measured
@@ -35,9 +36,14 @@
  * has every kernel, and its MatMul takes transpose flags and batch axes at
  * full speed. There the ops that exist only for wasm's sake (matMul2d, the
  * convolutions, embeddingBag) use tfjs's own ops and TensorFlow's kernels
- * (measured in scripts/bench-train.ts). maxPool2x2 keeps its gradient
- * everywhere: it splits ties evenly, which TensorFlow's MaxPoolGrad does not,
- * and a student should not train differently by backend.
+ * (measured in scripts/bench-train.ts), and where tfjs builds a gradient from
+ * several kernels that TensorFlow has as one (ReluGrad, BiasAddGrad) the
+ * gradient calls TensorFlow's op directly (runRawOp). maxPool2x2 keeps its
+ * gradient everywhere: it splits ties evenly, which TensorFlow's MaxPoolGrad
+ * does not, and a student should not train differently by backend.
+ *
+ * Per-kernel overhead matters as much as the kernels on both backends (a
+ * native ViT step was ~1900 kernel launches): fewer, larger kernels win.
  */
 import { tf } from './backend.ts';
 
@@ -47,6 +53,28 @@ function onNative(): boolean {
 }
 
 type GradSave = (tensors: tf.Tensor[]) => void;
+
+/** tfjs-node's backend, as far as runRawOp needs it: TensorFlow's eager op runner. */
+interface NativeBackend {
+  binding: { TF_ATTR_TYPE: number; TF_ATTR_STRING: number; TF_FLOAT: number };
+  executeSingleOutput(name: string, attrs: { name: string; type: number; value: unknown }[], inputs: tf.Tensor[]): tf.Tensor;
+}
+
+/**
+ * One TensorFlow op on float32 inputs, by its TensorFlow name, on the native
+ * backend: for the gradient ops (ReluGrad, BiasAddGrad) that TensorFlow has
+ * as single kernels while tfjs composes them from several (tfjs's ReLU
+ * gradient is Step, itself IsNan, Greater, Fill, Select plus a JS-built ones
+ * tensor, measured ~25% of a native CNN step). Only inside a customGrad: the
+ * result is tracked for disposal but not recorded on the gradient tape.
+ */
+function runRawOp(name: string, inputs: tf.Tensor[], attrs: Record<string, string> = {}): tf.Tensor {
+  const backend = tf.backend() as unknown as NativeBackend;
+  const { binding } = backend;
+  const list: { name: string; type: number; value: unknown }[] = [{ name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT }];
+  for (const [k, v] of Object.entries(attrs)) list.push({ name: k, type: binding.TF_ATTR_STRING, value: v });
+  return backend.executeSingleOutput(name, list, inputs);
+}
 
 // ---------------------------------------------------------------------------
 // Products
@@ -95,7 +123,7 @@ export function dense(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor 
 }
 
 // ---------------------------------------------------------------------------
-// Convolutions (im2col, so no Conv2DBackpropFilter)
+// Convolutions (no Conv2DBackpropFilter)
 // ---------------------------------------------------------------------------
 
 export interface Conv3x3Options {
@@ -110,13 +138,19 @@ export interface Conv3x3Options {
    * forward product. Default true.
    */
   inputGrad?: boolean;
+  /**
+   * 'relu': max(0, conv + b), in the same op as tf.fused.conv2d: one fused
+   * kernel forward on wasm, and the ReLU's gradient is taken from the output
+   * inside the conv's own. Default 'linear'.
+   */
+  activation?: 'linear' | 'relu';
 }
 
 /**
- * 3×3 convolution, NHWC x [B,H,W,Cin], w [3,3,Cin,Cout], optional bias [Cout].
- * Same result as tf.conv2d(x, w, 1, padding), but as im2col (patches [B·H·W, 9·Cin],
- * built in JS) + one plain 2-D matMul, with a custom gradient:
- * tf.conv2d's weight gradient needs Conv2DBackpropFilter, which wasm lacks.
+ * 3×3 convolution, NHWC x [B,H,W,Cin], w [3,3,Cin,Cout], optional bias [Cout]
+ * and ReLU: the same result as tf.conv2d(x, w, 1, padding) (+ b, then relu),
+ * with a custom gradient: tf.conv2d's weight gradient needs
+ * Conv2DBackpropFilter, which wasm lacks.
  */
 export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts: Conv3x3Options = {}): tf.Tensor4D {
   const pad = (opts.padding ?? 'same') === 'same' ? 1 : 0;
@@ -129,76 +163,117 @@ export function conv2d3x3(x: tf.Tensor4D, w: tf.Tensor4D, b?: tf.Tensor1D, opts:
   if (x.shape[1] + 2 * pad < 3 || x.shape[2] + 2 * pad < 3)
     throw new Error(`conv2d3x3: input [${x.shape}] is too small for a 3×3 'valid' conv`);
   const inputGrad = opts.inputGrad !== false;
-  const y = onNative() ? nativeConv(x, w, 1, pad ? 'same' : 'valid', inputGrad) : (CONV3X3[pad][inputGrad ? 1 : 0](x, w) as tf.Tensor4D);
-  return b ? tf.add(y, b) : y;
+  const relu = opts.activation === 'relu';
+  if (onNative()) return nativeConv(x, w, b, 1, pad ? 'same' : 'valid', inputGrad, relu);
+  const f = conv3x3WithGrad(pad, inputGrad, relu, b !== undefined);
+  return (b ? f(x, w, b) : f(x, w)) as tf.Tensor4D;
 }
 
 /**
- * Why im2col in JS and a custom gradient: on wasm, tf.slice and tf.concat copy
- * one innermost row per JS call, so an im2col from 9 shifted slices (with
- * Cin = 1 for the first layer: one float per call) took ~80% of a CNN step;
- * and autodiff through it would also transpose the [N, 9·Cin] patch matrix.
- * Here the patch matrix is written by one JS loop over (b, i, tap) copying
- * whole input rows, with the zero padding left implicit, and:
- * - dx is the 'valid' 3×3 conv of dy padded by 2 − pad, with w flipped
- *   spatially and its channel axes swapped: the same im2col + plain product.
- * - dw = patchesᵀ·dy, with patchesᵀ [9·Cin, N] written by a second JS loop
+ * wasm (and cpu): the forward is the FusedConv2D kernel (XNNPACK's
+ * convolution with the bias and ReLU fused, on wasm), dx a Conv2D, and only
+ * dw an im2col:
+ * - dx is the 'valid' 3×3 conv of dz padded by 2 − pad, with w flipped
+ *   spatially and its channel axes swapped (dz = dy·[y > 0] with the ReLU).
+ *   Both convolutions measured 2–2.5× faster than the im2col + product that
+ *   did them before, with the same numbers.
+ * - dw = patchesᵀ·dz, with patchesᵀ [9·Cin, N] written by a JS loop
  *   (im2col3x3T) straight from x: wasm's 2-D product is fast with many rows on
  *   the left and slow with few, and [9·Cin, N]·[N, Cout] measured ~2× faster
- *   than (dyᵀ·patches)ᵀ, whose left side has Cout rows; the forward's patches
- *   are not kept for the backward.
+ *   than (dzᵀ·patches)ᵀ, whose left side has Cout rows.
+ * - db = 1ᵀ·dz, a [1, N]·[N, Cout] product: wasm's Sum over the rows of
+ *   [N, Cout] measured ~15× slower.
  */
-function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean) {
-  return tf.customGrad((x, w, save) => {
-    const X = x as tf.Tensor4D;
-    const W = w as tf.Tensor4D;
+function conv3x3WithGrad(pad: 0 | 1, inputGrad: boolean, relu: boolean, hasBias: boolean) {
+  const key = `${pad}${+inputGrad}${+relu}${+hasBias}`;
+  let f = conv3x3ByKind.get(key);
+  if (f) return f;
+  const forward = (X: tf.Tensor4D, W: tf.Tensor4D, bias: tf.Tensor1D | undefined, save: GradSave) => {
     const [batch, h, wd, cin] = X.shape;
     const cout = W.shape[3];
-    const [ho, wo] = [h + 2 * pad - 2, wd + 2 * pad - 2];
-    const patches = im2col3x3(X, pad);
-    (save as GradSave)([X, W]);
-    const y = tf.matMul(patches, tf.reshape(W, [9 * cin, cout]) as tf.Tensor2D);
-    patches.dispose();
+    const rows = batch * (h + 2 * pad - 2) * (wd + 2 * pad - 2);
+    // The kernel itself: tf.fused.conv2d does not fuse while a gradient is being taken (it would need its own gradient).
+    const attrs = { strides: 1, pad: pad ? 'same' : 'valid', dataFormat: 'NHWC', dilations: 1, activation: relu ? 'relu' : 'linear' };
+    const inputs: tf.NamedTensorMap = bias ? { x: X, filter: W, bias } : { x: X, filter: W };
+    const y = tf.engine().runKernel(tf.FusedConv2D, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+    save(relu ? [X, W, y] : [X, W]);
     return {
-      value: tf.reshape(y, [batch, ho, wo, cout]),
+      value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-        const dY = tf.reshape(dy, [batch * ho * wo, cout]) as tf.Tensor2D;
-        const dw = tf.reshape(tf.matMul(im2col3x3T(sx, pad), dY), [3, 3, cin, cout]); // [9·Cin, N]·[N, Cout]
-        if (!inputGrad) return [tf.zeros([batch, h, wd, cin]), dw];
-        // 'valid' conv of dy padded by 2 − pad gives back H×W: (ho + 2(2 − pad) − 2) = h.
-        const flipped = tf.reshape(tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]), [9 * cout, cin]) as tf.Tensor2D;
-        const dx = tf.matMul(im2col3x3(dy as tf.Tensor4D, 2 - pad), flipped);
-        return [tf.reshape(dx, [batch, h, wd, cin]), dw];
+        const [sx, sw, sy] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D?];
+        const dz = sy ? (tf.mul(dy, tf.step(sy)) as tf.Tensor4D) : (dy as tf.Tensor4D);
+        const dZ = tf.reshape(dz, [rows, cout]) as tf.Tensor2D;
+        const dw = tf.reshape(tf.matMul(im2col3x3T(sx, pad), dZ), [3, 3, cin, cout]); // [9·Cin, N]·[N, Cout]
+        // 'valid' conv of dz padded by 2 − pad gives back H×W: (ho + 2(2 − pad) − 2) = h.
+        const flipped = tf.transpose(tf.reverse(sw, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+        const dx = !inputGrad
+          ? tf.zeros([batch, h, wd, cin])
+          : pad
+            ? tf.conv2d(dz, flipped, 1, 'same')
+            : tf.conv2d(
+                tf.pad(dz, [
+                  [0, 0],
+                  [2, 2],
+                  [2, 2],
+                  [0, 0],
+                ]),
+                flipped,
+                1,
+                'valid',
+              );
+        if (!bias) return [dx, dw];
+        return [dx, dw, tf.reshape(tf.matMul(tf.fill([1, rows], 1) as tf.Tensor2D, dZ), [cout])];
       },
     };
-  });
+  };
+  f = hasBias
+    ? tf.customGrad((x, w, b, save) => forward(x as tf.Tensor4D, w as tf.Tensor4D, b as tf.Tensor1D, save as GradSave))
+    : tf.customGrad((x, w, save) => forward(x as tf.Tensor4D, w as tf.Tensor4D, undefined, save as GradSave));
+  conv3x3ByKind.set(key, f);
+  return f;
 }
-const CONV3X3 = [
-  [conv3x3WithGrad(0, false), conv3x3WithGrad(0, true)],
-  [conv3x3WithGrad(1, false), conv3x3WithGrad(1, true)],
-] as const;
+const conv3x3ByKind = new Map<string, ReturnType<typeof tf.customGrad>>();
 
 /**
- * tf.conv2d on TensorFlow's kernels (Conv2D, Conv2DBackpropInput/Filter).
- * inputGrad false keeps the wasm path's contract (x's gradient is zeros, not
- * computed): the gradient runs the filter's kernel only.
+ * A convolution, its bias and ReLU on TensorFlow's kernels: Conv2D + BiasAdd
+ * (+ Relu) forward; ReluGrad, Conv2DBackpropInput, Conv2DBackpropFilter and
+ * BiasAddGrad backward, one kernel per gradient (tfjs's gradient of a
+ * broadcast add is a Sum and a Reshape, and of a ReLU five kernels).
+ * inputGrad false keeps the wasm path's contract: x's gradient is zeros, not
+ * computed.
  */
-function nativeConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, padding: 'same' | 'valid', inputGrad: boolean): tf.Tensor4D {
-  if (inputGrad) return tf.conv2d(x, w, stride, padding);
-  const f = tf.customGrad((xi, wi, save) => {
-    (save as GradSave)([xi as tf.Tensor, wi as tf.Tensor]);
+function nativeConv(
+  x: tf.Tensor4D,
+  w: tf.Tensor4D,
+  b: tf.Tensor1D | undefined,
+  stride: number,
+  padding: 'same' | 'valid',
+  inputGrad: boolean,
+  relu: boolean,
+): tf.Tensor4D {
+  const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC' } as const;
+  const forward = (xi: tf.Tensor4D, wi: tf.Tensor4D, bi: tf.Tensor1D | undefined, save: GradSave) => {
+    const conv = tf.conv2d(xi, wi, stride, padding);
+    const biased = bi ? (runRawOp('BiasAdd', [conv, bi], { data_format: 'NHWC' }) as tf.Tensor4D) : conv;
+    const y = relu ? tf.relu(biased) : biased;
+    save(relu ? [xi, wi, y] : [xi, wi]);
     return {
-      value: tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, stride, padding),
+      value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-        const attrs = { strides: stride, pad: padding, dataFormat: 'NHWC', filterShape: sw.shape };
-        const dw = tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: sx, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
-        return [tf.zerosLike(sx), dw];
+        const [sx, sw, sy] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D?];
+        const dz = sy ? runRawOp('ReluGrad', [dy, sy]) : dy;
+        const kernel = (name: string, inputs: tf.NamedTensorMap, extra: object) =>
+          tf.engine().runKernel(name, inputs, { ...attrs, ...extra } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        const dx = inputGrad ? kernel(tf.Conv2DBackpropInput, { dy: dz, filter: sw }, { inputShape: sx.shape }) : tf.zerosLike(sx);
+        const dw = kernel(tf.Conv2DBackpropFilter, { x: sx, dy: dz }, { filterShape: sw.shape });
+        return bi ? [dx, dw, runRawOp('BiasAddGrad', [dz], { data_format: 'NHWC' })] : [dx, dw];
       },
     };
-  });
-  return f(x, w) as tf.Tensor4D;
+  };
+  const f = b
+    ? tf.customGrad((xi, wi, bi, save) => forward(xi as tf.Tensor4D, wi as tf.Tensor4D, bi as tf.Tensor1D, save as GradSave))
+    : tf.customGrad((xi, wi, save) => forward(xi as tf.Tensor4D, wi as tf.Tensor4D, undefined, save as GradSave));
+  return (b ? f(x, w, b) : f(x, w)) as tf.Tensor4D;
 }
 
 /**
@@ -237,8 +312,9 @@ export function im2col3x3(x: tf.Tensor4D, pad: number): tf.Tensor2D {
 
 /**
  * The transpose of im2col3x3(x, pad), [9·C, B·Ho·Wo], written directly: rows
- * (dy, dx, c), columns (b, i, j). Each output row is written in order, reading
- * x with a stride of C. Exposed for tests.
+ * (dy, dx, c), columns (b, i, j). x is read in order, each pixel's C values
+ * going to C rows (C write streams): reading x with a stride of C instead,
+ * one output row at a time, measured ~1.7× slower at C = 32. Exposed for tests.
  */
 export function im2col3x3T(x: tf.Tensor4D, pad: number): tf.Tensor2D {
   const [batch, h, wd, c] = x.shape;
@@ -249,16 +325,14 @@ export function im2col3x3T(x: tf.Tensor4D, pad: number): tf.Tensor2D {
     for (let tx = 0; tx < 3; tx++) {
       const j0 = Math.max(0, pad - tx);
       const j1 = Math.min(wo, wd + pad - tx);
-      for (let ch = 0; ch < c; ch++) {
-        const rowBase = ((ty * 3 + tx) * c + ch) * npix;
-        for (let b = 0; b < batch; b++) {
-          for (let i = 0; i < ho; i++) {
-            const r = i + ty - pad; // input row
-            if (r < 0 || r >= h) continue; // zero padding: left as 0
-            let o = rowBase + (b * ho + i) * wo + j0;
-            let s = ((b * h + r) * wd + (j0 + tx - pad)) * c + ch;
-            for (let j = j0; j < j1; j++, o++, s += c) out[o] = src[s];
-          }
+      const tapBase = (ty * 3 + tx) * c * npix; // row (ty, tx, 0)
+      for (let b = 0; b < batch; b++) {
+        for (let i = 0; i < ho; i++) {
+          const r = i + ty - pad; // input row
+          if (r < 0 || r >= h) continue; // zero padding: left as 0
+          let o = tapBase + (b * ho + i) * wo + j0;
+          let s = ((b * h + r) * wd + (j0 + tx - pad)) * c;
+          for (let j = j0; j < j1; j++, o++) for (let ch = 0, oc = o; ch < c; ch++, oc += npix) out[oc] = src[s++];
         }
       }
     }
@@ -272,16 +346,22 @@ export function im2col3x3T(x: tf.Tensor4D, pad: number): tf.Tensor2D {
  * array and handing it to tf.tensor measured ~0.25 s per 58 MB patch matrix
  * here, nearly all of it first-touch page faults on the fresh JS buffer (the
  * wasm heap, once grown, is reused), most of a CNN step. Views are taken after
- * the allocation, which may grow (and so detach) the heap.
+ * the allocation, which may grow (and so detach) the heap; `view` gives the
+ * same of any other float32 input, under the same rule.
  */
-function zeroOutput(shape: number[], input: tf.Tensor): { out: Float32Array; src: Float32Array; finish: () => tf.Tensor } {
+function zeroOutput(
+  shape: number[],
+  input: tf.Tensor,
+): { out: Float32Array; src: Float32Array; finish: () => tf.Tensor; view: (t: tf.Tensor) => Float32Array } {
   const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: tf.Tensor) => Float32Array };
   if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function' && input.dtype === 'float32') {
     const tensor = tf.fill(shape, 0); // the Fill kernel allocates on the wasm heap (tf.zeros would build a JS array first)
-    return { out: backend.typedArrayFromHeap(tensor), src: backend.typedArrayFromHeap(input), finish: () => tensor };
+    const view = (t: tf.Tensor) => backend.typedArrayFromHeap!(t);
+    return { out: view(tensor), src: view(input), finish: () => tensor, view };
   }
   const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  return { out, src: input.dataSync() as Float32Array, finish: () => tf.tensor(out, shape) };
+  const view = (t: tf.Tensor) => t.dataSync() as Float32Array;
+  return { out, src: view(input), finish: () => tf.tensor(out, shape), view };
 }
 
 /**
@@ -319,6 +399,28 @@ export function conv2dPatches(x: tf.Tensor4D, w: tf.Tensor4D, kernel: number, st
 }
 
 // ---------------------------------------------------------------------------
+// Activations
+// ---------------------------------------------------------------------------
+
+/**
+ * max(x, 0), with its gradient dy·[y > 0] from the output y: on the native
+ * backend TensorFlow's single ReluGrad kernel, elsewhere dy·step(y) (tfjs's
+ * own gradient adds a Cast, a full copy on wasm).
+ */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return reluWithGrad(x) as T;
+}
+
+const reluWithGrad = tf.customGrad((xi, save) => {
+  const y = tf.relu(xi as tf.Tensor);
+  (save as GradSave)([y]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor, [sy]: tf.Tensor[]) => (onNative() ? runRawOp('ReluGrad', [dy, sy]) : tf.mul(dy, tf.step(sy))),
+  };
+});
+
+// ---------------------------------------------------------------------------
 // Pooling
 // ---------------------------------------------------------------------------
 
@@ -350,13 +452,58 @@ const maxPool2x2Even = tf.customGrad((x, save) => {
     value: y,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sx, sy] = saved as [tf.Tensor4D, tf.Tensor4D];
-      const up = (t: tf.Tensor4D): tf.Tensor4D => tf.image.resizeNearestNeighbor(t, [sx.shape[1], sx.shape[2]]);
-      const isMax = tf.cast(tf.equal(sx, up(sy)), 'float32') as tf.Tensor4D;
-      const maxima = tf.mul(tf.avgPool(isMax, 2, 2, 'valid'), 4);
-      return tf.mul(isMax, up(tf.div(dy, maxima) as tf.Tensor4D));
+      return onNative() ? maxPoolGradByWindows(dy as tf.Tensor4D, sx, sy) : maxPoolGradJs(dy as tf.Tensor4D, sx, sy);
     },
   };
 });
+
+/**
+ * The same gradient with the windows as axes, [B, Ho, 2, Wo, 2, C] against
+ * [B, Ho, 1, Wo, 1, C] by broadcasting instead of two ResizeNearestNeighbor,
+ * the same numbers bit for bit. The tie count stays an AvgPool times 4: a Sum
+ * over axes 2 and 4 measured ~5× slower than the AvgPool in TensorFlow. Native
+ * only: wasm's broadcasting binary ops are slow at rank 6.
+ */
+function maxPoolGradByWindows(dy: tf.Tensor4D, x: tf.Tensor4D, y: tf.Tensor4D): tf.Tensor4D {
+  const [batch, ho, wo, c] = y.shape;
+  const windows = (t: tf.Tensor) => tf.reshape(t, [batch, ho, 1, wo, 1, c]);
+  const isMax = tf.cast(tf.equal(tf.reshape(x, [batch, ho, 2, wo, 2, c]), windows(y)), 'float32');
+  const maxima = tf.mul(tf.avgPool(tf.reshape(isMax, x.shape) as tf.Tensor4D, 2, 2, 'valid'), 4);
+  return tf.reshape(tf.mul(isMax, windows(tf.div(dy, maxima))), x.shape);
+}
+
+/**
+ * The same gradient on wasm (and cpu) as one JS loop over the windows on the
+ * wasm heap: the kernels (two ResizeNearestNeighbor, Equal, Cast, AvgPool and
+ * three products) measured ~10× slower there. dy/count is a float32 division
+ * as the kernels' was (fround of the double quotient of two float32s is exact).
+ */
+function maxPoolGradJs(dy: tf.Tensor4D, x: tf.Tensor4D, y: tf.Tensor4D): tf.Tensor4D {
+  const [batch, ho, wo, c] = y.shape;
+  const { out, src: xs, finish, view } = zeroOutput(x.shape, x);
+  const [ys, dys] = [view(y), view(dy)];
+  const rowStride = 2 * wo * c; // one input row
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < ho; i++) {
+      const top = (b * 2 * ho + 2 * i) * rowStride;
+      for (let j = 0; j < wo; j++) {
+        const o = ((b * ho + i) * wo + j) * c;
+        const p00 = top + 2 * j * c;
+        for (let ch = 0; ch < c; ch++) {
+          const m = ys[o + ch];
+          const [a0, a1, a2, a3] = [p00 + ch, p00 + c + ch, p00 + rowStride + ch, p00 + rowStride + c + ch];
+          const count = +(xs[a0] === m) + +(xs[a1] === m) + +(xs[a2] === m) + +(xs[a3] === m);
+          const g = Math.fround(dys[o + ch] / count);
+          if (xs[a0] === m) out[a0] = g;
+          if (xs[a1] === m) out[a1] = g;
+          if (xs[a2] === m) out[a2] = g;
+          if (xs[a3] === m) out[a3] = g;
+        }
+      }
+    }
+  }
+  return finish() as tf.Tensor4D;
+}
 
 /** 2×2 average pool, stride 2, 'valid'. wasm's AvgPoolGrad agrees with cpu's (tested), so tfjs's op is used. */
 export function avgPool2x2(x: tf.Tensor4D): tf.Tensor4D {
@@ -366,6 +513,29 @@ export function avgPool2x2(x: tf.Tensor4D): tf.Tensor4D {
 /** [B,H,W,C] → [B,C]: mean over the spatial axes (a CNN's head). */
 export function globalAvgPool(x: tf.Tensor4D): tf.Tensor2D {
   return tf.mean(x, [1, 2]) as tf.Tensor2D;
+}
+
+/**
+ * [1, ...] → [batch, ...]: the same rows for every item (a ViT's class token).
+ * tf.broadcastTo runs as a Tile, and tfjs's Tile gradient is one Slice and one
+ * Add per copy (~130 kernels per step at batch 64); here it is one Sum.
+ */
+export function tileBatch<T extends tf.Tensor>(t: T, batch: number): T {
+  if (t.rank < 1 || t.shape[0] !== 1) throw new Error(`tileBatch: expected a leading axis of 1, got [${t.shape}]`);
+  return tileBatchWithGrad(batch)(t) as T;
+}
+
+const tileBatchBySize = new Map<number, ReturnType<typeof tf.customGrad>>();
+function tileBatchWithGrad(batch: number) {
+  let f = tileBatchBySize.get(batch);
+  if (!f) {
+    f = tf.customGrad((ti) => {
+      const t = ti as tf.Tensor;
+      return { value: tf.broadcastTo(t, [batch, ...t.shape.slice(1)]), gradFunc: (dy: tf.Tensor) => tf.sum(dy, 0, true) };
+    });
+    tileBatchBySize.set(batch, f);
+  }
+  return f;
 }
 
 /**

@@ -8,12 +8,13 @@
  * then → flatten → dense(fc) → ReLU → dropout → dense(C).
  * Defaults c = [32, 32, 64], fc = 128: ~0.4M parameters, ≥ 99% on MNIST with a
  * few epochs of Adam. Convolutions are 'same' so a 28×28 input ends at 7×7×c_last.
- * Built from ops.ts (im2col conv, custom max-pool gradient): tf.conv2d's weight
- * gradient and tf.maxPool's gradient do not work on wasm.
+ * Built from ops.ts (conv with its own weight gradient, bias and ReLU fused;
+ * custom max-pool gradient): tf.conv2d's weight gradient and tf.maxPool's
+ * gradient do not work on wasm.
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import { conv2d3x3, dense, maxPool2x2 } from '../ops.ts';
+import { conv2d3x3, dense, maxPool2x2, relu } from '../ops.ts';
 import type { Features, Forward } from './types.ts';
 import { he, imageBatch, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
 
@@ -67,11 +68,11 @@ export function buildCnn(spec: CnnSpec, param: ParamFn): Forward {
     const features: Features = {};
     convs.forEach((cv, i) => {
       // The first layer's input is data: no gradient is needed for it.
-      y = tf.relu(conv2d3x3(y, cv.w, cv.b, { inputGrad: i > 0 }));
+      y = conv2d3x3(y, cv.w, cv.b, { inputGrad: i > 0, activation: 'relu' });
       if (poolAfter.has(i)) y = maxPool2x2(y);
       features[`stage${i}`] = y;
     });
-    let z: tf.Tensor = tf.relu(dense(tf.reshape(y, [y.shape[0], flat]), fcW, fcB));
+    let z: tf.Tensor = relu(dense(tf.reshape(y, [y.shape[0], flat]), fcW, fcB));
     if (opts.training && dropout > 0) z = tf.dropout(z, dropout);
     return { logits: dense(z, headW, headB) as tf.Tensor2D, ...(opts.collect ? { features } : {}) };
   };

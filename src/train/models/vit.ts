@@ -28,7 +28,7 @@
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
-import { conv2dPatches, dense, gelu, layerNorm, matMul2d, splitHeads } from '../ops.ts';
+import { conv2dPatches, dense, gelu, layerNorm, matMul2d, splitHeads, tileBatch } from '../ops.ts';
 import type { Features, Forward, ForwardOut } from './types.ts';
 import { imageBatch, lecun, normal, ones, positiveInt, shapeOf, zeros, type ParamFn } from './params.ts';
 
@@ -247,9 +247,7 @@ export function buildVit(spec: VitSpec, param: ParamFn): Forward & { parts: VitP
   function embed(images: tf.Tensor4D): tf.Tensor3D {
     const B = images.shape[0];
     const patches = tf.reshape(conv2dPatches(images, patchW, p, p, patchB), [B, tokens.patches, D]);
-    const prefix = [clsToken, distTokens]
-      .filter((t): t is tf.Variable => t !== undefined)
-      .map((t) => tf.broadcastTo(t, [B, t.shape[1]!, D]));
+    const prefix = [clsToken, distTokens].filter((t): t is tf.Variable => t !== undefined).map((t) => tileBatch(t, B));
     return tf.add(prefix.length > 0 ? tf.concat([...prefix, patches], 1) : patches, pos) as tf.Tensor3D;
   }
 
