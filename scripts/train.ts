@@ -121,7 +121,9 @@ const program = addTargetOptions(
     .option('--seed <n>', 'seed for initialisation, shuffling and the validation slice', intArg(0), 1)
     .option(
       '--augment <spec>',
-      'images: light augmentation of training batches, seeded by --seed: shift:N (random translation up to N pixels), flip, or both (shift:2,flip)',
+      'images: augmentation of training batches, seeded by --seed, comma-separated: shift:N (random translation up to N pixels), flip, ' +
+        'crop:P (RandomCrop with P pixels of padding), erase:p[:pixel] (random erasing), e.g. shift:2,flip or crop:4,flip,erase:0.25; ' +
+        'a replay teacher run brings its own',
       parseAugment,
     )
     .option(
