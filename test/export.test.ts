@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -330,6 +331,28 @@ describe('export: deterministic files', () => {
       await assert.rejects(writeExport(store, task, out, { teachers: 'nobody', formats: ['jsonl', 'parquet'] }), /no teacher "nobody"/);
       await assert.rejects(writeExport(store, task, out, { withImages: true }), /text task/);
       assert.ok(!fs.existsSync(out) || fs.readdirSync(out).length === 0);
+    } finally {
+      store.close();
+    }
+  });
+  test('a rerun clears the temporary files of a killed export (its process gone) and keeps a live one', async () => {
+    const dir = workDir();
+    const { store, task } = await textStore(dir);
+    try {
+      const out = path.join(dir, 'out');
+      fs.mkdirSync(out, { recursive: true });
+      // A pid that is gone: a child that has exited and been reaped.
+      const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+      const stale = path.join(out, `.labels.jsonl.tmp-${gone}`);
+      const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']); // another export, still running
+      const live = path.join(out, `.labels.parquet.tmp-${other.pid}`);
+      fs.writeFileSync(stale, 'half a file');
+      fs.writeFileSync(live, 'another export, still writing');
+      await exportTo(store, task, out).finally(() => other.kill());
+      assert.ok(!fs.existsSync(stale), 'the temporary file of the dead export is gone');
+      assert.ok(fs.existsSync(live), 'the temporary file of a live process stays');
+      fs.rmSync(live);
+      assert.deepEqual((await verifyExport(out)).problems, []);
     } finally {
       store.close();
     }

@@ -13,7 +13,7 @@ import {
   type TaskItems,
 } from '../targets/from-store.ts';
 import { snapshotAsOf } from './as-of.ts';
-import { byCodeUnit, fileSha256, PendingFile } from './files.ts';
+import { byCodeUnit, fileSha256, PendingFile, removeStaleTemps } from './files.ts';
 import {
   countRows,
   DATA_FILES,
@@ -244,6 +244,8 @@ export async function writeExport(store: Store, task: TaskRow, dir: string, o: W
   const cost = c.aggregation ? roundUsd(c.labels.flat().reduce((s, l) => s + l.cost, 0)) : rowsCost(c.rows);
 
   mkdirSync(dir, { recursive: true });
+  // A killed export leaves its temporary files; the rerun clears them so that the folder verifies.
+  for (const d of [dir, join(dir, 'images')]) removeStaleTemps(d);
   const pending: PendingFile[] = [];
   const files: ManifestFile[] = [];
   let manifest: Manifest;

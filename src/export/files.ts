@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { processGone } from '../store/lease.ts';
 
 export function sha256Hex(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');
@@ -59,6 +60,25 @@ export class PendingFile {
       this.fd = null;
     }
     rmSync(this.tmp, { force: true });
+  }
+}
+
+const TEMP_NAME = /^\..+\.tmp-(\d+)$/;
+
+/**
+ * Removes the temporary files (PendingFile's `.NAME.tmp-PID`) that a killed export left in `dir`: those whose
+ * process is gone. A live export's files (another process writing the same folder) stay.
+ */
+export function removeStaleTemps(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (m && processGone(Number(m[1]))) rmSync(join(dir, name), { force: true });
   }
 }
 
