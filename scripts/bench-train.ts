@@ -110,8 +110,15 @@ for (const choice of choices) {
     }
   }
 }
+/**
+ * Debian's python3-torch calls whatever libblas.so.3 is installed: the reference BLAS (libblas3) runs its Linear
+ * layers ~10× slower than OpenBLAS (measured here: the ViT at 47 against 611 img/s), which would make a meaningless
+ * baseline. One thread of 256×256 float32 products: OpenBLAS and MKL do tens of GFLOP/s, the reference BLAS ~2.
+ */
+const SLOW_BLAS_GFLOPS = 10;
 const python = findTorchPython(opts.python);
 const torch = Object.fromEntries(models.map((m) => [m, python ? fastestTorch(python, m) : null]));
+const blasGflops = python ? torchBlasGflops(python) : null;
 const rows = measured.map(({ model, backend, workers, imgPerS, speedup, spread, cpuMs, projected }) => ({
   model,
   backend,
@@ -143,6 +150,14 @@ for (const r of rows) {
 for (const [m, t] of Object.entries(torch))
   if (t) console.log(`pytorch ${m}: ${t.tried.map((x) => `${x.threads} threads ${round(x.imgPerS)} img/s`).join(', ')}`);
 if (!python) console.log('pytorch: no Python with torch found (apt-get install python3-torch); ratio not measured');
+if (blasGflops !== null) {
+  console.log(`pytorch matrix products: ${blasGflops} GFLOP/s on one thread`);
+  if (blasGflops < SLOW_BLAS_GFLOPS)
+    console.log(
+      'WARNING: PyTorch runs on a slow BLAS (likely the reference libblas3): the ratios flatter tfjs. ' +
+        'On Debian: apt-get install libopenblas0-pthread',
+    );
+}
 console.log(`load average (1 min): ${load.start.toFixed(2)} at the start, ${load.end.toFixed(2)} at the end, ${cpus().length} cores`);
 if (opts.json)
   console.log(
@@ -151,11 +166,25 @@ if (opts.json)
       batch_size: opts.batchSize,
       steps: opts.steps,
       torch_threads_tried: threadCounts,
+      torch_blas_gflops: blasGflops,
       rounds: opts.rounds,
       load_average: { start: round(load.start, 2), end: round(load.end, 2) },
       cores: cpus().length,
     }),
   );
+
+function torchBlasGflops(python: string): number {
+  const script = `
+import time, torch
+torch.set_num_threads(1)
+a = torch.randn(256, 256); b = torch.randn(256, 256)
+for _ in range(3): a @ b
+n = 50; t0 = time.perf_counter()
+for _ in range(n): a @ b
+print(2 * 256 ** 3 * n / (time.perf_counter() - t0) / 1e9)
+`;
+  return round(Number(execFileSync(python, ['-c', script], { encoding: 'utf8' }).trim()), 1);
+}
 
 /** PyTorch at each thread count; the fastest is the baseline. */
 function fastestTorch(python: string, model: ModelName) {
