@@ -46,7 +46,8 @@ export function parallelUnsupported(backend: string, spec: StudentSpec, distille
   if (backend === 'tensorflow')
     return 'the tensorflow backend already spreads each step over every core (TensorFlow’s own thread pool); workers are for wasm and cpu';
   if (backend !== 'wasm' && backend !== 'cpu') return `the ${backend} backend is not supported (workers are for wasm and cpu)`;
-  if (spec.kind === 'fasttext') return 'the general trainer shares no fasttext batch (its embedding gradient is the whole table); the fast trainer (--trainer auto|fast, linear head, ce and kd) runs --workers N as Hogwild threads';
+  if (spec.kind === 'fasttext')
+    return 'the general trainer shares no fasttext batch (its embedding gradient is the whole table); the fast trainer (--trainer auto|fast, linear head, ce and kd) runs --workers N as Hogwild threads';
   for (const d of distillers) {
     if (d.needs.featureTeacher || d.needs.studentFeatures || d.prepare || Object.keys(d.weights).length > 0)
       return `the ${d.name} distiller uses feature maps or weights of its own; with more than one worker, only distillers on labels and teacher distributions (ce, kd, multi-kd, deit, civt) are supported`;
