@@ -734,7 +734,7 @@ export class Store {
   startWriterThread(): boolean {
     if (this.#writer) return true;
     if (this.path === ':memory:' || this.#db.memory || this.#db.readonly) return false;
-    // The in-thread writes stay selectable, for bench-label's comparison (--writer both).
+    // The in-thread writes stay selectable (DISTILLERY_WRITER_THREAD=0): bench-label times both in one process.
     if (process.env.DISTILLERY_WRITER_THREAD === '0') return false;
     this.flush();
     this.#writer = new WriterThread(this.path);
