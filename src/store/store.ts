@@ -4,7 +4,7 @@ import { DistilleryError, InputError } from '../errors.ts';
 import type { ItemInput } from '../input/types.ts';
 import type { Task } from '../task/task.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.ts';
-import { WriterThread } from './writer.ts';
+import { WriterThread, type WriterRow } from './writer.ts';
 
 export type DB = Database.Database;
 
@@ -641,26 +641,8 @@ export class Store {
   recordLabel(l: LabelRecord): void {
     const w = this.#writer;
     if (!w) return this.enqueue(() => this.insertLabel(l));
-    w.write([
-      'label',
-      l.itemId,
-      l.runId,
-      l.requestKey,
-      l.status,
-      l.label,
-      // A copy of exactly its bytes: a pooled Buffer would clone its whole pool into the thread.
-      l.soft ? new Uint8Array(l.soft) : null,
-      l.softMethod,
-      l.sparse ? 1 : 0,
-      l.raw,
-      l.promptTokens,
-      l.completionTokens,
-      l.cost,
-      l.latencyMs,
-      l.attempts,
-      l.error,
-      now(),
-    ]);
+    // A copy of exactly its bytes: a pooled Buffer would clone its whole pool into the thread.
+    w.write(['label', ...labelValues(l, l.soft ? new Uint8Array(l.soft) : null)]);
   }
 
   /** Insert a label now, inside the caller's transaction (see `transaction`). */
@@ -668,24 +650,7 @@ export class Store {
     this.stmt(
       `INSERT INTO labels (item_id, run_id, request_key, status, label, soft, soft_method, sparse, raw, prompt_tokens, completion_tokens, cost, latency_ms, attempts, error, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      l.itemId,
-      l.runId,
-      l.requestKey,
-      l.status,
-      l.label,
-      l.soft,
-      l.softMethod,
-      l.sparse ? 1 : 0,
-      l.raw,
-      l.promptTokens,
-      l.completionTokens,
-      l.cost,
-      l.latencyMs,
-      l.attempts,
-      l.error,
-      now(),
-    );
+    ).run(...labelValues(l, l.soft));
   }
 
   recordRequestError(e: { runId: number; itemId: number; requestKey: string; reason: string }): void {
@@ -783,4 +748,29 @@ export class Store {
       throw this.writeError;
     }
   }
+}
+
+type LabelValues = Extract<WriterRow, ['label', ...unknown[]]> extends ['label', ...infer V] ? V : never;
+
+/** A label's column values, in the order of insertLabel's INSERT (the writer thread runs the same statement). */
+function labelValues(l: LabelRecord, soft: Uint8Array | null): LabelValues {
+  const { itemId, runId, requestKey, status, label, softMethod, raw, promptTokens, completionTokens, cost, latencyMs } = l;
+  return [
+    itemId,
+    runId,
+    requestKey,
+    status,
+    label,
+    soft,
+    softMethod,
+    l.sparse ? 1 : 0,
+    raw,
+    promptTokens,
+    completionTokens,
+    cost,
+    latencyMs,
+    l.attempts,
+    l.error,
+    now(),
+  ];
 }
