@@ -9,9 +9,12 @@ import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { SettingError } from '../src/errors.ts';
 import { faultAt, parseFaults, RateLimit } from '../src/sim/faults.ts';
-import { servesModel, simulatedAnswer } from '../src/sim/gold-teacher.ts';
+import { readItems } from '../src/input/read.ts';
+import { GoldIndex, servesModel, simulatedAnswer } from '../src/sim/gold-teacher.ts';
+import type { ChatRequest } from '../src/sim/openai-server.ts';
+import { loadTask } from '../src/task/task.ts';
 import { decodeSoft, softToProbs } from '../src/soft/codec.ts';
-import { runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
+import { pngFile, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
 
 const LABELS4 = ['billing', 'bug report', 'feature request', 'other'];
 
@@ -72,6 +75,45 @@ describe('the simulated answer', () => {
       assert.ok('label' in a);
       assert.ok(a.probs[a.label] > 0.5, JSON.stringify(a));
     }
+  });
+
+  test('the item behind a request: a text by its rendered prompt or (another prompt) its text, an image by its bytes', async () => {
+    const dir = workDir();
+    const textTask = loadTask(writeTask(dir, { name: 'tickets', labels: LABELS4, body: 'Ticket: {{text}}' }));
+    const rows = [
+      { id: 'a', text: 'refund me', label: 'billing' },
+      { id: 'b', text: 'please refund me twice', label: 'other' }, // contains the first one's text
+      { id: 'c', text: 'no gold here' },
+    ];
+    const texts = await GoldIndex.build(textTask, readItems(writeJsonl(dir, 't.jsonl', rows), textTask));
+    assert.equal(texts.size, 2, 'items without gold are not indexed');
+    const ask = (content: unknown): ChatRequest => ({ body: { messages: [{ role: 'user', content: content as string }] }, headers: {} });
+    assert.deepEqual(texts.lookup(ask('Ticket: refund me')), { key: 'text:Ticket: refund me', gold: 'billing' });
+    assert.deepEqual(texts.lookup(ask('Another prompt. Item: please refund me twice!')), {
+      key: 'text:please refund me twice',
+      gold: 'other',
+    });
+    assert.deepEqual(texts.lookup(ask('Label this: refund me')), { key: 'text:refund me', gold: 'billing' });
+    assert.equal(texts.lookup(ask('Ticket: no gold here')), undefined);
+
+    const imageTask = loadTask(writeTask(dir, { name: 'pics', labels: ['a', 'b'], input: 'image', file: 'pics.md' }));
+    pngFile(dir, 'one.png', 1);
+    pngFile(dir, 'two.png', 2);
+    const imageRows = [
+      { image: 'one.png', label: 'a' },
+      { image: 'two.png', label: 'b' },
+    ];
+    const images = await GoldIndex.build(imageTask, readItems(writeJsonl(dir, 'i.jsonl', imageRows), imageTask));
+    const png = (name: string) => `data:image/png;base64,${fs.readFileSync(path.join(dir, name)).toString('base64')}`;
+    const askImage = (name: string) =>
+      ask([
+        { type: 'text', text: 'Which is it?' },
+        { type: 'image_url', image_url: { url: png(name), detail: 'low' } },
+      ]);
+    assert.equal(images.lookup(askImage('two.png'))?.gold, 'b');
+    assert.equal(images.lookup(askImage('one.png'))?.gold, 'a');
+    pngFile(dir, 'three.png', 3);
+    assert.equal(images.lookup(askImage('three.png')), undefined);
   });
 
   test('only sim and sim-* models are served', () => {
