@@ -9,12 +9,13 @@ import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { SettingError } from '../src/errors.ts';
 import { faultAt, parseFaults, RateLimit } from '../src/sim/faults.ts';
+import { makeTickets, TICKET_LABELS, writeTickets } from '../src/datasets/tickets.ts';
 import { readItems } from '../src/input/read.ts';
 import { GoldIndex, servesModel, simulatedAnswer } from '../src/sim/gold-teacher.ts';
 import type { ChatRequest } from '../src/sim/openai-server.ts';
 import { loadTask } from '../src/task/task.ts';
 import { decodeSoft, softToProbs } from '../src/soft/codec.ts';
-import { pngFile, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
+import { pngFile, REPO_ROOT, runScript, startNode, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
 
 const LABELS4 = ['billing', 'bug report', 'feature request', 'other'];
 
@@ -119,6 +120,25 @@ describe('the simulated answer', () => {
   test('only sim and sim-* models are served', () => {
     assert.ok(servesModel('sim-teacher') && servesModel('sim') && servesModel('sim-b'));
     assert.ok(!servesModel('gpt-4o-mini') && !servesModel('simple') && !servesModel(''));
+  });
+});
+
+describe('make-tickets: synthetic tickets for the free path', () => {
+  test('distinct, balanced, the same for a seed, and read as the tickets task reads them', async () => {
+    const a = makeTickets(400, 1);
+    assert.deepEqual(makeTickets(400, 1), a);
+    assert.notDeepEqual(makeTickets(400, 2), a);
+    assert.equal(new Set(a.map((t) => t.text)).size, 400);
+    for (const l of TICKET_LABELS) assert.equal(a.filter((t) => t.label === l).length, 100);
+    const task = loadTask(path.join(REPO_ROOT, 'prompts', 'tickets.md'));
+    assert.deepEqual(task.labels, [...TICKET_LABELS]);
+    const dir = workDir();
+    const items = [];
+    for await (const it of readItems(writeTickets(dir, 400, 1), task)) items.push(it);
+    assert.deepEqual(
+      items.map((it) => it.gold),
+      a.map((t) => t.label),
+    );
   });
 });
 
