@@ -1,7 +1,7 @@
 /**
  * A local, deterministic stand-in for an OpenAI-compatible chat completions API.
  *
- * Tests and the benchmark talk to it (through test/fake-openai.ts), and `npm run sim-teacher` serves it to users
+ * The tests (through test/fake-openai.ts) and bench-label talk to it, and `npm run sim-teacher` serves it to users
  * (scripts/sim-teacher.ts, with src/sim/gold-teacher.ts deciding the answers), through the real `openai` client over
  * real HTTP, so everything the pipeline depends on is reproduced on the wire: the
  * response shape, `logprobs.content[].top_logprobs` that agree with a known class
