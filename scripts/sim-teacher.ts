@@ -29,7 +29,10 @@ const program = addInputOptions(
     .option('--accuracy <p>', 'probability that an answer is the gold label', numberArg(0, 1), 0.85)
     .option('--port <n>', 'TCP port on 127.0.0.1 (0: any free port)', intArg(0, 65535), DEFAULT_PORT)
     .option('--input <path>', 'the items, with gold labels (the --gold-field column, or the class folders of an image folder)')
-    .option('--no-logprobs', 'refuse requests for logprobs with HTTP 400, like a server that has none (label.ts then needs --soft none)')
+    .option(
+      '--no-logprobs',
+      'refuse requests for logprobs with HTTP 400, like a server that has none (label.ts then needs --soft none or samples:N)',
+    )
     .option(
       '--faults <list>',
       'misbehave at these rates, KIND:RATE comma list; KIND: 429, 500, 502, 503, timeout, drop, invalid-json, unknown-label',
