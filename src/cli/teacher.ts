@@ -57,10 +57,10 @@ export interface TeacherSetup {
 }
 
 /**
- * `sends`: this invocation will send requests (not a dry run), so a missing API key is refused now, before the
- * command writes anything; a dry run needs no key.
+ * `sends` (default true): this invocation will send requests, so a missing API key is refused now, before the
+ * command writes anything; a dry run passes false and needs no key.
  */
-export function teacherSetup(opts: Record<string, any>, task: Task, o: { sends: boolean }): TeacherSetup {
+export function teacherSetup(opts: Record<string, any>, task: Task, o: { sends: boolean } = { sends: true }): TeacherSetup {
   const onlyPrices = opts.priceIn !== undefined && opts.priceOut !== undefined;
   const price = resolvePrice(opts.model, onlyPrices ? undefined : loadPriceTable(opts.prices), opts.prices, opts.priceIn, opts.priceOut);
   const client = new TeacherClient({ baseURL: opts.baseUrl, apiKeyEnv: opts.apiKeyEnv, timeoutMs: opts.timeout * 1000 });
