@@ -44,7 +44,7 @@ import { loadTask, type Task } from '../src/task/task.ts';
 import { TeacherClient } from '../src/teacher/client.ts';
 import { RequestBuilder, defaultMaxTokens, type TeacherSettings } from '../src/teacher/request.ts';
 import { DEFAULT_RETRY } from '../src/teacher/retry.ts';
-import { startFakeTeacher } from '../test/fake-openai.ts';
+import { startFakeTeacher } from '../src/sim/openai-server.ts';
 
 const program = new Command('bench-label')
   .option('--items <n>', 'items per measured run', intArg(10), 2000)

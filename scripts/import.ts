@@ -3,7 +3,7 @@ import { runCli, say } from '../src/cli/run.ts';
 import { addDbOption, addInputOptions, addTaskOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
 import { taskFromArg } from '../src/cli/task.ts';
 import { readItems } from '../src/input/read.ts';
-import { Store } from '../src/store/store.ts';
+import { usingStore } from '../src/store/open.ts';
 
 interface ImportFlags extends InputFlags {
   db: string;
@@ -20,13 +20,11 @@ const program = addInputOptions(
 runCli(async () => {
   const opts = program.parse().opts<ImportFlags>();
   const task = taskFromArg(opts.task, opts.db);
-  const store = Store.open(opts.db);
-  try {
+  // A first import whose input turns out bad removes the database it created.
+  await usingStore(opts.db, async (store) => {
     const res = await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)));
     say(
       `imported ${res.added} new item(s), ${res.existing} already present; task "${task.name}" has ${store.countItems(res.taskRow.id)} item(s)`,
     );
-  } finally {
-    store.close();
-  }
+  });
 });

@@ -1,5 +1,5 @@
 import { Command, type OptionValues } from 'commander';
-import { addDbOption, addInputOptions, addTaskOption, fieldOptions, type InputFlags } from '../src/cli/options.ts';
+import { addDbOption, addInputOptions, addTaskOption, fieldOptions, requireDb, type InputFlags } from '../src/cli/options.ts';
 import { EXIT, log, runCli, say } from '../src/cli/run.ts';
 import { addTeacherOptions } from '../src/cli/teacher-options.ts';
 import { DistilleryError } from '../src/errors.ts';
@@ -11,12 +11,12 @@ import type { Store, TaskRow } from '../src/store/store.ts';
  * take most of a second to load, which `--help` and a mistyped flag need not wait for.
  */
 async function loadLabeling() {
-  const [task, teacher, read, plan, store, request] = await Promise.all([
+  const [task, teacher, read, plan, open, request] = await Promise.all([
     import('../src/cli/task.ts'),
     import('../src/cli/teacher.ts'),
     import('../src/input/read.ts'),
     import('../src/label/plan.ts'),
-    import('../src/store/store.ts'),
+    import('../src/store/open.ts'),
     import('../src/teacher/request.ts'),
   ]);
   return {
@@ -24,7 +24,7 @@ async function loadLabeling() {
     ...teacher,
     ...read,
     ...plan,
-    Store: store.Store,
+    ...open,
     softModeName: request.softModeName,
     defaultMaxTokens: request.defaultMaxTokens,
   };
@@ -54,7 +54,8 @@ runCli(async () => {
   const {
     taskFromArg,
     teacherSetup,
-    Store,
+    openForDryRun,
+    usingStore,
     interruptOnSigint,
     labelOptions,
     planLabeling,
@@ -66,17 +67,23 @@ runCli(async () => {
     labelSummary,
     labelExitCode,
   } = await loadLabeling();
+  // Everything that can be refused without the database is, before it is opened: a bad task, price or flag, or a
+  // missing API key (only when requests will be sent: a dry run needs none), leaves no database file behind.
   const task = taskFromArg(opts.task, opts.db);
-  const teacher = teacherSetup(opts, task);
-  const store = Store.open(opts.db);
+  const teacher = teacherSetup(opts, task, { sends: !opts.dryRun });
   const stopSignal = interruptOnSigint();
+  const base = (store: Store, taskRow: TaskRow, itemIds?: number[]): LabelOptions =>
+    labelOptions(teacher, store, taskRow, { itemIds, stopSignal });
   // The default --max-tokens is a token count: the database remembers it, so that only its first run loads the tokenizer.
-  opts.maxTokens ??= store.defaultMaxTokens(task.labels, () => defaultMaxTokens(task.labels), { remember: !opts.dryRun });
+  const maxTokens = (store: Store) =>
+    (opts.maxTokens ??= store.defaultMaxTokens(task.labels, () => defaultMaxTokens(task.labels), { remember: !opts.dryRun }));
 
-  try {
-    const base = (taskRow: TaskRow, itemIds?: number[]): LabelOptions => labelOptions(teacher, store, taskRow, { itemIds, stopSignal });
-
-    if (opts.dryRun) {
+  if (opts.dryRun) {
+    // A dry run creates no database: without one, the input is read into an empty in-memory store.
+    if (!opts.input) requireDb(opts.db);
+    const store = openForDryRun(opts.db);
+    try {
+      maxTokens(store);
       const dry = async (o: LabelOptions) => {
         const plan = await planLabeling(o);
         const { expected, worst, note } = estimateCost(teacher, plan);
@@ -90,26 +97,30 @@ runCli(async () => {
       if (opts.input)
         await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)), {
           dryRun: true,
-          beforeCommit: (r) => dry(base(r.taskRow, r.itemIds)),
+          beforeCommit: (r) => dry(base(store, r.taskRow, r.itemIds)),
         });
-      else await dry(base(existingTask(store, task.name)));
+      else await dry(base(store, existingTask(store, task.name)));
       return EXIT.ok;
+    } finally {
+      store.close();
     }
+  }
 
+  // A first run whose input turns out bad removes the database it created (usingStore).
+  return usingStore(opts.db, async (store) => {
+    maxTokens(store);
     let o: LabelOptions;
     if (opts.input) {
       const imported = await store.importItems(task, readItems(opts.input, task, fieldOptions(opts)));
       if (imported.added > 0) log(`imported ${imported.added} new item(s) (${imported.existing} already present)`);
-      o = base(imported.taskRow, imported.itemIds);
+      o = base(store, imported.taskRow, imported.itemIds);
     } else {
-      o = base(existingTask(store, task.name));
+      o = base(store, existingTask(store, task.name));
     }
     const result = await runTeacherPass(teacher, o);
     say(labelSummary(result));
     return labelExitCode(result);
-  } finally {
-    store.close();
-  }
+  });
 });
 
 function existingTask(store: Store, name: string) {

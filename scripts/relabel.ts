@@ -71,7 +71,8 @@ runCli(async () => {
   const policies = parsePolicies(opts.policy);
   requireDb(opts.db);
   const task = taskFromArg(opts.task, opts.db);
-  const teacher = teacherSetup(opts, task);
+  // A dry run sends nothing and needs no API key.
+  const teacher = teacherSetup(opts, task, { sends: !opts.dryRun });
   const stopSignal = interruptOnSigint();
   const command = `relabel --task ${task.name} --model ${opts.model} --policy ${opts.policy.join(',')}`;
 

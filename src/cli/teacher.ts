@@ -56,10 +56,15 @@ export interface TeacherSetup {
   task: Task;
 }
 
-export function teacherSetup(opts: Record<string, any>, task: Task): TeacherSetup {
+/**
+ * `sends` (default true): this invocation will send requests, so a missing API key is refused now, before the
+ * command writes anything; a dry run passes false and needs no key.
+ */
+export function teacherSetup(opts: Record<string, any>, task: Task, o: { sends: boolean } = { sends: true }): TeacherSetup {
   const onlyPrices = opts.priceIn !== undefined && opts.priceOut !== undefined;
   const price = resolvePrice(opts.model, onlyPrices ? undefined : loadPriceTable(opts.prices), opts.prices, opts.priceIn, opts.priceOut);
   const client = new TeacherClient({ baseURL: opts.baseUrl, apiKeyEnv: opts.apiKeyEnv, timeoutMs: opts.timeout * 1000 });
+  if (o.sends) client.requireKey();
   return { client, price, opts, task };
 }
 

@@ -6,14 +6,14 @@
  * label (same run, hard label, stored soft label, cost and request key) are
  * written in one transaction: a failure leaves the database empty.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DistilleryError, InputError } from '../errors.ts';
 import { decodeImage } from '../input/image.ts';
 import { contentHash } from '../input/item.ts';
 import type { ItemInput } from '../input/types.ts';
 import { decodeSoft } from '../soft/codec.ts';
-import { Store } from '../store/store.ts';
+import { usingStore } from '../store/open.ts';
 import type { Task } from '../task/task.ts';
 import { IMAGE_EXT } from './export.ts';
 import { MANIFEST } from './manifest.ts';
@@ -64,10 +64,8 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
     }
   });
 
-  const existed = existsSync(dbPath);
-  const store = Store.open(dbPath);
-  let ok = false;
-  try {
+  // A new database the import fails to fill is removed (usingStore); an existing one must be empty (checked first).
+  return usingStore(dbPath, async (store) => {
     const used = store.tableCounts();
     const held = Object.entries(used).filter(([, n]) => n > 0);
     if (held.length) {
@@ -135,7 +133,6 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
         }
       },
     });
-    ok = true;
     return {
       task: result.taskRow.name,
       items: result.added,
@@ -143,10 +140,7 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
       labels,
       images: new Set(items.map((it) => it.image?.sha256).filter(Boolean)).size,
     };
-  } finally {
-    store.close();
-    if (!ok && !existed) for (const suffix of ['', '-wal', '-shm']) rmSync(`${dbPath}${suffix}`, { force: true });
-  }
+  });
 }
 
 /** One item per id, in row order (the original item order), checked to agree across its rows. */

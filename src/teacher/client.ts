@@ -23,17 +23,14 @@ export class TeacherClient {
   readonly baseURL: string;
   private readonly openai: OpenAI;
   private readonly apiKey: string | undefined;
+  private readonly apiKeyEnv: string;
 
   constructor(opts: TeacherClientOptions) {
     const env = opts.env ?? process.env;
     this.baseURL = (opts.baseURL ?? env.OPENAI_BASE_URL ?? OFFICIAL_BASE_URL).replace(/\/+$/, '');
     const apiKey = env[opts.apiKeyEnv];
     this.apiKey = apiKey;
-    if (!apiKey && this.baseURL === OFFICIAL_BASE_URL) {
-      throw new DistilleryError(
-        `no API key: set ${opts.apiKeyEnv} (or --api-key-env NAME), or point --base-url at a server that needs none`,
-      );
-    }
+    this.apiKeyEnv = opts.apiKeyEnv;
     this.openai = new OpenAI({
       apiKey: apiKey || 'none',
       baseURL: this.baseURL,
@@ -42,11 +39,26 @@ export class TeacherClient {
     });
   }
 
+  /**
+   * Refuses, in one line, to go on without a key where one is needed (the official API). Checked when a request is
+   * really to be sent, not when the client is made: a dry run sends nothing and needs no key. Commands that will
+   * send call it before they write anything, so a missing key leaves no trace.
+   */
+  requireKey(): void {
+    if (!this.apiKey && this.baseURL === OFFICIAL_BASE_URL) {
+      throw new DistilleryError(
+        `no API key: set ${this.apiKeyEnv} (or --api-key-env NAME), or point --base-url at a server that needs none ` +
+          '(npm run sim-teacher serves a free simulated teacher)',
+      );
+    }
+  }
+
   /** One attempt; errors are the SDK's classes, classified by src/teacher/retry.ts. */
   async complete(
     params: ChatCompletionCreateParamsNonStreaming,
     signal?: AbortSignal,
   ): Promise<{ completion: ChatCompletion; latencyMs: number }> {
+    this.requireKey();
     const t0 = performance.now();
     try {
       const completion = await this.openai.chat.completions.create(params, { signal });
@@ -107,6 +119,7 @@ export class TeacherClient {
   }
 
   private async redacted<T>(call: () => Promise<T>): Promise<T> {
+    this.requireKey();
     try {
       return await call();
     } catch (e) {
