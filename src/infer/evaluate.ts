@@ -1,6 +1,6 @@
 /** Scoring predictions against gold: the test report the trainer writes and eval.ts prints. */
 import { DistilleryError } from '../errors.ts';
-import { ece } from '../targets/metrics.ts';
+import { classificationMetrics } from '../eval/metrics.ts';
 import type { Dataset } from '../train/data.ts';
 import type { ModelForTask } from './model.ts';
 import { argmaxRow, predictAll, ruleOf } from './predict.ts';
@@ -16,31 +16,29 @@ export interface TestReport {
 /** Accuracy against gold, agreement with the teachers' label, ECE (15 bins) and the confusion matrix (rows: gold). */
 export function testReport(probs: Float32Array, ds: Dataset, idx: number[]): TestReport {
   const c = ds.task.labels.length;
-  const confusion = Array.from({ length: c }, () => new Array<number>(c).fill(0));
-  let right = 0;
   let agree = 0;
   let withTeacher = 0;
-  const rows: Float64Array[] = [];
-  const gold: number[] = [];
-  idx.forEach((item, k) => {
-    const pred = argmaxRow(probs, k, c);
-    const g = ds.gold[item];
-    confusion[g][pred]++;
-    if (pred === g) right++;
+  const pred = idx.map((item, k) => {
+    const p = argmaxRow(probs, k, c);
     if (ds.teacherHard[item] >= 0) {
       withTeacher++;
-      if (ds.teacherHard[item] === pred) agree++;
+      if (ds.teacherHard[item] === p) agree++;
     }
-    rows.push(Float64Array.from(probs.subarray(k * c, (k + 1) * c)));
-    gold.push(g);
+    return p;
   });
-  const n = idx.length;
+  const rows = idx.map((_, k) => probs.subarray(k * c, (k + 1) * c));
+  const m = classificationMetrics(
+    ds.task.labels,
+    idx.map((item) => ds.gold[item]),
+    pred,
+    rows,
+  );
   return {
-    n,
-    accuracy: n ? right / n : null,
+    n: m.n,
+    accuracy: m.n ? m.accuracy : null,
     teacher_agreement: withTeacher ? agree / withTeacher : null,
-    ece: n ? ece(rows, gold).value : null,
-    confusion,
+    ece: m.ece,
+    confusion: m.confusion,
   };
 }
 
