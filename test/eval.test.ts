@@ -1,5 +1,10 @@
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TestReport } from '../src/infer/evaluate.ts';
+import { lastUserText } from './fake-openai.ts';
+import { fakeServer, LABELS, runScript, workDir, writeJsonl, writeTask, type ScriptResult } from './helpers.ts';
 import { classificationMetrics, coverageCurve, type ClassificationMetrics } from '../src/eval/metrics.ts';
 
 function assertClose(actual: number | null, expected: number, what: string, tol = 1e-12): void {
@@ -231,5 +236,220 @@ describe('classificationMetrics', () => {
       ],
     );
     assert.throws(() => coverageCurve([1], [true], [0]), /percentage/);
+  });
+});
+
+// ---------- eval.ts end to end ----------
+
+/**
+ * 30 items, every fourth in the test split (8 test items, 2 of each class at least). Item i's gold is LABELS[i % 3]; its text mentions
+ * that label, except when i % 5 === 0, where it mentions the next one: teacher A (the fake's default teacher)
+ * answers the mentioned label with p = 0.8 (0.1 elsewhere), so it is wrong exactly on those. Teacher B answers
+ * "cat" with p = 0.5 (0.25 elsewhere) for everything, and garbage the first time it sees item 1, so it pays once
+ * more than it labels. Every request is billed 100 prompt + 10 completion tokens at $2 / $10 per 1M: $0.0003.
+ */
+const N = 30;
+const gold = (i: number) => LABELS[i % 3];
+const mentioned = (i: number) => (i % 5 === 0 ? LABELS[(i + 1) % 3] : gold(i));
+const isTest = (i: number) => i % 4 === 1;
+const REQUEST_COST = (100 * 2 + 10 * 10) / 1e6;
+
+interface EvalJson {
+  task: string;
+  split: string;
+  labels: string[];
+  evaluations: {
+    kind: string;
+    name: string;
+    gold: number;
+    answered: number;
+    n: number;
+    accuracy: number;
+    macro_f1: number;
+    ece: number | null;
+    nll: number | null;
+    teacher_agreement?: number | null;
+    cost_per_1000: number;
+    paid: number;
+    labeled: number;
+    latency_ms_per_item: number | null;
+    per_class: { label: string; precision: number; recall: number; f1: number; support: number }[];
+    confusion: number[][];
+    coverage: { coverage: number; n: number; accuracy: number | null }[] | null;
+  }[];
+}
+
+function evalJson(r: ScriptResult): EvalJson {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as EvalJson;
+}
+
+describe('eval.ts', () => {
+  const dir = workDir();
+  const db = path.join(dir, 'distill.db');
+  const task = writeTask(dir);
+  const testIdx = Array.from({ length: N }, (_, i) => i).filter(isTest);
+  let student = '';
+
+  before(async () => {
+    const rows = Array.from({ length: N }, (_, i) => ({
+      id: `item${i}`,
+      text: `number ${i} is about a ${mentioned(i)}`,
+      label: gold(i),
+      split: isTest(i) ? 'test' : 'train',
+    }));
+    const input = writeJsonl(dir, 'in.jsonl', rows);
+    const usage = () => ({ prompt_tokens: 100, completion_tokens: 10 });
+    const a = await fakeServer({ usage });
+    const seen = new Set<string>();
+    const b = await fakeServer({
+      usage,
+      teacher: (req) => {
+        const text = lastUserText(req);
+        if (text.includes('number 1 ') && !seen.has(text)) {
+          seen.add(text);
+          return { raw: 'not an answer' };
+        }
+        return { label: 'cat', probs: { cat: 0.5, dog: 0.25, bird: 0.25 } };
+      },
+    });
+    const label = (model: string, url: string) =>
+      runScript(
+        'label',
+        ['--task', task, '--db', db, '--input', input, '--model', model, '--base-url', url, '--price-in', '2', '--price-out', '10'],
+        { OPENAI_API_KEY: 'sk-test' },
+      );
+    for (const [model, url] of [
+      ['teacher-a', a.url],
+      ['teacher-b', b.url],
+    ]) {
+      const r = await label(model, url);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    student = path.join(dir, 'student');
+    const t = await runScript('train', [
+      '--db',
+      db,
+      '--arch',
+      'fasttext',
+      '--teachers',
+      'teacher-a',
+      '--epochs',
+      '2',
+      '--buckets',
+      '1024',
+      '--dim',
+      '8',
+      '--backend',
+      'cpu',
+      '--out',
+      student,
+    ]);
+    assert.equal(t.code, 0, t.stderr);
+  });
+
+  test('teachers: accuracy, confusion, NLL, coverage and what was paid, on the test split only', async () => {
+    const out = evalJson(await runScript('eval', ['--db', db, '--json']));
+    assert.equal(out.split, 'test');
+    assert.deepEqual(
+      out.evaluations.map((e) => [e.kind, e.name]),
+      [
+        ['teacher', 'teacher-a'],
+        ['teacher', 'teacher-b'],
+      ],
+    );
+    const [a, b] = out.evaluations;
+    const wrong = testIdx.filter((i) => mentioned(i) !== gold(i));
+    assert.ok(wrong.length > 0 && wrong.length < testIdx.length);
+    assert.equal(a.gold, testIdx.length);
+    assert.equal(a.n, testIdx.length);
+    assert.equal(a.accuracy, (testIdx.length - wrong.length) / testIdx.length);
+    const confusion = LABELS.map(() => LABELS.map(() => 0));
+    for (const i of testIdx) confusion[LABELS.indexOf(gold(i))][LABELS.indexOf(mentioned(i))]++;
+    assert.deepEqual(a.confusion, confusion);
+    assert.deepEqual(
+      a.per_class.map((c) => c.support),
+      LABELS.map((l) => testIdx.filter((i) => gold(i) === l).length),
+    );
+    // p(gold) is 0.8 where right and 0.1 where wrong (soft labels from logprobs, stored in 16 bits).
+    const nll = -(((testIdx.length - wrong.length) * Math.log(0.8) + wrong.length * Math.log(0.1)) / testIdx.length);
+    assert.ok(Math.abs(a.nll! - nll) < 1e-3, `nll ${a.nll} vs ${nll}`);
+    // Every confidence is 0.8: the curve keeps items in order, and at 100% is the accuracy.
+    assert.equal(a.coverage!.at(-1)!.accuracy, a.accuracy);
+    assert.equal(a.coverage![0].n, 1);
+    // Teacher A paid one request per item; teacher B one more (item 1's garbage answer), over the same 30 items.
+    assert.equal(a.labeled, N);
+    assert.ok(Math.abs(a.paid - N * REQUEST_COST) < 1e-12, `paid ${a.paid}`);
+    assert.ok(Math.abs(a.cost_per_1000 - 1000 * REQUEST_COST) < 1e-9);
+    assert.ok(Math.abs(b.paid - (N + 1) * REQUEST_COST) < 1e-12, `paid ${b.paid}`);
+    assert.ok(Math.abs(b.cost_per_1000 - (1000 * (N + 1) * REQUEST_COST) / N) < 1e-9);
+    // B always says cat: recall 1 for cat, nothing for the others, macro-F1 from cat's F1 alone.
+    const cats = testIdx.filter((i) => gold(i) === 'cat').length;
+    assert.equal(b.accuracy, cats / testIdx.length);
+    assert.deepEqual(
+      b.per_class.map((c) => c.recall),
+      [1, 0, 0],
+    );
+    const catF1 = (2 * cats) / (cats + testIdx.length);
+    assert.ok(Math.abs(b.macro_f1 - catF1 / 3) < 1e-12);
+    assert.equal(b.latency_ms_per_item, null);
+  });
+
+  test('--split and --teachers choose what is scored; the table names the split', async () => {
+    const [train, table] = await Promise.all([
+      runScript('eval', ['--db', db, '--teachers', 'teacher-a', '--split', 'train', '--json']),
+      runScript('eval', ['--db', db]),
+    ]);
+    const out = evalJson(train);
+    assert.equal(out.evaluations.length, 1);
+    assert.equal(out.evaluations[0].gold, N - testIdx.length);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /split "test": 8 items with gold/);
+    assert.match(table.stdout, /teacher-a +8\/8 +\d+\.\d\d%/);
+  });
+
+  test('--targets: the aggregated target as train builds it, costing both teachers', async () => {
+    const out = evalJson(await runScript('eval', ['--db', db, '--targets', '--aggregate', 'mean', '--json']));
+    assert.equal(out.evaluations.length, 1);
+    const t = out.evaluations[0];
+    assert.equal(t.kind, 'targets');
+    assert.equal(t.name, 'mean(teacher-a,teacher-b)');
+    // mean of A (0.8 on the mentioned label) and B (0.5 on cat): cat wins only where A said cat, else A's label
+    // ((0.8 + 0.25) / 2 > (0.1 + 0.5) / 2 for A's label against cat), so the target is A's answer everywhere.
+    assert.equal(t.accuracy, testIdx.filter((i) => mentioned(i) === gold(i)).length / testIdx.length);
+    assert.ok(Math.abs(t.paid - (2 * N + 1) * REQUEST_COST) < 1e-12, `paid ${t.paid}`);
+    // Both teachers and the target in one call.
+    const all = evalJson(await runScript('eval', ['--db', db, '--targets', '--teachers', 'teacher-a,teacher-b', '--json']));
+    assert.deepEqual(
+      all.evaluations.map((e) => e.kind),
+      ['teacher', 'teacher', 'targets'],
+    );
+  });
+
+  test('--student: the trained student, no API cost, its latency, and the trainer report agrees', async () => {
+    const out = evalJson(await runScript('eval', ['--db', db, '--student', student, '--backend', 'cpu', '--json']));
+    assert.equal(out.evaluations.length, 1);
+    const s = out.evaluations[0];
+    assert.equal(s.kind, 'student');
+    assert.equal(s.n, testIdx.length);
+    const trained = JSON.parse(fs.readFileSync(path.join(student, 'metrics.json'), 'utf8')) as { test: TestReport };
+    assert.equal(s.accuracy, trained.test.accuracy);
+    assert.deepEqual(s.confusion, trained.test.confusion);
+    assert.equal(s.teacher_agreement, trained.test.teacher_agreement);
+    assert.equal(s.cost_per_1000, 0);
+    assert.ok(s.latency_ms_per_item !== null && s.latency_ms_per_item > 0 && Number.isFinite(s.latency_ms_per_item));
+    assert.ok(s.nll !== null && s.ece !== null && s.coverage !== null);
+  });
+
+  test('bad input: one line, exit 1', async () => {
+    const [noSplit, noTeacher] = await Promise.all([
+      runScript('eval', ['--db', db, '--split', 'dev']),
+      runScript('eval', ['--db', db, '--teachers', 'nobody']),
+    ]);
+    assert.equal(noSplit.code, 1);
+    assert.equal(noSplit.stderr, 'error: task "animals" has no gold-labelled items in split "dev" (splits: test, train)\n');
+    assert.equal(noTeacher.code, 1);
+    assert.match(noTeacher.stderr, /^error: --teachers: no teacher "nobody" on task "animals"[^\n]*\n$/);
   });
 });

@@ -16,30 +16,32 @@ export interface TestReport {
 /** Accuracy against gold, agreement with the teachers' label, ECE (15 bins) and the confusion matrix (rows: gold). */
 export function testReport(probs: Float32Array, ds: Dataset, idx: number[]): TestReport {
   const c = ds.task.labels.length;
-  let agree = 0;
-  let withTeacher = 0;
-  const pred = idx.map((item, k) => {
-    const p = argmaxRow(probs, k, c);
-    if (ds.teacherHard[item] >= 0) {
-      withTeacher++;
-      if (ds.teacherHard[item] === p) agree++;
-    }
-    return p;
-  });
-  const rows = idx.map((_, k) => probs.subarray(k * c, (k + 1) * c));
+  const pred = idx.map((_, k) => argmaxRow(probs, k, c));
   const m = classificationMetrics(
     ds.task.labels,
     idx.map((item) => ds.gold[item]),
     pred,
-    rows,
+    idx.map((_, k) => probs.subarray(k * c, (k + 1) * c)),
   );
   return {
     n: m.n,
     accuracy: m.n ? m.accuracy : null,
-    teacher_agreement: withTeacher ? agree / withTeacher : null,
+    teacher_agreement: teacherAgreement(ds, idx, pred),
     ece: m.ece,
     confusion: m.confusion,
   };
+}
+
+/** How often the predictions pred[k] (of items idx[k]) equal the teachers' aggregated label, over the items that have one. */
+export function teacherAgreement(ds: Dataset, idx: number[], pred: number[]): number | null {
+  let agree = 0;
+  let withTeacher = 0;
+  idx.forEach((item, k) => {
+    if (ds.teacherHard[item] < 0) return;
+    withTeacher++;
+    if (ds.teacherHard[item] === pred[k]) agree++;
+  });
+  return withTeacher ? agree / withTeacher : null;
 }
 
 /** The gold-labelled items of a split. */
