@@ -108,7 +108,7 @@ const SKLEARN = {
         { coverage: 0.2, n: 2, accuracy: 0.5 },
         { coverage: 0.3, n: 3, accuracy: 0.6666666666666666 },
         { coverage: 0.4, n: 3, accuracy: 0.6666666666666666 },
-        { coverage: 0.5, n: 4, accuracy: 0.75 },
+        { coverage: 0.5, n: 4, accuracy: 0.625 },
         { coverage: 0.6, n: 5, accuracy: 0.6 },
         { coverage: 0.7, n: 5, accuracy: 0.6 },
         { coverage: 0.8, n: 6, accuracy: 0.5 },
@@ -130,14 +130,14 @@ const SKLEARN = {
       nll: 0.6931471805599453,
       ece: 0.09999999999999998,
       coverage: [
-        { coverage: 0.1, n: 1, accuracy: 0.0 },
-        { coverage: 0.2, n: 1, accuracy: 0.0 },
-        { coverage: 0.3, n: 2, accuracy: 0.5 },
-        { coverage: 0.4, n: 2, accuracy: 0.5 },
-        { coverage: 0.5, n: 3, accuracy: 0.3333333333333333 },
-        { coverage: 0.6, n: 3, accuracy: 0.3333333333333333 },
-        { coverage: 0.7, n: 4, accuracy: 0.25 },
-        { coverage: 0.8, n: 4, accuracy: 0.25 },
+        { coverage: 0.1, n: 1, accuracy: 0.4 },
+        { coverage: 0.2, n: 1, accuracy: 0.4 },
+        { coverage: 0.3, n: 2, accuracy: 0.4 },
+        { coverage: 0.4, n: 2, accuracy: 0.4 },
+        { coverage: 0.5, n: 3, accuracy: 0.4000000000000001 },
+        { coverage: 0.6, n: 3, accuracy: 0.4000000000000001 },
+        { coverage: 0.7, n: 4, accuracy: 0.4 },
+        { coverage: 0.8, n: 4, accuracy: 0.4 },
         { coverage: 0.9, n: 5, accuracy: 0.4 },
         { coverage: 1.0, n: 5, accuracy: 0.4 },
       ],
@@ -223,7 +223,7 @@ describe('classificationMetrics', () => {
     assert.throws(() => classificationMetrics(['a', 'b'], [0], [0], [[0.2, 0.3, 0.5]]), /3 classes, expected 2/);
   });
 
-  test('coverageCurve keeps ceil(x·N/100) items, most confident first', () => {
+  test('coverageCurve keeps ceil(x·N/100) items, most confident first; ties at the cut at their accuracy', () => {
     // Confidences 0.9 (wrong), 0.8, 0.7, 0.6 (right): the top 25% is all wrong, the top 50% half right.
     const curve = coverageCurve([0.6, 0.9, 0.7, 0.8], [true, false, true, true], [25, 50, 75, 100]);
     assert.deepEqual(
@@ -233,6 +233,16 @@ describe('classificationMetrics', () => {
         [2, 0.5],
         [3, 2 / 3],
         [4, 0.75],
+      ],
+    );
+    // Three items tied at 0.9 (one right) above one at 0.5 (right): keeping 2 takes 2 of the tied three at 1/3 each.
+    const tied = coverageCurve([0.9, 0.5, 0.9, 0.9], [false, true, true, false], [50, 75, 100]);
+    assert.deepEqual(
+      tied.map((p) => [p.n, p.accuracy]),
+      [
+        [2, 1 / 3],
+        [3, 1 / 3],
+        [4, 0.5],
       ],
     );
     assert.throws(() => coverageCurve([1], [true], [0]), /percentage/);
@@ -375,9 +385,12 @@ describe('eval.ts', () => {
     // p(gold) is 0.8 where right and 0.1 where wrong (soft labels from logprobs, stored in 16 bits).
     const nll = -(((testIdx.length - wrong.length) * Math.log(0.8) + wrong.length * Math.log(0.1)) / testIdx.length);
     assert.ok(Math.abs(a.nll! - nll) < 1e-3, `nll ${a.nll} vs ${nll}`);
-    // Every confidence is 0.8: the curve keeps items in order, and at 100% is the accuracy.
-    assert.equal(a.coverage!.at(-1)!.accuracy, a.accuracy);
-    assert.equal(a.coverage![0].n, 1);
+    // Every confidence is 0.8: confidence tells nothing here, and the curve is flat at the accuracy.
+    assert.deepEqual(
+      a.coverage!.map((p) => p.n),
+      [1, 2, 3, 4, 4, 5, 6, 7, 8, 8],
+    );
+    for (const p of a.coverage!) assert.ok(Math.abs(p.accuracy! - a.accuracy) < 1e-12, `${p.accuracy} at ${p.coverage}`);
     // Teacher A paid one request per item; teacher B one more (item 1's garbage answer), over the same 30 items.
     assert.equal(a.labeled, N);
     assert.ok(Math.abs(a.paid - N * REQUEST_COST) < 1e-12, `paid ${a.paid}`);

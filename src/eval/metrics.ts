@@ -156,10 +156,12 @@ export function perClassMetrics(labels: readonly string[], confusion: readonly (
 }
 
 /**
- * Accuracy when only the most confident items are kept: items sorted by
- * confidence, highest first (ties keep item order), and for each percentage x
- * the first ceil(x·N/100) items scored. A labeler whose confidence means
- * something has a curve that falls from left to right.
+ * Accuracy when only the most confident items are kept: for each percentage x,
+ * the ceil(x·N/100) items of highest confidence. Items tied at the cut are
+ * taken at their group's accuracy (the expected accuracy when ties are broken
+ * at random), so a labeler that gives every item the same confidence shows a
+ * flat curve rather than one that depends on item order. A labeler whose
+ * confidence means something has a curve that falls from left to right.
  */
 export function coverageCurve(
   confidence: readonly number[],
@@ -168,13 +170,27 @@ export function coverageCurve(
 ): CoveragePoint[] {
   checkSameLength(confidence, correct, 'confidences and correctness differ in length');
   const n = confidence.length;
-  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => confidence[b] - confidence[a] || a - b);
-  const rightSoFar = new Array<number>(n + 1).fill(0);
-  order.forEach((i, k) => (rightSoFar[k + 1] = rightSoFar[k] + (correct[i] ? 1 : 0)));
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => confidence[b] - confidence[a]);
+  // Groups of equal confidence, highest first: where each starts in `order`, and its right answers.
+  const start: number[] = [];
+  const right: number[] = [];
+  order.forEach((i, k) => {
+    if (k === 0 || confidence[i] !== confidence[order[k - 1]]) {
+      start.push(k);
+      right.push(0);
+    }
+    if (correct[i]) right[right.length - 1]++;
+  });
   return percents.map((x) => {
     if (!(x > 0 && x <= 100)) throw new DistilleryError(`a coverage must be a percentage in (0, 100], got ${x}`);
     const kept = Math.ceil((x * n) / 100 - 1e-9);
-    return { coverage: x / 100, n: kept, accuracy: kept ? rightSoFar[kept] / kept : NaN };
+    let sum = 0;
+    for (let g = 0; g < start.length && start[g] < kept; g++) {
+      const size = (g + 1 < start.length ? start[g + 1] : n) - start[g];
+      const taken = Math.min(size, kept - start[g]);
+      sum += taken === size ? right[g] : (taken * right[g]) / size;
+    }
+    return { coverage: x / 100, n: kept, accuracy: kept ? sum / kept : NaN };
   });
 }
 
