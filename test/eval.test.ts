@@ -456,10 +456,15 @@ describe('eval.ts', () => {
   });
 
   test('bad input: one line, exit 1', async () => {
-    const [noSplit, noTeacher] = await Promise.all([
+    const missing = path.join(dir, 'missing.db');
+    const [noSplit, noTeacher, noDb] = await Promise.all([
       runScript('eval', ['--db', db, '--split', 'dev']),
       runScript('eval', ['--db', db, '--teachers', 'nobody']),
+      runScript('eval', ['--db', missing, '--targets']),
     ]);
+    assert.equal(noDb.code, 1);
+    assert.equal(noDb.stderr, `error: ${missing}: no such database (create one with import.ts or label.ts)\n`);
+    assert.ok(!fs.existsSync(missing));
     assert.equal(noSplit.code, 1);
     assert.equal(noSplit.stderr, 'error: task "animals" has no gold-labelled items in split "dev" (splits: test, train)\n');
     assert.equal(noTeacher.code, 1);
