@@ -1,6 +1,6 @@
 /** Scoring predictions against gold: the test report the trainer writes and eval.ts prints. */
 import { DistilleryError } from '../errors.ts';
-import { classificationMetrics } from '../eval/metrics.ts';
+import { agreement, classificationMetrics } from '../eval/metrics.ts';
 import type { Dataset } from '../train/data.ts';
 import type { ModelForTask } from './model.ts';
 import { argmaxRow, predictAll, ruleOf } from './predict.ts';
@@ -34,14 +34,11 @@ export function testReport(probs: Float32Array, ds: Dataset, idx: number[]): Tes
 
 /** How often the predictions pred[k] (of items idx[k]) equal the teachers' aggregated label, over the items that have one. */
 export function teacherAgreement(ds: Dataset, idx: number[], pred: number[]): number | null {
-  let agree = 0;
-  let withTeacher = 0;
-  idx.forEach((item, k) => {
-    if (ds.teacherHard[item] < 0) return;
-    withTeacher++;
-    if (ds.teacherHard[item] === pred[k]) agree++;
-  });
-  return withTeacher ? agree / withTeacher : null;
+  const { n, rate } = agreement(
+    pred,
+    idx.map((item) => (ds.teacherHard[item] >= 0 ? ds.teacherHard[item] : null)),
+  );
+  return n ? rate : null;
 }
 
 /** The gold-labelled items of a split. */
