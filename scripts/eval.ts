@@ -46,7 +46,7 @@ const program = addJsonOption(
         'the target with --targets (or any of --aggregate, --weights, --calibrate), and the --teachers; with none of these, every teacher.',
     )
     .option('--split <name>', 'split to evaluate', 'test')
-    .option('--targets', 'the training target train.ts builds from --teachers with the same aggregation flags (default mean)', false),
+    .option('--targets', 'also score the training target, built as train.ts builds it from --teachers and the flags above', false),
 );
 
 runCli(async () => {
