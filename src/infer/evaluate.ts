@@ -1,5 +1,5 @@
 /** Scoring predictions against gold: the test report the trainer writes and eval.ts prints. */
-import { DistilleryError } from '../errors.ts';
+import { noGoldItems } from '../eval/evaluate.ts';
 import { agreement, classificationMetrics } from '../eval/metrics.ts';
 import type { Dataset } from '../train/data.ts';
 import type { ModelForTask } from './model.ts';
@@ -49,6 +49,6 @@ export function splitItems(ds: Dataset, split: string): number[] {
 /** A loaded model's test report on one split of its task. */
 export async function evaluateSplit(m: ModelForTask, split: string): Promise<TestReport> {
   const idx = splitItems(m.ds, split);
-  if (idx.length === 0) throw new DistilleryError(`task "${m.ds.task.name}" has no gold-labelled items in split "${split}"`);
+  if (idx.length === 0) throw noGoldItems(m.ds.task, split, [...new Set(m.ds.splits)].sort());
   return testReport(await predictAll(m.model.student, m.ds, idx, ruleOf(m.model.spec)), m.ds, idx);
 }
