@@ -23,6 +23,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { parse } from 'csv-parse/sync';
 import { intArg, numberArg } from '../src/cli/run.ts';
+import { accuracy as goldAccuracy } from '../src/eval/metrics.ts';
+import { argmax } from '../src/targets/vector.ts';
 import { mulberry32, shuffle } from '../src/random.ts';
 import { fit, LinearFasttext, packBags } from '../src/train/fast/fasttext.ts';
 import { Hogwild } from '../src/train/fast/hogwild.ts';
@@ -263,13 +265,10 @@ async function runTfjs(d: TextData, n: number): Promise<{ train: number; seconds
 }
 
 function accuracy(probs: Float32Array, gold: number[], c: number): number {
-  let right = 0;
-  gold.forEach((g, i) => {
-    let best = 0;
-    for (let k = 1; k < c; k++) if (probs[i * c + k] > probs[i * c + best]) best = k;
-    if (best === g) right++;
-  });
-  return right / gold.length;
+  return goldAccuracy(
+    gold.map((_, i) => argmax(probs.subarray(i * c, (i + 1) * c))),
+    gold,
+  ).value;
 }
 
 /** hashTokens' word splitter (models/fasttext.ts), so that fastText sees the words we hash. */

@@ -1,6 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { accuracy, agreement, ece, nll, softmaxT } from '../src/targets/metrics.ts';
+import { accuracy, agreement, ece, nll } from '../src/eval/metrics.ts';
+import { softmaxT } from '../src/targets/softmax.ts';
 import { calibrationReport, fitTemperature } from '../src/targets/calibrate.ts';
 import { aggregate, type AggregateResult } from '../src/targets/aggregate.ts';
 import { TargetsError, type Labels, type TeacherView } from '../src/targets/types.ts';
@@ -60,11 +61,11 @@ describe('metrics', () => {
     assert.equal(accuracy([null], [1]).n, 0);
   });
 
-  test('nll is the mean -log p(gold), clamped at 1e-12', () => {
+  test('nll is the mean -log p(gold), clamped at 1e-15 (sklearn log_loss eps before 1.5)', () => {
     const r = nll(probs, gold);
     assert.equal(r.n, 4);
     assertClose(r.value, -(Math.log(0.9) + Math.log(0.08) + Math.log(0.7) + Math.log(0.45)) / 4);
-    assertClose(nll([Float64Array.from([1, 0])], [1]).value, -Math.log(1e-12));
+    assertClose(nll([Float64Array.from([1, 0])], [1]).value, -Math.log(1e-15));
   });
 
   test('ece by hand', () => {

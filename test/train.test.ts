@@ -275,14 +275,15 @@ describe('train: CLI', { concurrency: 3 }, () => {
       run('eval', ['--student', T, '--db', db, '--backend', TRAIN_BACKEND, '--json']),
     ]);
     for (const r of [ok(re), ok(reT)]) assert.equal(r.stdout.trim().split('\n').length, 1, `one JSON line: ${r.stdout}`);
-    const ev = JSON.parse(re.stdout) as Metrics['test'];
+    const evalRow = (stdout: string) => (JSON.parse(stdout) as { evaluations: Metrics['test'][] }).evaluations[0];
+    const ev = evalRow(re.stdout);
     assert.equal(ev.n, ms.test.n);
     assert.equal(ev.accuracy, ms.test.accuracy, 'eval agrees with the training report');
     assert.equal(ev.teacher_agreement, ms.test.teacher_agreement);
     assert.deepEqual(ev.confusion, ms.test.confusion);
     // The teacher itself against its own ingested logits: the argmax survives dense16 storage
     // (a near-tie could flip, hence not exactly 1) and the rows were matched to the right items.
-    const evT = JSON.parse(reT.stdout) as Metrics['test'];
+    const evT = evalRow(reT.stdout);
     assert.equal(evT.accuracy, mt.test.accuracy);
     assert.ok(evT.teacher_agreement! >= 0.95, `teacher vs its own logits: ${evT.teacher_agreement}`);
 

@@ -8,7 +8,7 @@ import { DistilleryError } from '../errors.ts';
 import { storeStatus, type StoreStatus } from '../store/status.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
-import { eceOfBins, reliabilityBins, type ReliabilityBin } from '../targets/metrics.ts';
+import { eceOfBins, reliabilityBins, type ReliabilityBin } from '../eval/metrics.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
 
 export interface Reliability {

@@ -5,6 +5,7 @@
  */
 import { dawidSkene } from './dawid-skene.ts';
 import { TargetsError, type Labels, type TeacherView } from './types.ts';
+import { accuracy } from '../eval/metrics.ts';
 import { argmax, checkClass } from './vector.ts';
 import { checkViews, labelMatrix, resolveTemperatures, teacherLabel, teacherProbs } from './views.ts';
 
@@ -125,15 +126,11 @@ export function fitWeights(views: TeacherView[], gold: Labels | undefined, n: nu
 
 function goldAccuracy(v: TeacherView, gold: Labels | undefined, n: number): number | null {
   if (gold === undefined) return null;
-  let seen = 0;
-  let correct = 0;
-  for (let i = 0; i < n; i++) {
-    const l = teacherLabel(v, i);
-    if (l === null || gold[i] === null) continue;
-    seen++;
-    if (l === gold[i]) correct++;
-  }
-  return seen ? correct / seen : null;
+  const { n: seen, value } = accuracy(
+    Array.from({ length: n }, (_, i) => teacherLabel(v, i)),
+    gold,
+  );
+  return seen ? value : null;
 }
 
 /**

@@ -4,7 +4,8 @@
  * Dividing all logits by the same T never changes the argmax, so accuracy is
  * untouched and only the confidence moves: an over-confident teacher gets T > 1.
  */
-import { accuracy, checkLogits, ece, logSoftmaxTAt, nll, NLL_CLAMP, softmaxT } from './metrics.ts';
+import { accuracy, ece, nll, NLL_CLAMP } from '../eval/metrics.ts';
+import { checkLogits, logSoftmaxTAt, softmaxT } from './softmax.ts';
 import type { Labels, TeacherView } from './types.ts';
 import { argmax, checkClass, checkSameLength } from './vector.ts';
 

@@ -1,7 +1,8 @@
 import type { Store, TaskRow } from '../store/store.ts';
 import { calibrationReport, fitTemperature } from './calibrate.ts';
 import { loadView, resolveTeachers, taskItems } from './from-store.ts';
-import { accuracy, agreement, ece, nll, softmaxT } from './metrics.ts';
+import { accuracy, agreement, ece, nll } from '../eval/metrics.ts';
+import { softmaxT } from './softmax.ts';
 
 export interface TeacherRow {
   teacher: string;

@@ -2,7 +2,7 @@
  * Reading one teacher's answer for one item, after the whole set of views has
  * been checked once, so the aggregation loops can index without re-checking.
  */
-import { checkLogits, checkTemperature, softmaxT } from './metrics.ts';
+import { checkLogits, checkTemperature, softmaxT } from './softmax.ts';
 import { TargetsError, type TeacherView } from './types.ts';
 import { argmax, checkClass, oneHot } from './vector.ts';
 

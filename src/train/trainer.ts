@@ -12,6 +12,7 @@ import { DistilleryError, SettingError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { mulberry32, shuffle } from '../random.ts';
 import { loadModel, type SavedModelSpec } from '../infer/model.ts';
+import { accuracy } from '../eval/metrics.ts';
 import { predictAll, softmaxRule, argmaxRow, type PredictRule } from '../infer/predict.ts';
 import { testReport, type TestReport } from '../infer/evaluate.ts';
 import { tf } from './backend.ts';
@@ -116,11 +117,10 @@ export function splitIndices(ds: Dataset, seed: number): { train: number[]; val:
 function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number | null {
   if (idx.length === 0) return null;
   const c = ds.task.labels.length;
-  let right = 0;
-  idx.forEach((item, k) => {
-    if (argmaxRow(probs, k, c) === ds.targetHard[item]) right++;
-  });
-  return right / idx.length;
+  return accuracy(
+    idx.map((_, k) => argmaxRow(probs, k, c)),
+    idx.map((item) => ds.targetHard[item]),
+  ).value;
 }
 
 const CHECKPOINT = 'checkpoint';

@@ -14,7 +14,9 @@ import { tf } from '../backend.ts';
 import type { Dataset } from '../data.ts';
 import { saveWeights } from '../io.ts';
 import { textBatch, type FasttextSpec, type StudentSpec } from '../models/index.ts';
+import { accuracy } from '../../eval/metrics.ts';
 import { testReport } from '../../infer/evaluate.ts';
+import { argmaxRow } from '../../infer/predict.ts';
 import { distillDefaults } from '../distill/index.ts';
 import { splitIndices, type EpochRecord, type SavedModelSpec, type TrainConfig, type TrainHooks, type TrainResult } from '../trainer.ts';
 import { fit, LinearFasttext, packBags, temperTeacher, type FitOptions, type Objective, type PackedBags } from './fasttext.ts';
@@ -178,11 +180,8 @@ function targetAccuracy(model: LinearFasttext, bags: PackedBags, ds: Dataset, id
   if (idx.length === 0) return null;
   const c = ds.task.labels.length;
   const probs = model.predict(bags, idx);
-  let right = 0;
-  idx.forEach((item, k) => {
-    let best = 0;
-    for (let j = 1; j < c; j++) if (probs[k * c + j] > probs[k * c + best]) best = j;
-    if (best === ds.targetHard[item]) right++;
-  });
-  return right / idx.length;
+  return accuracy(
+    idx.map((_, k) => argmaxRow(probs, k, c)),
+    idx.map((item) => ds.targetHard[item]),
+  ).value;
 }
