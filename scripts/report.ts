@@ -12,7 +12,7 @@ import {
 import { log, runCli, say } from '../src/cli/run.ts';
 import { gatherReport, readStudent, type StudentReport } from '../src/report/data.ts';
 import { renderReport } from '../src/report/html.ts';
-import { studentReliability } from '../src/report/student-predictions.ts';
+import { studentPredictions } from '../src/report/student-predictions.ts';
 
 interface ReportFlags {
   db: string;
@@ -48,7 +48,8 @@ runCli(async () => {
     }
     const students: StudentReport[] = [];
     for (let i = 0; i < dirs.length; i++) {
-      students.push({ ...read[i], reliability: opts.predict ? await studentReliability(store, dirs[i]) : null });
+      const predicted = opts.predict ? await studentPredictions(store, dirs[i]) : null;
+      students.push({ ...read[i], reliability: predicted?.reliability ?? null, evaluation: predicted?.evaluation ?? null });
     }
     const html = renderReport(gatherReport(store, students));
     const out = resolve(join(opts.out, REPORT_FILE));

@@ -8,7 +8,7 @@ import { DistilleryError } from '../errors.ts';
 import { storeStatus, type StoreStatus } from '../store/status.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
-import { eceOfBins, reliabilityBins, type ReliabilityBin } from '../targets/metrics.ts';
+import { accuracy, ece, eceOfBins, nll, reliabilityBins, type Metric, type ReliabilityBin } from '../targets/metrics.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
 
 export interface Reliability {
@@ -17,22 +17,56 @@ export interface Reliability {
   bins: ReliabilityBin[];
 }
 
+/** The split every model of the report is compared on: teachers and students alike. */
+export const REPORT_SPLIT = 'test';
+
+/**
+ * One model's evaluation against gold on one split, from its own probabilities: what the
+ * evaluation section shows for teachers and students alike. macro-F1 and the accuracy–coverage
+ * curve come from the evaluation module (src/eval) where it is present; null where not computed.
+ */
+export interface Evaluation {
+  split: string;
+  n: number;
+  accuracy: number | null;
+  macroF1: number | null;
+  ece: number | null;
+  /** Accuracy when only the most confident share of items is kept, share rising to 1. */
+  coverage: { coverage: number; accuracy: number }[] | null;
+}
+
+/** A teacher of the store measured on the report's split. */
+export interface TeacherOnSplit {
+  teacher: string;
+  split: string;
+  /** Its hard labels against gold on the split. */
+  accuracy: Metric;
+  /** Of its probabilities at T = 1 on the split (items with a soft label and gold). */
+  nll: Metric;
+  reliability: Reliability;
+  evaluation: Evaluation | null;
+}
+
 export interface TaskReport {
   task: string;
   labels: string[];
   teachers: TeachersReport | null;
-  /** Per teacher: its probabilities at T = 1 against gold, every split. */
-  teacherReliability: { teacher: string; reliability: Reliability }[];
+  /** Items of the task in the report's split, and how many have gold. */
+  splitItems: number;
+  splitGold: number;
+  /** Per teacher: its labels and probabilities against gold on the report's split. */
+  teacherOnSplit: TeacherOnSplit[];
 }
 
 /** What train.ts writes to DIR/metrics.json (the fields the report reads). */
 export interface StudentMetrics {
   command?: string;
   backend?: string;
+  trainer?: string;
   seed?: number;
   student?: { kind?: string; [k: string]: unknown };
   params?: number;
-  config?: Record<string, unknown>;
+  config?: { seed?: number; distill?: string[]; settings?: Record<string, unknown>; featureTeacher?: string; initFrom?: string; [k: string]: unknown };
   targets?: unknown;
   history?: {
     epoch: number;
@@ -57,6 +91,8 @@ export interface StudentReport {
   metrics: StudentMetrics;
   /** From the model's own predictions on the test split (null when not computed). */
   reliability: Reliability | null;
+  /** From the same predictions (null when not computed). */
+  evaluation?: Evaluation | null;
 }
 
 export interface ReportData {
@@ -71,15 +107,45 @@ export function reliabilityOf(probs: (Float64Array | null)[], gold: (number | nu
   return { n: r.n, ece: r.n ? eceOfBins(r) : null, bins: r.bins };
 }
 
+/** A model's evaluation from its probabilities on a split (items without gold or probabilities are left out). */
+export function evaluationOf(probs: (Float64Array | null)[], gold: (number | null)[], split: string): Evaluation {
+  const keep = probs.map((p, i) => p !== null && gold[i] !== null);
+  const hard = probs.map((p) => (p ? argmax(p) : null));
+  const acc = accuracy(
+    hard.filter((_, i) => keep[i]),
+    gold.filter((_, i) => keep[i]),
+  );
+  const e = ece(probs, gold);
+  return { split, n: acc.n, accuracy: acc.n ? acc.value : null, macroF1: null, ece: e.n ? e.value : null, coverage: null };
+}
+
+const argmax = (p: Float64Array) => p.reduce((best, v, k) => (v > p[best] ? k : best), 0);
+
 export function taskReport(store: Store, task: TaskRow): TaskReport {
-  if (store.runs(task.id).length === 0) return { task: task.name, labels: task.labels, teachers: null, teacherReliability: [] };
   const items = taskItems(store, task);
-  const teacherReliability = resolveTeachers(store, task).map((source) => {
+  const inSplit = items.items.map((it) => it.split === REPORT_SPLIT);
+  const gold = items.gold.map((g, i) => (inSplit[i] ? g : null));
+  const base = {
+    task: task.name,
+    labels: task.labels,
+    splitItems: inSplit.filter(Boolean).length,
+    splitGold: gold.filter((g) => g !== null).length,
+  };
+  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [] };
+  const teacherOnSplit = resolveTeachers(store, task).map((source): TeacherOnSplit => {
     const view = loadView(store, task, items, source);
-    const probs = view.logprobs.map((lp) => (lp ? lp.map(Math.exp) : null));
-    return { teacher: source.name, reliability: reliabilityOf(probs, items.gold) };
+    const probs = view.logprobs.map((lp, i) => (lp && inSplit[i] ? lp.map(Math.exp) : null));
+    const withProbs = probs.some((p, i) => p !== null && gold[i] !== null);
+    return {
+      teacher: source.name,
+      split: REPORT_SPLIT,
+      accuracy: accuracy(view.hard, gold),
+      nll: nll(probs, gold),
+      reliability: reliabilityOf(probs, gold),
+      evaluation: withProbs ? evaluationOf(probs, gold, REPORT_SPLIT) : null,
+    };
   });
-  return { task: task.name, labels: task.labels, teachers: teachersReport(store, task), teacherReliability };
+  return { ...base, teachers: teachersReport(store, task), teacherOnSplit };
 }
 
 /** A model folder's metrics and size; predictions (for the reliability diagram) are added by the caller. */
