@@ -66,7 +66,14 @@ export interface StudentMetrics {
   seed?: number;
   student?: { kind?: string; [k: string]: unknown };
   params?: number;
-  config?: { seed?: number; distill?: string[]; settings?: Record<string, unknown>; featureTeacher?: string; initFrom?: string; [k: string]: unknown };
+  config?: {
+    seed?: number;
+    distill?: string[];
+    settings?: Record<string, unknown>;
+    featureTeacher?: string;
+    initFrom?: string;
+    [k: string]: unknown;
+  };
   targets?: unknown;
   history?: {
     epoch: number;

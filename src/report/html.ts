@@ -65,10 +65,12 @@ function groupAccuracy(g: RecipeGroup): string {
   return `${pct(g.accuracy)} (mean of ${g.members.length} runs, ${g.seeds} seed${g.seeds === 1 ? '' : 's'}; ${pct(g.min)}–${pct(g.max)})`;
 }
 
-const items = (ns: number[]) => (ns.length === 1 ? `${count(ns[0])} ${REPORT_SPLIT} items` : `${ns.map(count).join(' / ')} ${REPORT_SPLIT} items (different splits)`);
+const items = (ns: number[]) =>
+  ns.length === 1 ? `${count(ns[0])} ${REPORT_SPLIT} items` : `${ns.map(count).join(' / ')} ${REPORT_SPLIT} items (different splits)`;
 
 function headlineSection(h: Headline | null): string {
-  if (!h) return `<p class="headline">No student with a ${REPORT_SPLIT} accuracy against gold (give trained model folders with <code>--student DIR</code>).</p>`;
+  if (!h)
+    return `<p class="headline">No student with a ${REPORT_SPLIT} accuracy against gold (give trained model folders with <code>--student DIR</code>).</p>`;
   const b = h.best;
   const seeds = (g: RecipeGroup) => `${g.seeds} seed${g.seeds === 1 ? '' : 's'}`;
   let text = `<b>${esc(groupName(b))}</b> is the best ${b.onGold ? 'model' : 'student'} on the ${esc(h.split)} split: ${esc(groupAccuracy(b))} accuracy`;
@@ -196,7 +198,19 @@ function studentsSection(students: StudentReport[]): string {
   if (students.length === 0) return `<h2>Students</h2><p class="note">No model given (<code>--student DIR</code>).</p>`;
   let html = `<h2>Students side by side</h2>`;
   html += table(
-    ['student', 'kind', 'trained on', 'seed', `${REPORT_SPLIT} n`, 'accuracy', 'teacher agreement', 'ECE', 'parameters', 'size', 'samples/s'],
+    [
+      'student',
+      'kind',
+      'trained on',
+      'seed',
+      `${REPORT_SPLIT} n`,
+      'accuracy',
+      'teacher agreement',
+      'ECE',
+      'parameters',
+      'size',
+      'samples/s',
+    ],
     students.map((s) => {
       const m = s.metrics;
       return [
@@ -236,6 +250,7 @@ function studentsSection(students: StudentReport[]): string {
     xLabel: 'epoch',
     yLabel: '% (each against its own targets)',
     yClamp: [0, 100],
+    empty: 'no validation slice (train.ts holds one out from 50 training items up)',
     series: students.map((s, i) => ({
       name: `${s.name} (vs ${onGold(s) ? 'gold' : 'its targets'})`,
       color: PALETTE[i % PALETTE.length],
@@ -252,8 +267,12 @@ function studentsSection(students: StudentReport[]): string {
  */
 export function evaluationSection(d: Pick<ReportData, 'tasks' | 'students'>): string {
   const rows: { name: string; role: string; e: Evaluation }[] = [
-    ...d.tasks.flatMap((t) => t.teacherOnSplit.flatMap((x) => (x.evaluation ? [{ name: x.teacher, role: 'teacher (stored labels)', e: x.evaluation }] : []))),
-    ...d.students.flatMap((s) => (s.evaluation ? [{ name: s.name, role: onGold(s) ? `${s.kind}, trained on gold` : `${s.kind} student`, e: s.evaluation }] : [])),
+    ...d.tasks.flatMap((t) =>
+      t.teacherOnSplit.flatMap((x) => (x.evaluation ? [{ name: x.teacher, role: 'teacher (stored labels)', e: x.evaluation }] : [])),
+    ),
+    ...d.students.flatMap((s) =>
+      s.evaluation ? [{ name: s.name, role: onGold(s) ? `${s.kind}, trained on gold` : `${s.kind} student`, e: s.evaluation }] : [],
+    ),
   ];
   if (rows.length === 0) return '';
   const withF1 = rows.some((r) => r.e.macroF1 !== null);
@@ -304,6 +323,7 @@ function studentDetail(s: StudentReport): string {
   });
   if (s.metrics.test?.confusion)
     html += heatmap({ title: `Confusion matrix (${REPORT_SPLIT} split)`, labels: s.labels, matrix: s.metrics.test.confusion });
-  if (s.reliability) html += reliabilityDiagram({ title: `Reliability (${REPORT_SPLIT} split)`, bins: s.reliability.bins, ece: s.reliability.ece });
+  if (s.reliability)
+    html += reliabilityDiagram({ title: `Reliability (${REPORT_SPLIT} split)`, bins: s.reliability.bins, ece: s.reliability.ece });
   return `${html}</div>`;
 }

@@ -15,7 +15,12 @@ const weightOf = (settings: Record<string, unknown>, term: string): number | und
 /** The teachers a student learnt from, as they were chosen: `cnn`, `mean(a, b)`, `all teachers`. */
 function teacherSource(t: { teachers?: string; aggregate?: string; calibrate?: boolean }): string {
   const names = t.teachers && t.teachers !== 'all' ? t.teachers.split(',').map((s) => s.trim()) : null;
-  const who = names === null ? `${t.aggregate ?? 'mean'} of all teachers` : names.length === 1 ? names[0] : `${t.aggregate ?? 'mean'}(${names.join(', ')})`;
+  const who =
+    names === null
+      ? `${t.aggregate ?? 'mean'} of all teachers`
+      : names.length === 1
+        ? names[0]
+        : `${t.aggregate ?? 'mean'}(${names.join(', ')})`;
   return t.calibrate ? `${who}, calibrated` : who;
 }
 
@@ -35,19 +40,18 @@ export function objectiveText(m: StudentMetrics): string {
   const src = gold ? 'gold' : teacherSource(targets);
   const settings = m.config?.settings ?? {};
   const fromHistory = [...new Set((m.history ?? []).flatMap((e) => Object.keys(e.terms ?? {})))];
-  const terms = fromHistory.length
-    ? fromHistory
-    : (m.config?.distill ?? []).filter((d) => weightOf(settings, d) !== 0);
+  const terms = fromHistory.length ? fromHistory : (m.config?.distill ?? []).filter((d) => weightOf(settings, d) !== 0);
   const feature = m.config?.featureTeacher ? basename(String(m.config.featureTeacher).replace(/\/+$/, '')) : 'the feature teacher';
-  const T = typeof settings.kdTemperature === 'number' ? `T=${settings.kdTemperature}` : 'T default';
+  // Settings left at their defaults are not in metrics.json: then the text names the term alone.
+  const T = typeof settings.kdTemperature === 'number' ? ` (T=${settings.kdTemperature})` : '';
   const phrase = (term: string): string => {
     switch (term) {
       case 'ce':
         return gold ? 'CE to gold labels' : `CE to hard labels of ${src}`;
       case 'kd':
-        return `KD (${T}) to soft labels of ${src}`;
+        return `KD${T} to soft labels of ${src}`;
       case 'multi-kd':
-        return `KD (${T}) to each teacher's soft labels (${src})`;
+        return `KD${T} to each teacher's soft labels (${src})`;
       case 'deit':
         return `DeiT distillation head on ${src}`;
       case 'civt':

@@ -116,7 +116,11 @@ function plotArea(x: number, y: number, w: number, h: number): string {
   return `<rect class="plot-area" x="${r1(x)}" y="${r1(y)}" width="${r1(w)}" height="${r1(h)}" fill="none" stroke="none"/>`;
 }
 
-function axes(f: Frame, xs: Scale & { label: string }, ys: Scale & { label: string }): { sx: (x: number) => number; sy: (y: number) => number; svg: string } {
+function axes(
+  f: Frame,
+  xs: Scale & { label: string },
+  ys: Scale & { label: string },
+): { sx: (x: number) => number; sy: (y: number) => number; svg: string } {
   const w = f.width - f.left - f.right;
   const h = f.height - f.top - f.bottom;
   const sx = (x: number) => r1(f.left + (xs.hi > xs.lo ? ((x - xs.lo) / (xs.hi - xs.lo)) * w : w / 2));
@@ -165,6 +169,8 @@ export function lineChart(o: {
   yClamp?: [number, number];
   /** Start the y axis at 0 (losses), else at the lowest point. */
   yFromZero?: boolean;
+  /** What the chart says when no series has a point. */
+  empty?: string;
 }): string {
   const series = o.series
     .map((s, i) => ({
@@ -174,7 +180,7 @@ export function lineChart(o: {
     }))
     .filter((s) => s.points.length > 0);
   const all = series.flatMap((s) => s.points);
-  if (all.length === 0) return emptyChart(o.title, 'no data');
+  if (all.length === 0) return emptyChart(o.title, o.empty ?? 'no data');
   const xv = all.map((p) => p[0]);
   const xs = xv.every(Number.isInteger) ? integerScale(Math.min(...xv), Math.max(...xv)) : niceScale(xv, { count: 8 });
   const ys = niceScale([...all.map((p) => p[1]), ...(o.yFromZero ? [0] : [])], o.yClamp ? { clamp: o.yClamp } : {});
