@@ -321,7 +321,7 @@ function chromiumPath(): string | undefined {
 describe('report: CLI and browser', () => {
   let reportFile: string | undefined;
 
-  test('report.ts over a store with a teacher and two students', async () => {
+  test('report.ts over a store with a teacher, two seeds of a distilled student, its hard-label twin and a model on gold', async () => {
     const dir = workDir();
     // 30 a class: 60 training items, enough for train.ts to hold out a validation slice (from 50).
     writeShapes(dir, 30, 12);
@@ -388,8 +388,9 @@ describe('report: CLI and browser', () => {
         'wasm',
       ]),
     );
-    // 4 per model (loss, accuracy, confusion, reliability), 2 bar charts, the validation curves, the teacher's reliability.
-    assert.match(r.stdout, /wrote .*report\.html \(\d+ bytes, 20 charts\)/);
+    // 4 per model (loss, accuracy, confusion, reliability), 2 bar charts, the validation curves, the teacher's
+    // reliability, the accuracy–coverage curves.
+    assert.match(r.stdout, /wrote .*report\.html \(\d+ bytes, 21 charts\)/);
     const html = fs.readFileSync(reportFile, 'utf8');
     // Runs, the teacher's table and reliability, the students side by side with their curves.
     assert.match(html, /<table class="runs">[\s\S]*<td class="t">logits<\/td>[\s\S]*<td class="t">mlp<\/td>/);
@@ -404,6 +405,11 @@ describe('report: CLI and browser', () => {
     );
     assert.match(html, /<td class="t">twin<\/td><td class="t">logreg<\/td><td class="t">CE to hard labels of mean of all teachers<\/td>/);
     assert.match(html, /<td class="t">teacher<\/td><td class="t">mlp<\/td><td class="t">CE to gold labels<\/td>/);
+    // Teachers and students evaluated on the same split, from their own answers and probabilities.
+    const evaluation = /<table class="evaluation">([\s\S]*?)<\/table>/.exec(html)?.[1] ?? '';
+    assert.match(evaluation, /<th>macro-F1<\/th>/);
+    for (const name of ['mlp', 'student', 'student-s2', 'twin', 'teacher'])
+      assert.match(evaluation, new RegExp(`<tr><td class="t">${name}</td>.*<td class="t">test</td><td>\\d+</td><td>[\\d.]+%</td>`));
     // The teacher measured on the test split, like the students.
     const testN = JSON.parse(fs.readFileSync(path.join(dir, 'student', 'metrics.json'), 'utf8')).test.n as number;
     assert.match(html, new RegExp(`<td class="t">mlp</td><td>\\d+</td><td>\\d+</td><td>100\\.00%</td><td>[\\d.]+% \\(n=${testN}\\)</td>`));
@@ -444,7 +450,7 @@ describe('report: CLI and browser', () => {
           return { title: s.getAttribute('aria-label'), w: box.width, h: box.height, marks: marks.length };
         }),
       );
-      assert.equal(charts.length, 20); // 4 per model, 2 bar charts, the validation curves, the teacher's reliability
+      assert.equal(charts.length, 21); // 4 per model, 2 bar charts, the validation curves, the teacher's reliability, coverage
       for (const c of charts) {
         assert.ok(c.w > 100 && c.h > 50, `chart drawn at ${c.w}×${c.h}`);
         assert.ok(c.marks >= 1, `chart "${c.title}" has ${c.marks} visible data marks`);
@@ -488,6 +494,8 @@ describe('report: CLI and browser', () => {
         if (c.xLabel === 'epoch') for (const t of c.xTicks) assert.match(t!, /^\d+$/, `epoch label "${t}" in "${c.title}"`);
       }
       assert.ok(shown.some((c) => c.title === 'Validation accuracy per epoch, every student' && c.legend === 4));
+      // The evaluation's accuracy–coverage curves: the teacher and the four models.
+      assert.ok(shown.some((c) => c.title === 'Accuracy against coverage (most confident items first)' && c.legend === 5));
       const head = await page.textContent('p.headline');
       assert.match(
         head!,

@@ -8,7 +8,17 @@ import { DistilleryError } from '../errors.ts';
 import { storeStatus, type StoreStatus } from '../store/status.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
-import { accuracy, ece, eceOfBins, nll, reliabilityBins, type Metric, type ReliabilityBin } from '../targets/metrics.ts';
+import {
+  accuracy,
+  classificationMetrics,
+  eceOfBins,
+  nll,
+  reliabilityBins,
+  type Labels,
+  type Metric,
+  type ReliabilityBin,
+} from '../eval/metrics.ts';
+import { argmax } from '../targets/vector.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
 
 export interface Reliability {
@@ -21,9 +31,8 @@ export interface Reliability {
 export const REPORT_SPLIT = 'test';
 
 /**
- * One model's evaluation against gold on one split, from its own probabilities: what the
- * evaluation section shows for teachers and students alike. macro-F1 and the accuracy–coverage
- * curve come from the evaluation module (src/eval) where it is present; null where not computed.
+ * One model's evaluation against gold on one split, from its answers and probabilities (the
+ * figures of src/eval/metrics.ts): what the evaluation section shows for teachers and students alike.
  */
 export interface Evaluation {
   split: string;
@@ -31,7 +40,7 @@ export interface Evaluation {
   accuracy: number | null;
   macroF1: number | null;
   ece: number | null;
-  /** Accuracy when only the most confident share of items is kept, share rising to 1. */
+  /** Accuracy when only the most confident share of items is kept, share rising to 1 (null without probabilities). */
   coverage: { coverage: number; accuracy: number }[] | null;
 }
 
@@ -114,19 +123,37 @@ export function reliabilityOf(probs: (Float64Array | null)[], gold: (number | nu
   return { n: r.n, ece: r.n ? eceOfBins(r) : null, bins: r.bins };
 }
 
-/** A model's evaluation from its probabilities on a split (items without gold or probabilities are left out). */
-export function evaluationOf(probs: (Float64Array | null)[], gold: (number | null)[], split: string): Evaluation {
-  const keep = probs.map((p, i) => p !== null && gold[i] !== null);
-  const hard = probs.map((p) => (p ? argmax(p) : null));
-  const acc = accuracy(
-    hard.filter((_, i) => keep[i]),
-    gold.filter((_, i) => keep[i]),
+/**
+ * A model's evaluation on a split: its answers (`pred`; a student's are the argmax of its
+ * probabilities, a teacher's the labels it gave) against gold, over the items that have both.
+ */
+export function evaluationOf(
+  labels: readonly string[],
+  pred: Labels,
+  probs: (ArrayLike<number> | null)[],
+  gold: Labels,
+  split: string,
+): Evaluation | null {
+  const keep = gold.flatMap((g, i) => (g !== null && pred[i] !== null ? [i] : []));
+  if (keep.length === 0) return null;
+  const m = classificationMetrics(
+    labels,
+    keep.map((i) => gold[i]!),
+    keep.map((i) => pred[i]!),
+    keep.map((i) => probs[i]),
   );
-  const e = ece(probs, gold);
-  return { split, n: acc.n, accuracy: acc.n ? acc.value : null, macroF1: null, ece: e.n ? e.value : null, coverage: null };
+  return {
+    split,
+    n: m.n,
+    accuracy: m.accuracy,
+    macroF1: m.macroF1,
+    ece: m.ece,
+    coverage: m.coverage?.map((p) => ({ coverage: p.coverage, accuracy: p.accuracy })) ?? null,
+  };
 }
 
-const argmax = (p: Float64Array) => p.reduce((best, v, k) => (v > p[best] ? k : best), 0);
+/** A student's answers: the most probable class. */
+export const argmaxLabels = (probs: (ArrayLike<number> | null)[]): Labels => probs.map((p) => (p ? argmax(p) : null));
 
 export function taskReport(store: Store, task: TaskRow): TaskReport {
   const items = taskItems(store, task);
@@ -142,14 +169,13 @@ export function taskReport(store: Store, task: TaskRow): TaskReport {
   const teacherOnSplit = resolveTeachers(store, task).map((source): TeacherOnSplit => {
     const view = loadView(store, task, items, source);
     const probs = view.logprobs.map((lp, i) => (lp && inSplit[i] ? lp.map(Math.exp) : null));
-    const withProbs = probs.some((p, i) => p !== null && gold[i] !== null);
     return {
       teacher: source.name,
       split: REPORT_SPLIT,
       accuracy: accuracy(view.hard, gold),
       nll: nll(probs, gold),
       reliability: reliabilityOf(probs, gold),
-      evaluation: withProbs ? evaluationOf(probs, gold, REPORT_SPLIT) : null,
+      evaluation: evaluationOf(task.labels, view.hard, probs, gold, REPORT_SPLIT),
     };
   });
   return { ...base, teachers: teachersReport(store, task), teacherOnSplit };

@@ -266,12 +266,18 @@ function studentsSection(students: StudentReport[]): string {
  * and the accuracy–coverage curves where the evaluation module supplied them.
  */
 export function evaluationSection(d: Pick<ReportData, 'tasks' | 'students'>): string {
-  const rows: { name: string; role: string; e: Evaluation }[] = [
-    ...d.tasks.flatMap((t) =>
-      t.teacherOnSplit.flatMap((x) => (x.evaluation ? [{ name: x.teacher, role: 'teacher (stored labels)', e: x.evaluation }] : [])),
-    ),
-    ...d.students.flatMap((s) =>
-      s.evaluation ? [{ name: s.name, role: onGold(s) ? `${s.kind}, trained on gold` : `${s.kind} student`, e: s.evaluation }] : [],
+  // Students keep their colour from the other charts; teachers take the next ones.
+  const colour = (k: number) => PALETTE[k % PALETTE.length];
+  const rows: { name: string; role: string; e: Evaluation; color: string }[] = [
+    ...d.tasks
+      .flatMap((t) => t.teacherOnSplit)
+      .flatMap((x, k) =>
+        x.evaluation ? [{ name: x.teacher, role: 'teacher (stored labels)', e: x.evaluation, color: colour(d.students.length + k) }] : [],
+      ),
+    ...d.students.flatMap((s, i) =>
+      s.evaluation
+        ? [{ name: s.name, role: onGold(s) ? `${s.kind}, trained on gold` : `${s.kind} student`, e: s.evaluation, color: colour(i) }]
+        : [],
     ),
   ];
   if (rows.length === 0) return '';
@@ -289,9 +295,10 @@ export function evaluationSection(d: Pick<ReportData, 'tasks' | 'students'>): st
       xLabel: 'coverage: share of items kept (%)',
       yLabel: 'accuracy (%)',
       yClamp: [0, 100],
-      series: curves.map((r, i) => ({
+      xScale: { lo: 0, hi: 100, ticks: [0, 20, 40, 60, 80, 100] },
+      series: curves.map((r) => ({
         name: r.name,
-        color: PALETTE[i % PALETTE.length],
+        color: r.color,
         points: r.e.coverage!.map((p): [number, number] => [100 * p.coverage, 100 * p.accuracy]),
       })),
     })}</div>`;

@@ -1,11 +1,14 @@
 import type { Store } from '../store/store.ts';
-import { evaluationOf, reliabilityOf, REPORT_SPLIT, type Evaluation, type Reliability } from './data.ts';
+import { argmaxLabels, evaluationOf, reliabilityOf, REPORT_SPLIT, type Evaluation, type Reliability } from './data.ts';
 
 /**
  * A student's reliability and evaluation on the report's split, from its own predictions (the
  * trainer saves the ECE, not the bins). TensorFlow.js is loaded only here.
  */
-export async function studentPredictions(store: Store, dir: string): Promise<{ reliability: Reliability; evaluation: Evaluation } | null> {
+export async function studentPredictions(
+  store: Store,
+  dir: string,
+): Promise<{ reliability: Reliability; evaluation: Evaluation | null } | null> {
   const { loadModelForTask } = await import('../infer/model.ts');
   const { splitItems } = await import('../infer/evaluate.ts');
   const { predictAll, ruleOf } = await import('../infer/predict.ts');
@@ -17,7 +20,10 @@ export async function studentPredictions(store: Store, dir: string): Promise<{ r
     const probs = await predictAll(model.student, ds, test, ruleOf(model.spec));
     const rows = test.map((_, k) => Float64Array.from(probs.subarray(k * c, (k + 1) * c)));
     const gold = test.map((i) => ds.gold[i]);
-    return { reliability: reliabilityOf(rows, gold), evaluation: evaluationOf(rows, gold, REPORT_SPLIT) };
+    return {
+      reliability: reliabilityOf(rows, gold),
+      evaluation: evaluationOf(ds.task.labels, argmaxLabels(rows), rows, gold, REPORT_SPLIT),
+    };
   } finally {
     model.student.dispose();
   }

@@ -171,6 +171,8 @@ export function lineChart(o: {
   yFromZero?: boolean;
   /** What the chart says when no series has a point. */
   empty?: string;
+  /** A fixed x axis (e.g. 0–100% coverage) instead of one fitted to the points; it must hold them. */
+  xScale?: Scale;
 }): string {
   const series = o.series
     .map((s, i) => ({
@@ -182,7 +184,7 @@ export function lineChart(o: {
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return emptyChart(o.title, o.empty ?? 'no data');
   const xv = all.map((p) => p[0]);
-  const xs = xv.every(Number.isInteger) ? integerScale(Math.min(...xv), Math.max(...xv)) : niceScale(xv, { count: 8 });
+  const xs = o.xScale ?? (xv.every(Number.isInteger) ? integerScale(Math.min(...xv), Math.max(...xv)) : niceScale(xv, { count: 8 }));
   const ys = niceScale([...all.map((p) => p[1]), ...(o.yFromZero ? [0] : [])], o.yClamp ? { clamp: o.yClamp } : {});
   const entries = series.map((s): LegendEntry => ({ name: s.name, color: s.color, mark: s.dashed ? 'dashed' : 'line' }));
   const extra = LEGEND_ROW * legendLayout(entries, FRAME.width).rows;
