@@ -9,7 +9,9 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { writeShapes } from '../src/datasets/shapes.ts';
 import type { ReportData, StudentMetrics, StudentReport } from '../src/report/data.ts';
-import { renderReport } from '../src/report/html.ts';
+import { CASCADE_FILE, recordedDir, weightsHash, writeCascade, type CascadeFile } from '../src/cascade/schema.ts';
+import { cascadeView } from '../src/report/cascade.ts';
+import { cascadeSection, renderReport } from '../src/report/html.ts';
 import { headline, objectiveText, recipeGroups } from '../src/report/summary.ts';
 import { esc, heatmap, lineChart, niceScale, reliabilityDiagram, tickLabels, ticks } from '../src/report/svg.ts';
 import { runScript, workDir } from './helpers.ts';
@@ -48,6 +50,34 @@ function marksOutside(html: string): string[] {
     }
   }
   return out;
+}
+
+/** A cascade file for a student folder, every class at one threshold (null: the student never answers alone). */
+function cascadeFor(dir: string, labels: string[], thresholds: (number | null)[]): CascadeFile {
+  const file = path.join(dir, CASCADE_FILE);
+  return {
+    format: 'distillery-cascade',
+    version: 1,
+    student: {
+      dir: recordedDir(file, dir),
+      weights_sha256: fs.existsSync(path.join(dir, 'weights.bin')) ? weightsHash(dir) : '0'.repeat(64),
+    },
+    task: 't',
+    labels,
+    target: 0.9,
+    bootstrap: { confidence: 0.95, resamples: 100, seed: 1, min_items: 30 },
+    data: { split: 'val', n: 40, reference: 'gold', of: 40 },
+    thresholds: labels.map((label, k) => ({
+      label,
+      threshold: thresholds[k],
+      predicted: 10,
+      accepted: 5,
+      accuracy: 0.95,
+      lower_bound: 0.9,
+      candidates: 3,
+    })),
+    expected: { coverage: 0.5, accuracy: 0.95 },
+  };
 }
 
 /** metrics.json as train.ts writes it, for a recipe: distilled (KD + CE), its hard-label twin, or on gold. */
@@ -278,6 +308,20 @@ describe('report: charts and page', () => {
     assert.match(lineChart({ title: 'e', xLabel: 'x', yLabel: 'y', series: [] }), /no data/);
   });
 
+  test("a cascade on the report's split: the student answers where its confidence reaches its class's threshold", () => {
+    const labels = ['a', 'b', 'c'];
+    const c = cascadeFor('/nowhere', labels, [0.8, null, 0.6]);
+    // Items: a at 0.9 (answers, right), a at 0.7 (below 0.8: teacher), b at 0.95 (b never), c at 0.6 (answers, wrong: gold a).
+    const probs = Float32Array.from([0.9, 0.05, 0.05, 0.7, 0.2, 0.1, 0.025, 0.95, 0.025, 0.3, 0.1, 0.6]);
+    const v = cascadeView('/nowhere', { file: 'x/cascade.json', cascade: c }, { name: 'test', probs, gold: [0, 0, 1, 0] });
+    assert.deepEqual(v.onSplit, { split: 'test', n: 4, student: 2, coverage: 0.5, accuracy: 0.5 });
+    assert.equal(v.stale, false);
+    const html = cascadeSection([{ ...model('s', trainedMetrics('kd', 1, 0.9)), cascade: v }]);
+    assert.match(html, /<td>50\.00% \(2 of 4\)<\/td><td>50\.00%<\/td><td class="t">no<\/td><td>500<\/td>/);
+    assert.match(html, /<tr><td class="t">s<\/td><td>0\.800<\/td><td class="t">never<\/td><td>0\.600<\/td><\/tr>/);
+    assert.equal(cascadeSection([model('s', trainedMetrics('kd', 1, 0.9))]), '', 'no cascade, no section');
+  });
+
   test('the page: every mark inside its plot area, legends, a colour key, whole-number epochs', () => {
     const html = renderReport(handMadeData());
     assert.deepEqual(marksOutside(html), []);
@@ -372,6 +416,18 @@ describe('report: CLI and browser', () => {
     ok(await runScript('train', [...common, '--arch', 'logreg', '--epochs', '2', '--seed', '2', '--out', path.join(dir, 'student-s2')]));
     const twin = ['--arch', 'logreg', '--epochs', '2', '--kd-weight', '0', '--ce-weight', '1', '--out', path.join(dir, 'twin')];
     ok(await runScript('train', [...common, ...twin]));
+    // A cascade in the distilled student's folder that lets it answer everything: on the test split it must
+    // answer every item, at the accuracy train.ts measured there.
+    const labels = (JSON.parse(fs.readFileSync(path.join(dir, 'student', 'model.json'), 'utf8')) as { spec: { labels: string[] } }).spec
+      .labels;
+    writeCascade(
+      path.join(dir, 'student', CASCADE_FILE),
+      cascadeFor(
+        path.join(dir, 'student'),
+        labels,
+        labels.map(() => 0),
+      ),
+    );
     reportFile = path.join(dir, 'out', 'report.html');
     const r = ok(
       await runScript('report', [
@@ -405,6 +461,14 @@ describe('report: CLI and browser', () => {
     );
     assert.match(html, /<td class="t">twin<\/td><td class="t">logreg<\/td><td class="t">CE to hard labels of mean of all teachers<\/td>/);
     assert.match(html, /<td class="t">teacher<\/td><td class="t">mlp<\/td><td class="t">CE to gold labels<\/td>/);
+    const studentTest = (JSON.parse(fs.readFileSync(path.join(dir, 'student', 'metrics.json'), 'utf8')) as StudentMetrics).test!;
+    const n = studentTest.n;
+    assert.match(
+      html,
+      new RegExp(
+        `<table class="cascades">.*<td class="t">student</td><td>90\\.00%</td>.*<td>100\\.00% \\(${n} of ${n}\\)</td><td>${(100 * studentTest.accuracy!).toFixed(2)}%</td>`,
+      ),
+    );
     // Teachers and students evaluated on the same split, from their own answers and probabilities.
     const evaluation = /<table class="evaluation">([\s\S]*?)<\/table>/.exec(html)?.[1] ?? '';
     assert.match(evaluation, /<th>macro-F1<\/th>/);

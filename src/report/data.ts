@@ -20,6 +20,7 @@ import {
 } from '../eval/metrics.ts';
 import { argmax } from '../targets/vector.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
+import type { CascadeView } from './cascade.ts';
 
 export interface Reliability {
   n: number;
@@ -109,6 +110,8 @@ export interface StudentReport {
   reliability: Reliability | null;
   /** From the same predictions (null when not computed). */
   evaluation?: Evaluation | null;
+  /** The cascade fitted for this student (DIR/cascade.json), when there is one. */
+  cascade?: CascadeView | null;
 }
 
 export interface ReportData {

@@ -3,6 +3,7 @@
  * no external reference, so it opens offline and can be mailed as one file.
  */
 import type { RunStatus } from '../store/status.ts';
+import type { CascadeView } from './cascade.ts';
 import { REPORT_SPLIT, type Evaluation, type ReportData, type StudentReport, type TaskReport } from './data.ts';
 import { headline, objectiveText, onGold, type Headline, type RecipeGroup } from './summary.ts';
 import { barChart, esc, heatmap, lineChart, PALETTE, reliabilityDiagram, type Series } from './svg.ts';
@@ -48,6 +49,7 @@ export function renderReport(d: ReportData): string {
     ...d.tasks.map(teacherSection),
     studentsSection(d.students),
     evaluationSection(d),
+    cascadeSection(d.students),
     ...d.students.map(studentDetail),
     '</body></html>',
   ];
@@ -302,6 +304,59 @@ export function evaluationSection(d: Pick<ReportData, 'tasks' | 'students'>): st
         points: r.e.coverage!.map((p): [number, number] => [100 * p.coverage, 100 * p.accuracy]),
       })),
     })}</div>`;
+  return html;
+}
+
+/** Students with a cascade: what the fit promised on its data, and what the rule does on the report's split. */
+export function cascadeSection(students: StudentReport[]): string {
+  const withCascade = students.filter((s): s is StudentReport & { cascade: CascadeView } => !!s.cascade);
+  if (withCascade.length === 0) return '';
+  const s = REPORT_SPLIT;
+  let html = `<h2>Cascades: which items the student answers alone</h2>`;
+  html += table(
+    [
+      'student',
+      'target accuracy',
+      'fitted on',
+      'fit: student answers',
+      'fit: its accuracy',
+      `${s}: student answers`,
+      `${s}: its accuracy (gold)`,
+      `target met on ${s}`,
+      'teacher calls avoided per 1,000 items',
+    ],
+    withCascade.map(({ name, cascade: c }) => {
+      const o = c.onSplit;
+      return [
+        c.stale ? `${name} (retrained since the fit: refit)` : name,
+        pct(c.target),
+        `${c.fit.split}, ${count(c.fit.n)} items, ${c.fit.reference} labels`,
+        pct(c.fit.coverage),
+        pct(c.fit.accuracy),
+        o ? `${pct(o.coverage)} (${count(o.student)} of ${count(o.n)})` : '–',
+        o ? pct(o.accuracy) : '–',
+        o && o.accuracy !== null ? (o.accuracy >= c.target ? 'yes' : 'no') : '–',
+        o ? count(Math.round(1000 * o.coverage)) : '–',
+      ];
+    }),
+    'cascades',
+  );
+  html += `<p class="note">A cascade (<code>cascade.ts fit</code>) lets the student answer an item when its confidence reaches its predicted class's threshold, and asks the teacher otherwise. It is fitted on held-out data, never the ${s} split, so the ${s} columns check its promise on items it has not seen.</p>`;
+  // The thresholds per class: one column a class when the students share their labels.
+  const threshold = (t: { threshold: number | null }) => (t.threshold === null ? 'never' : num(t.threshold, 3));
+  const labels = withCascade[0].cascade.thresholds.map((t) => t.label);
+  const shared = withCascade.every(({ cascade: c }) => c.thresholds.map((t) => t.label).join('\n') === labels.join('\n'));
+  html += shared
+    ? table(
+        ['thresholds', ...labels],
+        withCascade.map(({ name, cascade: c }) => [name, ...c.thresholds.map(threshold)]),
+        'thresholds',
+      )
+    : table(
+        ['student', 'thresholds'],
+        withCascade.map(({ name, cascade: c }) => [name, c.thresholds.map((t) => `${t.label}: ${threshold(t)}`).join(', ')]),
+        'thresholds',
+      );
   return html;
 }
 
