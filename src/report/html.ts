@@ -15,10 +15,12 @@ const money = (x: number) => `$${x.toFixed(4)}`;
 const count = (n: number) => n.toLocaleString('en-US');
 const bytes = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 
-function table(head: string[], rows: (string | number)[][], cls = ''): string {
+/** Columns listed in `words` (and any cell that starts with a letter) read left-aligned; numbers right-aligned. */
+function table(head: string[], rows: (string | number)[][], cls = '', words: number[] = []): string {
   const th = head.map((h) => `<th>${esc(h)}</th>`).join('');
   // Words read left-aligned, numbers right-aligned.
-  const td = (c: string | number) => (typeof c === 'string' && /^[A-Za-z]/.test(c) ? `<td class="t">${esc(c)}</td>` : `<td>${esc(c)}</td>`);
+  const td = (c: string | number, j: number) =>
+    words.includes(j) || (typeof c === 'string' && /^[A-Za-z]/.test(c)) ? `<td class="t">${esc(c)}</td>` : `<td>${esc(c)}</td>`;
   const tr = rows.map((r) => `<tr>${r.map(td).join('')}</tr>`).join('\n');
   return `<table class="${cls}"><thead><tr>${th}</tr></thead><tbody>${tr}</tbody></table>`;
 }
@@ -90,7 +92,7 @@ function headlineSection(h: Headline | null): string {
   ];
   if (scale.length) html += `<li>For scale, on the same split: ${esc(scale.join('; '))}.</li>`;
   if (h.runnerUp && Math.min(b.seeds, h.runnerUp.seeds) < 2)
-    html += `<li class="note">With one seed a gap this size may be the seed's doing: train the same recipe with other <code>--seed</code>s and give every folder to the report; it averages runs that differ only in their seed.</li>`;
+    html += `<li class="note">With one seed a gap this size may be the seed's doing: train the same recipe again with other seeds (<code>--seed N</code>) and give every folder to the report; it averages runs that differ only in their seed.</li>`;
   return `${html}</ul>`;
 }
 
@@ -230,6 +232,7 @@ function studentsSection(students: StudentReport[]): string {
       ];
     }),
     'students',
+    [2],
   );
   html += `<div class="charts">`;
   html += barChart({

@@ -100,16 +100,25 @@ export interface RecipeGroup {
   onGold: boolean;
 }
 
+/**
+ * A student's accuracy on the report's split: from its own predictions there when the report made
+ * them (the split the teachers are measured on), else what train.ts wrote (its test report).
+ */
+function onSplit(s: StudentReport): { accuracy: number; n: number } | null {
+  if (s.evaluation?.accuracy != null) return { accuracy: s.evaluation.accuracy, n: s.evaluation.n };
+  return s.metrics.test?.accuracy == null ? null : { accuracy: s.metrics.test.accuracy, n: s.metrics.test.n };
+}
+
 /** Students with a test accuracy, grouped by recipe (several seeds of one recipe are one group). */
 export function recipeGroups(students: StudentReport[]): RecipeGroup[] {
   const groups = new Map<string, StudentReport[]>();
   for (const s of students) {
-    if (s.metrics.test?.accuracy == null) continue;
+    if (onSplit(s) === null) continue;
     const k = recipeKey(s);
     groups.set(k, [...(groups.get(k) ?? []), s]);
   }
   return [...groups.values()].map((g) => {
-    const accs = g.map((s) => s.metrics.test!.accuracy!);
+    const accs = g.map((s) => onSplit(s)!.accuracy);
     return {
       members: g.map((s) => s.name),
       kind: g[0].kind,
@@ -118,7 +127,7 @@ export function recipeGroups(students: StudentReport[]): RecipeGroup[] {
       accuracy: accs.reduce((a, b) => a + b, 0) / accs.length,
       min: Math.min(...accs),
       max: Math.max(...accs),
-      testItems: [...new Set(g.map((s) => s.metrics.test!.n))],
+      testItems: [...new Set(g.map((s) => onSplit(s)!.n))],
       onGold: onGold(g[0]),
     };
   });
