@@ -263,7 +263,7 @@ describe('report: charts and page', () => {
     const html = renderReport({ ...handMadeData(), students });
     assert.match(
       html,
-      /<p class="headline"><b>kd-s1 and kd-s2<\/b> is the best student on the test split: 91\.00% \(mean of 2 runs, 2 seeds; 90\.00%–92\.00%\) accuracy, <b>\+6\.00 points<\/b> over <b>hard-s1<\/b> \(85\.00%\), over 2 seeds and 1 seed and 400 test items\.<\/p>/,
+      /<p class="headline"><b>kd-s1 and kd-s2<\/b> is the best student on the test split: 91\.00% \(mean of 2 runs, 2 seeds; 90\.00%–92\.00%\) accuracy, <b>\+6\.00 points<\/b> over <b>hard-s1<\/b> \(85\.00%\), over 2 seeds \(against 1 seed\) and 400 test items\.<\/p>/,
     );
     assert.match(html, /<td class="t">CE to hard labels of cnn<\/td>/);
     assert.match(html, /<td>1,234,567<\/td>/, 'parameter counts with thousands separators');
@@ -563,7 +563,7 @@ describe('report: CLI and browser', () => {
       const head = await page.textContent('p.headline');
       assert.match(
         head!,
-        /^(student and student-s2|twin) is the best student on the test split: [\d.]+%.* accuracy, [+−][\d.]+ points over (student and student-s2|twin) \(.*\), over (2 seeds and 1 seed|1 seed and 2 seeds) and \d+ test items\.$/,
+        /^(student and student-s2|twin) is the best student on the test split: [\d.]+%.* accuracy, [+−][\d.]+ points over (student and student-s2|twin) \(.*\), over (2 seeds \(against 1 seed\)|1 seed \(against 2 seeds\)) and \d+ test items\.$/,
       );
       const shot = await page.screenshot({ fullPage: true });
       assert.ok(shot.length > 20_000, `screenshot of ${shot.length} bytes`);

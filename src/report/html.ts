@@ -81,7 +81,7 @@ function headlineSection(h: Headline | null): string {
   if (h.runnerUp && h.gainPoints !== null) {
     const r = h.runnerUp;
     text += `, <b>${h.gainPoints >= 0 ? '+' : '−'}${Math.abs(h.gainPoints).toFixed(2)} points</b> over <b>${esc(groupName(r))}</b> (${esc(groupAccuracy(r))})`;
-    text += `, over ${b.seeds === r.seeds ? `${seeds(b)} each` : `${seeds(b)} and ${seeds(r)}`} and ${esc(items(h.testItems))}.`;
+    text += `, over ${b.seeds === r.seeds ? `${seeds(b)} each` : `${seeds(b)} (against ${seeds(r)})`} and ${esc(items(h.testItems))}.`;
   } else text += `, over ${seeds(b)} and ${esc(items(h.testItems))}; no other student to compare with.`;
   let html = `<p class="headline">${text}</p><ul class="headline-detail">`;
   for (const g of [b, h.runnerUp].filter((x): x is RecipeGroup => x !== null))
