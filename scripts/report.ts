@@ -10,9 +10,10 @@ import {
   type BackendFlag,
 } from '../src/cli/options.ts';
 import { log, runCli, say } from '../src/cli/run.ts';
+import { cascadeView, readStudentCascade } from '../src/report/cascade.ts';
 import { gatherReport, readStudent, type StudentReport } from '../src/report/data.ts';
 import { renderReport } from '../src/report/html.ts';
-import { studentReliability } from '../src/report/student-predictions.ts';
+import { studentPredictions } from '../src/report/student-predictions.ts';
 
 interface ReportFlags {
   db: string;
@@ -30,7 +31,7 @@ const program = addBackendOption(
     default: '.',
   })
     .description(
-      'One self-contained HTML file: runs and costs, teacher quality and calibration, training curves, confusion matrices, students side by side, reliability diagrams.',
+      'One self-contained HTML file: a headline (the best student on the test split), runs and costs, teachers and students on the test split, training curves, confusion matrices, reliability diagrams, accuracy-coverage curves, and the cascade of a student folder that has a cascade.json.',
     )
     .option('--no-predict', 'skip running the students on their test split (no reliability diagram for them, no TensorFlow.js)'),
   'tensor backend for the predictions',
@@ -42,13 +43,21 @@ runCli(async () => {
   const store = openExistingStore(opts.db);
   try {
     const read = dirs.map((d) => readStudent(d));
+    const cascades = dirs.map((d) => readStudentCascade(d));
     if (opts.predict && dirs.length) {
       const { selectBackend } = await import('../src/train/backend.ts');
       log(`backend: ${(await selectBackend(opts.backend)).detail}`);
     }
     const students: StudentReport[] = [];
     for (let i = 0; i < dirs.length; i++) {
-      students.push({ ...read[i], reliability: opts.predict ? await studentReliability(store, dirs[i]) : null });
+      const predicted = opts.predict ? await studentPredictions(store, dirs[i]) : null;
+      const found = cascades[i];
+      students.push({
+        ...read[i],
+        reliability: predicted?.reliability ?? null,
+        evaluation: predicted?.evaluation ?? null,
+        cascade: found ? cascadeView(dirs[i], found, predicted?.split) : null,
+      });
     }
     const html = renderReport(gatherReport(store, students));
     const out = resolve(join(opts.out, REPORT_FILE));

@@ -8,8 +8,19 @@ import { DistilleryError } from '../errors.ts';
 import { storeStatus, type StoreStatus } from '../store/status.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
-import { eceOfBins, reliabilityBins, type ReliabilityBin } from '../eval/metrics.ts';
+import {
+  accuracy,
+  classificationMetrics,
+  eceOfBins,
+  nll,
+  reliabilityBins,
+  type Labels,
+  type Metric,
+  type ReliabilityBin,
+} from '../eval/metrics.ts';
+import { argmax } from '../targets/vector.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
+import type { CascadeView } from './cascade.ts';
 
 export interface Reliability {
   n: number;
@@ -17,22 +28,62 @@ export interface Reliability {
   bins: ReliabilityBin[];
 }
 
+/** The split every model of the report is compared on: teachers and students alike. */
+export const REPORT_SPLIT = 'test';
+
+/**
+ * One model's evaluation against gold on one split, from its answers and probabilities (the
+ * figures of src/eval/metrics.ts): what the evaluation section shows for teachers and students alike.
+ */
+export interface Evaluation {
+  split: string;
+  n: number;
+  accuracy: number | null;
+  macroF1: number | null;
+  ece: number | null;
+  /** Accuracy when only the most confident share of items is kept, share rising to 1 (null without probabilities). */
+  coverage: { coverage: number; accuracy: number }[] | null;
+}
+
+/** A teacher of the store measured on the report's split. */
+export interface TeacherOnSplit {
+  teacher: string;
+  split: string;
+  /** Its hard labels against gold on the split. */
+  accuracy: Metric;
+  /** Of its probabilities at T = 1 on the split (items with a soft label and gold). */
+  nll: Metric;
+  reliability: Reliability;
+  evaluation: Evaluation | null;
+}
+
 export interface TaskReport {
   task: string;
   labels: string[];
   teachers: TeachersReport | null;
-  /** Per teacher: its probabilities at T = 1 against gold, every split. */
-  teacherReliability: { teacher: string; reliability: Reliability }[];
+  /** Items of the task in the report's split, and how many have gold. */
+  splitItems: number;
+  splitGold: number;
+  /** Per teacher: its labels and probabilities against gold on the report's split. */
+  teacherOnSplit: TeacherOnSplit[];
 }
 
 /** What train.ts writes to DIR/metrics.json (the fields the report reads). */
 export interface StudentMetrics {
   command?: string;
   backend?: string;
+  trainer?: string;
   seed?: number;
   student?: { kind?: string; [k: string]: unknown };
   params?: number;
-  config?: Record<string, unknown>;
+  config?: {
+    seed?: number;
+    distill?: string[];
+    settings?: Record<string, unknown>;
+    featureTeacher?: string;
+    initFrom?: string;
+    [k: string]: unknown;
+  };
   targets?: unknown;
   history?: {
     epoch: number;
@@ -57,6 +108,10 @@ export interface StudentReport {
   metrics: StudentMetrics;
   /** From the model's own predictions on the test split (null when not computed). */
   reliability: Reliability | null;
+  /** From the same predictions (null when not computed). */
+  evaluation?: Evaluation | null;
+  /** The cascade fitted for this student (DIR/cascade.json), when there is one. */
+  cascade?: CascadeView | null;
 }
 
 export interface ReportData {
@@ -71,15 +126,62 @@ export function reliabilityOf(probs: (Float64Array | null)[], gold: (number | nu
   return { n: r.n, ece: r.n ? eceOfBins(r) : null, bins: r.bins };
 }
 
+/**
+ * A model's evaluation on a split: its answers (`pred`; a student's are the argmax of its
+ * probabilities, a teacher's the labels it gave) against gold, over the items that have both.
+ */
+export function evaluationOf(
+  labels: readonly string[],
+  pred: Labels,
+  probs: (ArrayLike<number> | null)[],
+  gold: Labels,
+  split: string,
+): Evaluation | null {
+  const keep = gold.flatMap((g, i) => (g !== null && pred[i] !== null ? [i] : []));
+  if (keep.length === 0) return null;
+  const m = classificationMetrics(
+    labels,
+    keep.map((i) => gold[i]!),
+    keep.map((i) => pred[i]!),
+    keep.map((i) => probs[i]),
+  );
+  return {
+    split,
+    n: m.n,
+    accuracy: m.accuracy,
+    macroF1: m.macroF1,
+    ece: m.ece,
+    coverage: m.coverage?.map((p) => ({ coverage: p.coverage, accuracy: p.accuracy })) ?? null,
+  };
+}
+
+/** A student's answers: the most probable class. */
+export const argmaxLabels = (probs: (ArrayLike<number> | null)[]): Labels => probs.map((p) => (p ? argmax(p) : null));
+
 export function taskReport(store: Store, task: TaskRow): TaskReport {
-  if (store.runs(task.id).length === 0) return { task: task.name, labels: task.labels, teachers: null, teacherReliability: [] };
   const items = taskItems(store, task);
-  const teacherReliability = resolveTeachers(store, task).map((source) => {
+  const inSplit = items.items.map((it) => it.split === REPORT_SPLIT);
+  const gold = items.gold.map((g, i) => (inSplit[i] ? g : null));
+  const base = {
+    task: task.name,
+    labels: task.labels,
+    splitItems: inSplit.filter(Boolean).length,
+    splitGold: gold.filter((g) => g !== null).length,
+  };
+  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [] };
+  const teacherOnSplit = resolveTeachers(store, task).map((source): TeacherOnSplit => {
     const view = loadView(store, task, items, source);
-    const probs = view.logprobs.map((lp) => (lp ? lp.map(Math.exp) : null));
-    return { teacher: source.name, reliability: reliabilityOf(probs, items.gold) };
+    const probs = view.logprobs.map((lp, i) => (lp && inSplit[i] ? lp.map(Math.exp) : null));
+    return {
+      teacher: source.name,
+      split: REPORT_SPLIT,
+      accuracy: accuracy(view.hard, gold),
+      nll: nll(probs, gold),
+      reliability: reliabilityOf(probs, gold),
+      evaluation: evaluationOf(task.labels, view.hard, probs, gold, REPORT_SPLIT),
+    };
   });
-  return { task: task.name, labels: task.labels, teachers: teachersReport(store, task), teacherReliability };
+  return { ...base, teachers: teachersReport(store, task), teacherOnSplit };
 }
 
 /** A model folder's metrics and size; predictions (for the reliability diagram) are added by the caller. */
