@@ -37,16 +37,23 @@ const program = new Command('cascade').description(
 addJsonOption(
   addBackendOption(
     addOutDirOption(
-      addTaskOption(addStudentDirOption(addDbOption(program.command('fit')), { required: true }), "task name or file (default: the student's own)"),
+      addTaskOption(
+        addStudentDirOption(addDbOption(program.command('fit')), { required: true }),
+        "task name or file (default: the student's own)",
+      ),
       'folder to write cascade.json into (default: the student folder)',
     ),
   ),
 )
   .description(
     "Per class the student predicts, the lowest confidence threshold at which its answers' bootstrap lower bound meets --target " +
-      'on held-out labeled data (gold where the split has it, else the teachers\' labels; never the test split). Writes cascade.json.',
+      "on held-out labeled data (gold where the split has it, else the teachers' labels; never the test split). Writes cascade.json.",
   )
-  .requiredOption('--target <accuracy>', 'accuracy the student must reach on the items it answers, per class (e.g. 0.95)', numberArg(0.01, 1))
+  .requiredOption(
+    '--target <accuracy>',
+    'accuracy the student must reach on the items it answers, per class (e.g. 0.95)',
+    numberArg(0.01, 1),
+  )
   .option(
     '--split <name>',
     "held-out split to fit on: a split of the data, or val (the data's split named val, else the student's validation slice); never test",
@@ -99,7 +106,9 @@ async function fit(opts: FitFlags): Promise<void> {
           ]),
         ]).join('\n'),
       );
-      say(`expected on the fit data: the student answers ${pct(cascade.expected.coverage)} of items, at ${pct(cascade.expected.accuracy)} accuracy`);
+      say(
+        `expected on the fit data: the student answers ${pct(cascade.expected.coverage)} of items, at ${pct(cascade.expected.accuracy)} accuracy`,
+      );
     } finally {
       model.student.dispose();
     }

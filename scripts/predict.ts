@@ -9,7 +9,7 @@ import {
   fieldOptions,
   type InputFlags,
 } from '../src/cli/options.ts';
-import { log, runCli, say } from '../src/cli/run.ts';
+import { log, runCli } from '../src/cli/run.ts';
 import { addTeacherOptions } from '../src/cli/teacher-options.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { loadModel, readInputs } from '../src/infer/model.ts';
@@ -34,7 +34,9 @@ const program = addTeacherOptions(
       addDbOption(
         addInputOptions(
           addBackendOption(
-            addStudentDirOption(new Command('predict'), { help: "a student folder written by train.ts (with --cascade: default, the cascade's)" }),
+            addStudentDirOption(new Command('predict'), {
+              help: "a student folder written by train.ts (with --cascade: default, the cascade's)",
+            }),
           )
             .description(
               'Run a trained student over an input file; prints JSONL rows {"id","label","probs"} (probs in the task\'s label order). ' +
@@ -42,10 +44,13 @@ const program = addTeacherOptions(
                 'rows {"id","label","by","student_label","student_confidence"} and a report on stderr.',
             )
             .requiredOption('--input <file>', 'JSONL, CSV or TSV (a text column, or an image column), or a folder of images')
-            .option('--cascade <file>', 'a cascade.json from cascade.ts fit: ask the teacher only where the student is below its threshold'),
+            .option(
+              '--cascade <file>',
+              'a cascade.json from cascade.ts fit: ask the teacher only where the student is below its threshold',
+            ),
         ),
       ),
-      'with --cascade: task name or file (default: the database\'s only task)',
+      "with --cascade: task name or file (default: the database's only task)",
     ),
   ),
   { requireModel: false },
@@ -58,7 +63,8 @@ runCli(async () => {
     return predictCascade({ ...opts, cascade: opts.cascade });
   }
   for (const flag of ['model', 'task', 'json', 'db'] as const)
-    if (program.getOptionValueSource(flag) === 'cli') throw new DistilleryError(`--${flag} is for --cascade (the student alone needs no teacher)`);
+    if (program.getOptionValueSource(flag) === 'cli')
+      throw new DistilleryError(`--${flag} is for --cascade (the student alone needs no teacher)`);
   if (!opts.student) throw new DistilleryError('give --student DIR (or --cascade FILE)');
   log(`backend: ${(await selectBackend(opts.backend)).detail}`);
   const model = await loadModel(opts.student);

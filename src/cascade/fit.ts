@@ -79,7 +79,7 @@ export function fitThresholds(rows: Scored[], labels: string[], s: FitSettings):
       candidates: sizes.length,
     };
     let next = 0;
-    for (let i = 0; i < mine.length && next < sizes.length; ) {
+    for (let i = 0; i < mine.length && next < sizes.length;) {
       const conf = mine[i].confidence;
       for (; i < mine.length && mine[i].confidence === conf; i++) boot.add(mine[i].correct); // ties enter together
       if (boot.n < sizes[next]) continue;
@@ -147,9 +147,13 @@ export interface FitData {
 /** Refuse the splits a fit must not use, before anything is loaded. */
 export function checkFitSplit(split: string): void {
   if (split === TEST_SPLIT)
-    throw new SettingError('split', split, 'the test split is never used to fit a cascade (it would no longer be a test); use val');
+    throw new SettingError(
+      'split',
+      split,
+      '"test" is never used to fit a cascade (it would no longer be a test); use val or a held-out split',
+    );
   if (split === 'train')
-    throw new SettingError('split', split, 'the student trained on the train split; fit on held-out data (val, or a split of your own)');
+    throw new SettingError('split', split, '"train" is what the student trained on; fit on held-out data (val, or a split of your own)');
 }
 
 /**
@@ -178,7 +182,7 @@ export async function fitData(store: Store, task: TaskRow, model: LoadedModel, o
   let splitName = o.split;
   if (idx.length === 0 && o.split === VAL_SPLIT) {
     idx = await validationSlice(ds, model, metrics, rule);
-    splitName = 'val (the student\'s validation slice of the train split)';
+    splitName = "val (the student's validation slice of the train split)";
   }
   if (idx.length === 0) throw new SettingError('split', o.split, `task "${task.name}" has no items in split "${o.split}"`);
 

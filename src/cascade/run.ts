@@ -103,7 +103,11 @@ export async function runCascade(o: CascadeRunOptions): Promise<{ rows: CascadeR
   const count = (by: AnsweredBy) => rows.filter((r) => r.by === by).length;
   const student = count('student');
   const n = rows.length;
-  const perCall = await costPerCall(label, hash, o.rows.filter((_, i) => routed[i].student).map((r) => r.itemId));
+  const perCall = await costPerCall(
+    label,
+    hash,
+    o.rows.filter((_, i) => routed[i].student).map((r) => r.itemId),
+  );
   const report: CascadeReport = {
     items: n,
     answered: { student, teacher: count('teacher'), none: count('none') },
@@ -153,7 +157,11 @@ function teacherAnswers(store: Store, taskId: number, hash: string, itemIds: num
 }
 
 /** Measured: what this configuration's paid answers cost on average. Estimated: the plan's tokens for the avoided rows. */
-async function costPerCall(o: LabelOptions, hash: string, avoided: number[]): Promise<{ cost: number; from: 'measured' | 'estimated' } | undefined> {
+async function costPerCall(
+  o: LabelOptions,
+  hash: string,
+  avoided: number[],
+): Promise<{ cost: number; from: 'measured' | 'estimated' } | undefined> {
   const runs = o.store.runs(o.taskRow.id).filter((r) => r.config_hash === hash);
   const paid = runs.reduce((a, r) => a + r.requests - r.errors, 0);
   if (paid > 0) return { cost: runs.reduce((a, r) => a + o.store.runCost(r.id), 0) / paid, from: 'measured' };

@@ -32,7 +32,10 @@ export interface CascadeFlags extends InputFlags, OptionValues {
 
 export async function predictCascade(opts: CascadeFlags): Promise<number> {
   const cascade = readCascade(opts.cascade);
-  if (!opts.model) throw new DistilleryError('--cascade asks the teacher where the student is unsure: give --model (and the teacher flags label.ts takes)');
+  if (!opts.model)
+    throw new DistilleryError(
+      '--cascade asks the teacher where the student is unsure: give --model (and the teacher flags label.ts takes)',
+    );
   requireDb(opts.db);
   const task = taskFromArg(opts.task ?? cascade.task, opts.db);
   if (task.name !== cascade.task)
@@ -51,9 +54,12 @@ export async function predictCascade(opts: CascadeFlags): Promise<number> {
     const items: ItemInput[] = [];
     for await (const it of readItems(opts.input, task, fieldOptions(opts))) items.push(it);
     // Into the store first: the teacher's answers are labels of items, which the next train and relabel read.
-    const imported = await store.importItems(task, (async function* () {
-      yield* items;
-    })());
+    const imported = await store.importItems(
+      task,
+      (async function* () {
+        yield* items;
+      })(),
+    );
     if (imported.added > 0) log(`imported ${imported.added} new item(s) (${imported.existing} already present)`);
     const ds = itemsDataset(model, items);
     const c = task.labels.length;
@@ -79,7 +85,7 @@ export async function predictCascade(opts: CascadeFlags): Promise<number> {
 }
 
 const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
-const usd = (x: number | null) => (x === null ? '-' : `$${x.toFixed(4)}`);
+const usd = (x: number | null, digits = 4) => (x === null ? '-' : `$${x.toFixed(digits)}`);
 
 /** The report as a table for people. */
 export function reportLines(r: CascadeReport): string[] {
@@ -96,7 +102,7 @@ export function reportLines(r: CascadeReport): string[] {
     ...formatTable(rows),
     `teacher: ${r.teacher.requests} request(s) sent (${usd(r.teacher.cost)}), ${r.teacher.already_labeled} answer(s) already stored; ${r.teacher.status}` +
       (r.teacher.message ? ` — ${r.teacher.message}` : ''),
-    `calls avoided: ${r.calls_avoided} (${r.calls_avoided_per_1000.toFixed(1)} per 1,000 items); teacher cost per call ${usd(r.cost_per_call)}${from}; ` +
+    `calls avoided: ${r.calls_avoided} (${r.calls_avoided_per_1000.toFixed(1)} per 1,000 items); teacher cost per call ${usd(r.cost_per_call, 6)}${from}; ` +
       `saved ${usd(r.money_saved)} (${usd(r.money_saved_per_1000)} per 1,000 items)`,
   ];
 }
