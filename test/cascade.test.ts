@@ -204,6 +204,10 @@ describe('cascade.ts fit and predict.ts --cascade', () => {
       assert.equal(r.stderr.split('\n').length, 2, 'one line');
     }
     assert.ok(!fs.existsSync(path.join(student, 'cascade.json')));
+    const missing = path.join(path.dirname(db), 'missing.db');
+    const noDb = await runScript('cascade', ['fit', '--db', missing, '--student', student, '--target', '0.9', '--split', 'dev']);
+    assert.equal(noDb.stderr, `error: ${missing}: no such database (create one with import.ts or label.ts)\n`);
+    assert.ok(!fs.existsSync(missing));
     const fit = await runScript('cascade', [
       'fit',
       '--db',
