@@ -231,6 +231,26 @@ describe('cascade.ts fit and predict.ts --cascade', () => {
     assert.equal(file.data.reference, 'gold');
     assert.equal(file.data.n, 300);
     assert.equal(file.student.dir, '.');
+
+    // The default, val: the data has no split of that name, so the validation slice train.ts held out (10% of 300).
+    const val = await runScript('cascade', [
+      'fit',
+      '--db',
+      db,
+      '--student',
+      student,
+      '--target',
+      '0.9',
+      '--backend',
+      'cpu',
+      '--out',
+      path.join(student, 'val'),
+    ]);
+    assert.equal(val.code, 0, show(val));
+    const onVal = readCascade(path.join(student, 'val', 'cascade.json'));
+    assert.match(onVal.data.split, /^val \(the student's validation slice/);
+    assert.equal(onVal.data.n, 30);
+    assert.equal(onVal.student.dir, '..');
   });
 
   test('predict --cascade asks the fake teacher only for the low-confidence items, stores its answers, and asks nothing new the second time', async () => {
@@ -351,6 +371,23 @@ describe('cascade.ts fit and predict.ts --cascade', () => {
     assert.equal(report2.teacher.requests, 0);
     assert.equal(report2.teacher.already_labeled, byTeacher.length);
     assert.equal(report2.coverage, report.coverage);
+
+    // predict imported new items into the train split: the validation slice is no longer the one training held out.
+    const moved = await runScript('cascade', [
+      'fit',
+      '--db',
+      db,
+      '--student',
+      student,
+      '--target',
+      '0.9',
+      '--backend',
+      'cpu',
+      '--out',
+      dir,
+    ]);
+    assert.equal(moved.code, 1, show(moved));
+    assert.match(moved.stderr, /(^|\n)error: --split: [^\n]*changed since training[^\n]*\n$/);
 
     // A student retrained since the fit is refused.
     fs.appendFileSync(path.join(student, 'weights.bin'), Buffer.alloc(4));
