@@ -90,16 +90,18 @@ async function fit(opts: FitFlags): Promise<void> {
       const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
       const d = cascade.data;
       say(
-        `${file}: target ${pct(cascade.target)} per class, ${pct(cascade.bootstrap.confidence)} bootstrap lower bound ` +
-          `(${cascade.bootstrap.resamples} resamples), fitted on ${d.n} item(s) of ${d.split} against ${d.reference} labels`,
+        `${file}: target ${pct(cascade.target)} per class at ${pct(cascade.bootstrap.confidence)} confidence ` +
+          `(${cascade.bootstrap.resamples} bootstrap resamples; each of a class's K candidate thresholds tested at 1 − ` +
+          `${pct(1 - cascade.bootstrap.confidence)}/K), fitted on ${d.n} item(s) of ${d.split} against ${d.reference} labels`,
       );
       say(
         formatTable([
-          ['class', 'threshold', 'predicted', 'accepted', 'accuracy', 'lower bound'],
+          ['class', 'threshold', 'predicted', 'K', 'accepted', 'accuracy', 'lower bound'],
           ...cascade.thresholds.map((t) => [
             t.label,
             t.threshold === null ? 'teacher' : t.threshold.toFixed(4),
             String(t.predicted),
+            String(t.candidates),
             String(t.accepted),
             pct(t.accuracy),
             pct(t.lower_bound),
