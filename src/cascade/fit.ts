@@ -227,7 +227,7 @@ async function validationSlice(
   } catch {
     throw why('the train split has no training targets now');
   }
-  const changed = 'the train split\'s items or labels changed since training, so the validation slice is not the one it held out';
+  const changed = "the train split's items or labels changed since training, so the validation slice is not the one it held out";
   if (metrics.validation) {
     const now = validationFingerprint(ds, metrics.seed);
     if (now.n !== metrics.validation.n || now.ids_sha256 !== metrics.validation.ids_sha256) throw why(changed);

@@ -117,7 +117,8 @@ export function splitIndices(ds: Dataset, seed: number): { train: number[]; val:
 /** The validation slice by its items' ids (metrics.json records it): cascade.ts fit checks that it rebuilds the same slice. */
 export function validationFingerprint(ds: Dataset, seed: number): { n: number; ids_sha256: string } {
   const val = splitIndices(ds, seed).val;
-  return { n: val.length, ids_sha256: createHash('sha256').update(JSON.stringify(val.map((i) => ds.ids[i]))).digest('hex') };
+  const ids = JSON.stringify(val.map((i) => ds.ids[i]));
+  return { n: val.length, ids_sha256: createHash('sha256').update(ids).digest('hex') };
 }
 
 function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number | null {
