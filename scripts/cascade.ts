@@ -59,9 +59,19 @@ addJsonOption(
     "held-out split to fit on: a split of the data, or val (the data's split named val, else the student's validation slice); never test",
     'val',
   )
-  .option('--confidence <level>', 'confidence level of the bootstrap lower bound', numberArg(0.5, 0.999), 0.95)
+  .option(
+    '--confidence <level>',
+    "confidence of the per-class guarantee (each of a class's K candidate thresholds is tested at 1 − (1 − level)/K)",
+    numberArg(0.5, 0.999),
+    0.95,
+  )
   .option('--resamples <n>', 'bootstrap resamples', intArg(100, 100_000), 1000)
-  .option('--min-items <n>', 'fewest accepted items at which a threshold is tested (fewer: the teacher answers that class)', intArg(1), 30)
+  .option(
+    '--min-items <n>',
+    'the smallest candidate set: the top N, 1.5·N, 1.5²·N … most confident items of a class are tried (a class with fewer: teacher only)',
+    intArg(1),
+    30,
+  )
   .option('--seed <n>', 'seed of the bootstrap', intArg(0), 1)
   .action(async (opts: FitFlags) => fit(opts));
 
