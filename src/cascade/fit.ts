@@ -190,10 +190,12 @@ export async function fitData(store: Store, task: TaskRow, model: LoadedModel, o
 
   const withGold = idx.filter((i) => ds.gold[i] >= 0);
   const reference = withGold.length > 0 ? 'gold' : 'teacher';
-  const scored = reference === 'gold' ? withGold : idx.filter((i) => ds.targetHard[i] >= 0);
+  // The teachers' label: the target the student was trained on, or (a student trained on gold) the teachers' aggregate.
+  const teacher = metrics?.targets === 'gold' ? ds.teacherHard : ds.targetHard;
+  const truth = reference === 'gold' ? ds.gold : teacher;
+  const scored = reference === 'gold' ? withGold : idx.filter((i) => teacher[i] >= 0);
   if (scored.length === 0)
     throw new SettingError('split', o.split, `split "${o.split}" has neither gold labels nor teacher labels to fit against`);
-  const truth = reference === 'gold' ? ds.gold : ds.targetHard;
   const c = task.labels.length;
   const probs = await predictAll(model.student, ds, scored, rule);
   const rows = scored.map((item, k) => {
