@@ -19,7 +19,7 @@ import { describeReplay, loadDataset, type Dataset, type Preprocess } from '../s
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import { vitDistillTokens, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
-import { train, writeMetrics, type TrainConfig, type TrainHooks, type TrainResult } from '../src/train/trainer.ts';
+import { train, validationFingerprint, writeMetrics, type TrainConfig, type TrainHooks, type TrainResult } from '../src/train/trainer.ts';
 
 type Arch = 'logreg' | 'mlp' | 'cnn' | 'involution' | 'vit' | 'fasttext';
 
@@ -256,6 +256,7 @@ runCli(async () => {
     backend: backend.backend,
     trainer: fast ? 'fast' : 'tfjs',
     seed: opts.seed,
+    validation: validationFingerprint(ds, opts.seed),
     student: spec,
     params: result.params,
     config,

@@ -21,7 +21,7 @@ const SCRIPTS = fs
   .sort();
 
 /** Scripts that talk to a teacher LLM: the only ones with --model and --temperature. */
-const TEACHER_LLM = new Set(['label', 'relabel', 'pilot']);
+const TEACHER_LLM = new Set(['label', 'relabel', 'pilot', 'predict']); // predict: with --cascade
 
 interface Flag {
   /** `<file>`, `<dir...>`, or '' for a switch. */

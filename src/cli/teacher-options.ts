@@ -11,11 +11,15 @@ import { intArg, numberArg } from './run.ts';
 
 const DEFAULT_PRICES = fileURLToPath(new URL('../../prices.json', import.meta.url));
 
-/** Every flag that says which teacher to ask and how: model, decoding, limits, retries, prices, cost cap. */
-export function addTeacherOptions(cmd: Command): Command {
+/**
+ * Every flag that says which teacher to ask and how: model, decoding, limits, retries, prices, cost cap. `--model` is
+ * required unless `requireModel` is false (predict.ts asks a teacher only with --cascade, and checks it then).
+ */
+export function addTeacherOptions(cmd: Command, o: { requireModel?: boolean } = {}): Command {
+  const withModel =
+    o.requireModel === false ? cmd.option('--model <name>', 'teacher model') : cmd.requiredOption('--model <name>', 'teacher model');
   return addStoreOption(
-    cmd
-      .requiredOption('--model <name>', 'teacher model')
+    withModel
       .option('--base-url <url>', 'OpenAI-compatible endpoint (default: env OPENAI_BASE_URL, else the official API)')
       .option('--api-key-env <name>', 'environment variable holding the API key', 'OPENAI_API_KEY')
       .option('--soft <mode>', 'soft labels: logprobs | samples:N | none', 'logprobs')

@@ -114,12 +114,17 @@ export async function readInputs(
 ): Promise<{ items: ItemInput[]; ds: BatchSource }> {
   const items: ItemInput[] = [];
   for await (const it of readItems(path, modelTask(m), fields)) items.push(it);
+  return { items, ds: itemsDataset(m, items) };
+}
+
+/** Items already read (with the model's task or the task file) as what the model takes, preprocessed as in training. */
+export function itemsDataset(m: LoadedModel, items: ItemInput[]): BatchSource {
   const pre = m.spec.preprocess;
-  if (pre.input === 'text') return { items, ds: { n: items.length, texts: items.map((it) => String(it.fields.text)), preprocess: pre } };
+  if (pre.input === 'text') return { n: items.length, texts: items.map((it) => String(it.fields.text)), preprocess: pre };
   const pixels = toPixels(
     items.map((it) => decodePixels(it.image!.bytes)),
     pre.image!,
     items.map((it) => it.id),
   );
-  return { items, ds: { n: items.length, pixels, preprocess: pre } };
+  return { n: items.length, pixels, preprocess: pre };
 }

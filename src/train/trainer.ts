@@ -6,6 +6,7 @@
  * per term per batch stalls an asynchronous backend). Each epoch estimates train accuracy on
  * a fixed sample, scores the validation slice, and saves the best model and a checkpoint.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DistilleryError, SettingError } from '../errors.ts';
@@ -112,6 +113,13 @@ export function splitIndices(ds: Dataset, seed: number): { train: number[]; val:
   const shuffled = shuffle(train, mulberry32(seed ^ 0x5eed));
   const nVal = train.length >= 50 ? Math.round(train.length * 0.1) : 0;
   return { train: shuffled.slice(nVal).sort((a, b) => a - b), val: shuffled.slice(0, nVal).sort((a, b) => a - b), test };
+}
+
+/** The validation slice by its items' ids (metrics.json records it): cascade.ts fit checks that it rebuilds the same slice. */
+export function validationFingerprint(ds: Dataset, seed: number): { n: number; ids_sha256: string } {
+  const val = splitIndices(ds, seed).val;
+  const ids = JSON.stringify(val.map((i) => ds.ids[i]));
+  return { n: val.length, ids_sha256: createHash('sha256').update(ids).digest('hex') };
 }
 
 function targetAccuracy(probs: Float32Array, ds: Dataset, idx: number[]): number | null {
