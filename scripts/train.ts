@@ -134,7 +134,9 @@ const program = addTargetOptions(
       1,
     )
     // student shapes
-    .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
+    .option('--hidden <list>', 'mlp (default 256,128 on images, 64 on texts) / fasttext head: hidden widths, e.g. 256,128', (v) =>
+      v.split(',').filter(Boolean).map(Number),
+    )
     .option('--patch <n>', 'vit: patch size', intArg(1), 4)
     .option('--width <n>', 'vit: token width', intArg(1), 64)
     .option('--depth <n>', 'vit: blocks', intArg(1), 4)
@@ -153,7 +155,12 @@ const program = addTargetOptions(
       intArg(0),
       0,
     )
-    .option('--buckets <n>', 'fasttext: hashed feature buckets', intArg(1), 1 << 18)
+    .option(
+      '--buckets <n>',
+      'text students (logreg, mlp, fasttext): rows of the hashed word and bigram table (memory: buckets × classes, hidden[0] or dim floats)',
+      intArg(1),
+      1 << 18,
+    )
     .option('--dim <n>', 'fasttext: embedding width', intArg(1), 64),
 );
 // Each distiller's own settings, from the registry: adding a distiller adds its flags here.
@@ -314,8 +321,18 @@ function distillTokens(o: TrainOptions): Pick<VitSpec, 'distillToken' | 'distill
 function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
   const numClasses = ds.task.labels.length;
   if (ds.preprocess.input === 'text') {
-    if (arch !== 'fasttext') throw new DistilleryError(`--arch ${arch}: a text task trains the fasttext student`);
-    return { kind: 'fasttext', numClasses, buckets: o.buckets, dim: o.dim, hidden: o.hidden ?? [] };
+    // The three text students read the same hashed word and bigram features (models/text-features.ts).
+    switch (arch) {
+      case 'fasttext':
+        return { kind: 'fasttext', numClasses, buckets: o.buckets, dim: o.dim, hidden: o.hidden ?? [] };
+      case 'logreg':
+        return { kind: 'logreg', numClasses, buckets: o.buckets, bigrams: true };
+      case 'mlp':
+        // One hidden layer of 64 by default: its first layer is a buckets × width table (64: the size of fasttext's).
+        return { kind: 'mlp', numClasses, buckets: o.buckets, bigrams: true, hidden: o.hidden ?? [64] };
+      default:
+        throw new DistilleryError(`--arch ${arch}: a text task trains logreg, mlp or fasttext (on hashed word and bigram features)`);
+    }
   }
   if (arch === 'fasttext') throw new DistilleryError('--arch fasttext: an image task trains logreg, mlp, cnn, involution or vit');
   const im = (ds.preprocess as Required<Preprocess>).image;
