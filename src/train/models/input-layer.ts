@@ -27,7 +27,7 @@ export interface DenseInput extends Partial<TextFeatures> {
 
 /**
  * `${name}.w` and `${name}.b` for a layer of `width` outputs on the spec's input; `init(fanIn)` initialises
- * an image layer, and a text table starts as fastText's input matrix does (uniform in ±1/width).
+ * an image layer's W, `textInit` a text table.
  */
 export function inputLinear(
   spec: DenseInput & { kind: string },
@@ -35,13 +35,14 @@ export function inputLinear(
   name: string,
   width: number,
   init: (fanIn: number) => Init,
+  textInit: Init,
 ): (x: StudentInput) => tf.Tensor2D {
   const what = spec.kind;
   const text = textFeaturesOf(spec);
   if (text && spec.inputShape !== undefined) throw new DistilleryError(`${what}: give inputShape (images) or buckets (texts), not both`);
   if (text) {
     const buckets = positiveInt(`${what} buckets`, text.buckets);
-    const w = param(`${name}.w`, [buckets, width], { kind: 'uniform', limit: 1 / width }) as tf.Tensor2D;
+    const w = param(`${name}.w`, [buckets, width], textInit) as tf.Tensor2D;
     const b = param(`${name}.b`, [width], zeros) as tf.Tensor1D;
     return (x) => {
       if (!isTextBatch(x)) throw new DistilleryError(`${what}: a text student's input must be { bags: number[][] } (see textBatch)`);

@@ -7,7 +7,7 @@
  */
 import type { Forward } from './types.ts';
 import { inputLinear, type DenseInput } from './input-layer.ts';
-import { lecun, type ParamFn } from './params.ts';
+import { lecun, zeros, type ParamFn } from './params.ts';
 
 export interface LogregSpec extends DenseInput {
   kind: 'logreg';
@@ -15,6 +15,7 @@ export interface LogregSpec extends DenseInput {
 }
 
 export function buildLogreg(spec: LogregSpec, param: ParamFn): Forward {
-  const linear = inputLinear(spec, param, 'head', spec.numClasses, lecun);
+  // A text table starts at zero, as fastText's output matrix does: a word never seen in training then adds nothing.
+  const linear = inputLinear(spec, param, 'head', spec.numClasses, lecun, zeros);
   return (x) => ({ logits: linear(x) });
 }

@@ -39,8 +39,11 @@ export function buildMlp(spec: MlpSpec, param: ParamFn): Forward {
 
   // The first layer reads the input (pixels, or a text's bag); with no hidden layer it is the head itself.
   const [first, ...rest] = spec.hidden;
+  // A text table starts as fastText's input matrix does, uniform in ±1/width (its rows must differ to break symmetry).
   const input =
-    first === undefined ? inputLinear(spec, param, 'head', spec.numClasses, lecun) : inputLinear(spec, param, 'fc.0', first, he);
+    first === undefined
+      ? inputLinear(spec, param, 'head', spec.numClasses, lecun, zeros)
+      : inputLinear(spec, param, 'fc.0', first, he, { kind: 'uniform', limit: 1 / first });
   let width = first ?? spec.numClasses;
   const layers = rest.map((h, j) => {
     const i = j + 1;
