@@ -173,13 +173,12 @@ describe('text students: logreg, mlp and fasttext on the same labels, through th
     }
   });
 
-  test('refused in one line, nothing written: image-only distillers and architectures, the fast trainer for logreg', async () => {
+  // --arch vit and --augment on a text task: test/train.test.ts ('bad input').
+  test('refused in one line, nothing written: image-only distillers, the fast trainer for logreg', async () => {
     const refusals: Array<[string[], RegExp]> = [
       [['--arch', 'logreg', '--distill', 'ce,deit'], /--distill deit: needs a ViT/],
       [['--arch', 'mlp', '--distill', 'ce,hidden', '--feature-teacher', out('mlp')], /needs a ViT student/],
-      [['--arch', 'vit'], /--arch vit: a text task trains logreg, mlp or fasttext/],
       [['--arch', 'logreg', '--trainer', 'fast'], /--trainer fast: it trains the fasttext student only \(got logreg\)/],
-      [['--arch', 'logreg', '--augment', 'shift:1'], /--augment: only image tasks/],
     ];
     const results = await Promise.all(refusals.map(([args], i) => runScript('train', [...common, ...args, '--out', out(`refused${i}`)])));
     results.forEach((r, i) => {
