@@ -239,6 +239,9 @@ for (const [name, spec, lr, maxSteps] of [
 ] as const) {
   test(`${name} overfits 16 items on wasm`, async (t) => {
     const s = createStudent(spec, 21);
+    // A text logreg's table starts at zero: with balanced labels its bias's first gradient is exactly zero, so start it off zero.
+    if (spec === textLogregSpec)
+      tf.tidy(() => s.weights['head.w'].assign(tf.randomNormal(s.weights['head.w'].shape, 0, 0.1, 'float32', 5)));
     const x = inputFor(spec, 22);
     const tensorsBefore = tf.memory().numTensors;
     const { start, end, steps } = await overfit(s, x, lr, maxSteps);
