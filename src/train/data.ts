@@ -7,8 +7,7 @@ import { buildTargets, taskItems, type Targets, type TargetsOptions } from '../t
 import type { TeacherView } from '../targets/types.ts';
 import { augmentImages, augmentImagesSeeded, formatAugment, parseAugment, type AugmentConfig, type AugmentDraw } from './augment.ts';
 import { tf } from './backend.ts';
-import { textBatch, textFeaturesOf, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
-import { featuresKey } from './models/text-features.ts';
+import { featuresKey, textBatch, textFeaturesOf, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
 
 /** How raw inputs become tensors; saved with the model so eval and predict see what training saw. */
 export interface Preprocess {

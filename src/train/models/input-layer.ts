@@ -10,7 +10,8 @@
  * [buckets, classes] table in place of its [buckets, dim]·[dim, classes] factorisation, and
  * mlp is fastText with a bias and a non-linearity after the bag; the three differ only in the
  * model. Computed sparsely (embeddingBag gathers only the bag's rows and has its own gradient),
- * never as the [batch, buckets] matrix.
+ * never as the [batch, buckets] matrix; the general trainer's AdamW still updates the whole table
+ * each step (see embeddingBag in ops.ts), which is why train.ts gives these tables 2^16 rows.
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
