@@ -29,7 +29,8 @@ import { mulberry32, shuffle } from '../src/random.ts';
 import { fit, LinearFasttext, packBags } from '../src/train/fast/fasttext.ts';
 import { Hogwild } from '../src/train/fast/hogwild.ts';
 import type { FasttextSpec } from '../src/train/models/index.ts';
-import { textBatch } from '../src/train/models/index.ts';
+// words: hashTokens' own word splitter, so that fastText sees the words we hash.
+import { textBatch, words } from '../src/train/models/index.ts';
 
 const program = new Command('bench-text')
   .option('--data <dir>', 'an SST-2 or Banking77 folder (see /work/shared/datasets/README.md); default: a generated task')
@@ -269,14 +270,6 @@ function accuracy(probs: Float32Array, gold: number[], c: number): number {
     gold.map((_, i) => argmax(probs.subarray(i * c, (i + 1) * c))),
     gold,
   ).value;
-}
-
-/** hashTokens' word splitter (models/fasttext.ts), so that fastText sees the words we hash. */
-function words(text: string): string[] {
-  return text
-    .toLowerCase()
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter((w) => w.length > 0);
 }
 
 function findFasttext(bin: string): string | undefined {

@@ -23,6 +23,18 @@ import { train, validationFingerprint, writeMetrics, type TrainConfig, type Trai
 
 type Arch = 'logreg' | 'mlp' | 'cnn' | 'involution' | 'vit' | 'fasttext';
 
+/**
+ * Text students. fasttext keeps fastText's 2^18 rows: its fast trainer touches only the rows a text uses. logreg and
+ * mlp train with AdamW, which updates every row of the table each step (time and memory ∝ buckets × width), hence 2^16.
+ */
+const TEXT_BUCKETS = { fasttext: 1 << 18, logreg: 1 << 16, mlp: 1 << 16 };
+/**
+ * AdamW's default rate for a text logreg or mlp: a row's share of a text is 1/its length, so 1e-3 barely moves the
+ * table in 10 epochs. Measured on SST-2 (notes/p9-text.md): logreg 54.8% at 1e-3, 76.3% at 1e-2, 79.1% at 5e-2;
+ * mlp (hidden 64) after one epoch 79.1% at 1e-2, 77.1% at 5e-2 (it then overfits).
+ */
+const TEXT_DEFAULT_LR = { logreg: 0.05, mlp: 0.01 };
+
 interface TrainOptions extends Partial<DistillSettings> {
   db: string;
   task?: string;
@@ -60,7 +72,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   distillTokens?: number;
   shareEvery: number;
   relPosBlocks: number;
-  buckets: number;
+  buckets?: number;
   dim: number;
 }
 
@@ -103,7 +115,7 @@ const program = addTargetOptions(
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
     .option(
       '--lr <x>',
-      `peak learning rate (AdamW, default 1e-3; the fast fasttext trainer's initial SGD rate, default ${FAST_DEFAULT_LR})`,
+      `peak learning rate (AdamW, default 1e-3; on a text task ${TEXT_DEFAULT_LR.logreg} for logreg, ${TEXT_DEFAULT_LR.mlp} for mlp; the fast fasttext trainer's initial SGD rate, default ${FAST_DEFAULT_LR})`,
       numberArg(0),
     )
     .addOption(
@@ -134,7 +146,9 @@ const program = addTargetOptions(
       1,
     )
     // student shapes
-    .option('--hidden <list>', 'mlp / fasttext head: hidden widths, e.g. 256,128', (v) => v.split(',').filter(Boolean).map(Number))
+    .option('--hidden <list>', 'mlp (default 256,128 on images, 64 on texts) / fasttext head: hidden widths, e.g. 256,128', (v) =>
+      v.split(',').filter(Boolean).map(Number),
+    )
     .option('--patch <n>', 'vit: patch size', intArg(1), 4)
     .option('--width <n>', 'vit: token width', intArg(1), 64)
     .option('--depth <n>', 'vit: blocks', intArg(1), 4)
@@ -153,7 +167,11 @@ const program = addTargetOptions(
       intArg(0),
       0,
     )
-    .option('--buckets <n>', 'fasttext: hashed feature buckets', intArg(1), 1 << 18)
+    .option(
+      '--buckets <n>',
+      `text students: rows of the hashed word and bigram table (floats: buckets × classes for logreg, × hidden[0] for mlp, × dim for fasttext; default ${TEXT_BUCKETS.fasttext} for fasttext, ${TEXT_BUCKETS.logreg} for logreg and mlp)`,
+      intArg(1),
+    )
     .option('--dim <n>', 'fasttext: embedding width', intArg(1), 64),
 );
 // Each distiller's own settings, from the registry: adding a distiller adds its flags here.
@@ -208,7 +226,8 @@ runCli(async () => {
   const config: TrainConfig = {
     epochs: opts.epochs,
     batchSize: opts.batchSize,
-    lr: opts.lr ?? (fast ? FAST_DEFAULT_LR : 1e-3),
+    lr:
+      opts.lr ?? (fast ? FAST_DEFAULT_LR : ds.texts && (spec.kind === 'logreg' || spec.kind === 'mlp') ? TEXT_DEFAULT_LR[spec.kind] : 1e-3),
     weightDecay: opts.weightDecay,
     warmup: opts.warmup,
     seed: opts.seed,
@@ -315,8 +334,18 @@ function distillTokens(o: TrainOptions): Pick<VitSpec, 'distillToken' | 'distill
 function studentSpec(o: TrainOptions, arch: Arch, ds: Dataset): StudentSpec {
   const numClasses = ds.task.labels.length;
   if (ds.preprocess.input === 'text') {
-    if (arch !== 'fasttext') throw new DistilleryError(`--arch ${arch}: a text task trains the fasttext student`);
-    return { kind: 'fasttext', numClasses, buckets: o.buckets, dim: o.dim, hidden: o.hidden ?? [] };
+    // The three text students read the same hashed word and bigram features (models/text-features.ts).
+    switch (arch) {
+      case 'fasttext':
+        return { kind: 'fasttext', numClasses, buckets: o.buckets ?? TEXT_BUCKETS.fasttext, dim: o.dim, hidden: o.hidden ?? [] };
+      case 'logreg':
+        return { kind: 'logreg', numClasses, buckets: o.buckets ?? TEXT_BUCKETS.logreg, bigrams: true };
+      case 'mlp':
+        // One hidden layer of 64 by default: its first layer is a buckets × width table (64: the size of fasttext's).
+        return { kind: 'mlp', numClasses, buckets: o.buckets ?? TEXT_BUCKETS.mlp, bigrams: true, hidden: o.hidden ?? [64] };
+      default:
+        throw new DistilleryError(`--arch ${arch}: a text task trains logreg, mlp or fasttext (on hashed word and bigram features)`);
+    }
   }
   if (arch === 'fasttext') throw new DistilleryError('--arch fasttext: an image task trains logreg, mlp, cnn, involution or vit');
   const im = (ds.preprocess as Required<Preprocess>).image;

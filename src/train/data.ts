@@ -7,7 +7,7 @@ import { buildTargets, taskItems, type Targets, type TargetsOptions } from '../t
 import type { TeacherView } from '../targets/types.ts';
 import { augmentImages, augmentImagesSeeded, formatAugment, parseAugment, type AugmentConfig, type AugmentDraw } from './augment.ts';
 import { tf } from './backend.ts';
-import { textBatch, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
+import { featuresKey, textBatch, textFeaturesOf, type StudentInput, type StudentSpec, type TextBatch } from './models/index.ts';
 
 /** How raw inputs become tensors; saved with the model so eval and predict see what training saw. */
 export interface Preprocess {
@@ -263,12 +263,20 @@ export function checkReplayAugment(ds: Dataset, augment: AugmentConfig | undefin
 /** The student's input for a batch of item indices; `augment` (training batches only) transforms the images. */
 export function batchInput(ds: BatchSource, spec: StudentSpec, idx: number[], augment?: AugmentDraw): StudentInput {
   if (ds.texts) {
-    if (spec.kind !== 'fasttext') throw new DistilleryError(`a text task needs the fasttext student (got ${spec.kind})`);
-    // Texts are hashed once per dataset, not once per batch and epoch.
-    let bags = hashedBags.get(ds);
-    if (!bags) hashedBags.set(ds, (bags = textBatch(ds.texts, spec).bags));
+    const features = textFeaturesOf(spec);
+    if (!features)
+      throw new DistilleryError(
+        `a text task needs a text student (logreg, mlp or fasttext on hashed features; got ${spec.kind} on images)`,
+      );
+    // Texts are hashed once per dataset and hashing (a feature teacher may hash otherwise), not once per batch and epoch.
+    let byKey = hashedBags.get(ds);
+    if (!byKey) hashedBags.set(ds, (byKey = new Map()));
+    const key = featuresKey(features);
+    let bags = byKey.get(key);
+    if (!bags) byKey.set(key, (bags = textBatch(ds.texts, features).bags));
     return { bags: idx.map((i) => bags![i]) };
   }
+  if (textFeaturesOf(spec)) throw new DistilleryError(`an image task needs an image student (got ${spec.kind} on hashed text features)`);
   const im = ds.preprocess.image!;
   const per = im.height * im.width * im.channels;
   const buf = new Float32Array(idx.length * per);
@@ -285,7 +293,7 @@ export function batchInput(ds: BatchSource, spec: StudentSpec, idx: number[], au
 /** What batchInput reads: a Dataset, or just the inputs of new items (predict). */
 export type BatchSource = Pick<Dataset, 'pixels' | 'texts' | 'preprocess' | 'n'>;
 
-const hashedBags = new WeakMap<BatchSource, TextBatch['bags']>();
+const hashedBags = new WeakMap<BatchSource, Map<string, TextBatch['bags']>>();
 
 export function disposeInput(x: StudentInput): void {
   if (x instanceof tf.Tensor) x.dispose();

@@ -372,8 +372,11 @@ function makeBatch(
     const present = tf.tidy(() => tf.transpose(tf.tensor2d(gatherRows(p.present, idx, t), [idx.length, t])) as tf.Tensor2D);
     batch.perTeacher = { names: p.names, logits, present };
   }
-  if (needs.featureTeacher && featureTeacher)
-    batch.featureTeacher = tf.tidy(() => featureTeacher.forward(x, { training: false, collect: true }));
+  if (needs.featureTeacher && featureTeacher) {
+    // A text teacher reads its own hashing (another bucket count is another table); an image teacher the same pixels.
+    const tx = ds.texts ? batchInput(ds, featureTeacher.spec, idx) : x;
+    batch.featureTeacher = tf.tidy(() => featureTeacher.forward(tx, { training: false, collect: true }));
+  }
   return batch;
 }
 

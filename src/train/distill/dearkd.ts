@@ -150,7 +150,7 @@ export const dearkd = defineDistiller<DearkdOptions>({
           '--distill dearkd: needs --feature-teacher DIR, a CNN trained by this project (train.ts --arch cnn --supervised)',
         );
       const t = teacher.model.spec;
-      if (!('inputShape' in t) || t.inputShape.join('x') !== s.inputShape.join('x'))
+      if (!('inputShape' in t) || t.inputShape?.join('x') !== s.inputShape.join('x'))
         throw new DistilleryError(
           `--feature-teacher ${teacher.dir}: dearkd needs a CNN on the student's ${s.inputShape.join('×')} images (the teacher is ${t.kind})`,
         );

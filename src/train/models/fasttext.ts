@@ -6,8 +6,8 @@
  *   logits = head(mean_{i ∈ bag} E[i])        E: [buckets, dim]
  *
  * The hashing trick puts words and bigrams in one table of `buckets` rows, so
- * there is no vocabulary to build or store: the same text always maps to the
- * same rows, at the cost of occasional collisions.
+ * there is no vocabulary to build or store (text-features.ts: the one hashing
+ * every text student shares; `buckets` and `bigrams` are in this spec).
  *
  * Input: a TextBatch `{ bags }`, one array of bucket ids per item (textBatch
  * builds it from strings). embeddingBag (ops.ts) supplies the table gradient,
@@ -16,15 +16,14 @@
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense, embeddingBag } from '../ops.ts';
-import type { Forward, TextBatch } from './types.ts';
+import type { Forward } from './types.ts';
 import { activationFn } from './mlp.ts';
-import { fnv1a, he, lecun, positiveInt, rate, type ParamFn } from './params.ts';
+import { he, lecun, positiveInt, rate, type ParamFn } from './params.ts';
+import { isTextBatch, type TextFeatures } from './text-features.ts';
 
-export interface FasttextSpec {
+export interface FasttextSpec extends TextFeatures {
   kind: 'fasttext';
   numClasses: number;
-  /** Rows of the hashed embedding table, e.g. 2^18. */
-  buckets: number;
   /** Embedding width. */
   dim: number;
   /** Hidden widths of an MLP head; absent or [] is fastText's linear head. */
@@ -32,46 +31,6 @@ export interface FasttextSpec {
   activation?: 'gelu' | 'relu';
   /** Dropout after each hidden activation, when training. Default 0. */
   dropout?: number;
-  /** Whether the features include word bigrams (how textBatch hashes). Default true. */
-  bigrams?: boolean;
-}
-
-export interface HashOptions {
-  /** Also hash each pair of consecutive words as "w1 w2". Default true. */
-  bigrams?: boolean;
-}
-
-/** Lowercase, then split on runs of anything that is not a Unicode letter or digit. */
-function words(text: string): string[] {
-  return text
-    .toLowerCase()
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter((w) => w.length > 0);
-}
-
-/**
- * Bucket ids of a text's words (in order), then of its bigrams "w1 w2":
- * FNV-1a (32-bit, over UTF-8) modulo `buckets`. Deterministic across runs and
- * machines, so ids computed at training time stay valid at inference.
- * Repeated words give repeated ids: the bag mean then weights them by count, as fastText does.
- */
-export function hashTokens(text: string, buckets: number, opts: HashOptions = {}): number[] {
-  positiveInt('hashTokens buckets', buckets);
-  const ws = words(text);
-  const ids = ws.map((w) => fnv1a(w) % buckets);
-  if (opts.bigrams ?? true) {
-    for (let i = 0; i + 1 < ws.length; i++) ids.push(fnv1a(`${ws[i]} ${ws[i + 1]}`) % buckets);
-  }
-  return ids;
-}
-
-/** The input a fasttext student expects, hashed the way its spec says. */
-export function textBatch(texts: readonly string[], spec: Pick<FasttextSpec, 'buckets' | 'bigrams'>): TextBatch {
-  return { bags: texts.map((t) => hashTokens(t, spec.buckets, { bigrams: spec.bigrams ?? true })) };
-}
-
-function isTextBatch(x: unknown): x is TextBatch {
-  return typeof x === 'object' && x !== null && !(x instanceof tf.Tensor) && Array.isArray((x as TextBatch).bags);
 }
 
 export function buildFasttext(spec: FasttextSpec, param: ParamFn): Forward {

@@ -23,7 +23,7 @@ import { loadedParams, positiveInt, seededParams, type ParamFn } from './params.
 import { buildVit, type VitSpec } from './vit.ts';
 
 export type { CnnSpec, FasttextSpec, InvolutionSpec, LogregSpec, MlpSpec, VitSpec };
-export { hashTokens, textBatch, type HashOptions } from './fasttext.ts';
+export { featuresKey, hashTokens, textBatch, textFeaturesOf, words, type HashOptions, type TextFeatures } from './text-features.ts';
 export { vitDistillTokens, vitTokenCounts } from './vit.ts';
 
 /** Every student's spec: JSON-serialisable, stored as model.json's `spec` by saveWeights. */

@@ -1,29 +1,21 @@
 /**
- * Multinomial logistic regression: logits = flatten(x) · W + b.
- * The floor every other student must beat.
+ * Multinomial logistic regression: logits = x · W + b. The floor every other student must beat.
+ *
+ *   images  x = flatten(pixels)                          W: [H·W·C, classes]
+ *   texts   x = the hashed word and bigram counts / total  W: [buckets, classes]
+ *           (x · W = mean_{i ∈ bag} W[i]: an embedding bag of width classes; see input-layer.ts)
  */
-import { DistilleryError } from '../../errors.ts';
-import { tf } from '../backend.ts';
-import { dense } from '../ops.ts';
 import type { Forward } from './types.ts';
-import { flattenBatch, lecun, shapeOf, zeros, type ParamFn } from './params.ts';
+import { inputLinear, type DenseInput } from './input-layer.ts';
+import { lecun, zeros, type ParamFn } from './params.ts';
 
-export interface LogregSpec {
+export interface LogregSpec extends DenseInput {
   kind: 'logreg';
   numClasses: number;
-  /** One item's shape, e.g. [28, 28, 1] or [784]; inputs are flattened. */
-  inputShape: number[];
 }
 
 export function buildLogreg(spec: LogregSpec, param: ParamFn): Forward {
-  const inputShape = shapeOf('logreg inputShape', spec.inputShape);
-  const d = inputShape.reduce((a, b) => a * b, 1);
-  const w = param('head.w', [d, spec.numClasses], lecun(d));
-  const b = param('head.b', [spec.numClasses], zeros);
-
-  return (x) => {
-    if (!(x instanceof tf.Tensor)) throw new DistilleryError('logreg: input must be a tensor [B, ...inputShape]');
-    const flat = flattenBatch('logreg', x, inputShape);
-    return { logits: dense(flat, w as tf.Tensor2D, b as tf.Tensor1D) as tf.Tensor2D };
-  };
+  // A text table starts at zero, as fastText's output matrix does: a word never seen in training then adds nothing.
+  const linear = inputLinear(spec, param, 'head', spec.numClasses, lecun, zeros);
+  return (x) => ({ logits: linear(x) });
 }

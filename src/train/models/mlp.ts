@@ -1,18 +1,21 @@
 /**
  * Multi-layer perceptron: flatten → (dense → GELU|ReLU → dropout) × len(hidden) → dense.
  * GELU (Hendrycks & Gimpel 2016) by default, as in transformer MLPs.
+ *
+ * On a text task the input is the text's hashed word and bigram counts divided by their total,
+ * so the first layer is an embedding bag of width hidden[0] plus a bias (input-layer.ts): fastText
+ * with a bias and a non-linearity after the bag.
  */
 import { DistilleryError } from '../../errors.ts';
 import { tf } from '../backend.ts';
 import { dense, gelu } from '../ops.ts';
 import type { Features, Forward } from './types.ts';
-import { flattenBatch, he, lecun, positiveInt, rate, shapeOf, zeros, type ParamFn } from './params.ts';
+import { inputLinear, type DenseInput } from './input-layer.ts';
+import { he, lecun, positiveInt, rate, zeros, type ParamFn } from './params.ts';
 
-export interface MlpSpec {
+export interface MlpSpec extends DenseInput {
   kind: 'mlp';
   numClasses: number;
-  /** One item's shape, e.g. [28, 28, 1] or [784]; inputs are flattened. */
-  inputShape: number[];
   /** Width of each hidden layer, e.g. [256, 128]; [] is logistic regression. */
   hidden: number[];
   /** Default 'gelu'. */
@@ -28,31 +31,46 @@ export function activationFn(what: string, name: 'gelu' | 'relu' | undefined): (
 }
 
 export function buildMlp(spec: MlpSpec, param: ParamFn): Forward {
-  const inputShape = shapeOf('mlp inputShape', spec.inputShape);
   if (!Array.isArray(spec.hidden))
     throw new DistilleryError(`mlp hidden must be an array of layer widths, got ${JSON.stringify(spec.hidden)}`);
   const act = activationFn('mlp', spec.activation);
   const dropout = rate('mlp dropout', spec.dropout);
+  spec.hidden.forEach((h, i) => positiveInt(`mlp hidden[${i}]`, h));
 
-  let width = inputShape.reduce((a, b) => a * b, 1);
-  const layers = spec.hidden.map((h, i) => {
-    positiveInt(`mlp hidden[${i}]`, h);
+  // The first layer reads the input (pixels, or a text's bag); with no hidden layer it is the head itself.
+  const [first, ...rest] = spec.hidden;
+  // A text table starts as fastText's input matrix does, uniform in ±1/width (its rows must differ to break symmetry).
+  const input =
+    first === undefined
+      ? inputLinear(spec, param, 'head', spec.numClasses, lecun, zeros)
+      : inputLinear(spec, param, 'fc.0', first, he, { kind: 'uniform', limit: 1 / first });
+  let width = first ?? spec.numClasses;
+  const layers = rest.map((h, j) => {
+    const i = j + 1;
     const layer = { w: param(`fc.${i}.w`, [width, h], he(width)) as tf.Tensor2D, b: param(`fc.${i}.b`, [h], zeros) as tf.Tensor1D };
     width = h;
     return layer;
   });
-  const headW = param('head.w', [width, spec.numClasses], lecun(width)) as tf.Tensor2D;
-  const headB = param('head.b', [spec.numClasses], zeros) as tf.Tensor1D;
+  const head =
+    first === undefined
+      ? undefined
+      : {
+          w: param('head.w', [width, spec.numClasses], lecun(width)) as tf.Tensor2D,
+          b: param('head.b', [spec.numClasses], zeros) as tf.Tensor1D,
+        };
 
   return (x, opts = {}) => {
-    if (!(x instanceof tf.Tensor)) throw new DistilleryError('mlp: input must be a tensor [B, ...inputShape]');
-    let h: tf.Tensor = flattenBatch('mlp', x, inputShape);
     const features: Features = {};
-    layers.forEach(({ w, b }, i) => {
-      h = act(dense(h, w, b));
-      if (opts.training && dropout > 0) h = tf.dropout(h, dropout);
-      features[`layer${i}`] = h;
-    });
-    return { logits: dense(h, headW, headB) as tf.Tensor2D, ...(opts.collect ? { features } : {}) };
+    let h: tf.Tensor = input(x); // the first hidden layer's pre-activation; the logits when there is none
+    if (head) {
+      [undefined, ...layers].forEach((layer, i) => {
+        if (layer) h = dense(h, layer.w, layer.b);
+        h = act(h);
+        if (opts.training && dropout > 0) h = tf.dropout(h, dropout);
+        features[`layer${i}`] = h;
+      });
+      h = dense(h, head.w, head.b);
+    }
+    return { logits: h as tf.Tensor2D, ...(opts.collect ? { features } : {}) };
   };
 }

@@ -19,7 +19,7 @@
 import { SettingError } from '../../errors.ts';
 import { tf, type BackendChoice } from '../backend.ts';
 import type { Batch, Distiller, DistillSettings } from '../distill/index.ts';
-import type { Student, StudentSpec } from '../models/index.ts';
+import { textFeaturesOf, type Student, type StudentSpec } from '../models/index.ts';
 import { batchGrads, type StepGrads } from './grads.ts';
 import { Replica } from './pool.ts';
 import { disposeShareBatch, layoutOf, shareBatch, shareSizes, splitBatch, writeFlat } from './shares.ts';
@@ -46,8 +46,8 @@ export function parallelUnsupported(backend: string, spec: StudentSpec, distille
   if (backend === 'tensorflow')
     return 'the tensorflow backend already spreads each step over every core (TensorFlow’s own thread pool); workers are for wasm and cpu';
   if (backend !== 'wasm' && backend !== 'cpu') return `the ${backend} backend is not supported (workers are for wasm and cpu)`;
-  if (spec.kind === 'fasttext')
-    return 'the general trainer shares no fasttext batch (its embedding gradient is the whole table); the fast trainer (--trainer auto|fast, linear head, ce and kd) runs --workers N as Hogwild threads';
+  if (textFeaturesOf(spec))
+    return `the general trainer shares no text student's batch (its embedding gradient is the whole table); the fast trainer (fasttext --trainer auto|fast, linear head, ce and kd) runs --workers N as Hogwild threads`;
   for (const d of distillers) {
     if (d.needs.featureTeacher || d.needs.studentFeatures || d.prepare || Object.keys(d.weights).length > 0)
       return `the ${d.name} distiller uses feature maps or weights of its own; with more than one worker, only distillers on labels and teacher distributions (ce, kd, multi-kd, deit, civt) are supported`;
