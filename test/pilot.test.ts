@@ -229,3 +229,28 @@ describe('pilot.ts', () => {
     assert.ok(!fs.existsSync(db), 'no database was created');
   });
 });
+
+describe('pilot.ts --max-cost', () => {
+  test('the cap is over the whole pilot: a cap nothing fits under sends nothing, stops (exit 3) and says which configurations did not run', async () => {
+    const dir = workDir();
+    const fake = await fakeServer({ teacher });
+    const task = writeTask(dir);
+    const input = writeJsonl(dir, 'in.jsonl', animalRows(9));
+    const db = path.join(dir, 'distill.db');
+    const r = await runScript('pilot', [
+      ...['--db', db, '--task', task, '--input', input, '--models', 'good,weak', '--sample', '3', '--max-cost', '0'],
+      ...teacherArgs(fake.url),
+      '--json',
+    ]);
+    assert.equal(r.code, 3, show(r));
+    assert.equal(fake.requests.length, 0);
+    const out = lastJson(r);
+    assert.equal(out.status, 'stopped');
+    assert.deepEqual(
+      out.configurations.map((c: { status: string }) => c.status),
+      ['stopped', 'not run'],
+    );
+    assert.match(out.configurations[0].message, /cost cap reached/);
+    assert.equal(out.configurations[0].answered, 0);
+  });
+});

@@ -13,14 +13,13 @@
  * A pilot's run is left `stopped` with a message, so that label.ts with the same configuration continues that
  * run (one run holds the sample and the rest) instead of starting a new one.
  */
-import { classificationMetrics, type ClassificationMetrics } from '../eval/metrics.ts';
+import { agreement, classificationMetrics, type ClassificationMetrics } from '../eval/metrics.ts';
 import { batchPrice, costOf, type Price } from '../label/cost.ts';
 import { runLabeling } from '../label/live.ts';
 import { configHash, requestFor } from '../label/plan.ts';
 import type { LabelOptions, LabelResult } from '../label/types.ts';
 import { decodeSoft, softToProbs } from '../soft/codec.ts';
 import type { ItemRow, KeyLabelRow, Store } from '../store/store.ts';
-import { agreement } from '../targets/metrics.ts';
 import { RequestBuilder } from '../teacher/request.ts';
 import { pilotSample, type PilotSample } from './sample.ts';
 
@@ -127,7 +126,13 @@ export async function runPilot(o: PilotOptions): Promise<PilotReport> {
       continue;
     }
     o.onConfig?.(c, index);
-    const result = await runLabeling({ ...lo, itemIds: sample.ids, maxCost: capFor(o.maxCost, spent, store, hash) });
+    const result = await runLabeling({
+      ...lo,
+      itemIds: sample.ids,
+      maxCost: capFor(o.maxCost, spent, store, hash),
+      // A run created by a pilot says so (it keeps this when label.ts continues it: it began as a pilot).
+      runParams: { ...lo.runParams, pilot: { sample: sample.ids.length, seed: o.seed, stratified: sample.gold } },
+    });
     spent += result.stats.cost;
     if (result.run && result.status === 'completed') store.finishRun(result.run.id, 'stopped', PILOT_RUN_MESSAGE);
     if (result.status !== 'completed' && result.status !== 'nothing-to-do')
@@ -206,8 +211,7 @@ function measure(
   const byKey = groupBy(responses, (r) => r.request_key);
 
   const predictions: Array<number | null> = [];
-  const probs: Float64Array[] = [];
-  let withSoft = true;
+  const probs: Array<Float64Array | null> = [];
   const g: number[] = [];
   const p: number[] = [];
   let failed = 0;
@@ -225,11 +229,10 @@ function measure(
     if (gold[i] < 0) return;
     g.push(gold[i]);
     p.push(k);
-    if (row.soft) probs.push(Float64Array.from(softToProbs(decodeSoft(row.soft))));
-    else withSoft = false;
+    probs.push(row.soft ? Float64Array.from(softToProbs(decodeSoft(row.soft))) : null);
   });
   const answered = predictions.filter((x) => x !== null).length;
-  const metrics = g.length > 0 ? classificationMetrics(labels, g, p, withSoft ? probs : undefined) : null;
+  const metrics = g.length > 0 ? classificationMetrics(labels, g, p, probs.some((x) => x !== null) ? probs : undefined) : null;
 
   // Costs from tokens at the configured price (the table may have changed since an answer was paid).
   const price = lo.price;
