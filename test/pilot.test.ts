@@ -43,11 +43,23 @@ describe('pilot sample', () => {
   const items = (n: number, golds: (i: number) => string | null): SampleItem[] =>
     Array.from({ length: n }, (_, i) => ({ id: i + 1, hash: `h${(i * 7919) % 1000}`.padEnd(6, '0'), gold: golds(i) }));
 
-  test('allocate: proportional by largest remainder, every class at least once, all when n covers them', () => {
+  test('allocate: close to proportional, every class at least once, all when n covers them, monotone in n', () => {
     assert.deepEqual(allocate([50, 30, 20], 10), [5, 3, 2]);
     assert.deepEqual(allocate([90, 9, 1], 10), [8, 1, 1]);
     assert.deepEqual(allocate([5, 5, 0], 20), [5, 5, 0]);
     assert.deepEqual(allocate([10, 10, 10], 2), [1, 1, 0]);
+    const sizes = [40, 25, 9, 3, 1];
+    for (let n = 0; n < 78; n++) {
+      const [a, b] = [allocate(sizes, n), allocate(sizes, n + 1)];
+      assert.equal(
+        b.reduce((x, y) => x + y, 0),
+        n + 1,
+      );
+      assert.ok(
+        b.every((k, j) => k >= a[j]),
+        `allocate(${n + 1}) = ${b} adds to allocate(${n}) = ${a}`,
+      );
+    }
     for (const [sizes, n] of [
       [[7, 3, 1, 1], 6],
       [[100, 1, 1, 1], 5],

@@ -52,7 +52,7 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
   const rows = r.configs.map((c, i) => [
     names[i],
     `${c.answered}/${s.ids.length}`,
-    ...(s.gold ? [pct(c.metrics?.accuracy), num(c.metrics?.macroF1), num(c.metrics?.ece)] : []),
+    ...(s.gold ? [withInterval(c), num(c.metrics?.macroF1), num(c.metrics?.ece)] : []),
     pct(c.invalidRate),
     ms(c.latency?.p50),
     ms(c.latency?.p95),
@@ -66,6 +66,9 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
   lines.push(
     '',
     'answered: sampled items with a valid label (the metrics use these); invalid: share of paid answers that were not a valid label',
+    ...(s.gold
+      ? ["95% CI: Wilson's interval of the accuracy on this many items (overlapping intervals: sample more to tell them apart)"]
+      : []),
     'p50/p95: latency per answered request; $/1k items and expected: the measured mean cost per item, invalid answers included',
     'worst case: every item at --max-tokens, as --max-cost reserves it; batch: at the Batch API price (label.ts --batch)',
   );
@@ -90,8 +93,29 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
         `--input ${o.input ?? 'FILE'} with the same teacher flags (--soft, --temperature, --max-tokens, --base-url); ` +
         `the ${c.answered + c.failed} sampled answer(s) are reused, not paid again (expected ${usd(c.projection.remainingExpected)} for the rest)`,
     );
+    const close = notTellable(r, best);
+    if (close.length > 0) {
+      lines.push(
+        `not told apart by this sample (overlapping 95% intervals): ${close.map((i) => names[i]).join(', ')}; ` +
+          `a larger --sample (same --seed) reuses these answers and asks only for the new items`,
+      );
+    }
   }
   return lines;
+}
+
+/** "95.0% (76–99)": the accuracy and its 95% interval in whole percents. */
+function withInterval(c: ConfigResult): string {
+  if (!c.metrics || !c.accuracyInterval) return '—';
+  const { low, high } = c.accuracyInterval;
+  return `${pct(c.metrics.accuracy)} (${Math.floor(100 * low)}–${Math.ceil(100 * high)})`;
+}
+
+/** The configurations whose accuracy interval overlaps the best one's: the sample cannot tell them apart. */
+export function notTellable(r: PilotReport, best: number): number[] {
+  const b = r.configs[best].accuracyInterval;
+  if (!b) return [];
+  return r.configs.flatMap((c, i) => (i !== best && c.accuracyInterval && c.accuracyInterval.high >= b.low ? [i] : []));
 }
 
 /** The most accurate configuration (ties: the cheaper); without gold, none is chosen for the user. */
@@ -125,6 +149,10 @@ export function pilotJson(r: PilotReport): string {
       },
       status: r.status,
       best: bestConfig(r) ?? null,
+      notToldApart: (() => {
+        const b = bestConfig(r);
+        return b === undefined ? [] : notTellable(r, b);
+      })(),
       configurations: r.configs.map(({ predictions: _p, ...c }, i) => ({ name: names[i], ...c })),
       agreement: r.agreement.map((p) => ({ ...p, aName: names[p.a], bName: names[p.b] })),
     },

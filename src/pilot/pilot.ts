@@ -74,6 +74,8 @@ export interface ConfigResult {
   spent: number;
   /** Against gold over the answered sampled items (null without gold). */
   metrics: ClassificationMetrics | null;
+  /** Wilson's 95% interval of the accuracy: what the sample size allows one to tell apart (null without gold). */
+  accuracyInterval: { low: number; high: number } | null;
   /** Invalid answers / every paid answer to the sample's keys. */
   invalidRate: number | null;
   answers: number;
@@ -268,6 +270,7 @@ function measure(
     requests: outcome.requests,
     spent: outcome.spent,
     metrics,
+    accuracyInterval: metrics && metrics.n > 0 ? wilson(metrics.accuracy, metrics.n) : null,
     invalidRate: all.length > 0 ? invalid / all.length : null,
     answers: all.length,
     latency: latencies.length > 0 ? { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), n: latencies.length } : null,
@@ -316,6 +319,17 @@ function groupBy<T>(xs: readonly T[], key: (x: T) => string): Map<string, T[]> {
     else m.set(k, [x]);
   }
   return m;
+}
+
+/**
+ * Wilson's score interval for a proportion p measured on n items, at 95% (z = 1.96): unlike p ± z·SE it stays inside
+ * [0, 1] and does not collapse to a point at p = 1 on a small sample.
+ */
+export function wilson(p: number, n: number, z = 1.959964): { low: number; high: number } {
+  const z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / (1 + z2 / n);
+  return { low: Math.max(0, centre - half), high: Math.min(1, centre + half) };
 }
 
 /** The q-quantile with linear interpolation between order statistics (numpy's default). */

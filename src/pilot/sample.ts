@@ -1,5 +1,5 @@
 /**
- * The pilot's sample: a stratified sample by gold label (proportional allocation, every class present at least once
+ * The pilot's sample: a stratified sample by gold label (close to proportional, every class present at least once
  * when the sample is large enough), seeded and deterministic. Items are ordered by content hash before the seeded
  * shuffle, so the sample depends on the items and the seed, not on the order of the input file; and each class keeps
  * one shuffled order, so a larger --sample with the same seed contains the smaller one (its answers are reused).
@@ -60,35 +60,25 @@ function seededOrder<T extends SampleItem>(items: readonly T[], seed: number): T
 }
 
 /**
- * Proportional allocation of `n` over strata of these sizes (largest remainder), with at least one item from every
- * non-empty stratum when n allows it (a class missing from the sample would have no recall at all). All of every
- * stratum when n covers the population.
+ * Allocation of `n` items over strata of these sizes, one item at a time by the Huntington–Hill rule (the next item
+ * goes to the stratum with the largest size / sqrt(a·(a+1)), a its items so far): close to proportional, every
+ * non-empty stratum first gets one (a class missing from the sample would have no recall at all), and house
+ * monotone, unlike rounding each share: allocate(n + 1) only adds an item to allocate(n), so a larger sample with
+ * the same seed contains the smaller one. All of every stratum when n covers the population.
  */
 export function allocate(sizes: readonly number[], n: number): number[] {
-  const total = sizes.reduce((a, b) => a + b, 0);
-  if (n >= total) return [...sizes];
-  const exact = sizes.map((s) => (n * s) / total);
-  const alloc = exact.map(Math.floor);
-  const present = sizes.filter((s) => s > 0).length;
-  if (n >= present) sizes.forEach((s, k) => s > 0 && alloc[k] === 0 && (alloc[k] = 1));
-  let sum = alloc.reduce((a, b) => a + b, 0);
-  // The minimum of one can overshoot n: take back from the strata furthest above their exact share.
-  while (sum > n) {
-    const k = argBest(alloc, (j) => (alloc[j] > 1 ? alloc[j] - exact[j] : -Infinity));
-    alloc[k]--;
-    sum--;
-  }
-  // Largest remainder for what is left; ties go to the larger stratum, then the first.
-  while (sum < n) {
-    const k = argBest(alloc, (j) => (alloc[j] < sizes[j] ? exact[j] - alloc[j] + sizes[j] * 1e-12 : -Infinity));
-    alloc[k]++;
-    sum++;
+  const alloc = sizes.map(() => 0);
+  const priority = (k: number) => (alloc[k] >= sizes[k] ? -1 : alloc[k] === 0 ? Infinity : sizes[k] / Math.sqrt(alloc[k] * (alloc[k] + 1)));
+  for (let m = 0; m < n; m++) {
+    let best = -1;
+    for (let k = 0; k < sizes.length; k++) {
+      const pk = priority(k);
+      if (pk < 0) continue;
+      // Ties (the first round: every stratum at Infinity) go to the larger stratum, then the first.
+      if (best < 0 || pk > priority(best) || (pk === priority(best) && sizes[k] > sizes[best])) best = k;
+    }
+    if (best < 0) break; // every stratum taken whole
+    alloc[best]++;
   }
   return alloc;
-}
-
-function argBest(xs: readonly number[], score: (k: number) => number): number {
-  let best = 0;
-  for (let k = 1; k < xs.length; k++) if (score(k) > score(best)) best = k;
-  return best;
 }
