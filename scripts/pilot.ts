@@ -13,7 +13,7 @@ async function loadPilot() {
     import('../src/store/store.ts'),
     import('../src/teacher/request.ts'),
     import('../src/pilot/pilot.ts'),
-    import('../src/pilot/format.ts'),
+    import('../src/cli/pilot-table.ts'),
   ]);
   return { ...task, ...teacher, ...read, ...pilot, ...format, Store: store.Store, defaultMaxTokens: request.defaultMaxTokens };
 }

@@ -208,9 +208,11 @@ describe('pilot.ts', () => {
     assert.equal(out.agreement[0].rate, sampled.filter((i) => i % 4 !== 0).length / 8);
     assert.equal(out.best, null);
 
-    const table = await runScript('pilot', args);
+    // A larger sample with the same seed contains this one: only the 2 new items are asked, by each configuration.
+    const table = await runScript('pilot', [...args, '--sample', '10']);
     assert.equal(table.code, 0, show(table));
-    assert.equal(fake.requests.length, 16);
+    assert.equal(fake.requests.length, 16 + 2 * 2);
+    assert.match(table.stdout, /10 of 20 item\(s\) sampled at random/);
     assert.match(table.stdout, /no gold labels in the input, so no accuracy/);
     assert.match(table.stdout, /agreement between configurations/);
     assert.doesNotMatch(table.stdout, /accuracy {2}/);
@@ -242,7 +244,7 @@ describe('pilot.ts', () => {
   });
 });
 
-describe('pilot.ts --max-cost', () => {
+describe('pilot.ts: stopping and failing', () => {
   test('the cap is over the whole pilot: a cap nothing fits under sends nothing, stops (exit 3) and says which configurations did not run', async () => {
     const dir = workDir();
     const fake = await fakeServer({ teacher });
@@ -264,5 +266,26 @@ describe('pilot.ts --max-cost', () => {
     );
     assert.match(out.configurations[0].message, /cost cap reached/);
     assert.equal(out.configurations[0].answered, 0);
+  });
+
+  test('a configuration that fails does not keep the next from being tried; the pilot exits 1', async () => {
+    const dir = workDir();
+    const fake = await fakeServer({ teacher, rejectLogprobs: true });
+    const task = writeTask(dir);
+    const input = writeJsonl(dir, 'in.jsonl', animalRows(6));
+    const db = path.join(dir, 'distill.db');
+    const r = await runScript('pilot', [
+      ...['--db', db, '--task', task, '--input', input, '--models', 'good,weak', '--sample', '3', '--concurrency', '1'],
+      ...teacherArgs(fake.url),
+      '--json',
+    ]);
+    assert.equal(r.code, 1, show(r));
+    const out = lastJson(r);
+    assert.equal(out.status, 'failed');
+    assert.deepEqual(
+      out.configurations.map((c: { status: string }) => c.status),
+      ['failed', 'failed'],
+    );
+    assert.deepEqual([...new Set(fake.requests.map((q) => q.body.model))], ['good', 'weak']);
   });
 });

@@ -61,7 +61,7 @@ export interface ConfigResult {
   prompt: string;
   promptVersion: string;
   configHash: string;
-  /** The run this pilot labeled into (undefined when every sampled answer was already stored). */
+  /** The run this pilot labeled into; when every sampled answer was already stored, the run most of them are in. */
   runId?: number;
   status: LabelResult['status'] | 'not run';
   message?: string;
@@ -116,6 +116,7 @@ export async function runPilot(o: PilotOptions): Promise<PilotReport> {
   const results: ConfigResult[] = [];
   let spent = 0;
   let status: PilotReport['status'] = 'completed';
+  let failed = false;
   const worstByPrompt = new Map<string, { prompt: number; completion: number }>();
   for (const [index, c] of o.configs.entries()) {
     const lo = c.options;
@@ -137,8 +138,10 @@ export async function runPilot(o: PilotOptions): Promise<PilotReport> {
     });
     spent += result.stats.cost;
     if (result.run && result.status === 'completed') store.finishRun(result.run.id, 'stopped', PILOT_RUN_MESSAGE);
-    if (result.status !== 'completed' && result.status !== 'nothing-to-do')
-      status = result.status === 'pending' ? 'stopped' : result.status;
+    // A configuration that failed (a model without logprobs, say) does not keep the others from being measured;
+    // a cost cap reached or an interrupt stops the pilot.
+    if (result.status === 'failed') failed = true;
+    else if (result.status === 'stopped' || result.status === 'interrupted') status = result.status;
     results.push(
       measure(c, hash, builder, sampleRows, gold, rows.length, worstTokens, {
         status: result.status,
@@ -153,6 +156,7 @@ export async function runPilot(o: PilotOptions): Promise<PilotReport> {
   for (let a = 0; a < results.length; a++) {
     for (let b = a + 1; b < results.length; b++) pairs.push({ a, b, ...agreement(results[a].predictions, results[b].predictions) });
   }
+  if (failed && status === 'completed') status = 'failed';
   return {
     task: first.task.name,
     labels: [...labels],
@@ -261,7 +265,7 @@ function measure(
     prompt: c.prompt,
     promptVersion: lo.task.version,
     configHash: hash,
-    runId: outcome.runId,
+    runId: outcome.runId ?? commonestRun(final),
     status: outcome.status,
     message: outcome.message,
     answered,
@@ -308,6 +312,15 @@ function finalLabels(rows: readonly KeyLabelRow[]): Map<string, KeyLabelRow> {
     if (!seen || r.status === 'ok' || seen.status !== 'ok') out.set(r.request_key, r);
   }
   return out;
+}
+
+/** The run most of the sample's labels are in (a rerun of a pilot opens no run: the answers are all stored). */
+function commonestRun(final: Map<string, KeyLabelRow>): number | undefined {
+  const counts = new Map<number, number>();
+  for (const r of final.values()) counts.set(r.run_id, (counts.get(r.run_id) ?? 0) + 1);
+  let best: number | undefined;
+  for (const [run, n] of counts) if (best === undefined || n > counts.get(best)!) best = run;
+  return best;
 }
 
 function groupBy<T>(xs: readonly T[], key: (x: T) => string): Map<string, T[]> {

@@ -1,7 +1,7 @@
 /** The pilot's report for people (a table and a few lines) and for machines (one JSON object). */
 import { basename } from 'node:path';
-import { formatTable } from '../cli/table.ts';
-import type { ConfigResult, PilotReport } from './pilot.ts';
+import type { ConfigResult, PilotReport } from '../pilot/pilot.ts';
+import { formatTable } from './table.ts';
 
 const int = (x: number) => x.toLocaleString('en-US');
 const pct = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? '—' : `${(100 * x).toFixed(1)}%`);
@@ -93,6 +93,12 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
         `--input ${o.input ?? 'FILE'} with the same teacher flags (--soft, --temperature, --max-tokens, --base-url); ` +
         `the ${c.answered + c.failed} sampled answer(s) are reused, not paid again (expected ${usd(c.projection.remainingExpected)} for the rest)`,
     );
+    if (c.runId !== undefined) {
+      lines.push(
+        `its run ${c.runId} holds the sample and label.ts continues it: train/export --teachers ${c.runId} use exactly this configuration ` +
+          `(the other configurations' runs stay in the database as teachers of their model)`,
+      );
+    }
     const close = notTellable(r, best);
     if (close.length > 0) {
       lines.push(
