@@ -65,7 +65,7 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
   lines.push('', ...formatTable([head, ...rows]));
   lines.push(
     '',
-    'answered: sampled items with a valid label (the metrics use these); invalid: share of paid answers that were not a valid label',
+    `answered: sampled items with a valid label${s.gold ? ' (the metrics use these)' : ''}; invalid: share of paid answers that were not a valid label`,
     ...(s.gold
       ? ["95% CI: Wilson's interval of the accuracy on this many items (overlapping intervals: sample more to tell them apart)"]
       : []),
