@@ -195,9 +195,26 @@ describe('pilot.ts', () => {
     );
     const db = path.join(dir, 'distill.db');
     const args = ['--db', db, '--task', task, '--input', input, '--models', 'good,weak', '--sample', '8', ...teacherArgs(fake.url)];
+    // label.ts --dry-run's "at most" for the whole input: the worst case the pilot projects for the same configuration.
+    const dry = await runScript('label', [
+      '--db',
+      db,
+      '--task',
+      task,
+      '--input',
+      input,
+      '--model',
+      'good',
+      ...teacherArgs(fake.url),
+      '--dry-run',
+    ]);
+    assert.equal(dry.code, 0, show(dry));
+    const atMost = /at most \$(\d+\.\d{4})/.exec(dry.stdout)![1];
     const r = await runScript('pilot', [...args, '--json']);
     assert.equal(r.code, 0, show(r));
     const out = lastJson(r);
+    assert.ok(Number(atMost) > 0);
+    assert.equal(out.configurations[0].projection.worst.toFixed(4), atMost);
     assert.equal(out.gold, false);
     assert.equal(fake.requests.length, 16);
     const sampled: number[] = out.sample.items.map((id: string) => Number(id.replace('item', '')));
