@@ -166,7 +166,10 @@ describe('pilot.ts', () => {
     const again = await runScript('pilot', [...args, ...teacherArgs(fake.url)]);
     assert.equal(again.code, 0, show(again));
     assert.equal(fake.requests.length, 4 * 12 + 2 * weakInvalid, 'a rerun sends nothing');
-    assert.match(again.stdout, /pilot of task "animals": 12 of the input's 30 item\(s\) with a gold label/);
+    assert.match(
+      again.stdout,
+      /pilot of task "animals": 12 of the 30 input item\(s\) with a gold label, stratified by gold label, seed 1: 4 cat, 4 dog, 4 bird/,
+    );
     assert.match(again.stdout, /most accurate: good · p1\.md/);
 
     // Label everything with the chosen configuration: only the 18 items outside the sample are asked, in the

@@ -30,8 +30,8 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
   if (s.gold) {
     const drawn = s.perClass.map((c) => `${c.sampled} ${c.label}`).join(', ');
     lines.push(
-      `pilot of task "${r.task}": ${int(s.ids.length)} of the input's ${int(s.population)} item(s) with a gold label ` +
-        `(of ${int(r.items)}), stratified by gold label, seed ${s.seed}: ${drawn}`,
+      `pilot of task "${r.task}": ${int(s.ids.length)} of the ${int(s.population)} input item(s) with a gold label` +
+        `${s.population < r.items ? ` (of ${int(r.items)})` : ''}, stratified by gold label, seed ${s.seed}: ${drawn}`,
     );
   } else {
     lines.push(
