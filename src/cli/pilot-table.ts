@@ -89,7 +89,7 @@ export function pilotLines(r: PilotReport, o: { input?: string } = {}): string[]
     const c = r.configs[best];
     lines.push(
       '',
-      `${s.gold ? 'most accurate' : 'chosen'}: ${names[best]}. To label everything with it: label.ts --task ${c.prompt} --model ${c.model} ` +
+      `${r.configs.length > 1 ? 'most accurate' : 'the one configuration'}: ${names[best]}. To label everything with it: label.ts --task ${c.prompt} --model ${c.model} ` +
         `--input ${o.input ?? 'FILE'} with the same teacher flags (--soft, --temperature, --max-tokens, --base-url); ` +
         `the ${c.answered + c.failed} sampled answer(s) are reused, not paid again (expected ${usd(c.projection.remainingExpected)} for the rest)`,
     );
