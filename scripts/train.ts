@@ -306,7 +306,10 @@ function distillSettings(opts: TrainOptions, distill: string[]): Partial<Distill
       throw new DistilleryError(`--${kebab(key)}: used by ${users.join(', ')}, none of which is in --distill (${distill.join(',')})`);
     out[key] = opts[key];
   }
-  if (opts.supervised && out.ceWeight === undefined) out.ceWeight = 1;
+  // CE as the whole objective (gold, or the teachers' hard labels alone) gets weight 1: at 0.1 the fast fasttext
+  // trainer's SGD steps were ten times too small and a hard-label twin did not learn.
+  const ceAlone = distill.length === 1 && distill[0] === 'ce';
+  if ((opts.supervised || ceAlone) && out.ceWeight === undefined) out.ceWeight = 1;
   return out as Partial<DistillSettings>;
 }
 

@@ -111,6 +111,16 @@ describe('text students: logreg, mlp and fasttext on the same labels, through th
     assert.equal(metrics(out('fasttext')).trainer, 'fast');
   });
 
+  test("--distill ce alone weighs CE 1 (at the default 0.1 the fast trainer's hard-label twin did not learn)", async () => {
+    const r = ok(await runScript('train', [...common, '--arch', 'fasttext', '--dim', '16', '--distill', 'ce', '--out', out('ft-hard')]));
+    const m = JSON.parse(fs.readFileSync(path.join(out('ft-hard'), 'metrics.json'), 'utf8')) as Metrics & {
+      config: { settings: { ceWeight?: number } };
+    };
+    assert.equal(m.config.settings.ceWeight, 1, r.stderr);
+    assert.equal(m.trainer, 'fast');
+    assert.ok(m.test.accuracy >= 0.8, `test accuracy ${m.test.accuracy}`);
+  });
+
   test('predict.ts and eval.ts --student run on the text logreg and mlp', async () => {
     // New texts: the keyword next to a word never seen in training (a mean of bags: each of the 3 features weighs a third).
     const fresh = LABELS.flatMap((label, k) => [0, 1, 2].map((j) => ({ id: `new${k}${j}`, text: `unseen${j} ${label}` })));
@@ -133,7 +143,8 @@ describe('text students: logreg, mlp and fasttext on the same labels, through th
       for (const l of lines) assert.ok(Math.abs(l.probs.reduce((a, b) => a + b, 0) - 1) < 1e-4, `${name}: probs sum to 1`);
       const right = lines.filter((l, i) => l.label === LABELS[Math.floor(i / 3)]).length;
       assert.ok(right >= 7, `${name}: ${right}/9 new texts labeled by their keyword`);
-      const e = JSON.parse(ev.stdout.trim().split('\n').at(-1)!) as { n: number; accuracy: number };
+      const e = (JSON.parse(ev.stdout.trim().split('\n').at(-1)!) as { evaluations: Array<{ n: number; accuracy: number }> })
+        .evaluations[0];
       const m = metrics(out(name));
       assert.equal(e.n, m.test.n);
       assert.equal(e.accuracy, m.test.accuracy, `${name}: eval.ts agrees with train.ts's test report`);

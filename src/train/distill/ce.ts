@@ -10,7 +10,9 @@ export interface CeOptions {
 export const ce = defineDistiller<CeOptions>({
   name: 'ce',
   summary: "ce = w_ce · CE(z_s, y), y the hard target (the teachers' label; gold with --supervised)",
-  flags: { ceWeight: numberFlag('weight of cross-entropy to the hard target (default 0.1; 1 with --supervised)', 0.1) },
+  flags: {
+    ceWeight: numberFlag('weight of cross-entropy to the hard target (default 0.1; 1 with --supervised or --distill ce alone)', 0.1),
+  },
   create({ ceWeight }) {
     if (ceWeight === 0) return null;
     return {
