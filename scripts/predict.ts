@@ -62,9 +62,11 @@ runCli(async () => {
     const { predictCascade } = await import('../src/cli/cascade.ts');
     return predictCascade({ ...opts, cascade: opts.cascade });
   }
-  for (const flag of ['model', 'task', 'json', 'db'] as const)
-    if (program.getOptionValueSource(flag) === 'cli')
-      throw new DistilleryError(`--${flag} is for --cascade (the student alone needs no teacher)`);
+  // Without --cascade every teacher flag would silently do nothing: refuse the first one given.
+  const own = new Set(['student', 'backend', 'input', 'textField', 'idField', 'goldField', 'splitField']);
+  for (const o of program.options)
+    if (!own.has(o.attributeName()) && program.getOptionValueSource(o.attributeName()) === 'cli')
+      throw new DistilleryError(`${o.long} is for --cascade (the student alone needs no teacher)`);
   if (!opts.student) throw new DistilleryError('give --student DIR (or --cascade FILE)');
   log(`backend: ${(await selectBackend(opts.backend)).detail}`);
   const model = await loadModel(opts.student);

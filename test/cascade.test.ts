@@ -397,3 +397,11 @@ describe('cascade.ts fit and predict.ts --cascade', () => {
     assert.equal(fake.requests.length, byTeacher.length);
   });
 });
+
+test('predict.ts without --cascade refuses every teacher flag in one line (it would silently do nothing)', async () => {
+  for (const flag of [['--max-cost', '1'], ['--model', 'm'], ['--no-poll']]) {
+    const r = await runScript('predict', ['--student', 'nowhere', '--input', 'nothing.jsonl', ...flag]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stderr.trim(), `error: ${flag[0]} is for --cascade (the student alone needs no teacher)`);
+  }
+});
