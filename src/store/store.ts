@@ -79,6 +79,26 @@ export interface LabelRecord {
   error: string | null;
 }
 
+/** A label row found by its request key (Store.answersByKeys). */
+export interface KeyLabelRow {
+  request_key: string;
+  item_id: number;
+  run_id: number;
+  status: 'ok' | 'failed';
+  label: string | null;
+  soft: Buffer | null;
+}
+
+/** A paid answer found by its request key (Store.answersByKeys). */
+export interface KeyResponseRow {
+  request_key: string;
+  status: 'ok' | 'invalid';
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost: number;
+  latency_ms: number;
+}
+
 /** An item as the targets and the export read it: no hash, no timestamps. */
 export interface TaskItemRow {
   id: number;
@@ -586,6 +606,33 @@ export class Store {
       }
     }
     return t;
+  }
+
+  /**
+   * What is stored under these request keys, in any run: every label row (ok or failed) and every paid answer
+   * (valid or invalid, with its tokens, cost and latency), oldest first. A pilot reads its sample back this way,
+   * whichever run (a pilot, an earlier label.ts) paid for it.
+   */
+  answersByKeys(keys: readonly string[]): { labels: KeyLabelRow[]; responses: KeyResponseRow[] } {
+    this.flush();
+    const out = { labels: [] as KeyLabelRow[], responses: [] as KeyResponseRow[] };
+    for (let i = 0; i < keys.length; i += 500) {
+      const chunk = keys.slice(i, i + 500);
+      const list = chunk.map(() => '?').join(',');
+      out.labels.push(
+        ...(this.#db
+          .prepare(`SELECT request_key, item_id, run_id, status, label, soft FROM labels WHERE request_key IN (${list}) ORDER BY id`)
+          .all(...chunk) as KeyLabelRow[]),
+      );
+      out.responses.push(
+        ...(this.#db
+          .prepare(
+            `SELECT request_key, status, prompt_tokens, completion_tokens, cost, latency_ms FROM responses WHERE request_key IN (${list}) ORDER BY id`,
+          )
+          .all(...chunk) as KeyResponseRow[]),
+      );
+    }
+    return out;
   }
 
   /** Cost already spent by a run (all its paid responses). */
