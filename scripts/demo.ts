@@ -283,22 +283,26 @@ interface LlmSummary {
 /** Pilot JSON fields the demo reads (pilot.ts --json). */
 interface PilotJson {
   best: number | null;
-  configurations: Array<{ name: string; model: string; runId: number | null; spent: number; status: string }>;
+  configurations: Array<{ name: string; model: string; runId: number | null; status: string; metrics: { accuracy: number } | null }>;
 }
 
 /** predict.ts --cascade --json's last line: the fields the demo prints. */
 interface CascadeJson {
   items: number;
   coverage: number;
-  accuracy: { all: number | null; student: number | null; teacher: number | null };
+  accuracy: Record<'all' | 'student' | 'teacher', { n: number; accuracy: number | null }>;
   teacher: { requests: number; cost: number; already_labeled: number };
   calls_avoided_per_1000: number;
 }
 
 const lastJsonLine = <T>(stdout: string): T => JSON.parse(stdout.trim().split('\n').at(-1)!) as T;
 
-/** The accuracy target of the demo's cascade (per class, at 95% confidence, on the student's validation slice). */
-const CASCADE_TARGET = 0.95;
+/**
+ * The cascade's target: the student answers alone only where it is (per class, at 95% confidence) at least as
+ * accurate as the chosen teacher was on the pilot's sample; at most 95%, which the student's validation slice of a
+ * few hundred tickets can still support (30 right out of 30 has a lower bound near 89%).
+ */
+const cascadeTarget = (teacherAccuracy: number | undefined) => Math.min(0.95, Math.max(0.5, Math.floor(100 * (teacherAccuracy ?? 0.9)) / 100));
 const TEXT_STUDENTS = ['fasttext', 'logreg', 'mlp'] as const;
 
 /**
@@ -397,10 +401,13 @@ async function llmPart(
   const scored = TEXT_STUDENTS.map((k) => ({ kind: k, dir: dirs[k], accuracy: readMetrics(dirs[k]).test.accuracy ?? -1 }));
   const best = scored.reduce((a, b) => (b.accuracy > a.accuracy ? b : a));
   lines.push(`text students, test accuracy: ${scored.map((s) => `${s.kind} ${pct(s.accuracy < 0 ? null : s.accuracy)}`).join(', ')}`);
+  const target = cascadeTarget(chosen.metrics?.accuracy);
   await runStep({
-    title: `a cascade on the best student (${best.kind}): per class, the lowest confidence at which it is ${pct(CASCADE_TARGET)} right`,
+    title:
+      `a cascade on the best student (${best.kind}): per class, the lowest confidence at which it is ${pct(target)} right ` +
+      `(${chosen.model}'s accuracy in the pilot, at most 95%)`,
     script: 'cascade',
-    args: ['fit', '--db', db, '--student', best.dir, '--target', String(CASCADE_TARGET), ...backend],
+    args: ['fit', '--db', db, '--student', best.dir, '--target', String(target), ...backend],
   });
   const answered = await runStep(
     {
@@ -428,10 +435,11 @@ async function llmPart(
   writeFileSync(p('tickets', 'new-answers.jsonl'), answered.stdout.trim().split('\n').slice(0, -1).join('\n') + '\n');
   const c = lastJsonLine<CascadeJson>(answered.stdout);
   log(`   answers: ${p('tickets', 'new-answers.jsonl')}`);
+  const acc = (a: { n: number; accuracy: number | null }) => (a.n ? `${pct(a.accuracy)} on ${a.n}` : '-');
   lines.push(
-    `cascade (${best.kind}, target ${pct(CASCADE_TARGET)} per class) on ${c.items} new tickets: the student answered ${pct(c.coverage)} ` +
-      `(accuracy ${pct(c.accuracy.student)}), the teacher the rest (${c.teacher.requests} request(s), $${c.teacher.cost.toFixed(4)}); ` +
-      `accuracy of all ${pct(c.accuracy.all)}; ${c.calls_avoided_per_1000.toFixed(1)} teacher calls avoided per 1,000`,
+    `cascade (${best.kind}, target ${pct(target)} per class) on ${c.items} new tickets: the student answered ${pct(c.coverage)} ` +
+      `(accuracy ${acc(c.accuracy.student)}), ${chosen.model} the rest (${acc(c.accuracy.teacher)}; ${c.teacher.requests} request(s), ` +
+      `$${c.teacher.cost.toFixed(4)}); all: ${acc(c.accuracy.all)}; ${c.calls_avoided_per_1000.toFixed(1)} teacher calls avoided per 1,000`,
   );
   return { students, summary: { lines } };
 }
