@@ -12,9 +12,12 @@
  *    teacher's hard labels only; the settings live in src/demo/settings.ts, shared with
  *    `bench-kd --preset demo`, which runs the same comparison over 3 seeds;
  * 5. both evaluated, an export with its manifest (verified), and demo/report.html.
- * With --llm and OPENAI_API_KEY or OPENAI_BASE_URL set, it also labels a small sample of
- * datasets/tickets.jsonl with that teacher (black-box path, capped by --max-cost) and trains
- * the fastText-style student on those labels.
+ * With --llm and OPENAI_API_KEY or OPENAI_BASE_URL set (a real API, or the simulator the user
+ * started: npm run sim-teacher), also the black-box path on synthetic tickets with gold labels
+ * (make-tickets): a pilot of the --llm-model list on a stratified sample, the rest labeled with
+ * its most accurate configuration (the sample's answers reused), the fasttext, logreg and mlp
+ * text students, a cascade fitted on the best one, new tickets answered through predict
+ * --cascade, and demo/text-report/report.html. --max-cost caps the whole part.
  *
  * Every step runs the project's own CLI in a child process, and the command is printed, so
  * the log is a list of commands a user can run one by one.
@@ -363,7 +366,8 @@ async function llmPart(
       )
     ).stdout,
   );
-  if (pilotRun.code !== 0 || pilot.best === null) {
+  if (pilotRun.code === 3) throw new DistilleryError(`--max-cost $${opts.maxCost} was reached during the pilot: raise it (or --llm-items)`);
+  if (pilot.best === null) {
     throw new DistilleryError(`the pilot chose no configuration (${pilot.configurations.map((c) => `${c.name}: ${c.status}`).join(', ')})`);
   }
   const chosen = pilot.configurations[pilot.best];
