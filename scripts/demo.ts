@@ -63,8 +63,17 @@ const program = addBackendOption(
       'synthetic tickets labeled, three text students, a cascade on the best, the text report',
     false,
   )
-  .option('--llm-model <list>', 'teacher model(s) for --llm, comma-separated: the pilot tries each and labels with the most accurate', 'gpt-4o-mini')
-  .option('--llm-items <n>', 'synthetic tickets to label for --llm (about a ninth more are kept aside as new tickets for the cascade)', intArg(100), 1800)
+  .option(
+    '--llm-model <list>',
+    'teacher model(s) for --llm, comma-separated: the pilot tries each and labels with the most accurate',
+    'gpt-4o-mini',
+  )
+  .option(
+    '--llm-items <n>',
+    'synthetic tickets to label for --llm (about a ninth more are kept aside as new tickets for the cascade)',
+    intArg(100),
+    1800,
+  )
   .option('--max-cost <usd>', 'cost cap of the --llm part as a whole (pilot, labeling, cascade)', numberArg(0), 0.1);
 
 interface Step {
@@ -305,7 +314,8 @@ const lastJsonLine = <T>(stdout: string): T => JSON.parse(stdout.trim().split('\
  * accurate as the chosen teacher was on the pilot's sample; at most 95%, which the student's validation slice of a
  * few hundred tickets can still support (30 right out of 30 has a lower bound near 89%).
  */
-const cascadeTarget = (teacherAccuracy: number | undefined) => Math.min(0.95, Math.max(0.5, Math.floor(100 * (teacherAccuracy ?? 0.9)) / 100));
+const cascadeTarget = (teacherAccuracy: number | undefined) =>
+  Math.min(0.95, Math.max(0.5, Math.floor(100 * (teacherAccuracy ?? 0.9)) / 100));
 const TEXT_STUDENTS = ['fasttext', 'logreg', 'mlp'] as const;
 
 /**
@@ -387,7 +397,10 @@ async function llmPart(
 
   // The three text students on the chosen configuration's labels only (its run: the pilot's other runs stay out).
   const teachers = ['--teachers', String(chosen.runId)];
-  const dirs = Object.fromEntries(TEXT_STUDENTS.map((k) => [k, p('models', `text-${k}`)])) as Record<(typeof TEXT_STUDENTS)[number], string>;
+  const dirs = Object.fromEntries(TEXT_STUDENTS.map((k) => [k, p('models', `text-${k}`)])) as Record<
+    (typeof TEXT_STUDENTS)[number],
+    string
+  >;
   const trainText = (arch: string, extra: string[]): Step => ({
     title: `a ${arch} text student on those labels`,
     script: 'train',
