@@ -134,7 +134,7 @@ export async function runPilot(o: PilotOptions): Promise<PilotReport> {
       itemIds: sample.ids,
       maxCost: capFor(o.maxCost, spent, store, hash),
       // A run created by a pilot says so (it keeps this when label.ts continues it: it began as a pilot).
-      runParams: { ...lo.runParams, pilot: { sample: sample.ids.length, seed: o.seed, stratified: sample.gold } },
+      runParams: { ...lo.runParams, pilot: { sample: sample.ids.length, seed: o.seed, stratified: sample.gold, items: sample.ids } },
     });
     spent += result.stats.cost;
     if (result.run && result.status === 'completed') store.finishRun(result.run.id, 'stopped', PILOT_RUN_MESSAGE);

@@ -66,6 +66,22 @@ export interface TaskReport {
   splitGold: number;
   /** Per teacher: its labels and probabilities against gold on the report's split. */
   teacherOnSplit: TeacherOnSplit[];
+  /** The runs a pilot (pilot.ts) began, each measured on the pilot's sample. */
+  pilots: PilotRun[];
+}
+
+/** A teacher run a pilot began: its configuration and how it did on the pilot's sample against gold. */
+export interface PilotRun {
+  run: number;
+  teacher: string;
+  promptVersion: string | null;
+  sample: number;
+  seed: number | null;
+  stratified: boolean;
+  /** Items this run holds a label for: more than the sample when label.ts continued it. */
+  labeled: number;
+  /** On the sampled items with gold and a label of this run; null when the run does not record its sample's items. */
+  onSample: { n: number; accuracy: number; macroF1: number } | null;
 }
 
 /** What train.ts writes to DIR/metrics.json (the fields the report reads). */
@@ -168,7 +184,7 @@ export function taskReport(store: Store, task: TaskRow): TaskReport {
     splitItems: inSplit.filter(Boolean).length,
     splitGold: gold.filter((g) => g !== null).length,
   };
-  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [] };
+  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [], pilots: [] };
   const teacherOnSplit = resolveTeachers(store, task).map((source): TeacherOnSplit => {
     const view = loadView(store, task, items, source);
     const probs = view.logprobs.map((lp, i) => (lp && inSplit[i] ? lp.map(Math.exp) : null));
@@ -181,7 +197,46 @@ export function taskReport(store: Store, task: TaskRow): TaskReport {
       evaluation: evaluationOf(task.labels, view.hard, probs, gold, REPORT_SPLIT),
     };
   });
-  return { ...base, teachers: teachersReport(store, task), teacherOnSplit };
+  return { ...base, teachers: teachersReport(store, task), teacherOnSplit, pilots: pilotRuns(store, task, items.items, items.gold) };
+}
+
+/** The task's runs whose params say a pilot began them (pilot.ts), measured on the sample's items against gold. */
+function pilotRuns(store: Store, task: TaskRow, items: readonly { id: number }[], gold: readonly (number | null)[]): PilotRun[] {
+  const goldOf = new Map(items.map((it, i) => [it.id, gold[i]]));
+  const out: PilotRun[] = [];
+  for (const run of store.runs(task.id)) {
+    const pilot = (JSON.parse(run.params) as { pilot?: { sample: number; seed?: number; stratified?: boolean; items?: number[] } }).pilot;
+    if (!pilot) continue;
+    const labelOf = new Map<number, string>();
+    for (const l of store.latestLabels([run.id])) labelOf.set(l.item_id, l.label);
+    let onSample: PilotRun['onSample'] = null;
+    if (pilot.items) {
+      const g: number[] = [];
+      const pred: number[] = [];
+      for (const id of pilot.items) {
+        const gi = goldOf.get(id);
+        const label = labelOf.get(id);
+        if (gi === null || gi === undefined || label === undefined || !task.labels.includes(label)) continue;
+        g.push(gi);
+        pred.push(task.labels.indexOf(label));
+      }
+      if (g.length) {
+        const m = classificationMetrics(task.labels, g, pred);
+        onSample = { n: g.length, accuracy: m.accuracy, macroF1: m.macroF1 };
+      }
+    }
+    out.push({
+      run: run.id,
+      teacher: run.teacher,
+      promptVersion: run.prompt_version,
+      sample: pilot.sample,
+      seed: pilot.seed ?? null,
+      stratified: pilot.stratified ?? false,
+      labeled: labelOf.size,
+      onSample,
+    });
+  }
+  return out;
 }
 
 /** A model folder's metrics and size; predictions (for the reliability diagram) are added by the caller. */

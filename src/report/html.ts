@@ -48,6 +48,7 @@ export function renderReport(d: ReportData): string {
     headlineSection(headline(d.students, d.tasks, REPORT_SPLIT)),
     `<p class="note">Every accuracy, NLL and ECE in this report is measured against the gold labels of the <b>${REPORT_SPLIT}</b> split, for teachers and students alike, unless a column says otherwise. Runs and spend come from the store; each student's figures are those train.ts wrote, and its reliability diagram comes from its own predictions.</p>`,
     runsSection(d),
+    ...d.tasks.map(pilotSection),
     ...d.tasks.map(teacherSection),
     studentsSection(d.students),
     evaluationSection(d),
@@ -161,6 +162,25 @@ function runsSection(d: ReportData): string {
     )}`;
   }
   return html;
+}
+
+/** The runs pilot.ts began: each configuration on the pilot's sample, and whether label.ts went on with it. */
+function pilotSection(t: TaskReport): string {
+  if (t.pilots.length === 0) return '';
+  const rows = t.pilots.map((r) => [
+    r.run,
+    r.teacher,
+    r.promptVersion ? r.promptVersion.slice(0, 12) : '–',
+    `${count(r.sample)}${r.stratified ? ', stratified by gold' : ''}${r.seed === null ? '' : `, seed ${r.seed}`}`,
+    r.onSample ? `${pct(r.onSample.accuracy)} (${count(r.onSample.n)})` : '–',
+    r.onSample ? r.onSample.macroF1.toFixed(3) : '–',
+    r.labeled > r.sample ? `yes: ${count(r.labeled)} items labeled` : 'no (the sample only)',
+  ]);
+  return (
+    `<h2>Pilot of task <code>${esc(t.task)}</code></h2><p class="note">pilot.ts labeled a sample of items with gold with each configuration before the full run; ` +
+    `accuracy and macro-F1 are on that sample (a small sample: see pilot.ts's confidence intervals). A run that label.ts continued holds the sample's answers and the rest, paid once.</p>` +
+    table(['run', 'teacher', 'prompt version', 'sample', 'accuracy on the sample (n)', 'macro-F1', 'continued by label.ts'], rows, 'pilots')
+  );
 }
 
 function teacherSection(t: TaskReport): string {
