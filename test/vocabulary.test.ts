@@ -76,7 +76,27 @@ before(async () => {
     assert.equal(results[i].code, 0, `${s} --help: ${results[i].stderr}`);
     helps.set(s, parseHelp(results[i].stdout));
   });
+  // A script with subcommands (cascade.ts fit) lists only -h itself: its subcommands' flags count as the script's.
+  const subs = SCRIPTS.flatMap((s, i) => subcommands(results[i].stdout).map((sub) => [s, sub] as const));
+  const subResults = await pool(subs, 2, ([s, sub]) => runScript(s, [sub, '--help']));
+  subs.forEach(([s, sub], i) => {
+    assert.equal(subResults[i].code, 0, `${s} ${sub} --help: ${subResults[i].stderr}`);
+    for (const [flag, f] of parseHelp(subResults[i].stdout)) helps.get(s)!.set(flag, f);
+  });
 });
+
+/** The Commands section of commander's help: the subcommand names (not `help`). */
+function subcommands(text: string): string[] {
+  const at = text.split('\n').findIndex((l) => /^Commands:/.test(l));
+  if (at < 0) return [];
+  const names: string[] = [];
+  for (const line of text.split('\n').slice(at + 1)) {
+    if (/^\S/.test(line)) break;
+    const m = /^ {2}([\w-]+)/.exec(line);
+    if (m && m[1] !== 'help') names.push(m[1]);
+  }
+  return names;
+}
 
 /** [script, flag] for every script that declares `name`. */
 function uses(name: string): Array<[string, Flag]> {
@@ -94,6 +114,11 @@ function breaking(name: string, ok: (f: Flag, script: string) => boolean): strin
 }
 
 describe('flag vocabulary', () => {
+  test("a script's subcommands are read too (cascade.ts fit's flags)", () => {
+    assert.ok(helps.get('cascade')!.has('--student'), 'cascade fit --student');
+    assert.ok(helps.get('cascade')!.has('--db'), 'cascade fit --db');
+  });
+
   test('every script has a --help with an Options section', () => {
     assert.ok(SCRIPTS.length >= 20, `${SCRIPTS.length} scripts`);
     for (const s of SCRIPTS) assert.ok(helps.get(s)!.has('--help'), `${s}: no Options section parsed`);
