@@ -177,28 +177,11 @@ const CLAIM_RUNNERS: Record<Claim, (ctx: Ctx) => Promise<void>> = {
   /** DeiT (Touvron et al. 2021, Table 3): hard distillation through the distillation token beats soft, and both beat none. */
   async deit(ctx) {
     await teacher(ctx, 'cnn', 'cnn', 1);
-    const both = { ceWeight: 1, deitWeight: 1 };
     await rows(ctx, 'deit', [
       ceRow(1),
       kdRow(1),
-      {
-        key: 'deit-soft',
-        row: 'DeiT token, soft (CE + T²·KL on the token)',
-        flags: '--distill-token --distill ce,deit --deit-mode soft --ce-weight 1',
-        targets: 'cnn',
-        spec: { distillToken: true },
-        distill: ['ce', 'deit'],
-        settings: { ...both, deitMode: 'soft' },
-      },
-      {
-        key: 'deit-hard',
-        row: 'DeiT token, hard (CE + CE(token, argmax teacher))',
-        flags: '--distill-token --distill ce,deit --deit-mode hard --ce-weight 1',
-        targets: 'cnn',
-        spec: { distillToken: true },
-        distill: ['ce', 'deit'],
-        settings: { ...both, deitMode: 'hard' },
-      },
+      deitRow('soft', 'CE + T²·KL on the token'),
+      deitRow('hard', 'CE + CE(token, argmax teacher)'),
     ]);
   },
 
@@ -364,6 +347,19 @@ async function m2mkdRun(ctx: Ctx, student: VitSpec, seed: number, out: string): 
       hybrid_student: rec.modules.map((x) => x.hybrid_accuracy),
       assembled: rec.assembled.accuracy,
     },
+  };
+}
+
+/** DeiT's distillation token from the CNN teacher; CE (to the teacher's hard label) and the token's loss weigh 1 each. */
+function deitRow(mode: 'hard' | 'soft', loss: string): RowPlan {
+  return {
+    key: `deit-${mode}`,
+    row: `DeiT token, ${mode} (${loss})`,
+    flags: `--distill-token --distill ce,deit --deit-mode ${mode} --ce-weight 1`,
+    targets: 'cnn',
+    spec: { distillToken: true },
+    distill: ['ce', 'deit'],
+    settings: { ceWeight: 1, deitWeight: 1, deitMode: mode },
   };
 }
 
