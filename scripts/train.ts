@@ -19,6 +19,7 @@ import { describeReplay, loadDataset, type Dataset, type Preprocess } from '../s
 import { distillFlags, parseDistillList, type DistillSettings } from '../src/train/distill/index.ts';
 import { vitDistillTokens, type StudentSpec, type VitSpec } from '../src/train/models/index.ts';
 import { FAST_DEFAULT_LR, fastConfig, fastPathUnsupported, trainFasttextFast } from '../src/train/fast/train.ts';
+import { checkFolds, crossValidate, planFolds, type FoldPlan, type FoldsSummary } from '../src/train/folds.ts';
 import { train, validationFingerprint, writeMetrics, type TrainConfig, type TrainHooks, type TrainResult } from '../src/train/trainer.ts';
 
 type Arch = 'logreg' | 'mlp' | 'cnn' | 'involution' | 'vit' | 'fasttext';
@@ -46,6 +47,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   featureTeacher?: string;
   initFrom?: string;
   resume: boolean;
+  folds?: number;
   epochs: number;
   batchSize: number;
   lr?: number;
@@ -111,6 +113,12 @@ const program = addTargetOptions(
     )
     .option('--init-from <dir>', "start from this trained student's weights with this run's objective and a fresh optimizer")
     .option('--resume', 'continue from DIR/checkpoint (same student, same objective)', false)
+    .option(
+      '--folds <k>',
+      'also train K students of the same spec and objective, each on the train split less one fold, and write DIR/out-of-fold.json: ' +
+        "each item's prediction by a student that did not train on it (review.ts --policy label-issues ranks by it)",
+      intArg(2),
+    )
     .option('--epochs <n>', 'epochs', intArg(1), 10)
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
     .option(
@@ -193,11 +201,13 @@ for (const { key, flag, users } of distillFlags()) {
 runCli(async () => {
   const opts = program.parse().opts<TrainOptions>();
   requireDb(opts.db);
+  if (opts.folds !== undefined) checkFolds(opts.folds, { resume: opts.resume });
   const backend = await selectBackend(opts.backend);
   log(`backend: ${backend.detail}`);
   const init = opts.initFrom ? await savedSpec(opts.initFrom) : undefined;
   const store = openExistingStore(opts.db);
   let ds: Dataset;
+  let folds: FoldPlan | undefined;
   try {
     ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
@@ -205,6 +215,7 @@ runCli(async () => {
       // A student started from trained weights sees its inputs as they were preprocessed then.
       ...(init ? { preprocess: init.preprocess } : {}),
     });
+    if (opts.folds !== undefined) folds = planFolds(store, ds, opts.folds, opts.seed);
   } finally {
     store.close();
   }
@@ -266,10 +277,12 @@ runCli(async () => {
     },
   };
   if (fast) log('trainer: fast fasttext (SGD over the rows each text touches)');
-  const result: TrainResult =
+  const trainInto = (data: Dataset, dir: string, h?: TrainHooks): Promise<TrainResult> =>
     fast && spec.kind === 'fasttext'
-      ? await trainFasttextFast(ds, spec, { ...fastConfig(config), workers: opts.workers }, opts.out, { hooks })
-      : await train(ds, spec, config, opts.out, { resume: opts.resume, hooks });
+      ? trainFasttextFast(data, spec, { ...fastConfig(config), workers: opts.workers }, dir, { hooks: h })
+      : train(data, spec, config, dir, { resume: opts.resume, hooks: h });
+  const result = await trainInto(ds, opts.out, hooks);
+  const oof: FoldsSummary | undefined = folds && (await crossValidate(ds, folds, { finalDir: opts.out, trainOn: trainInto, log }));
   writeMetrics(opts.out, {
     command: `tsx scripts/train.ts ${process.argv.slice(2).join(' ')}`,
     backend: backend.backend,
@@ -286,11 +299,18 @@ runCli(async () => {
     best_epoch: result.best_epoch,
     test: result.test,
     samples_per_second: result.samples_per_second,
+    ...(oof ? { folds: oof.folds, out_of_fold: oof } : {}),
   });
   const t = result.test;
   say(
     `saved ${opts.out}: test accuracy ${t.accuracy === null ? '-' : (100 * t.accuracy).toFixed(2) + '%'} on ${t.n} items, teacher agreement ${t.teacher_agreement === null ? '-' : (100 * t.teacher_agreement).toFixed(2) + '%'}, ${result.samples_per_second.toFixed(0)} samples/s`,
   );
+  if (oof) {
+    const pct = (x: number | null) => (x === null ? '-' : `${(100 * x).toFixed(2)}%`);
+    say(
+      `saved ${oof.file}: ${oof.folds} folds; out of fold, ${pct(oof.target_agreement)} of the train split agree with their training targets, ${pct(oof.gold_accuracy)} with gold`,
+    );
+  }
 });
 
 /**
