@@ -4,12 +4,12 @@
  * the page is handed for one item.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { selfConfidence } from '../src/review/label-issues.ts';
 import { buildQueue, buildReviewContext, parseReviewPolicy, type ReviewContext } from '../src/review/queue.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
+import { writeOutOfFold } from '../src/train/out-of-fold.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { importFile, LABELS, loadTaskFile, workDir, writeJsonl, writeTask } from './helpers.ts';
 
@@ -56,10 +56,9 @@ function addRun(store: Store, task: TaskRow, ids: number[], teacher: string, kin
   return run;
 }
 
-/** The out-of-fold file p10-folds' `train.ts --folds K` writes (design §3). */
-function writeOutOfFold(dir: string, task: TaskRow, items: Array<{ id: number; probs: number[] }>): string {
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'out-of-fold.json'), JSON.stringify({ task: task.name, labels: task.labels, folds: 2, seed: 1, items }));
+/** A student folder holding only out-of-fold predictions (train-split items carry their fold, as train.ts --folds writes). */
+function studentFolder(dir: string, task: TaskRow, items: Array<{ id: number; probs: number[]; fold: number | null }>): string {
+  writeOutOfFold(dir, { task: task.name, labels: task.labels, folds: 2, seed: 1, items });
   return dir;
 }
 
@@ -159,8 +158,9 @@ describe('review queue', () => {
     const oof = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({
       id: f.ids[i],
       probs: i === 7 ? probs(DOG, 0.9) : i === 1 ? [0.3, 0.4, 0.3] : probs([CAT, 0, BIRD, CAT, DOG, CAT, CAT][i], 0.8),
+      fold: i === 2 || i === 4 ? null : i % 2,
     }));
-    const studentDir = writeOutOfFold(path.join(f.dir, 'student'), f.task, oof);
+    const studentDir = studentFolder(path.join(f.dir, 'student'), f.task, oof);
     // Every item is covered out of fold, so no model is loaded: the folder holds no model at all.
     const ctx = await buildReviewContext(f.store, f.task, { studentDir });
     const q = buildQueue(ctx, 'label-issues');
@@ -176,6 +176,11 @@ describe('review queue', () => {
       [4, 6, 3, 0, 2],
     );
     assert.equal(q.length, 7);
+    // A test-split item has no fold: the final student predicted it, never having trained on it.
+    assert.equal(
+      q.find((e) => e.itemId === f.ids[4])!.reason,
+      "The student (never trained on this item) gives the target's label dog 80%; its top class too.",
+    );
 
     // The same student makes item 7 a disagreement, the strongest one.
     const d = buildQueue(ctx, 'disagree');
@@ -187,6 +192,11 @@ describe('review queue', () => {
     // Item 1: the teachers split 1-1 (0.5) and the student gives cat 0.3: the weaker evidence counts.
     assert.ok(Math.abs(d[1].score - 0.3) < 1e-9);
     assert.match(d[1].reason, /^The teachers disagree: .*\. The student \(out of fold\) predicts dog/);
+  });
+
+  test("another task's out-of-fold file is refused in one line", async () => {
+    const dir = studentFolder(path.join(f.dir, 'other-student'), { ...f.task, name: 'other' }, [{ id: f.ids[0], probs: [1, 0, 0], fold: 0 }]);
+    await assert.rejects(buildReviewContext(f.store, f.task, { studentDir: dir }), /out-of-fold\.json is for task "other" \(cat, dog, bird\), not "animals"/);
   });
 
   test('label-issues without a student: the target scores its own label (self-confidence of the target)', async () => {

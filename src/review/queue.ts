@@ -143,18 +143,19 @@ async function loadStudent(
   const source = items.map((it): StudentSource => (it.split === 'train' ? 'in-sample' : 'held-out'));
   const oof = readOutOfFold(dir);
   if (oof) {
-    if (JSON.stringify(oof.labels) !== JSON.stringify(task.labels)) {
+    if (oof.task !== task.name || JSON.stringify(oof.labels) !== JSON.stringify(task.labels)) {
       throw new SettingError(
         'studentDir',
         dir,
-        `${dir}/out-of-fold.json has labels ${oof.labels.join(', ')}, task "${task.name}" has ${task.labels.join(', ')}`,
+        `${dir}/out-of-fold.json is for task "${oof.task}" (${oof.labels.join(', ')}), not "${task.name}" (${task.labels.join(', ')})`,
       );
     }
     for (const [id, p] of oof.probs) {
       const i = row.get(id);
       if (i === undefined) continue;
       probs[i] = p;
-      source[i] = 'out-of-fold';
+      // Items without a fold are another split's, predicted by the final student, which never trained on them.
+      source[i] = oof.fold.has(id) ? 'out-of-fold' : 'held-out';
     }
   }
   // Only items a queue can hold need the student run: with out-of-fold predictions for all of them, TensorFlow.js is never loaded.
