@@ -201,7 +201,7 @@ for (const { key, flag, users } of distillFlags()) {
 runCli(async () => {
   const opts = program.parse().opts<TrainOptions>();
   requireDb(opts.db);
-  if (opts.folds !== undefined) checkFolds(opts.folds, { resume: opts.resume });
+  if (opts.folds !== undefined) checkFolds(opts.folds, { resume: opts.resume, initFrom: opts.initFrom });
   const backend = await selectBackend(opts.backend);
   log(`backend: ${backend.detail}`);
   const init = opts.initFrom ? await savedSpec(opts.initFrom) : undefined;

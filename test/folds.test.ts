@@ -152,6 +152,7 @@ describe('train.ts --folds: out-of-fold predictions', () => {
       [['--folds', '2.5'], /--folds.*integer from 2/],
       [['--folds', '49'], /^error: --folds: 49 folds of 48 train-split items/],
       [['--folds', '3', '--resume'], /^error: --folds: not with --resume/],
+      [['--folds', '3', '--init-from', dir], /^error: --folds: not with --init-from/],
     ];
     const results = await Promise.all(cases.map(([flags]) => runScript('train', [...common, '--epochs', '1', ...flags, '--out', refused])));
     results.forEach((r, k) => oneLineError(r, cases[k][1]));

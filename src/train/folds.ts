@@ -54,10 +54,19 @@ export interface FoldsSummary {
   file: string;
 }
 
-/** Refuses a fold count the run cannot use, before any training. */
-export function checkFolds(k: number, o: { resume?: boolean }): void {
+/**
+ * Refuses a fold count the run cannot use, before any training. Not with --init-from: the starting weights may
+ * have learned the held-out items' labels, and a fold student started from them would repeat what it should doubt.
+ */
+export function checkFolds(k: number, o: { resume?: boolean; initFrom?: string }): void {
   if (!Number.isInteger(k) || k < 2) throw new SettingError('folds', k, `${k}: expected a whole number ≥ 2`);
   if (o.resume) throw new SettingError('folds', k, 'not with --resume (the fold students train from scratch; resume without --folds)');
+  if (o.initFrom)
+    throw new SettingError(
+      'folds',
+      k,
+      "not with --init-from (the starting weights may have learned the held-out items' labels: the predictions would not be out of fold)",
+    );
 }
 
 /** Each item's fold (0..k−1) for train-split items, −1 for the others: a seeded shuffle dealt round-robin. */
