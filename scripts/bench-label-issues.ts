@@ -168,7 +168,7 @@ function readDataset(file: string, count: number | undefined, seed: number): { n
   } catch (e) {
     throw new InputError(file, undefined, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const rows: Row[] = [];
+  let rows: Row[] = [];
   text.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     let r: unknown;
@@ -186,6 +186,11 @@ function readDataset(file: string, count: number | undefined, seed: number): { n
       gold: String(o.label),
     });
   });
+  // The import stores a repeated text once (items are keyed by content): keep its first row.
+  const seen = new Set<string>();
+  const distinct = rows.filter((r) => !seen.has(r.text) && seen.add(r.text));
+  if (distinct.length < rows.length) log(`${file}: ${rows.length - distinct.length} repeated texts left out`);
+  rows = distinct;
   const picked = count === undefined || count >= rows.length ? rows : shuffle(rows, mulberry32(seed ^ 0xda7a)).slice(0, count);
   return { name: file, rows: picked };
 }
