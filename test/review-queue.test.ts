@@ -14,7 +14,8 @@ import { decide } from '../src/store/reviews.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
 import { writeOutOfFold } from '../src/train/out-of-fold.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { importFile, LABELS, loadTaskFile, pngFile, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, LABELS, loadTaskFile, pngFile, runScript, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { TRAIN_BACKEND } from './train-backend.ts';
 
 const [CAT, DOG, BIRD] = [0, 1, 2];
 
@@ -318,6 +319,48 @@ describe('review queue', () => {
       ).student!.outOfFold,
       false,
     );
+  });
+
+  test("a trained student's own predictions fill in what out-of-fold.json does not cover", async () => {
+    const out = path.join(f.dir, 'trained');
+    const args = ['--db', path.join(f.dir, 'db.sqlite'), '--task', 'animals', '--teachers', 'gpt-a,gpt-b', '--arch', 'fasttext'];
+    const r = await runScript('train', [
+      ...args,
+      '--buckets',
+      '1024',
+      '--dim',
+      '8',
+      '--epochs',
+      '1',
+      '--backend',
+      TRAIN_BACKEND,
+      '--out',
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    let ctx = await buildReviewContext(f.store, f.task, { studentDir: out, backend: TRAIN_BACKEND });
+    const queued = [0, 1, 2, 3, 4, 6, 7];
+    for (const i of queued) assert.equal(ctx.student!.probs[i]!.length, 3, `item ${i} has the student's prediction`);
+    assert.deepEqual(
+      queued.map((i) => ctx.student!.source[i]),
+      ['in-sample', 'in-sample', 'held-out', 'in-sample', 'held-out', 'in-sample', 'in-sample'],
+    );
+    assert.match(
+      buildQueue(ctx, 'label-issues').find((e) => e.itemId === f.ids[0])!.reason,
+      /^The student \(in-sample: it trained on this item\)/,
+    );
+    // Out-of-fold predictions for two items: those two come from the file, the rest from the student.
+    studentFolder(out, f.task, [
+      { id: f.ids[7], probs: [0.1, 0.8, 0.1], fold: 1 },
+      { id: f.ids[0], probs: [0.6, 0.2, 0.2], fold: 0 },
+    ]);
+    ctx = await buildReviewContext(f.store, f.task, { studentDir: out, backend: TRAIN_BACKEND });
+    assert.deepEqual(Array.from(ctx.student!.probs[7]!), [0.1, 0.8, 0.1]);
+    assert.deepEqual(
+      queued.map((i) => ctx.student!.source[i]),
+      ['out-of-fold', 'in-sample', 'held-out', 'in-sample', 'held-out', 'in-sample', 'out-of-fold'],
+    );
+    assert.equal(buildQueue(ctx, 'label-issues')[0].itemId, f.ids[7]);
   });
 
   test('the item view of an image: its URL on the review server, not its path', async () => {
