@@ -261,6 +261,18 @@ describe('review queue', () => {
     const ctx = await buildReviewContext(f.store, f.task);
     assert.equal(ctx.targets.probs[5], null);
     for (const p of ['disagree', 'low-confidence', 'label-issues'] as const) assert.ok(!order(f, ctx, p).includes(5));
+    // A task only reviewers have labeled has nothing to review against.
+    const dir = workDir();
+    const solo = await importFile(
+      f.store,
+      loadTaskFile(writeTask(dir, { name: 'solo' })),
+      writeJsonl(dir, 'solo.jsonl', [{ id: 's0', text: 'x' }]),
+    );
+    decide(f.store, { task: solo.taskRow, reviewer: 'alice', itemId: solo.itemIds[0], label: 'cat' });
+    await assert.rejects(
+      buildReviewContext(f.store, solo.taskRow),
+      /task "solo" has no teacher runs to review \(only reviewers' labels: human:alice\)/,
+    );
   });
 
   test('the item view: the text as stored (not escaped), every teacher, the target, why and the suggestion', async () => {
