@@ -172,7 +172,7 @@ describe('review queue', () => {
     );
     const scores = q.map((e) => e.score);
     [0.4, 0.525, 0.6, 0.75, 0.9, 0.95, 0.975].forEach((want, k) => assert.ok(Math.abs(scores[k] - want) < 1e-6, `${scores[k]} vs ${want}`));
-    assert.equal(q[0].reason, "The teachers' target is unsure: dog 40%; next: cat 30%.");
+    assert.equal(q[0].reason, "The teachers' target is dog at 40% (next: cat 30%).");
     assert.ok(q.every((e) => e.reason.length > 0));
   });
 
@@ -296,7 +296,7 @@ describe('review queue', () => {
     assert.equal(view.suggestion, 'cat');
     assert.equal(view.student, null);
     assert.deepEqual(view.reason, { policy: 'low-confidence', text: entry.reason, score: entry.score });
-    assert.match(view.reason.text, /^The teachers' target is unsure: cat 75%; next: dog 1[23]%\.$/); // 0.125 in float16/32
+    assert.match(view.reason.text, /^The teachers' target is cat at 75% \(next: dog 1[23]%\)\.$/); // 0.125 in float16/32
 
     // A teacher that did not label the item is there, with nothing to show.
     const four = itemView(f.store, ctx, buildQueue(ctx, 'low-confidence')[0]);

@@ -265,11 +265,9 @@ function lowConfidenceEntry(ctx: ReviewContext, i: number, target: Float64Array)
   const k = targetLabel(ctx, i, target);
   let next = -1;
   for (let j = 0; j < target.length; j++) if (j !== k && (next < 0 || target[j] > target[next])) next = j;
-  const runnerUp = next >= 0 && target[next] > 0 ? `; next: ${labels[next]} ${pct(target[next])}` : '';
-  return {
-    score: target[k],
-    reason: `The teachers' target is unsure: ${labels[k]} ${pct(target[k])}${runnerUp}.`,
-  };
+  const runnerUp = next >= 0 && target[next] > 0 ? ` (next: ${labels[next]} ${pct(target[next])})` : '';
+  // Every item is in this queue, sure ones last: the sentence states the confidence rather than calling it low.
+  return { score: target[k], reason: `The teachers' target is ${labels[k]} at ${pct(target[k])}${runnerUp}.` };
 }
 
 function labelIssueEntry(ctx: ReviewContext, i: number, target: Float64Array): { score: number; reason: string } {
