@@ -75,6 +75,8 @@ runCli(async () => {
     const server = await listen(() => startReviewServer({ session, host: opts.host, port: opts.port, token, log }), opts);
     if (token && opts.token === undefined) say(`access token (every request needs it): ${token}`);
     say(`review at ${server.url}`);
+    for (const address of wildcardAddresses(opts.host)) say(`  or from another machine: ${server.url.replace('127.0.0.1', address)}`);
+    if (queue.length === 0) say(`nothing to review under --policy ${opts.policy}: the page says so`);
     say('Ctrl-C stops the server (every answer is already saved)');
     await stopped();
     await server.close();
@@ -117,6 +119,15 @@ async function listen<T>(start: () => Promise<T>, o: ReviewFlags): Promise<T> {
     if (code === 'EACCES') throw new DistilleryError(`--port ${o.port}: not allowed for this user (use 1024 or above)`);
     throw e;
   }
+}
+
+/** On 0.0.0.0 (or ::), the machine's own IPv4 addresses: what another machine would type. */
+function wildcardAddresses(host: string): string[] {
+  if (host !== '0.0.0.0' && host !== '::') return [];
+  return Object.values(os.networkInterfaces())
+    .flat()
+    .filter((a) => a && a.family === 'IPv4' && !a.internal)
+    .map((a) => a!.address);
 }
 
 /** Resolves on the first SIGINT or SIGTERM. */

@@ -5,6 +5,7 @@
  * API key in the environment must appear in no response.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,7 +14,19 @@ import { buildQueue, buildReviewContext } from '../src/review/queue.ts';
 import { startReviewServer, type ReviewServer } from '../src/review/server.ts';
 import { ReviewSession } from '../src/review/session.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { animalRows, count, importFile, LABELS, loadTaskFile, sqlOn, startNode, workDir, writeJsonl, writeTask } from './helpers.ts';
+import {
+  animalRows,
+  count,
+  importFile,
+  LABELS,
+  loadTaskFile,
+  pngFile,
+  sqlOn,
+  startNode,
+  workDir,
+  writeJsonl,
+  writeTask,
+} from './helpers.ts';
 
 const API_KEY = 'sk-review-test-9f8e7d6c5b4a39281706';
 const TOKEN = 'review-test-token-0123456789abcdef';
@@ -25,6 +38,7 @@ interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
   text: string;
+  bytes: Buffer;
   json: unknown;
 }
 
@@ -42,7 +56,8 @@ function call(
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
+        const bytes = Buffer.concat(chunks);
+        const text = bytes.toString('utf8');
         seen.push(JSON.stringify(res.headers) + text);
         let json: unknown = undefined;
         try {
@@ -50,7 +65,7 @@ function call(
         } catch {
           // the page is HTML
         }
-        resolve({ status: res.statusCode!, headers: res.headers, text, json });
+        resolve({ status: res.statusCode!, headers: res.headers, text, bytes, json });
       });
     });
     req.on('error', reject);
@@ -78,9 +93,9 @@ let itemIds: number[];
 const open: Running[] = [];
 
 /** A review server on its own store (as a separate process would have), policy low-confidence: every item is in the queue. */
-async function serve(reviewer: string, o: { token?: string | null } = {}): Promise<Running> {
+async function serve(reviewer: string, o: { token?: string | null; task?: string } = {}): Promise<Running> {
   const store = Store.open(dbPath);
-  const task = store.findTask('animals')!;
+  const task = store.findTask(o.task ?? 'animals')!;
   const ctx = await buildReviewContext(store, task, {});
   const queue = buildQueue(ctx, 'low-confidence');
   const session = new ReviewSession({ store, ctx, policy: 'low-confidence', queue, reviewer });
@@ -129,6 +144,42 @@ function humanLabels(store: Store, reviewer?: string): Array<{ item_id: number; 
   ) as Array<{ item_id: number; label: string; teacher: string }>;
 }
 
+/** Two teachers with hard labels: they agree on items 1, 2, 3, 5, 6, 7, … and disagree on every fourth. */
+function addTeachers(store: Store, task: TaskRow, ids: number[]): void {
+  for (const [name, wrong] of [
+    ['teacher-a', () => false],
+    ['teacher-b', (i: number) => i % 4 === 0],
+  ] as const) {
+    const run = store.createRun({
+      task_id: task.id,
+      kind: 'llm',
+      teacher: name,
+      base_url: null,
+      prompt_version: 'p',
+      config_hash: `cfg-${task.name}-${name}`,
+      params: '{}',
+      labels: JSON.stringify(LABELS),
+      items_total: ids.length,
+    });
+    ids.forEach((itemId, i) => {
+      const k = (i + (wrong(i) ? 1 : 0)) % LABELS.length;
+      store.insertLabel({
+        ...{
+          itemId,
+          runId: run.id,
+          requestKey: `${task.name}-${name}-${i}`,
+          status: 'ok',
+          label: LABELS[k],
+          soft: null,
+          softMethod: 'none',
+        },
+        ...{ sparse: false, raw: null, promptTokens: 1, completionTokens: 1, cost: 0, latencyMs: 1, attempts: 1, error: null },
+      });
+    });
+    store.finishRun(run.id, 'completed', null);
+  }
+}
+
 before(async () => {
   process.env.OPENAI_API_KEY = API_KEY;
   dir = workDir();
@@ -138,31 +189,12 @@ before(async () => {
   const imported = await importFile(store, task, writeJsonl(dir, 'items.jsonl', animalRows(12)));
   taskRow = imported.taskRow;
   itemIds = imported.itemIds;
-  // Two teachers with hard labels: they agree on items 1, 2, 3, 5, 6, 7, … and disagree on every fourth.
-  for (const [name, wrong] of [
-    ['teacher-a', () => false],
-    ['teacher-b', (i: number) => i % 4 === 0],
-  ] as const) {
-    const run = store.createRun({
-      task_id: taskRow.id,
-      kind: 'llm',
-      teacher: name,
-      base_url: null,
-      prompt_version: 'p',
-      config_hash: `cfg-${name}`,
-      params: '{}',
-      labels: JSON.stringify(LABELS),
-      items_total: itemIds.length,
-    });
-    itemIds.forEach((itemId, i) => {
-      const k = (i + (wrong(i) ? 1 : 0)) % LABELS.length;
-      store.insertLabel({
-        ...{ itemId, runId: run.id, requestKey: `${name}-${i}`, status: 'ok', label: LABELS[k], soft: null, softMethod: 'none' },
-        ...{ sparse: false, raw: null, promptTokens: 1, completionTokens: 1, cost: 0, latencyMs: 1, attempts: 1, error: null },
-      });
-    });
-    store.finishRun(run.id, 'completed', null);
-  }
+  addTeachers(store, taskRow, itemIds);
+  // An image task in the same database, for /api/image.
+  const pics = loadTaskFile(writeTask(dir, { name: 'pics', input: 'image' }));
+  const rows = [0, 1, 2].map((i) => ({ id: `p${i}`, image: path.basename(pngFile(dir, `p${i}.png`, i)) }));
+  const picsImported = await importFile(store, pics, writeJsonl(dir, 'pics.jsonl', rows));
+  addTeachers(store, picsImported.taskRow, picsImported.itemIds);
   store.close();
 });
 
@@ -425,10 +457,40 @@ describe('review server: guards', () => {
   });
 });
 
+describe('review server: images', () => {
+  test("GET /api/image/:id: the item's bytes as image/png, with the token by ?token=; other tasks' items are not served", async () => {
+    const r = await serve('erin', { task: 'pics', token: TOKEN });
+    const item = state(await r.get('/api/state')).item!;
+    assert.equal(item.image, `/api/image/${item.id}`);
+    const img = await call(r.server.port, 'GET', `${item.image}?token=${TOKEN}`);
+    assert.equal(img.status, 200);
+    assert.equal(img.headers['content-type'], 'image/png');
+    const file = fs.readFileSync(path.join(dir, `${item.extId}.png`));
+    assert.ok(img.bytes.equals(file), 'the stored bytes');
+    assert.equal((await call(r.server.port, 'GET', item.image!)).status, 401);
+    assert.equal((await r.get(`/api/image/${itemIds[0]}`)).status, 404, 'an item of another task');
+    await r.stop();
+  });
+});
+
 describe('scripts/review.ts', () => {
   test('a non-loopback --host gets a token and prints it; Ctrl-C stops it with every answer kept', async () => {
     const { child, done } = startNode(
-      ['scripts/review.ts', '--db', dbPath, '--policy', 'low-confidence', '--port', '0', '--host', '0.0.0.0', '--reviewer', 'dave'],
+      [
+        'scripts/review.ts',
+        '--db',
+        dbPath,
+        '--policy',
+        'low-confidence',
+        '--port',
+        '0',
+        '--host',
+        '0.0.0.0',
+        '--reviewer',
+        'dave',
+        '--task',
+        'animals',
+      ],
       { OPENAI_API_KEY: API_KEY },
     );
     let out = '';
