@@ -413,6 +413,10 @@ describe('review server: guards', () => {
     assert.equal((await g.get(`/api/image/${itemIds[0]}`)).status, 404, 'a text item has no image');
   });
 
+  test('a server on a non-loopback address without a token does not start', async () => {
+    await assert.rejects(startReviewServer({ session: g.session, host: '0.0.0.0', port: 0, token: null }), /needs an access token/);
+  });
+
   test('a 1 MB body: 413, declared or streamed', async () => {
     const big = JSON.stringify({ itemId: itemIds[0], label: 'x'.repeat(1 << 20) });
     const headers = {

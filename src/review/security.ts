@@ -15,6 +15,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
+import { SettingError } from '../errors.ts';
 import { CSRF_HEADER, MAX_BODY_BYTES, TOKEN_HEADER } from './api.ts';
 
 /** An HTTP failure with the status it is answered with and a one-line message. */
@@ -61,11 +62,15 @@ export interface Guard {
   hosts: Set<string> | null;
 }
 
-/** The guard of a server bound to `bindHost:port`; a non-loopback bind without a token is refused here too. */
+/** Anything but loopback is reachable from other machines: it needs an access token. */
+export function checkBind(bindHost: string, token: string | null): void {
+  if (!isLoopback(bindHost) && !token) throw new SettingError('token', null, `a server on ${bindHost} needs an access token`);
+}
+
+/** The guard of a server bound to `bindHost:port`. */
 export function makeGuard(o: { bindHost: string; port: number; token: string | null; csrf?: string }): Guard {
-  const loopback = isLoopback(o.bindHost);
-  if (!loopback && !o.token) throw new Error(`a server on ${o.bindHost} needs an access token`);
-  const hosts = loopback
+  checkBind(o.bindHost, o.token);
+  const hosts = isLoopback(o.bindHost)
     ? new Set(['127.0.0.1', 'localhost', '::1', o.bindHost.replace(/^\[|\]$/g, '')].map((h) => hostPort(h, o.port).toLowerCase()))
     : null;
   return { token: o.token, csrf: o.csrf ?? randomToken(), hosts };

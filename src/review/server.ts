@@ -19,6 +19,7 @@ import { SettingError } from '../errors.ts';
 import { DecideBody, UndoBody, type ReviewState } from './api.ts';
 import { renderPage } from './page.ts';
 import {
+  checkBind,
   checkHost,
   checkStateChange,
   checkToken,
@@ -79,6 +80,7 @@ const json = (value: unknown, status = 200): Reply => ({ status, type: 'applicat
 /** Start serving `session`; resolves once listening. */
 export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewServer> {
   const host = o.host ?? '127.0.0.1';
+  checkBind(host, o.token);
   const { session } = o;
   const csrf = randomToken();
   let guard: Guard | null = null;
