@@ -194,7 +194,7 @@ export class ReviewSession {
   }
 
   #view(entry: QueueEntry): ItemView {
-    return itemView(this.ctx, entry, this.policy);
+    return itemView(this.store, this.ctx, entry);
   }
 
   /** What the decision is stored with: why the item was shown and what the page said about it (not its text: the item has that). */
