@@ -94,6 +94,8 @@ main { flex: 1; min-height: 0; display: flex; gap: 0; }
   white-space: pre-wrap; overflow-wrap: anywhere; max-height: 50vh; overflow: auto; }
 #content img { max-width: 100%; max-height: 45vh; image-rendering: pixelated; min-width: 112px; background: #fff;
   border: 1px solid #dde1e6; border-radius: 6px; }
+#content .field { font-size: 12px; color: #5b6570; margin: 8px 0 2px; }
+#content .text + .field { margin-top: 10px; }
 #content .done { font-size: 18px; padding: 24px 0; }
 #dists { margin-top: 14px; overflow-x: auto; }
 table.dist { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
@@ -115,7 +117,7 @@ button:focus-visible { outline: 3px solid #1a5fb4; outline-offset: 2px; }
 button.label { display: flex; align-items: center; gap: 6px; min-height: 34px; padding: 3px 8px; text-align: left;
   background: #fff; border: 1px solid #c5ccd4; border-radius: 6px; position: relative; overflow: hidden; }
 button.label:hover { border-color: #2f6fb0; background: #f2f7fc; }
-button.label .name { flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+button.label .name { flex: 1 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 button.label .name u { text-decoration-thickness: 2px; text-underline-offset: 2px; }
 button.label .tbar { position: absolute; left: 0; bottom: 0; height: 3px; background: #2f6fb0; width: 0; }
 button.label.suggested { border: 2px solid #2f6fb0; background: #eef4fb; }
@@ -126,7 +128,8 @@ kbd { font: 12px/1 ui-monospace, SFMono-Regular, Menlo, monospace; background: #
   border-bottom-width: 2px; border-radius: 4px; padding: 2px 5px; color: #1d232a; }
 button.label kbd.slot { min-width: 1.6em; text-align: center; }
 button.label kbd.none { visibility: hidden; }
-.mark { font-size: 11px; color: #2f6fb0; white-space: nowrap; font-weight: 600; }
+.mark { font-size: 11px; color: #2f6fb0; white-space: nowrap; font-weight: 600; min-width: 0; overflow: hidden; flex: 0 4 auto;
+  text-overflow: ellipsis; }
 #actions { display: flex; gap: 6px; margin-top: 8px; flex-wrap: wrap; }
 button.action { padding: 5px 10px; border: 1px solid #c5ccd4; background: #f6f7f9; border-radius: 6px; min-height: 32px; }
 button.action:hover { background: #eef4fb; }
@@ -146,6 +149,7 @@ body.busy #panel { cursor: progress; }
   button.label { min-height: 30px; padding: 2px 6px; gap: 4px; font-size: 14px; }
   #content .text { font-size: 16px; max-height: none; }
   .help.long { display: none; }
+  .bar { width: 36px; } .p { width: 2.8em; } table.dist td, table.dist th { padding-right: 5px; }
   .help.short { display: block; margin: 4px 0 0; line-height: 1.5; font-size: 12px; }
   #undo-info { display: none; }
   header { padding: 6px 10px 4px; }
@@ -247,7 +251,8 @@ const SCRIPT = String.raw`
       const item = state.item;
       const next = await call('POST', '/api/decide', { itemId: item.id, label });
       render(next);
-      message(label === null ? 'Skipped ' + itemName(item) + '.' : 'Stored “' + label + '” for ' + itemName(item) + '.');
+      if (next.message) message(next.message);
+      else message(label === null ? 'Skipped ' + itemName(item) + '.' : 'Stored “' + label + '” for ' + itemName(item) + '.');
     });
   }
 
@@ -260,7 +265,7 @@ const SCRIPT = String.raw`
       const what = state && state.undo ? undoText(state.undo) : 'the last decision';
       const next = await call('POST', '/api/undo', {});
       render(next);
-      message('Undone: ' + what + '.');
+      message(next.message || 'Undone: ' + what + '.');
     });
   }
 
@@ -271,9 +276,8 @@ const SCRIPT = String.raw`
     decide(s);
   }
 
-  const itemName = (item) => (item.extId !== undefined && item.extId !== null ? '“' + item.extId + '”' : '#' + item.id);
-  const undoText = (u) => (u.label === null || u.label === undefined ? 'skip' : '“' + u.label + '”') +
-    (u.itemId !== undefined ? ' on ' + (u.extId !== undefined && u.extId !== null ? '“' + u.extId + '”' : '#' + u.itemId) : '');
+  const itemName = (item) => 'item ' + item.id;
+  const undoText = (u) => (u.label === null ? 'the skip' : '“' + u.label + '”') + ' of item ' + u.itemId;
 
   // ---------------------------------------------------------------- labels and their keys
 
@@ -298,6 +302,7 @@ const SCRIPT = String.raw`
       b.type = 'button';
       b.title = label;
       b.dataset.label = label;
+      if (i < 9) b.setAttribute('aria-keyshortcuts', String(i + 1));
       b.appendChild(el('kbd', i < 9 ? 'slot' : 'slot none', i < 9 ? String(i + 1) : '0'));
       const name = el('span', 'name');
       const p = prefixes[i];
@@ -446,7 +451,7 @@ const SCRIPT = String.raw`
     const content = $('content');
     content.replaceChildren();
     $('dists').replaceChildren();
-    $('reason').textContent = item ? item.reason || '' : '';
+    $('reason').textContent = item ? item.reason.text : '';
     const meta = $('meta');
     meta.textContent = '';
     for (const b of buttons) {
@@ -461,15 +466,19 @@ const SCRIPT = String.raw`
       content.appendChild(el('div', 'done', 'The queue is done: every item of it has a decision. u takes back the last one.'));
       return;
     }
-    meta.textContent = 'item ' + itemName(item) + (item.split ? ' · ' + item.split + ' split' : '') +
-      (typeof item.score === 'number' ? ' · score ' + item.score.toFixed(3) : '');
+    meta.textContent = itemName(item) + ' · “' + item.extId + '” · ' + item.split + ' split · ' + item.reason.policy +
+      ' score ' + item.reason.score.toFixed(3);
     if (item.image) {
       const img = el('img');
       img.alt = 'item ' + item.id;
       img.src = item.image + (token ? (item.image.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : '');
       content.appendChild(img);
     }
-    if (typeof item.text === 'string') content.appendChild(el('div', 'text', item.text));
+    // One field: its value alone; several: each under its name.
+    for (const f of item.fields) {
+      if (item.fields.length > 1) content.appendChild(el('div', 'field', f.name));
+      content.appendChild(el('div', 'text', f.value));
+    }
     renderDists(item);
     const target = item.target ? item.target.probs : null;
     buttons.forEach((b, i) => {
@@ -489,14 +498,17 @@ const SCRIPT = String.raw`
     const cols = [];
     for (const t of item.teachers || []) cols.push({ name: t.name, probs: t.probs, label: t.label, cls: 'teacher' });
     if (item.target) cols.push({ name: 'target', probs: item.target.probs, label: item.target.label, cls: 'target' });
-    if (item.student) cols.push({ name: 'student', probs: item.student.probs, label: item.student.label, cls: 'student' });
+    if (item.student) {
+      const name = item.student.outOfFold ? 'student (out of fold)' : 'student';
+      cols.push({ name, probs: item.student.probs, label: item.student.label, cls: 'student' });
+    }
     if (cols.length === 0) return;
     const table = el('table', 'dist');
     const head = el('tr');
     head.appendChild(el('th', null, 'label'));
     for (const c of cols) {
       const th = el('th', null, c.name);
-      th.title = c.name + (c.label ? ': ' + c.label : '');
+      th.title = c.name + (c.label ? ': ' + c.label : ': no label for this item');
       head.appendChild(th);
     }
     table.appendChild(el('thead')).appendChild(head);
@@ -512,6 +524,11 @@ const SCRIPT = String.raw`
       for (const c of cols) {
         const td = el('td');
         const cell = el('div', 'cell');
+        if (!c.probs && c.label === null) {
+          td.appendChild(el('span', 'p', '–'));
+          tr.appendChild(td);
+          continue;
+        }
         const p = c.probs ? c.probs[i] || 0 : c.label === labels[i] ? 1 : 0;
         const bar = el('span', 'bar ' + c.cls);
         const fill = el('span');
