@@ -143,49 +143,36 @@ describe('review page in Chromium', () => {
       let item = await shownItem(page);
       assert.notEqual(item, '', 'the queue has items');
 
-      // What the reviewer decided, in order: item id → label (null: skip).
-      const decisions: { item: string; label: string | null }[] = [];
+      // What the reviewer decided, in order (label null: a skip), and what the page suggested for each item.
+      const decisions: { item: string; label: string | null; suggested: string }[] = [];
       const suggestion = () => page.$eval('button.label.suggested', (b) => (b as HTMLElement).dataset.label!);
-      const steps: { keys: string[]; label: () => Promise<string | null> | string | null }[] = [
-        { keys: ['1'], label: () => 'cat' },
-        { keys: ['c', 'o'], label: () => 'cow' }, // "c" is cat and cow: the second letter decides
-        { keys: ['Enter'], label: suggestion },
-        { keys: ['s'], label: () => null },
-        { keys: ['d'], label: () => 'dog' },
-      ];
-      for (const s of steps) {
-        const label = await s.label();
-        decisions.push({ item, label });
-        item = await answer(page, s.keys, item);
-      }
+      /** Answers the item shown with `keys`, which mean `label` ('suggested': what Enter accepts). */
+      const step = async (keys: string[], label: string | null | 'suggested') => {
+        const suggested = await suggestion();
+        decisions.push({ item, label: label === 'suggested' ? suggested : label, suggested });
+        item = await answer(page, keys, item);
+      };
+      await step(['1'], 'cat');
+      await step(['c', 'o'], 'cow'); // "c" is cat and cow: the second letter decides
+      await step(['Enter'], 'suggested');
+      await step(['s'], null);
+      await step(['d'], 'dog');
 
       // A reload continues where the reviewer stopped.
       await page.reload();
       assert.equal(await shownItem(page), item, 'after a reload the same item is shown');
       assert.match((await page.textContent('#progress'))!, /^4 done \/ 14\b.*1 skipped/);
 
-      for (const s of [
-        { keys: ['/', 's'], label: () => 'sheep' }, // "s" alone is skip: "/" first types a label that starts with s
-        { keys: ['2'], label: () => 'cow' },
-      ]) {
-        decisions.push({ item, label: s.label() });
-        item = await answer(page, s.keys, item);
-      }
+      await step(['/', 's'], 'sheep'); // "s" alone is skip: "/" first types a label that starts with s
+      await step(['2'], 'cow');
       // u takes back the last answer and shows its item again.
       const undone = decisions.pop()!;
       item = await answer(page, ['u'], item);
       assert.equal(item, undone.item, 'the undone item is shown again');
-
-      for (const s of [
-        { keys: ['4'], label: () => 'sheep' },
-        { keys: ['c', 'a'], label: () => 'cat' },
-        { keys: ['Enter'], label: suggestion },
-        { keys: ['3'], label: () => 'dog' },
-      ]) {
-        const label = await s.label();
-        decisions.push({ item, label });
-        item = await answer(page, s.keys, item);
-      }
+      await step(['4'], 'sheep');
+      await step(['c', 'a'], 'cat');
+      await step(['Enter'], 'suggested');
+      await step(['3'], 'dog');
       assert.equal(decisions.length, 10);
       assert.equal(new Set(decisions.map((d) => d.item)).size, 10, 'ten different items');
 
@@ -200,7 +187,12 @@ describe('review page in Chromium', () => {
         stored,
         expected.map((e) => ({ ...e, reviewer: 'alice' })),
       );
-      assert.match((await page.textContent('#progress'))!, /^9 done \/ 14\b.*1 skipped/);
+      const labeled = decisions.filter((d) => d.label !== null);
+      const agreement = Math.round((100 * labeled.filter((d) => d.label === d.suggested).length) / labeled.length);
+      assert.match(
+        (await page.textContent('#progress'))!,
+        new RegExp(`^9 done / 14\\b.*1 skipped.*agreement with the teachers ${agreement}%`),
+      );
 
       assert.deepEqual(errors, []);
 

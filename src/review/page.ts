@@ -37,7 +37,8 @@ export function renderPage(o: PageOptions): string {
   <div class="row">
     <strong id="task">review</strong>
     <span id="who" class="muted"></span>
-    <span id="progress" class="progress-text" aria-live="polite"></span>
+    <span id="progress" class="progress-text" aria-live="polite"
+      title="agreement: the share of your labels equal to the label of the teachers' aggregated target"></span>
   </div>
   <div class="meter" aria-hidden="true"><span id="meter"></span></div>
 </header>
@@ -371,6 +372,8 @@ const SCRIPT = String.raw`
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing) return;
     const k = e.key;
+    // A held key repeats: one answer per press, never a run of items labeled by a key left down.
+    if (e.repeat && k !== 'Backspace') return e.preventDefault();
     // Enter or Space on a focused button is that button's click (keyboard navigation with Tab).
     if ((k === 'Enter' || k === ' ') && e.target instanceof HTMLButtonElement) return;
     if (k === 'Escape') return clearTyped();
@@ -440,8 +443,7 @@ const SCRIPT = String.raw`
   }
 
   function renderProgress(p) {
-    const agree = p.agreement === null || p.agreement === undefined ? 'agreement with the teacher: –' :
-      'agreement with the teacher ' + pct(p.agreement);
+    const agree = 'agreement with the teachers ' + (p.agreement === null ? '–' : pct(p.agreement));
     $('progress').textContent = p.done + ' done / ' + p.queue + ' in the queue · ' + p.skipped + ' skipped · ' + agree;
     $('meter').style.width = (p.queue > 0 ? Math.min(100, (100 * (p.done + p.skipped)) / p.queue) : 100) + '%';
   }
