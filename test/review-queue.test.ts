@@ -7,11 +7,14 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { selfConfidence } from '../src/review/label-issues.ts';
+import { ItemView } from '../src/review/api.ts';
+import { itemView } from '../src/review/item-view.ts';
 import { buildQueue, buildReviewContext, parseReviewPolicy, type ReviewContext } from '../src/review/queue.ts';
+import { decide } from '../src/store/reviews.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
 import { writeOutOfFold } from '../src/train/out-of-fold.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { importFile, LABELS, loadTaskFile, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, LABELS, loadTaskFile, pngFile, workDir, writeJsonl, writeTask } from './helpers.ts';
 
 const [CAT, DOG, BIRD] = [0, 1, 2];
 
@@ -21,7 +24,14 @@ function peaked(k: number, p: number): Float32Array {
 }
 
 /** A completed run of `teacher` labeling items (by index) with [class, confidence]; confidence null = a hard label only. */
-function addRun(store: Store, task: TaskRow, ids: number[], teacher: string, kind: string, labels: Record<number, [number, number | null]>) {
+function addRun(
+  store: Store,
+  task: TaskRow,
+  ids: number[],
+  teacher: string,
+  kind: string,
+  labels: Record<number, [number, number | null]>,
+) {
   const run = store.createRun({
     task_id: task.id,
     kind,
@@ -104,9 +114,22 @@ async function fixture(): Promise<Fixture> {
     6: [BIRD, 0.9],
     7: [CAT, 0.8],
   });
-  addRun(store, task, ids, 'gpt-b', 'llm', { 0: [CAT, null], 1: [CAT, null], 2: [BIRD, null], 3: [CAT, null], 6: [CAT, null], 7: [CAT, null] });
-  addRun(store, task, ids, 'human:alice', 'human', { 0: [DOG, null], 5: [DOG, null] });
+  addRun(store, task, ids, 'gpt-b', 'llm', {
+    0: [CAT, null],
+    1: [CAT, null],
+    2: [BIRD, null],
+    3: [CAT, null],
+    6: [CAT, null],
+    7: [CAT, null],
+  });
+  // A reviewer's answers, stored as the page stores them.
+  for (const i of [0, 5]) assert.equal(decide(store, { task, reviewer: 'alice', itemId: ids[i], label: 'dog' }).status, 'stored');
   return { store, task, ids, dir };
+}
+
+function close(actual: number[], expected: number[]): void {
+  assert.equal(actual.length, expected.length);
+  actual.forEach((a, k) => assert.ok(Math.abs(a - expected[k]) < 1e-6, `${actual.join(', ')} vs ${expected.join(', ')}`));
 }
 
 /** The queue as item indices of the fixture. */
@@ -195,8 +218,13 @@ describe('review queue', () => {
   });
 
   test("another task's out-of-fold file is refused in one line", async () => {
-    const dir = studentFolder(path.join(f.dir, 'other-student'), { ...f.task, name: 'other' }, [{ id: f.ids[0], probs: [1, 0, 0], fold: 0 }]);
-    await assert.rejects(buildReviewContext(f.store, f.task, { studentDir: dir }), /out-of-fold\.json is for task "other" \(cat, dog, bird\), not "animals"/);
+    const dir = studentFolder(path.join(f.dir, 'other-student'), { ...f.task, name: 'other' }, [
+      { id: f.ids[0], probs: [1, 0, 0], fold: 0 },
+    ]);
+    await assert.rejects(
+      buildReviewContext(f.store, f.task, { studentDir: dir }),
+      /out-of-fold\.json is for task "other" \(cat, dog, bird\), not "animals"/,
+    );
   });
 
   test('label-issues without a student: the target scores its own label (self-confidence of the target)', async () => {
@@ -220,18 +248,89 @@ describe('review queue', () => {
       [1, 6],
     );
     const test = await buildReviewContext(f.store, f.task, { split: 'test' });
-    assert.deepEqual(
-      order(f, test, 'low-confidence'),
-      [4, 2],
-    );
+    assert.deepEqual(order(f, test, 'low-confidence'), [4, 2]);
     await assert.rejects(buildReviewContext(f.store, f.task, { split: 'nope' }), /split "nope".*splits: test, train/);
   });
 
   test("a reviewer's run is never a teacher, even when named", async () => {
-    await assert.rejects(buildReviewContext(f.store, f.task, { teachers: 'gpt-a,human:alice' }), /human:alice is a reviewer, not a teacher/);
+    await assert.rejects(
+      buildReviewContext(f.store, f.task, { teachers: 'gpt-a,human:alice' }),
+      /human:alice is a reviewer, not a teacher/,
+    );
     const ctx = await buildReviewContext(f.store, f.task);
     assert.equal(ctx.targets.probs[5], null);
     for (const p of ['disagree', 'low-confidence', 'label-issues'] as const) assert.ok(!order(f, ctx, p).includes(5));
+  });
+
+  test('the item view: the text as stored (not escaped), every teacher, the target, why and the suggestion', async () => {
+    const ctx = await buildReviewContext(f.store, f.task);
+    const entry = buildQueue(ctx, 'low-confidence').find((e) => e.itemId === f.ids[3])!;
+    const view = ItemView.parse(itemView(f.store, ctx, entry));
+    // Escaping is the page's job: the view carries the characters themselves.
+    assert.deepEqual(view.fields, [{ name: 'text', value: '<img src=x onerror=alert(1)> & </script><script>alert(2)</script>' }]);
+    assert.deepEqual([view.id, view.extId, view.split, view.image], [f.ids[3], 'it3', 'train', null]);
+    assert.deepEqual(
+      view.teachers.map((t) => [t.name, t.label]),
+      [
+        ['gpt-a', 'cat'],
+        ['gpt-b', 'cat'],
+      ],
+    );
+    close(view.teachers[0].probs!, [0.5, 0.25, 0.25]);
+    assert.deepEqual(view.teachers[1].probs, [1, 0, 0]); // a hard-label-only teacher: one-hot
+    assert.equal(view.target!.label, 'cat');
+    close(view.target!.probs, [0.75, 0.125, 0.125]);
+    assert.equal(view.suggestion, 'cat');
+    assert.equal(view.student, null);
+    assert.deepEqual(view.reason, { policy: 'low-confidence', text: entry.reason, score: entry.score });
+    assert.match(view.reason.text, /^The teachers' target is unsure: cat 75%; next: dog 1[23]%\.$/); // 0.125 in float16/32
+
+    // A teacher that did not label the item is there, with nothing to show.
+    const four = itemView(f.store, ctx, buildQueue(ctx, 'low-confidence')[0]);
+    assert.equal(four.id, f.ids[4]);
+    assert.deepEqual(four.teachers[1], { name: 'gpt-b', label: null, probs: null });
+  });
+
+  test("the item view: the student's prediction and whether a fold model made it", async () => {
+    const items = [0, 1, 2, 3, 4, 6, 7].map((i) => ({
+      id: f.ids[i],
+      probs: i === 7 ? [0.05, 0.9, 0.05] : [0.8, 0.1, 0.1],
+      fold: i === 4 ? null : 0,
+    }));
+    const ctx = await buildReviewContext(f.store, f.task, { studentDir: studentFolder(path.join(f.dir, 'student-view'), f.task, items) });
+    const q = buildQueue(ctx, 'label-issues');
+    const seven = ItemView.parse(
+      itemView(
+        f.store,
+        ctx,
+        q.find((e) => e.itemId === f.ids[7])!,
+      ),
+    );
+    assert.deepEqual(seven.student, { label: 'dog', probs: [0.05, 0.9, 0.05], outOfFold: true });
+    assert.equal(seven.suggestion, 'cat');
+    assert.equal(seven.reason.policy, 'label-issues');
+    // A test-split item is predicted by the final student: held out, but not by a fold model.
+    assert.equal(
+      itemView(
+        f.store,
+        ctx,
+        q.find((e) => e.itemId === f.ids[4])!,
+      ).student!.outOfFold,
+      false,
+    );
+  });
+
+  test('the item view of an image: its URL on the review server, not its path', async () => {
+    const dir = workDir();
+    pngFile(dir, 'a.png', 1);
+    const taskFile = loadTaskFile(writeTask(dir, { name: 'pics', input: 'image' }));
+    const imported = await importFile(f.store, taskFile, writeJsonl(dir, 'pics.jsonl', [{ id: 'p0', image: 'a.png', note: 'blurry' }]));
+    addRun(f.store, imported.taskRow, imported.itemIds, 'vision', 'logits', { 0: [BIRD, 0.7] });
+    const ctx = await buildReviewContext(f.store, imported.taskRow);
+    const view = ItemView.parse(itemView(f.store, ctx, buildQueue(ctx, 'low-confidence')[0]));
+    assert.equal(view.image, `/api/image/${imported.itemIds[0]}`);
+    assert.deepEqual(view.fields, [{ name: 'note', value: 'blurry' }]);
+    assert.equal(view.suggestion, 'bird');
   });
 
   test('--policy and the self-confidence score', () => {

@@ -20,7 +20,8 @@
  * Items with no target are not in any queue.
  */
 import { DistilleryError, SettingError } from '../errors.ts';
-import type { RunRow, Store, TaskRow } from '../store/store.ts';
+import { isHumanRun } from '../store/reviews.ts';
+import type { Store, TaskRow } from '../store/store.ts';
 import type { AggregateMethod } from '../targets/aggregate.ts';
 import { buildTargets, resolveTeachers, type Targets } from '../targets/from-store.ts';
 import { argmax } from '../targets/vector.ts';
@@ -74,6 +75,8 @@ export interface ReviewContext {
 
 export interface QueueEntry {
   itemId: number;
+  /** The policy that queued it. */
+  policy: ReviewPolicy;
   /** Why the item is in the queue, one sentence for the page. */
   reason: string;
   /** The policy's score: lower = more doubtful = earlier. */
@@ -109,18 +112,29 @@ export async function buildReviewContext(store: Store, task: TaskRow, o: ReviewO
  * reviewer, spelled out, so the rule holds whatever the default list of `resolveTeachers` is.
  */
 function teacherSpec(store: Store, task: TaskRow, spec: string | undefined): string {
-  const isHuman = (r: Pick<RunRow, 'kind'>) => r.kind === 'human';
   if (spec !== undefined) {
     for (const t of resolveTeachers(store, task, spec)) {
-      if (t.runs.some(isHuman))
-        throw new SettingError('teachers', spec, `${t.name} is a reviewer, not a teacher: the review page compares reviewers with the teachers`);
+      if (t.runs.some(isHumanRun))
+        throw new SettingError(
+          'teachers',
+          spec,
+          `${t.name} is a reviewer, not a teacher: the review page compares reviewers with the teachers`,
+        );
     }
     return spec;
   }
-  const names = [...new Set(store.runs(task.id).filter((r) => !isHuman(r)).map((r) => r.teacher))];
-  if (names.length === 0) throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs to review (only reviewers' labels)`);
+  const names = [
+    ...new Set(
+      store
+        .runs(task.id)
+        .filter((r) => !isHumanRun(r))
+        .map((r) => r.teacher),
+    ),
+  ];
+  if (names.length === 0)
+    throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs to review (only reviewers' labels)`);
   // A name resolveTeachers would read as a run id or split in two cannot be spelled out: name each of its runs.
-  const runsOf = (name: string) => store.runs(task.id).filter((r) => r.teacher === name && !isHuman(r));
+  const runsOf = (name: string) => store.runs(task.id).filter((r) => r.teacher === name && !isHumanRun(r));
   return names.flatMap((n) => (/^\d+$/.test(n) || n.includes(',') ? runsOf(n).map((r) => String(r.id)) : [n])).join(',');
 }
 
@@ -181,10 +195,10 @@ export function buildQueue(ctx: ReviewContext, policy: ReviewPolicy): QueueEntry
     if (target === null) continue;
     if (ctx.split !== null && items[i].split !== ctx.split) continue;
     const e = ENTRY[policy](ctx, i, target);
-    if (e) scored.push({ itemId: items[i].id, ...e, tie: target[targetLabel(ctx, i, target)] });
+    if (e) scored.push({ itemId: items[i].id, policy, ...e, tie: target[targetLabel(ctx, i, target)] });
   }
   scored.sort((a, b) => a.score - b.score || a.tie - b.tie || a.itemId - b.itemId);
-  return scored.map(({ itemId, reason, score }) => ({ itemId, reason, score }));
+  return scored.map(({ tie: _tie, ...entry }) => entry);
 }
 
 type Scorer = (ctx: ReviewContext, i: number, target: Float64Array) => { score: number; reason: string } | null;
@@ -213,7 +227,14 @@ function disagreeEntry(ctx: ReviewContext, i: number, target: Float64Array): { s
   if (votes.size >= 2) {
     const top = Math.max(...[...votes.values()].map((names) => names.length));
     score = top / voters;
-    parts.push(`The teachers disagree: ${voteText(votes, labels, voters, ctx.targets.views.map((v) => v.name))}.`);
+    parts.push(
+      `The teachers disagree: ${voteText(
+        votes,
+        labels,
+        voters,
+        ctx.targets.views.map((v) => v.name),
+      )}.`,
+    );
   }
   const k = targetLabel(ctx, i, target);
   const s = studentOf(ctx, i);
@@ -234,7 +255,10 @@ function disagreeEntry(ctx: ReviewContext, i: number, target: Float64Array): { s
 function voteText(votes: Map<number, string[]>, labels: string[], voters: number, teachers: string[]): string {
   if (voters <= 4) {
     const said = new Map([...votes].flatMap(([l, names]) => names.map((n) => [n, l] as const)));
-    return teachers.filter((t) => said.has(t)).map((t) => `${t} says ${labels[said.get(t)!]}`).join(', ');
+    return teachers
+      .filter((t) => said.has(t))
+      .map((t) => `${t} says ${labels[said.get(t)!]}`)
+      .join(', ');
   }
   const groups = [...votes.entries()].sort((a, b) => b[1].length - a[1].length || a[0] - b[0]);
   return groups.map(([l, names]) => `${labels[l]}: ${names.length} teachers`).join(', ');
