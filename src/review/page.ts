@@ -187,6 +187,8 @@ const SCRIPT = String.raw`
   let chain = Promise.resolve();
   let pending = 0;
   const TYPE_PAUSE_MS = 1500;
+  /** A label gets a row in the bars when some column gives it this much. */
+  const MIN_ROW = 0.05;
 
   function headers(body) {
     const h = { Accept: 'application/json' };
@@ -515,8 +517,10 @@ const SCRIPT = String.raw`
     }
     table.appendChild(el('thead')).appendChild(head);
     const body = el('tbody');
-    // Rows where some column has at least 1%; the rest are counted, so 20 classes stay short.
-    const shown = labels.map((l, i) => i).filter((i) => cols.some((c) => c.probs && (c.probs[i] || 0) >= 0.01 || c.label === labels[i]));
+    // Rows some column gives at least MIN_ROW or names as its label; the rest are counted, so 20 classes stay short.
+    const shown = labels
+      .map((l, i) => i)
+      .filter((i) => cols.some((c) => (c.probs && (c.probs[i] || 0) >= MIN_ROW) || c.label === labels[i]));
     const top = item.target ? item.target.label : null;
     for (const i of shown) {
       const tr = el('tr', labels[i] === top ? 'top' : null);
@@ -546,7 +550,7 @@ const SCRIPT = String.raw`
     table.appendChild(body);
     $('dists').appendChild(table);
     if (shown.length < labels.length) {
-      $('dists').appendChild(el('div', 'hidden-rows', labels.length - shown.length + ' labels below 1% everywhere not shown'));
+      $('dists').appendChild(el('div', 'hidden-rows', labels.length - shown.length + ' more labels, each under ' + pct(MIN_ROW) + ' everywhere'));
     }
   }
 
