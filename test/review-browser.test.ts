@@ -98,9 +98,10 @@ async function shownItem(page: Page): Promise<string> {
   return page.$eval('#item', (e) => (e as HTMLElement).dataset.itemId!);
 }
 
-/** Presses `keys` one after the other, then waits until the page shows another item than `from`. */
-async function answer(page: Page, keys: string[], from: string): Promise<string> {
+/** Presses `keys` one after the other (or does `act`), then waits until the page shows another item than `from`. */
+async function answer(page: Page, keys: string[], from: string, act?: () => Promise<void>): Promise<string> {
   for (const k of keys) await page.keyboard.press(k);
+  await act?.();
   await page.waitForFunction(
     (prev) => !document.body.classList.contains('busy') && document.getElementById('item')!.dataset.itemId !== prev,
     from,
@@ -212,6 +213,12 @@ describe('review page in Chromium', () => {
       );
       assert.equal(humanLabels(review.store, review.taskId).length, expected.length + 1);
       await other.close();
+
+      // The mouse: a label button, then the undo button, which shows the item again and leaves the labels as they were.
+      const clicked = await answer(page, [], next, () => page.click('button.label[data-label="dog"]'));
+      assert.equal(humanLabels(review.store, review.taskId).find((h) => h.itemId === Number(next))?.label, 'dog');
+      assert.equal(await answer(page, [], clicked, () => page.click('#undo')), next);
+      assert.equal(humanLabels(review.store, review.taskId).length, expected.length + 1);
       // Chromium logs every 4xx answer itself; the page logged nothing.
       assert.deepEqual(errors, ['Failed to load resource: the server responded with a status of 409 (Conflict)']);
     } finally {
@@ -275,6 +282,20 @@ describe('review page in Chromium', () => {
       page.on('request', (r) => requests.push(r.url()));
       await page.goto(review.server.url);
       let item = await shownItem(page);
+      // Tab reaches the buttons (after any scrolling box, which Chromium makes focusable), and what it focuses is outlined.
+      const focused: { tag: string; id: string; outline: string; width: number }[] = [];
+      while (focused.length < 6 && focused.at(-1)?.tag !== 'BUTTON') {
+        await page.keyboard.press('Tab');
+        focused.push(
+          await page.evaluate(() => {
+            const e = document.activeElement!;
+            const css = getComputedStyle(e);
+            return { tag: e.tagName, id: e.id, outline: css.outlineStyle, width: parseFloat(css.outlineWidth) };
+          }),
+        );
+      }
+      assert.equal(focused.at(-1)!.tag, 'BUTTON', JSON.stringify(focused));
+      for (const f of focused) assert.ok(f.outline !== 'none' && f.width >= 1, `focus visible: ${JSON.stringify(f)}`);
       const shown: string[] = [];
       for (let i = 0; i < 3 && item !== ''; i++) {
         shown.push((await page.textContent('#content .text'))!);
