@@ -189,6 +189,8 @@ const SCRIPT = String.raw`
   const TYPE_PAUSE_MS = 1500;
   /** A label gets a row in the bars when some column gives it this much. */
   const MIN_ROW = 0.05;
+  /** Enter's answer: the suggestion of whichever item is shown when it is sent (keys may run ahead of the server). */
+  const SUGGESTION = {};
 
   function headers(body) {
     const h = { Accept: 'application/json' };
@@ -245,13 +247,19 @@ const SCRIPT = String.raw`
       });
   }
 
-  function decide(label) {
+  /** Answers the item shown when the answer's turn comes: a label, null (skip), or SUGGESTION (that item's suggestion). */
+  function decide(answer) {
     enqueue(async () => {
       if (!state || !state.item) {
         message('Nothing to decide: the queue is done.');
         return;
       }
       const item = state.item;
+      const label = answer === SUGGESTION ? item.suggestion : answer;
+      if (label === null && answer === SUGGESTION) {
+        message('This item has no suggestion: pick a label.');
+        return;
+      }
       const next = await call('POST', '/api/decide', { itemId: item.id, label });
       render(next);
       if (next.message) message(next.message);
@@ -273,10 +281,7 @@ const SCRIPT = String.raw`
   }
 
   function acceptSuggestion() {
-    const s = state && state.item ? state.item.suggestion : null;
-    if (!state || !state.item) return message('Nothing to decide: the queue is done.');
-    if (!s) return message('This item has no suggestion: pick a label.');
-    decide(s);
+    decide(SUGGESTION);
   }
 
   const itemName = (item) => 'item ' + item.id;
