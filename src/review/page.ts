@@ -184,12 +184,12 @@ const SCRIPT = String.raw`
   // Typed label letters: null when not typing; '' after '/' (typing begun, nothing yet).
   let typed = null;
   let typedTimer = 0;
-  let chain = Promise.resolve();
-  let pending = 0;
+  /** An answer is on its way to the server. */
+  let busy = false;
   const TYPE_PAUSE_MS = 1500;
   /** A label gets a row in the bars when some column gives it this much. */
   const MIN_ROW = 0.05;
-  /** Enter's answer: the suggestion of whichever item is shown when it is sent (keys may run ahead of the server). */
+  /** Enter's answer: the suggestion of the item on screen. */
   const SUGGESTION = {};
 
   function headers(body) {
@@ -232,34 +232,36 @@ const SCRIPT = String.raw`
     m.className = kind === 'error' ? 'error' : '';
   }
 
-  /** Runs API actions one after another, each against the state its predecessor left. */
-  function enqueue(action) {
-    pending++;
+  /**
+   * Sends one answer at a time. A key pressed while an answer is on its way is not sent: it was meant for the item
+   * on screen, which already has its answer, and must not fall on the next item before the reviewer has seen it.
+   */
+  function send(what, action) {
+    if (busy) {
+      message('Still saving the last answer: ' + what + ' was not sent. Press it again.', 'error');
+      return;
+    }
+    busy = true;
     document.body.classList.add('busy');
-    chain = chain
-      .then(action)
+    action()
       .catch((e) => {
         if (e && e.state) render(e.state);
         message((e && e.status === 409 ? 'Conflict: ' : 'Error: ') + (e && e.message ? e.message : String(e)), 'error');
       })
       .finally(() => {
-        if (--pending === 0) document.body.classList.remove('busy');
+        busy = false;
+        document.body.classList.remove('busy');
       });
   }
 
-  /** Answers the item shown when the answer's turn comes: a label, null (skip), or SUGGESTION (that item's suggestion). */
+  /** Answers the item on screen: a label, null (skip), or SUGGESTION (its suggestion). */
   function decide(answer) {
-    enqueue(async () => {
-      if (!state || !state.item) {
-        message('Nothing to decide: the queue is done.');
-        return;
-      }
-      const item = state.item;
-      const label = answer === SUGGESTION ? item.suggestion : answer;
-      if (label === null && answer === SUGGESTION) {
-        message('This item has no suggestion: pick a label.');
-        return;
-      }
+    if (!state) return message('The page is still loading.');
+    const item = state.item;
+    if (!item) return message('Nothing to decide: the queue is done.');
+    const label = answer === SUGGESTION ? item.suggestion : answer;
+    if (label === null && answer === SUGGESTION) return message('This item has no suggestion: pick a label.');
+    send(label === null ? 'the skip' : '“' + label + '”', async () => {
       const next = await call('POST', '/api/decide', { itemId: item.id, label });
       render(next);
       if (next.message) message(next.message);
@@ -268,13 +270,13 @@ const SCRIPT = String.raw`
   }
 
   function undo() {
-    enqueue(async () => {
-      if (state && !state.undo) {
-        message('Nothing to undo.');
-        return;
-      }
-      const what = state && state.undo ? undoText(state.undo) : 'the last decision';
-      const next = await call('POST', '/api/undo', {});
+    if (!state) return message('The page is still loading.');
+    if (!state.undo) return message('Nothing to undo.');
+    // The decision the page says u takes back, even if another tab has decided something since.
+    const { decisionId } = state.undo;
+    const what = undoText(state.undo);
+    send('the undo', async () => {
+      const next = await call('POST', '/api/undo', { decisionId });
       render(next);
       message(next.message || 'Undone: ' + what + '.');
     });
