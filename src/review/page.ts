@@ -62,7 +62,7 @@ export function renderPage(o: PageOptions): string {
     <p class="help short muted"><kbd>1</kbd>–<kbd>9</kbd> or first letters: a label · <kbd>Enter</kbd> suggestion ·
       <kbd>s</kbd> skip · <kbd>u</kbd> undo</p>
     <p class="help long muted">Keys: <kbd>1</kbd>–<kbd>9</kbd> a label · type a label's first letters (the underlined ones;
-      <kbd>/</kbd> first when it starts with s or u; <kbd>Enter</kbd> ends a label that begins another) ·
+      <kbd>/</kbd> first for those shown with a /; <kbd>Enter</kbd> ends a label that begins another) ·
       <kbd>Enter</kbd> the suggestion · <kbd>s</kbd> skip · <kbd>u</kbd> undo · <kbd>Esc</kbd> clear typing</p>
   </section>
 </main>
@@ -316,8 +316,7 @@ const SCRIPT = String.raw`
       b.appendChild(el('kbd', i < 9 ? 'slot' : 'slot none', i < 9 ? String(i + 1) : '0'));
       const name = el('span', 'name');
       const p = prefixes[i];
-      const reserved = /^[su]/i.test(label);
-      if (reserved) name.appendChild(el('span', 'muted', '/'));
+      if (!startsTyping(label.charAt(0))) name.appendChild(el('span', 'muted', '/'));
       name.appendChild(el('u', null, label.slice(0, p.n)));
       name.appendChild(document.createTextNode(label.slice(p.n)));
       if (p.enter) name.appendChild(el('span', 'muted', ' +Enter'));
@@ -333,6 +332,12 @@ const SCRIPT = String.raw`
       box.appendChild(b);
       return b;
     });
+  }
+
+  /** Can this character begin a label's letters without "/" first? Not digits, s, u or "/", which are keys of their own. */
+  function startsTyping(ch) {
+    const c = ch.toLowerCase();
+    return c !== 's' && c !== 'u' && /^[\p{L}_\-.]$/u.test(c);
   }
 
   function clearTyped() {
@@ -398,24 +403,34 @@ const SCRIPT = String.raw`
       clearTyped();
       return acceptSuggestion();
     }
-    if (k.length !== 1 || k === ' ') return;
-    e.preventDefault();
-    if (typed !== null) return type(k);
-    if (k === '/') {
+    if (k.length !== 1) return;
+    if (typed !== null) {
+      e.preventDefault();
+      return type(k);
+    }
+    const c = k.toLowerCase();
+    if (c === '/') {
+      e.preventDefault();
       typed = '';
       clearTimeout(typedTimer);
       typedTimer = setTimeout(clearTyped, TYPE_PAUSE_MS * 2);
       return showTyped(labels.map((l, i) => i));
     }
-    if (k >= '1' && k <= '9') {
-      const i = Number(k) - 1;
+    if (c >= '1' && c <= '9') {
+      e.preventDefault();
+      const i = Number(c) - 1;
       if (i < labels.length) decide(labels[i]);
-      else message('There is no label ' + k + '.', 'error');
+      else message('There is no label ' + c + '.', 'error');
       return;
     }
-    if (k === 's') return decide(null);
-    if (k === 'u') return undo();
-    if (/^\p{L}$/u.test(k) || /^[\p{N}_\-.]$/u.test(k)) return type(k);
+    if (c === 's' || c === 'u') {
+      e.preventDefault();
+      return c === 's' ? decide(null) : undo();
+    }
+    if (startsTyping(c)) {
+      e.preventDefault();
+      return type(c);
+    }
   });
 
   $('accept').addEventListener('click', (e) => {
