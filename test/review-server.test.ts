@@ -397,9 +397,11 @@ describe('review server: guards', () => {
     });
     assert.equal(noOrigin.status, 403);
     assert.equal(humanLabels(g.store, 'carol').length, 0, 'nothing refused was stored');
-    // localhost is this server too
+    // localhost is this server too, and so is a tunnel's other port (ssh -L 9000:127.0.0.1:PORT): same Host, same Origin
     state(await g.post('/api/decide', { itemId: item, label: null }, { host: `localhost:${port}`, origin: `http://localhost:${port}` }));
-    await g.post('/api/undo', {});
+    state(await g.post('/api/undo', {}, { host: `[::1]:9000`, origin: `http://[::1]:9000` }));
+    assert.equal((await g.get('/api/state', { host: `127.0.0.2:9000` })).status, 200);
+    assert.equal((await g.get('/api/state', { host: `localhost.evil.example:${port}` })).status, 403);
   });
 
   test('a GET to a POST route and a POST to a GET route: 405; an unknown path: 404', async () => {
