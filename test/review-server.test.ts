@@ -220,6 +220,16 @@ describe('review server: decisions', () => {
       humanLabels(a.store).map((l) => [l.item_id, l.label, l.teacher]),
       [[item.id, 'bird', 'human:alice']],
     );
+    const shown = sqlOn(a.store, (db) => db.prepare(`SELECT shown, source FROM reviews WHERE item_id = ?`).get(item.id)) as {
+      shown: string;
+      source: string;
+    };
+    assert.equal(shown.source, 'page');
+    assert.deepEqual(
+      (({ policy, reason, target, suggestion }) => ({ policy, reason, target, suggestion }))(JSON.parse(shown.shown)),
+      { policy: 'low-confidence', reason: item.reason.text, target: item.target!.label, suggestion: item.suggestion },
+      'what the page showed is stored with the decision',
+    );
     const again = state(await a.post('/api/decide', { itemId: item.id, label: 'bird' }));
     assert.equal(again.item!.id, after1.item!.id);
     assert.equal(humanLabels(a.store).length, 1);
