@@ -518,7 +518,7 @@ describe('scripts/review.ts', () => {
       });
       child.on('exit', () => reject(new Error(`exited before serving: ${out}`)));
     });
-    assert.match(out, /queue of 12 item\(s\) \(policy low-confidence/);
+    assert.match(out, /queue of 12 item\(s\) \(policy low-confidence; teacher\(s\) teacher-a, teacher-b, mean\)/);
     const token = /access token \(every request needs it\): ([0-9a-f]{32})/.exec(out)?.[1];
     assert.ok(token, out);
     assert.equal(url.searchParams.get('token'), token);
