@@ -13,7 +13,7 @@ import {
 import { intArg, log, runCli, say } from '../src/cli/run.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { DistilleryError } from '../src/errors.ts';
-import { buildQueue, buildReviewContext, REVIEW_POLICIES, type ReviewPolicy } from '../src/review/queue.ts';
+import { buildQueue, buildReviewContext, REVIEW_POLICIES, type ReviewContext, type ReviewPolicy } from '../src/review/queue.ts';
 import { isLoopback, randomToken } from '../src/review/security.ts';
 import { startReviewServer } from '../src/review/server.ts';
 import { ReviewSession } from '../src/review/session.ts';
@@ -70,7 +70,7 @@ runCli(async () => {
     const queue = buildQueue(ctx, opts.policy);
     const session = new ReviewSession({ store, ctx, policy: opts.policy, queue, reviewer });
     const { progress } = session.state();
-    say(`task ${task.name}: ${describeQueue(opts, ctx.targets.views.length, queue.length)}`);
+    say(`task ${task.name} in ${opts.db}: ${describeQueue(opts, ctx, queue.length)}`);
     say(`reviewer ${reviewer}: ${progress.done} labeled, ${progress.skipped} skipped so far in this queue`);
     const server = await listen(() => startReviewServer({ session, host: opts.host, port: opts.port, token, log }), opts);
     if (token && opts.token === undefined) say(`access token (every request needs it): ${token}`);
@@ -97,12 +97,16 @@ function osUser(): string {
   }
 }
 
-/** "policy disagree over teachers gpt-a, gpt-b (mean), student DIR, split test: 120 items". */
-function describeQueue(o: ReviewFlags, teachers: number, n: number): string {
+/** "queue of 120 item(s) (policy disagree; teachers gpt-a, gpt-b, mean; student DIR, 5-fold out-of-fold; split test)". */
+function describeQueue(o: ReviewFlags, ctx: ReviewContext, n: number): string {
+  const names = ctx.targets.views.map((v) => v.name);
+  const teachers = names.length <= 4 ? names.join(', ') : `${names.slice(0, 3).join(', ')} and ${names.length - 3} more`;
+  const student =
+    ctx.student && `student ${ctx.student.dir}${ctx.student.folds ? `, ${ctx.student.folds}-fold out-of-fold` : ', no out-of-fold.json'}`;
   const parts = [
     `policy ${o.policy}`,
-    `${teachers} teacher(s)${o.teachers ? ` (${o.teachers})` : ''}, ${o.aggregate ?? 'mean'}${o.calibrate ? ', calibrated' : ''}`,
-    ...(o.student ? [`student ${o.student}`] : []),
+    `teacher(s) ${teachers}, ${o.aggregate ?? 'mean'}${o.calibrate ? ', calibrated' : ''}`,
+    ...(student ? [student] : []),
     ...(o.split ? [`split ${o.split}`] : []),
   ];
   return `queue of ${n} item(s) (${parts.join('; ')})`;

@@ -14,7 +14,8 @@ import { decide } from '../src/store/reviews.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
 import { writeOutOfFold } from '../src/train/out-of-fold.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { importFile, LABELS, loadTaskFile, pngFile, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { importFile, LABELS, loadTaskFile, pngFile, runScript, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { TRAIN_BACKEND } from './train-backend.ts';
 
 const [CAT, DOG, BIRD] = [0, 1, 2];
 
@@ -171,7 +172,7 @@ describe('review queue', () => {
     );
     const scores = q.map((e) => e.score);
     [0.4, 0.525, 0.6, 0.75, 0.9, 0.95, 0.975].forEach((want, k) => assert.ok(Math.abs(scores[k] - want) < 1e-6, `${scores[k]} vs ${want}`));
-    assert.equal(q[0].reason, "The teachers' target is unsure: dog 40%; next: cat 30%.");
+    assert.equal(q[0].reason, "The teachers' target is dog at 40% (next: cat 30%).");
     assert.ok(q.every((e) => e.reason.length > 0));
   });
 
@@ -260,6 +261,18 @@ describe('review queue', () => {
     const ctx = await buildReviewContext(f.store, f.task);
     assert.equal(ctx.targets.probs[5], null);
     for (const p of ['disagree', 'low-confidence', 'label-issues'] as const) assert.ok(!order(f, ctx, p).includes(5));
+    // A task only reviewers have labeled has nothing to review against.
+    const dir = workDir();
+    const solo = await importFile(
+      f.store,
+      loadTaskFile(writeTask(dir, { name: 'solo' })),
+      writeJsonl(dir, 'solo.jsonl', [{ id: 's0', text: 'x' }]),
+    );
+    decide(f.store, { task: solo.taskRow, reviewer: 'alice', itemId: solo.itemIds[0], label: 'cat' });
+    await assert.rejects(
+      buildReviewContext(f.store, solo.taskRow),
+      /task "solo" has no teacher runs to review \(only reviewers' labels: human:alice\)/,
+    );
   });
 
   test('the item view: the text as stored (not escaped), every teacher, the target, why and the suggestion', async () => {
@@ -283,7 +296,7 @@ describe('review queue', () => {
     assert.equal(view.suggestion, 'cat');
     assert.equal(view.student, null);
     assert.deepEqual(view.reason, { policy: 'low-confidence', text: entry.reason, score: entry.score });
-    assert.match(view.reason.text, /^The teachers' target is unsure: cat 75%; next: dog 1[23]%\.$/); // 0.125 in float16/32
+    assert.match(view.reason.text, /^The teachers' target is cat at 75% \(next: dog 1[23]%\)\.$/); // 0.125 in float16/32
 
     // A teacher that did not label the item is there, with nothing to show.
     const four = itemView(f.store, ctx, buildQueue(ctx, 'low-confidence')[0]);
@@ -318,6 +331,50 @@ describe('review queue', () => {
       ).student!.outOfFold,
       false,
     );
+  });
+
+  test("a trained student's own predictions fill in what out-of-fold.json does not cover", async () => {
+    const out = path.join(f.dir, 'trained');
+    const args = ['--db', path.join(f.dir, 'db.sqlite'), '--task', 'animals', '--teachers', 'gpt-a,gpt-b', '--arch', 'fasttext'];
+    const r = await runScript('train', [
+      ...args,
+      '--buckets',
+      '1024',
+      '--dim',
+      '8',
+      '--epochs',
+      '1',
+      '--backend',
+      TRAIN_BACKEND,
+      '--out',
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    let ctx = await buildReviewContext(f.store, f.task, { studentDir: out, backend: TRAIN_BACKEND });
+    const queued = [0, 1, 2, 3, 4, 6, 7];
+    for (const i of queued) assert.equal(ctx.student!.probs[i]!.length, 3, `item ${i} has the student's prediction`);
+    assert.deepEqual(
+      queued.map((i) => ctx.student!.source[i]),
+      ['in-sample', 'in-sample', 'held-out', 'in-sample', 'held-out', 'in-sample', 'in-sample'],
+    );
+    assert.match(
+      buildQueue(ctx, 'label-issues').find((e) => e.itemId === f.ids[0])!.reason,
+      /^The student \(in-sample: it trained on this item\)/,
+    );
+    // Out-of-fold predictions for two items: those two come from the file, the rest from the student.
+    studentFolder(out, f.task, [
+      { id: f.ids[7], probs: [0.1, 0.8, 0.1], fold: 1 },
+      { id: f.ids[0], probs: [0.6, 0.2, 0.2], fold: 0 },
+    ]);
+    ctx = await buildReviewContext(f.store, f.task, { studentDir: out, backend: TRAIN_BACKEND });
+    assert.deepEqual(Array.from(ctx.student!.probs[7]!), [0.1, 0.8, 0.1]);
+    assert.deepEqual(
+      queued.map((i) => ctx.student!.source[i]),
+      ['out-of-fold', 'in-sample', 'held-out', 'in-sample', 'held-out', 'in-sample', 'out-of-fold'],
+    );
+    const seven = buildQueue(ctx, 'label-issues').find((e) => e.itemId === f.ids[7])!;
+    assert.ok(Math.abs(seven.score - 0.1) < 1e-9);
+    assert.match(seven.reason, /^The student \(out of fold\) gives the target's label cat 10%; it predicts dog \(80%\)\.$/);
   });
 
   test('the item view of an image: its URL on the review server, not its path', async () => {

@@ -220,6 +220,16 @@ describe('review server: decisions', () => {
       humanLabels(a.store).map((l) => [l.item_id, l.label, l.teacher]),
       [[item.id, 'bird', 'human:alice']],
     );
+    const shown = sqlOn(a.store, (db) => db.prepare(`SELECT shown, source FROM reviews WHERE item_id = ?`).get(item.id)) as {
+      shown: string;
+      source: string;
+    };
+    assert.equal(shown.source, 'page');
+    assert.deepEqual(
+      (({ policy, reason, target, suggestion }) => ({ policy, reason, target, suggestion }))(JSON.parse(shown.shown)),
+      { policy: 'low-confidence', reason: item.reason.text, target: item.target!.label, suggestion: item.suggestion },
+      'what the page showed is stored with the decision',
+    );
     const again = state(await a.post('/api/decide', { itemId: item.id, label: 'bird' }));
     assert.equal(again.item!.id, after1.item!.id);
     assert.equal(humanLabels(a.store).length, 1);
@@ -397,9 +407,11 @@ describe('review server: guards', () => {
     });
     assert.equal(noOrigin.status, 403);
     assert.equal(humanLabels(g.store, 'carol').length, 0, 'nothing refused was stored');
-    // localhost is this server too
+    // localhost is this server too, and so is a tunnel's other port (ssh -L 9000:127.0.0.1:PORT): same Host, same Origin
     state(await g.post('/api/decide', { itemId: item, label: null }, { host: `localhost:${port}`, origin: `http://localhost:${port}` }));
-    await g.post('/api/undo', {});
+    state(await g.post('/api/undo', {}, { host: `[::1]:9000`, origin: `http://[::1]:9000` }));
+    assert.equal((await g.get('/api/state', { host: `127.0.0.2:9000` })).status, 200);
+    assert.equal((await g.get('/api/state', { host: `localhost.evil.example:${port}` })).status, 403);
   });
 
   test('a GET to a POST route and a POST to a GET route: 405; an unknown path: 404', async () => {
@@ -506,7 +518,7 @@ describe('scripts/review.ts', () => {
       });
       child.on('exit', () => reject(new Error(`exited before serving: ${out}`)));
     });
-    assert.match(out, /queue of 12 item\(s\) \(policy low-confidence/);
+    assert.match(out, /queue of 12 item\(s\) \(policy low-confidence; teacher\(s\) teacher-a, teacher-b, mean\)/);
     const token = /access token \(every request needs it\): ([0-9a-f]{32})/.exec(out)?.[1];
     assert.ok(token, out);
     assert.equal(url.searchParams.get('token'), token);

@@ -5,8 +5,10 @@
  * The threat model: the page runs on a reviewer's machine next to a browser
  * that also visits other sites. Another site must not read items (DNS
  * rebinding: a name it controls resolving to 127.0.0.1) nor store decisions
- * (cross-site POSTs). On a loopback bind the Host header must be a loopback
- * name at the server's port, which defeats rebinding without any token; on any
+ * (cross-site POSTs). On a loopback bind the Host header must name a loopback
+ * address (its port is not checked: an SSH tunnel may forward another port,
+ * and a rebinding attacker's request names the attacker's host, not a port),
+ * which defeats rebinding without any token; on any
  * other bind the access token is mandatory, so a request from anywhere is
  * refused unless it carries the secret. State changes also need the CSRF token
  * (only a page served by this server knows it) and an Origin equal to the
@@ -48,6 +50,12 @@ export function isLoopback(host: string): boolean {
   return isIP(h) === 4 && h.startsWith('127.');
 }
 
+/** The name or address of a Host header, without its port (an IPv6 address keeps no brackets). */
+export function hostName(hostHeader: string): string {
+  const m = /^\[([^\]]*)\](?::\d*)?$/.exec(hostHeader);
+  return m ? m[1] : hostHeader.replace(/:\d*$/, '');
+}
+
 /** `host:port` as it appears in a Host header or an origin (IPv6 in brackets). */
 export function hostPort(host: string, port: number): string {
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
@@ -58,8 +66,8 @@ export interface Guard {
   token: string | null;
   /** The per-server-session anti-CSRF token written into the page. */
   csrf: string;
-  /** Host headers accepted on a loopback bind (`127.0.0.1:P`, `localhost:P`, `[::1]:P`); null: any (the token guards). */
-  hosts: Set<string> | null;
+  /** A loopback bind: the Host header must name a loopback address (`127.0.0.1`, `localhost`, `[::1]`); else any (the token guards). */
+  loopbackHostOnly: boolean;
 }
 
 /** Anything but loopback is reachable from other machines: it needs an access token. */
@@ -67,13 +75,10 @@ export function checkBind(bindHost: string, token: string | null): void {
   if (!isLoopback(bindHost) && !token) throw new SettingError('token', null, `a server on ${bindHost} needs an access token`);
 }
 
-/** The guard of a server bound to `bindHost:port`. */
-export function makeGuard(o: { bindHost: string; port: number; token: string | null; csrf?: string }): Guard {
+/** The guard of a server bound to `bindHost`. */
+export function makeGuard(o: { bindHost: string; token: string | null; csrf?: string }): Guard {
   checkBind(o.bindHost, o.token);
-  const hosts = isLoopback(o.bindHost)
-    ? new Set(['127.0.0.1', 'localhost', '::1', o.bindHost.replace(/^\[|\]$/g, '')].map((h) => hostPort(h, o.port).toLowerCase()))
-    : null;
-  return { token: o.token, csrf: o.csrf ?? randomToken(), hosts };
+  return { token: o.token, csrf: o.csrf ?? randomToken(), loopbackHostOnly: isLoopback(o.bindHost) };
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -85,7 +90,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
 export function checkHost(req: IncomingMessage, guard: Guard): void {
   const host = header(req, 'host')?.toLowerCase();
   if (!host) throw new HttpError(400, 'no Host header');
-  if (guard.hosts && !guard.hosts.has(host)) throw new HttpError(403, `Host ${host} is not this server`);
+  if (guard.loopbackHostOnly && !isLoopback(hostName(host))) throw new HttpError(403, `Host ${host} is not this server`);
 }
 
 /** The access token (401): header X-Review-Token, or `?token=` for what the browser fetches by URL (the page, images). */

@@ -19,7 +19,6 @@ import { SettingError } from '../errors.ts';
 import { DecideBody, UndoBody, type ReviewState } from './api.ts';
 import { renderPage } from './page.ts';
 import {
-  checkBind,
   checkHost,
   checkStateChange,
   checkToken,
@@ -29,7 +28,6 @@ import {
   randomToken,
   readJson,
   securityHeaders,
-  type Guard,
 } from './security.ts';
 import type { ReviewSession } from './session.ts';
 
@@ -80,10 +78,9 @@ const json = (value: unknown, status = 200): Reply => ({ status, type: 'applicat
 /** Start serving `session`; resolves once listening. */
 export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewServer> {
   const host = o.host ?? '127.0.0.1';
-  checkBind(host, o.token);
   const { session } = o;
   const csrf = randomToken();
-  let guard: Guard | null = null;
+  const guard = makeGuard({ bindHost: host, token: o.token, csrf });
   const routes = makeRoutes(session, csrf);
 
   const server = http.createServer((req, res) => {
@@ -105,7 +102,6 @@ export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewS
   });
 
   async function handle(req: http.IncomingMessage, nonce: string): Promise<Reply> {
-    if (!guard) throw new HttpError(503, 'not ready');
     checkHost(req, guard);
     const url = new URL(req.url ?? '/', 'http://review.invalid');
     checkToken(req, url, guard);
@@ -128,7 +124,6 @@ export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewS
     });
   });
   const port = (server.address() as AddressInfo).port;
-  guard = makeGuard({ bindHost: host, port, token: o.token, csrf });
   const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   const url = `http://${hostPort(shown, port)}/${o.token ? `?token=${encodeURIComponent(o.token)}` : ''}`;
   return {

@@ -99,7 +99,10 @@ export class ReviewSession {
     });
     if (r.status === 'conflict') {
       const live = r.decision.label === null ? 'skipped' : `labeled ${r.decision.label}`;
-      return { status: r.status, state: this.state(`item ${entry.itemId} is already ${live} (another tab?): undo that first`) };
+      return {
+        status: r.status,
+        state: this.state(`item ${entry.itemId} is already ${live} (in another tab?); kept that, showing the next item`),
+      };
     }
     this.#again = this.#again.filter((id) => id !== itemId);
     // A skip of an item that came back skipped: the reviewer has seen it twice, so it rests until the next session.
