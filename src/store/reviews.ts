@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { SettingError } from '../errors.ts';
+import type { Statement } from 'better-sqlite3';
 import { Store, type RunRow, type TaskRow } from './store.ts';
 
 export const HUMAN_KIND = 'human';
@@ -76,6 +77,16 @@ const LIVE = `action IN ('label', 'skip') AND NOT EXISTS (SELECT 1 FROM reviews 
 
 const now = () => new Date().toISOString();
 
+/** Prepared once per connection: a long review session or a large import decides thousands of times. */
+const statements = new WeakMap<Store, Map<string, Statement>>();
+function sql(store: Store, text: string): Statement {
+  let cache = statements.get(store);
+  if (!cache) statements.set(store, (cache = new Map()));
+  let st = cache.get(text);
+  if (!st) cache.set(text, (st = Store.sqlOf(store).prepare(text)));
+  return st;
+}
+
 export function checkReviewer(name: string): string {
   if (!REVIEWER_RE.test(name)) throw new SettingError('reviewer', name, `"${name}": a reviewer name is 1-64 letters, digits or . _ @ + -`);
   return name;
@@ -102,9 +113,11 @@ function humanConfigHash(task: TaskRow, reviewer: string): string {
 }
 
 function findHumanRun(store: Store, task: TaskRow, reviewer: string): RunRow | undefined {
-  const row = Store.sqlOf(store)
-    .prepare(`SELECT id FROM runs WHERE task_id = ? AND kind = ? AND config_hash = ? ORDER BY id LIMIT 1`)
-    .get(task.id, HUMAN_KIND, humanConfigHash(task, reviewer)) as { id: number } | undefined;
+  const row = sql(store, `SELECT id FROM runs WHERE task_id = ? AND kind = ? AND config_hash = ? ORDER BY id LIMIT 1`).get(
+    task.id,
+    HUMAN_KIND,
+    humanConfigHash(task, reviewer),
+  ) as { id: number } | undefined;
   return row ? store.run(row.id) : undefined;
 }
 
@@ -131,16 +144,17 @@ export function decide(store: Store, d: DecideInput): DecideResult {
   if (d.label !== null && !d.task.labels.includes(d.label))
     throw new SettingError('label', d.label, `"${d.label}" is not a label of task "${d.task.name}" (${d.task.labels.join(', ')})`);
   const source = d.source ?? 'page';
-  const db = Store.sqlOf(store);
   store.flush();
   return store.transactionSync(() => {
-    const item = db.prepare('SELECT id FROM items WHERE id = ? AND task_id = ?').get(d.itemId, d.task.id);
+    const item = sql(store, 'SELECT id FROM items WHERE id = ? AND task_id = ?').get(d.itemId, d.task.id);
     if (!item) throw new SettingError('item', d.itemId, `item ${d.itemId} is not an item of task "${d.task.name}"`);
     const run = findHumanRun(store, d.task, d.reviewer) ?? createHumanRun(store, d.task, d.reviewer);
     if (d.sourceKey !== undefined) {
-      const imported = db
-        .prepare(`${DECISION_SELECT} WHERE run_id = ? AND source = ? AND source_key = ?`)
-        .get(run.id, source, d.sourceKey) as Decision | undefined;
+      const imported = sql(store, `${DECISION_SELECT} WHERE run_id = ? AND source = ? AND source_key = ?`).get(
+        run.id,
+        source,
+        d.sourceKey,
+      ) as Decision | undefined;
       if (imported) return { status: 'unchanged', decision: imported };
     }
     const live = liveOn(store, run.id, d.itemId);
@@ -168,20 +182,19 @@ export function decide(store: Store, d: DecideInput): DecideResult {
 /** Take back one live decision of the reviewer: the one named, or their latest on the task. */
 export function undo(store: Store, o: { task: TaskRow; reviewer: string; decisionId?: number }): UndoResult {
   checkReviewer(o.reviewer);
-  const db = Store.sqlOf(store);
   store.flush();
   return store.transactionSync(() => {
     const run = findHumanRun(store, o.task, o.reviewer);
     if (!run) return { status: 'none' };
     let target: Decision | undefined;
     if (o.decisionId !== undefined) {
-      target = db.prepare(`${DECISION_SELECT} WHERE id = ? AND run_id = ?`).get(o.decisionId, run.id) as Decision | undefined;
+      target = sql(store, `${DECISION_SELECT} WHERE id = ? AND run_id = ?`).get(o.decisionId, run.id) as Decision | undefined;
       if (!target || target.action === 'undo')
         throw new SettingError('decision', o.decisionId, `decision ${o.decisionId} is not a label or skip of reviewer ${o.reviewer}`);
-      const taken = db.prepare('SELECT 1 FROM reviews WHERE undoes = ?').get(target.id);
+      const taken = sql(store, 'SELECT 1 FROM reviews WHERE undoes = ?').get(target.id);
       if (taken) return { status: 'unchanged', decision: target };
     } else {
-      target = db.prepare(`${DECISION_SELECT} WHERE run_id = ? AND ${LIVE} ORDER BY id DESC LIMIT 1`).get(run.id) as Decision | undefined;
+      target = sql(store, `${DECISION_SELECT} WHERE run_id = ? AND ${LIVE} ORDER BY id DESC LIMIT 1`).get(run.id) as Decision | undefined;
       if (!target) return { status: 'none' };
     }
     insertDecision(store, {
@@ -197,8 +210,8 @@ export function undo(store: Store, o: { task: TaskRow; reviewer: string; decisio
       shown: null,
     });
     if (target.action === 'label') {
-      db.prepare('DELETE FROM labels WHERE run_id = ? AND request_key = ?').run(run.id, labelKey(target.id));
-      refreshItemsTotal(store, run.id);
+      sql(store, 'DELETE FROM labels WHERE run_id = ? AND request_key = ?').run(run.id, labelKey(target.id));
+      addToItemsTotal(store, run.id, -1);
     }
     return { status: 'undone', decision: target };
   });
@@ -207,11 +220,10 @@ export function undo(store: Store, o: { task: TaskRow; reviewer: string; decisio
 /** Live label and skip decisions, oldest first: of one reviewer, or of everyone. */
 export function liveDecisions(store: Store, taskId: number, reviewer?: string): Decision[] {
   store.flush();
-  const db = Store.sqlOf(store);
   return (
     reviewer === undefined
-      ? db.prepare(`${DECISION_SELECT} WHERE task_id = ? AND ${LIVE} ORDER BY id`).all(taskId)
-      : db.prepare(`${DECISION_SELECT} WHERE task_id = ? AND reviewer = ? AND ${LIVE} ORDER BY id`).all(taskId, reviewer)
+      ? sql(store, `${DECISION_SELECT} WHERE task_id = ? AND ${LIVE} ORDER BY id`).all(taskId)
+      : sql(store, `${DECISION_SELECT} WHERE task_id = ? AND reviewer = ? AND ${LIVE} ORDER BY id`).all(taskId, reviewer)
   ) as Decision[];
 }
 
@@ -225,23 +237,20 @@ export function humanLabels(store: Store, taskId: number): HumanLabel[] {
 /** The whole log of a task (labels, skips and undos), oldest first. */
 export function decisionLog(store: Store, taskId: number): Decision[] {
   store.flush();
-  return Store.sqlOf(store).prepare(`${DECISION_SELECT} WHERE task_id = ? ORDER BY id`).all(taskId) as Decision[];
+  return sql(store, `${DECISION_SELECT} WHERE task_id = ? ORDER BY id`).all(taskId) as Decision[];
 }
 
 function liveOn(store: Store, runId: number, itemId: number): Decision[] {
-  return Store.sqlOf(store)
-    .prepare(`${DECISION_SELECT} WHERE run_id = ? AND item_id = ? AND ${LIVE} ORDER BY id`)
-    .all(runId, itemId) as Decision[];
+  return sql(store, `${DECISION_SELECT} WHERE run_id = ? AND item_id = ? AND ${LIVE} ORDER BY id`).all(runId, itemId) as Decision[];
 }
 
 function insertDecision(store: Store, d: Omit<Decision, 'id' | 'createdAt'>): Decision {
   const createdAt = now();
-  const info = Store.sqlOf(store)
-    .prepare(
-      `INSERT INTO reviews (task_id, run_id, item_id, reviewer, action, label, undoes, source, source_key, shown, created_at)
+  const info = sql(
+    store,
+    `INSERT INTO reviews (task_id, run_id, item_id, reviewer, action, label, undoes, source, source_key, shown, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    )
-    .run(d.taskId, d.runId, d.itemId, d.reviewer, d.action, d.label, d.undoes, d.source, d.sourceKey, d.shown, createdAt);
+  ).run(d.taskId, d.runId, d.itemId, d.reviewer, d.action, d.label, d.undoes, d.source, d.sourceKey, d.shown, createdAt);
   return { ...d, id: Number(info.lastInsertRowid), createdAt };
 }
 
@@ -268,11 +277,13 @@ function insertHumanLabel(store: Store, d: Decision): void {
     attempts: 0,
     error: null,
   });
-  refreshItemsTotal(store, d.runId);
+  addToItemsTotal(store, d.runId, 1);
 }
 
-/** A human run's item count is how many items it has a live label on. */
-function refreshItemsTotal(store: Store, runId: number): void {
-  const n = Store.sqlOf(store).prepare('SELECT count(DISTINCT item_id) AS n FROM labels WHERE run_id = ?').get(runId) as { n: number };
-  store.setItemsTotal(runId, n.n);
+/**
+ * A human run's item count is how many items it has a live label on: one more per stored label, one less per
+ * undone one (a reviewer has at most one live label per item), not a recount that grows with the run.
+ */
+function addToItemsTotal(store: Store, runId: number, delta: 1 | -1): void {
+  sql(store, 'UPDATE runs SET items_total = items_total + ? WHERE id = ?').run(delta, runId);
 }
