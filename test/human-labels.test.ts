@@ -17,8 +17,11 @@ import { before, describe, test } from 'node:test';
 import { agreement, cohenKappa } from '../src/eval/metrics.ts';
 import { verifyExport } from '../src/export/verify.ts';
 import { writeExport } from '../src/export/export.ts';
+import { importExport } from '../src/export/import.ts';
+import { gatherReport } from '../src/report/data.ts';
+import { renderReport } from '../src/report/html.ts';
 import { reviewerAgreement } from '../src/review/agreement.ts';
-import { decide } from '../src/store/reviews.ts';
+import { decide, undo } from '../src/store/reviews.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { fitTemperature } from '../src/targets/calibrate.ts';
 import { buildTargets, resolveTeachers, taskItems } from '../src/targets/from-store.ts';
@@ -337,6 +340,23 @@ describe('human labels downstream', () => {
     assert.deepEqual((await verifyExport(path.join(dir, 'export-agg'))).problems, []);
   });
 
+  test('an export loaded into a new database (import-export) keeps the human gold, so it trains the same student', async () => {
+    const out = path.join(dir, 'export-rt');
+    const task = withStore(db, (store) => store.findTask('animals')!);
+    await withStore(db, (store) => writeExport(store, task, out));
+    const db2 = path.join(dir, 'imported.db');
+    await importExport(out, db2);
+    const targets = (file: string) =>
+      withStore(file, (store) => {
+        const t = store.findTask('animals')!;
+        const ds = loadDataset(store, t, { supervised: false, targets: { calibrate: true, aggregate: 'weighted' } });
+        return { human: ds.human, hard: Array.from(ds.targetHard), gold: humanGold(store, t, taskItems(store, t)).labels };
+      });
+    const [a, b] = [targets(db), targets(db2)];
+    assert.deepEqual(b.human, { items: 17, targets: 16, fitted: 15 });
+    assert.deepEqual(b, a);
+  });
+
   test('status, teachers and eval show the human runs and the reviewers', async () => {
     const [status, statusText, teachers, evaluation] = await Promise.all([
       runScript('status', ['--db', db, '--json']),
@@ -369,6 +389,16 @@ describe('human labels downstream', () => {
       e.evaluations.map((x: { name: string }) => x.name),
       ['keyword', 'noisy', 'human:alice', 'human:bob'],
     );
+  });
+
+  test('the report: a Reviewers section (items, agreement with the target and gold, κ per pair); human runs among the teachers', () => {
+    const html = withStore(db, (store) => renderReport(gatherReport(store, [])));
+    const section = html.slice(html.indexOf('<h2>Reviewers of task <code>animals</code></h2>'));
+    assert.ok(section.length < html.length, 'no Reviewers section');
+    assert.match(section, /18 items reviewed, 17 with human gold \(the reviewers' majority label\), 1 tied/);
+    assert.match(section, /<td class="t">alice<\/td><td>\d+<\/td><td>17<\/td><td>76\.47% \(n=17\)<\/td><td>0\.00% \(n=1\)<\/td>/);
+    assert.match(section, /<td class="t">alice<\/td><td class="t">bob<\/td><td>5<\/td><td>80\.00%<\/td><td>0\.706<\/td>/);
+    assert.match(html, /<td class="t">human:bob<\/td>/);
   });
 
   test('train.ts: human labels in the targets by default, recorded in metrics.json; --no-human-labels turns them off', async () => {
@@ -409,6 +439,25 @@ describe('a task whose only runs are human', () => {
       assert.equal(ds.human!.targets, 15);
       // Without teachers, agreement with their target is not measured.
       assert.equal(reviewerAgreement(store, task).reviewers[0].target, null);
+    });
+  });
+
+  test('an undone decision no longer counts; a decision over the tie breaks it', () => {
+    withStore(db, (store) => {
+      const task = store.findTask('animals')!;
+      const ids = taskItems(store, task).items.map((it) => it.id);
+      const before = humanGold(store, task, taskItems(store, task));
+      assert.equal(before.labels[31], truth(31));
+      assert.equal(undo(store, { task, reviewer: 'bob' }).status, 'undone'); // bob's latest: item 31
+      const g = humanGold(store, task, taskItems(store, task));
+      assert.equal(g.labels[31], null);
+      assert.equal(g.reviewed, 17);
+      // carol sides with alice on item 3: two against one.
+      assert.equal(decide(store, { task, reviewer: 'carol', itemId: ids[3], label: LABELS[truth(3)] }).status, 'stored');
+      const h = humanGold(store, task, taskItems(store, task));
+      assert.equal(h.labels[3], truth(3));
+      assert.equal(h.ties, 0);
+      assert.deepEqual(h.reviewers, ['alice', 'bob', 'carol']);
     });
   });
 

@@ -4,10 +4,9 @@
  * and with imported gold. What status.ts, teachers.ts and the report show next to the human runs.
  */
 import { agreement, cohenKappa } from '../eval/metrics.ts';
-import { humanLabels } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { buildTargets, hasTeacherRuns, taskItems } from '../targets/from-store.ts';
-import { humanGold } from '../targets/human.ts';
+import { humanGold, liveHumanLabels } from '../targets/human.ts';
 import type { Labels } from '../targets/types.ts';
 
 /** Agreement over `n` items (rate NaN when n = 0: nothing to compare; JSON shows it as null). */
@@ -50,7 +49,7 @@ export interface ReviewerAgreement {
 
 /** Every reviewer of a task against each other, the teachers' target and gold; no reviewer: an empty list. */
 export function reviewerAgreement(store: Store, task: TaskRow): ReviewerAgreement {
-  const decided = humanLabels(store, task.id);
+  const decided = liveHumanLabels(store, task);
   // Nobody reviewed: nothing to load (status.ts asks this of every task).
   if (decided.length === 0) return { task: task.name, reviewers: [], pairs: [], reviewed: 0, humanGold: 0, ties: 0 };
   const items = taskItems(store, task);

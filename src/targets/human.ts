@@ -4,7 +4,7 @@
  * about the item, not a teacher's guess: where the reviewers agree it stands in for gold that was never imported,
  * and the training target becomes that label.
  */
-import { humanLabels, type HumanLabel } from '../store/reviews.ts';
+import { isHumanRun, type HumanLabel } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import type { Labels } from './types.ts';
 import { checkClass } from './vector.ts';
@@ -45,12 +45,30 @@ export function majorityLabel(votes: readonly number[]): number | null {
   return tied ? null : best;
 }
 
+/** A reviewer's live label on an item. */
+export type HumanVote = Pick<HumanLabel, 'itemId' | 'reviewer' | 'runId' | 'label'>;
+
+/**
+ * The reviewers' live labels on the task, read as the label rows of its human runs (an undo deletes its row)
+ * rather than from the decision log: a database loaded from an export (import-export.ts carries runs and labels,
+ * not the log) then has the same human gold, and trains the same student.
+ */
+export function liveHumanLabels(store: Store, task: TaskRow): HumanVote[] {
+  const out: HumanVote[] = [];
+  for (const run of store.runs(task.id)) {
+    if (!isHumanRun(run)) continue;
+    const reviewer = (JSON.parse(run.params) as { reviewer?: string }).reviewer ?? run.teacher.replace(/^human:/, '');
+    for (const l of store.latestLabels([run.id])) out.push({ itemId: l.item_id, reviewer, runId: run.id, label: l.label });
+  }
+  return out;
+}
+
 /** Per item, the majority of the reviewers' live labels on the task (see `majorityLabel`); `decided`: those labels, if read already. */
 export function humanGold(
   store: Store,
   task: TaskRow,
   items: ItemsOf,
-  decided: readonly HumanLabel[] = humanLabels(store, task.id),
+  decided: readonly HumanVote[] = liveHumanLabels(store, task),
 ): HumanGold {
   const index = new Map(items.items.map((it, i) => [it.id, i]));
   const votes = new Map<number, number[]>();
