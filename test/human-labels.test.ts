@@ -366,7 +366,11 @@ describe('human labels downstream', () => {
     ]);
     for (const r of [status, statusText, teachers, evaluation]) assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(status.stdout.trim().split('\n').at(-1)!);
-    assert.ok(s.runs.some((r: { teacher: string; labeled: number }) => r.teacher === 'human:alice' && r.labeled === 17));
+    assert.ok(
+      s.runs.some(
+        (r: { teacher: string; labeled: number; soft: string }) => r.teacher === 'human:alice' && r.labeled === 17 && r.soft === 'human',
+      ),
+    );
     assert.equal(s.reviewers.length, 1);
     assert.ok(Math.abs(s.reviewers[0].pairs[0].kappa - ALICE_BOB_KAPPA) < 1e-12);
     assert.equal(s.reviewers[0].reviewers[1].gold.rate, null, 'bob has no item with gold: null, not NaN');

@@ -32,7 +32,7 @@ import { parquetBytes } from './parquet.ts';
 import { ExportRow } from './rows.ts';
 
 export interface ExportOptions {
-  /** Comma list of teacher names or run ids (default: every teacher of the task). */
+  /** Comma list of teacher names or run ids (default: every teacher of the task, the reviewers' runs included for per-teacher rows). */
   teachers?: string;
   /** Present: one row per item with the aggregated target instead of one per item and teacher. */
   targets?: Omit<TargetsOptions, 'teachers'>;
