@@ -232,6 +232,18 @@ describe('human labels downstream', () => {
     });
   });
 
+  test('a reviewer named among weighted teachers is weighted on imported gold only (not on their own votes)', () => {
+    withStore(db, (store) => {
+      const task = store.findTask('animals')!;
+      const gold = expectedFittingGold();
+      const idx = gold.flatMap((g, i) => (g === null ? [] : [i]));
+      const keyword = idx.filter((i) => keywordLabel(i) === gold[i]).length / idx.length;
+      const t = buildTargets(store, task, { aggregate: 'weighted', calibrate: false, teachers: 'keyword,human:alice' });
+      // alice's one train item with imported gold is item 2, which she got wrong: weight 0 (on human gold she would score ~1).
+      assert.deepEqual(t.weights, [keyword, 0]);
+    });
+  });
+
   test("training targets: the human label where there is human gold; humanLabels false restores the teachers'", () => {
     withStore(db, (store) => {
       const task = store.findTask('animals')!;

@@ -1,7 +1,7 @@
 import { DistilleryError, SettingError } from '../errors.ts';
 import { decodeSoft, type SoftVector } from '../soft/codec.ts';
 import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
-import { aggregate, type AggregateMethod, type AggregateResult } from './aggregate.ts';
+import { aggregate, fitWeights, type AggregateMethod, type AggregateResult } from './aggregate.ts';
 import { calibrationReport, fitTemperature, type CalibrationReport } from './calibrate.ts';
 import { fittingGold, humanGold, type HumanGold } from './human.ts';
 import { isHumanRun } from '../store/reviews.ts';
@@ -159,6 +159,20 @@ export interface Targets extends AggregateResult {
  * trainer and the export call. Calibration fits a temperature per teacher on
  * the gold labels of the train split only, so test-split metrics stay honest.
  */
+/**
+ * --aggregate weighted with a reviewer named among the teachers: a human run's weight is its accuracy on imported
+ * gold only, since on human gold it would be scored against its own votes; every other teacher's on imported and
+ * human gold. Undefined (fit as usual) when no chosen teacher is a human run.
+ */
+function reviewerWeights(teachers: TeacherSource[], views: StoredView[], items: TaskItems, gold: Labels, c: number): number[] | undefined {
+  const human = teachers.map((t) => t.runs.every(isHumanRun));
+  if (!human.some(Boolean)) return undefined;
+  const n = items.items.length;
+  const withHuman = fitWeights(views, gold, n, c);
+  const importedOnly = fitWeights(views, fittingGold(items, null).gold, n, c);
+  return views.map((_, k) => (human[k] ? importedOnly[k] : withHuman[k]));
+}
+
 export function buildTargets(store: Store, task: TaskRow, o: TargetsOptions): Targets {
   const teachers = resolveTeachers(store, task, o.teachers);
   const items = taskItems(store, task);
@@ -176,7 +190,7 @@ export function buildTargets(store: Store, task: TaskRow, o: TargetsOptions): Ta
   }
   const result = aggregate(views, {
     method: o.aggregate,
-    weights: o.weights,
+    weights: o.weights ?? (fitsWeights && human ? reviewerWeights(teachers, views, items, fit.gold, task.labels.length) : undefined),
     gold: fit.gold,
     temperatures,
     numClasses: task.labels.length,
