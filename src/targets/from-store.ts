@@ -5,7 +5,7 @@ import { aggregate, fitWeights, type AggregateMethod, type AggregateResult } fro
 import { calibrationReport, fitTemperature, type CalibrationReport } from './calibrate.ts';
 import { fittingGold, humanGold, type HumanGold } from './human.ts';
 import { isHumanRun } from '../store/reviews.ts';
-import type { Labels, TeacherView } from './types.ts';
+import { TargetsError, type Labels, type TeacherView } from './types.ts';
 
 /** A teacher as chosen on the command line: every run of a name, or one run by id. */
 export interface TeacherSource {
@@ -155,11 +155,6 @@ export interface Targets extends AggregateResult {
 }
 
 /**
- * One training target per item from the chosen teachers: the one module the
- * trainer and the export call. Calibration fits a temperature per teacher on
- * the gold labels of the train split only, so test-split metrics stay honest.
- */
-/**
  * --aggregate weighted with a reviewer named among the teachers: a human run's weight is its accuracy on imported
  * gold only, since on human gold it would be scored against its own votes; every other teacher's on imported and
  * human gold. Undefined (fit as usual) when no chosen teacher is a human run.
@@ -169,10 +164,24 @@ function reviewerWeights(teachers: TeacherSource[], views: StoredView[], items: 
   if (!human.some(Boolean)) return undefined;
   const n = items.items.length;
   const withHuman = fitWeights(views, gold, n, c);
-  const importedOnly = fitWeights(views, fittingGold(items, null).gold, n, c);
+  let importedOnly: number[];
+  try {
+    importedOnly = fitWeights(views, fittingGold(items, null).gold, n, c);
+  } catch (e) {
+    // Every teacher wrong on every imported gold item: that is the reviewers' weight (the others keep theirs).
+    if (!(e instanceof TargetsError)) throw e;
+    importedOnly = views.map(() => 0);
+  }
   return views.map((_, k) => (human[k] ? importedOnly[k] : withHuman[k]));
 }
 
+/**
+ * One training target per item from the chosen teachers: the one module the
+ * trainer and the export call. Calibration fits a temperature per teacher on
+ * the gold labels of the train split only, so test-split metrics stay honest:
+ * imported gold, and where there is none the reviewers' (src/targets/human.ts),
+ * as are the weights of --aggregate weighted.
+ */
 export function buildTargets(store: Store, task: TaskRow, o: TargetsOptions): Targets {
   const teachers = resolveTeachers(store, task, o.teachers);
   const items = taskItems(store, task);
