@@ -220,6 +220,7 @@ runCli(async () => {
     store.close();
   }
   if (ds.replay) log(describeReplay(ds.replay, opts.epochs));
+  if (ds.human?.targets) log(`reviewers: ${ds.human.targets} train item(s) take their human label as target (--no-human-labels: off)`);
   if (!opts.arch && !init)
     throw new DistilleryError(
       '--arch: choose the student (logreg, mlp, cnn, involution, vit or fasttext), or start from a model with --init-from',

@@ -425,6 +425,8 @@ describe('human labels downstream', () => {
     ]);
     assert.equal(on.code, 0, on.stderr);
     assert.equal(off.code, 0, off.stderr);
+    assert.match(on.stderr, /reviewers: 16 train item\(s\) take their human label as target/);
+    assert.doesNotMatch(off.stderr, /reviewers:/);
     const m = (d: string) => JSON.parse(fs.readFileSync(path.join(dir, d, 'metrics.json'), 'utf8'));
     assert.deepEqual(m('on').targets, { teachers: 'all', aggregate: 'mean', calibrate: false, human_labels: true });
     assert.deepEqual(m('on').human_labels, { used: true, items: 17, targets: 16, fitted: 0 });
