@@ -63,6 +63,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
   weights?: number[];
   calibrate: boolean;
+  humanLabels: boolean;
   // student shapes
   hidden?: number[];
   patch: number;
@@ -102,6 +103,10 @@ const program = addTargetOptions(
       ]),
     )
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
+    .option(
+      '--no-human-labels',
+      "ignore the reviewers' labels (review.ts, Label Studio): by default an item's majority human label is its target, and gold for --calibrate and --aggregate weighted where none was imported",
+    )
     .option(
       '--distill <list>',
       'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token; civt with --distill-tokens N > 1)',
@@ -211,7 +216,13 @@ runCli(async () => {
   try {
     ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
-      targets: { teachers: opts.teachers, aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate },
+      targets: {
+        teachers: opts.teachers,
+        aggregate: opts.aggregate,
+        weights: opts.weights,
+        calibrate: opts.calibrate,
+        humanLabels: opts.humanLabels,
+      },
       // A student started from trained weights sees its inputs as they were preprocessed then.
       ...(init ? { preprocess: init.preprocess } : {}),
     });
@@ -220,6 +231,7 @@ runCli(async () => {
     store.close();
   }
   if (ds.replay) log(describeReplay(ds.replay, opts.epochs));
+  if (ds.human?.targets) log(`reviewers: ${ds.human.targets} train item(s) take their human label as target (--no-human-labels: off)`);
   if (!opts.arch && !init)
     throw new DistilleryError(
       '--arch: choose the student (logreg, mlp, cnn, involution, vit or fasttext), or start from a model with --init-from',
@@ -294,7 +306,13 @@ runCli(async () => {
     config,
     targets: opts.supervised
       ? 'gold'
-      : { teachers: opts.teachers ?? 'all', aggregate: opts.aggregate ?? 'mean', calibrate: opts.calibrate },
+      : {
+          teachers: opts.teachers ?? 'all',
+          aggregate: opts.aggregate ?? 'mean',
+          calibrate: opts.calibrate,
+          human_labels: opts.humanLabels,
+        },
+    human_labels: { used: opts.humanLabels, ...ds.human },
     history: result.history,
     best_epoch: result.best_epoch,
     test: result.test,

@@ -41,7 +41,10 @@ export function addTaskOption(cmd: Command, help = "task name, or task file (def
 
 /** --teachers LIST. */
 export function addTeachersOption(cmd: Command): Command {
-  return cmd.option('--teachers <list>', 'comma list of teacher names or run ids (default: every teacher of the task)');
+  return cmd.option(
+    '--teachers <list>',
+    "comma list of teacher names or run ids (default: every teacher of the task; a target leaves the reviewers' runs, human:NAME, out unless named)",
+  );
 }
 
 /** --student DIR: a student folder written by train.ts; `multiple` for repeatable (report). */

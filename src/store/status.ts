@@ -62,7 +62,7 @@ export function storeStatus(store: Store): StoreStatus {
   const db = Store.sqlOf(store);
   const runs = db
     .prepare(
-      `SELECT r.id AS run, t.name AS task, r.kind, r.teacher, r.base_url, r.prompt_version, CASE WHEN r.kind = 'logits' THEN 'logits' ELSE json_extract(r.params, '$.soft') END AS soft,
+      `SELECT r.id AS run, t.name AS task, r.kind, r.teacher, r.base_url, r.prompt_version, CASE WHEN r.kind IN ('logits', 'human') THEN r.kind ELSE json_extract(r.params, '$.soft') END AS soft,
               r.status, r.started_at, r.ended_at, r.message, r.items_total AS items,
               coalesce(s.n, 0) + (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS requests,
               (SELECT count(*) FROM request_errors e WHERE e.run_id = r.id) AS errors,
