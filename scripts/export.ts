@@ -5,6 +5,7 @@ import { EXIT, intArg, log, runCli, say } from '../src/cli/run.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { taskInStore } from '../src/cli/task.ts';
 import { writeExport, type WriteOptions } from '../src/export/export.ts';
+import { CONFIG_FILE, TASKS_FILE, writeLabelStudio } from '../src/export/labelstudio.ts';
 import { DATA_FILES, FORMATS, MANIFEST, type Format } from '../src/export/manifest.ts';
 import { verifyExport } from '../src/export/verify.ts';
 
@@ -17,14 +18,19 @@ interface ExportFlags extends TargetFlags {
   asOf?: number;
   withImages: boolean;
   verify?: string;
+  split?: string;
 }
+
+/** The Label Studio format: a folder of its own (tasks JSON and labeling config), not a data file of an export. */
+const LABELSTUDIO = 'labelstudio';
 
 const program = addTargetOptions(
   addTaskOption(addOutDirOption(addDbOption(new Command('export')), 'output folder'))
     .description(
-      'Write DIR/labels.jsonl and/or DIR/labels.parquet and DIR/manifest.json: per item and teacher its latest valid label, or with --aggregate one target per item from several teachers. The same database state gives byte-identical files.',
+      "Write DIR/labels.jsonl and/or DIR/labels.parquet and DIR/manifest.json: per item and teacher its latest valid label, or with --aggregate one target per item from several teachers. With --format labelstudio: DIR/tasks.json (Label Studio tasks, the teachers' answers as predictions with scores) and DIR/labeling-config.xml. The same database state gives byte-identical files.",
     )
-    .option('--format <formats>', `comma list of output formats (${FORMATS.join(', ')})`, 'jsonl')
+    .option('--format <formats>', `comma list of output formats (${FORMATS.join(', ')}), or ${LABELSTUDIO} alone`, 'jsonl')
+    .option('--split <name>', `${LABELSTUDIO}: only the items of this split (default: every item)`)
     .option('--logits', 'include the stored logits of white-box teachers (per-teacher rows)', false)
     .option(
       '--as-of <run>',
@@ -52,6 +58,11 @@ runCli(async () => {
     return EXIT.ok;
   }
   if (opts.out === undefined) throw new DistilleryError('give --out DIR (write an export) or --verify DIR (check one)');
+  if (opts.calibrate && !opts.aggregate)
+    throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
+  if (opts.weights && opts.aggregate !== 'weighted') throw new DistilleryError('--weights goes with --aggregate weighted');
+  if (opts.format.split(',').some((f) => f.trim() === LABELSTUDIO)) return exportLabelStudio(opts, opts.out);
+  if (opts.split !== undefined) throw new DistilleryError(`--split goes with --format ${LABELSTUDIO} (an export holds every split)`);
   const formats = [
     ...new Set(
       String(opts.format)
@@ -61,10 +72,9 @@ runCli(async () => {
   ];
   const unknown = formats.filter((f) => !(FORMATS as readonly string[]).includes(f));
   if (unknown.length || formats.length === 0)
-    throw new DistilleryError(`--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')})`);
-  if (opts.calibrate && !opts.aggregate)
-    throw new DistilleryError('--calibrate goes with --aggregate (it calibrates each teacher before combining them)');
-  if (opts.weights && opts.aggregate !== 'weighted') throw new DistilleryError('--weights goes with --aggregate weighted');
+    throw new DistilleryError(
+      `--format: unsupported format ${unknown.join(', ') || '(none)'} (supported: ${FORMATS.join(', ')}, or ${LABELSTUDIO} alone)`,
+    );
   const out = opts.out;
   const store = openExistingStore(opts.db);
   try {
@@ -86,3 +96,30 @@ runCli(async () => {
     store.close();
   }
 });
+
+function exportLabelStudio(opts: ExportFlags, out: string): number {
+  if (opts.format.trim() !== LABELSTUDIO) throw new DistilleryError(`--format ${LABELSTUDIO} goes alone (it writes a folder of its own)`);
+  if (opts.logits) throw new DistilleryError(`--logits goes with --format jsonl or parquet, not ${LABELSTUDIO}`);
+  if (opts.withImages)
+    throw new DistilleryError(`--with-images goes with --format jsonl or parquet; ${LABELSTUDIO} carries each image in its task`);
+  const store = openExistingStore(opts.db);
+  try {
+    const task = taskInStore(store, opts.task);
+    const r = writeLabelStudio(store, task, out, {
+      teachers: opts.teachers,
+      targets: opts.aggregate ? { aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate } : undefined,
+      asOf: opts.asOf,
+      split: opts.split,
+    });
+    say(
+      `wrote ${r.tasks} task(s) with ${r.predictions} prediction(s) to ${join(out, TASKS_FILE)} and the labeling config to ${join(out, CONFIG_FILE)}`,
+    );
+    say(
+      `in Label Studio: create a project, paste ${CONFIG_FILE} into Settings > Labeling Interface > Code, import ${TASKS_FILE}; ` +
+        `when labeled, export the project as JSON and run: tsx scripts/import-review.ts FILE --format ${LABELSTUDIO} --db ${opts.db}`,
+    );
+    return EXIT.ok;
+  } finally {
+    store.close();
+  }
+}
