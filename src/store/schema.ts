@@ -206,6 +206,30 @@ export const MIGRATIONS: string[] = [
     created_at  TEXT NOT NULL
   );
   `,
+
+  // v6: people in the loop (src/store/reviews.ts). A reviewer's live decisions are the labels of their human run
+  // (runs.kind = 'human', soft_method 'human', request_key 'review:<reviews.id>'); this table is the append-only log of
+  // every decision, skip and undo, so that an undo can delete the label row and still nothing is lost.
+  `
+  CREATE TABLE reviews (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    run_id      INTEGER NOT NULL REFERENCES runs(id),   -- the reviewer's human run
+    item_id     INTEGER NOT NULL REFERENCES items(id),
+    reviewer    TEXT NOT NULL,
+    action      TEXT NOT NULL,            -- label | skip | undo
+    label       TEXT,                     -- label: the class chosen
+    undoes      INTEGER REFERENCES reviews(id), -- undo: the decision it takes back
+    source      TEXT NOT NULL,            -- page | labelstudio
+    source_key  TEXT,                     -- labelstudio: '<task id>:<annotation id>', so a second import adds nothing
+    shown       TEXT,                     -- JSON: what the reviewer was shown (policy, reason, target…)
+    created_at  TEXT NOT NULL
+  );
+  CREATE INDEX reviews_run_item ON reviews (run_id, item_id, id);
+  CREATE INDEX reviews_task ON reviews (task_id, id);
+  CREATE UNIQUE INDEX reviews_source_key ON reviews (run_id, source, source_key) WHERE source_key IS NOT NULL;
+  CREATE UNIQUE INDEX reviews_undoes ON reviews (undoes) WHERE undoes IS NOT NULL;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
