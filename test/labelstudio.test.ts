@@ -18,9 +18,18 @@ import {
   writeLabelStudio,
   type LabelStudioOptions,
 } from '../src/export/labelstudio.ts';
+import { InputError } from '../src/errors.ts';
+import {
+  importLabelStudio,
+  readLabelStudioExport,
+  reviewerOf,
+  type ImportReviewOptions,
+  type ImportReviewResult,
+} from '../src/review/import-labelstudio.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
+import { decide, humanLabels } from '../src/store/reviews.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
-import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, workDir, writeJsonl, writeTask } from './helpers.ts';
+import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, sqlOn, workDir, writeJsonl, writeTask } from './helpers.ts';
 
 const FIXTURE = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'labelstudio-export.json');
 
@@ -255,5 +264,276 @@ describe('export --format labelstudio', () => {
     assert.equal(split.code, 1);
     assert.match(split.stderr, /^error: --split goes with --format labelstudio/);
     assert.ok(!fs.existsSync(path.join(dir, 'x')) && !fs.existsSync(path.join(dir, 'y')));
+  });
+});
+
+/** The fixture with `edit` applied, written next to the database. */
+function fixtureCopy(dir: string, name: string, edit: (tasks: any[]) => void): string {
+  const tasks = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as any[];
+  edit(tasks);
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, JSON.stringify(tasks, null, 2));
+  return file;
+}
+
+/** Live human labels as `ext_id reviewer label`, sorted. */
+function humanRows(store: Store, task: TaskRow): string[] {
+  const ext = new Map(store.taskItemRows(task.id).map((it) => [it.id, it.ext_id]));
+  return humanLabels(store, task.id)
+    .map((h) => `${ext.get(h.itemId)} ${h.reviewer} ${h.label}`)
+    .sort();
+}
+
+function countRows(store: Store, table: 'reviews' | 'labels'): number {
+  return sqlOn(store, (db) => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n);
+}
+
+const FIXTURE_LABELS = [
+  'item0 alice@example.com cat',
+  'item0 labelstudio-2 dog',
+  'item1 alice@example.com dog',
+  'item3 labelstudio-2 cat',
+  'item4 alice@example.com dog',
+];
+
+function importFixture(store: Store, task: TaskRow, file = FIXTURE, o: ImportReviewOptions = {}): ImportReviewResult {
+  return importLabelStudio(store, task, file, readLabelStudioExport(file), o);
+}
+
+describe('import-review --format labelstudio', () => {
+  test("Label Studio's export: completed annotations become human labels, reviewers from completed_by; cancelled and empty ones are not labels", async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      const r = importFixture(store, task);
+      assert.deepEqual(
+        { stored: r.stored, updated: r.updated, already: r.already, conflicts: r.conflicts, skipped: r.skipped, reviewers: r.reviewers },
+        {
+          stored: 5,
+          updated: 0,
+          already: 0,
+          conflicts: [],
+          skipped: { cancelled: 1, empty: 1, unannotated: 1 },
+          reviewers: ['alice@example.com', 'labelstudio-2'],
+        },
+      );
+      // item3's task has no distillery_id: found by its text. User 2's cancelled annotation on item1 and empty one on item5: no label.
+      assert.deepEqual(humanRows(store, task), FIXTURE_LABELS);
+      const keys = sqlOn(store, (db) => db.prepare(`SELECT source, source_key, action FROM reviews ORDER BY id`).all());
+      assert.deepEqual(
+        keys.map((k: any) => `${k.source} ${k.source_key} ${k.action}`),
+        ['101:1001', '101:1002', '102:1003', '104:1005', '105:1006'].map((k) => `labelstudio ${k} label`),
+      );
+      const humans = store.runs(task.id).filter((run) => run.kind === 'human');
+      assert.deepEqual(humans.map((h) => h.teacher).sort(), ['human:alice@example.com', 'human:labelstudio-2']);
+    } finally {
+      store.close();
+    }
+  });
+
+  test('importing the same file twice adds nothing', async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      importFixture(store, task);
+      const before = [countRows(store, 'reviews'), countRows(store, 'labels')];
+      const again = importFixture(store, task);
+      assert.deepEqual([again.stored, again.updated, again.already, again.conflicts.length], [0, 0, 5, 0]);
+      assert.deepEqual([countRows(store, 'reviews'), countRows(store, 'labels')], before);
+      assert.deepEqual(humanRows(store, task), FIXTURE_LABELS);
+    } finally {
+      store.close();
+    }
+  });
+
+  test('an annotation changed in Label Studio replaces its decision; an answer given on the page is a conflict, kept unless --replace', async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      importFixture(store, task);
+      const changed = fixtureCopy(dir, 'changed.json', (ts) => {
+        ts[1].annotations[0].result[0].value.choices = ['bird'];
+        ts[1].annotations[0].updated_at = '2026-11-30T11:00:00.000000Z';
+      });
+      const r = importFixture(store, task, changed);
+      assert.deepEqual([r.stored, r.updated, r.already, r.conflicts.length], [0, 1, 4, 0]);
+      assert.ok(humanRows(store, task).includes('item1 alice@example.com bird'));
+      assert.ok(!humanRows(store, task).includes('item1 alice@example.com dog'));
+      const again = importFixture(store, task, changed);
+      assert.deepEqual([again.stored, again.updated, again.already], [0, 0, 5]);
+      // Changed back: the first choice again replaces the second.
+      const back = importFixture(
+        store,
+        task,
+        fixtureCopy(dir, 'back.json', (ts) => (ts[1].annotations[0].updated_at = '2026-11-30T12:00:00Z')),
+      );
+      assert.deepEqual([back.stored, back.updated, back.already], [0, 1, 4]);
+      assert.deepEqual(humanRows(store, task), FIXTURE_LABELS);
+
+      // Alice answered item4 on the page before the import: her Label Studio answer conflicts with it.
+      const dir2 = workDir();
+      const fresh = await animalsStore(dir2);
+      try {
+        decide(fresh.store, {
+          task: fresh.task,
+          reviewer: 'alice@example.com',
+          itemId: fresh.store.itemIdByExtId(fresh.task.id, 'item4')!,
+          label: 'bird',
+        });
+        const c = importFixture(fresh.store, fresh.task);
+        assert.equal(c.stored, 4);
+        assert.deepEqual(c.conflicts, [
+          {
+            index: 4,
+            sourceKey: '105:1006',
+            reviewer: 'alice@example.com',
+            itemId: 'item4',
+            label: 'dog',
+            live: { label: 'bird', source: 'page', sourceKey: null },
+          },
+        ]);
+        assert.ok(humanRows(fresh.store, fresh.task).includes('item4 alice@example.com bird'));
+        const replaced = importFixture(fresh.store, fresh.task, FIXTURE, { replace: true });
+        assert.deepEqual([replaced.stored, replaced.replaced, replaced.already, replaced.conflicts.length], [0, 1, 4, 0]);
+        assert.deepEqual(humanRows(fresh.store, fresh.task), FIXTURE_LABELS);
+      } finally {
+        fresh.store.close();
+      }
+    } finally {
+      store.close();
+    }
+  });
+
+  test('a bad file stores nothing: one error naming the file and the task', async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      const cases: Array<[string, (ts: any[]) => void, RegExp]> = [
+        [
+          'cow.json',
+          (ts) => (ts[4].annotations[0].result[0].value.choices = ['cow']),
+          /cow\.json: task \[4\] \(Label Studio task 105\): annotation 1006: choice "cow" is not a label of task "animals" \(labels: cat, dog, bird\)$/,
+        ],
+        [
+          'unknown.json',
+          (ts) => (ts[1].data.distillery_id = 'nope'),
+          /unknown\.json: task \[1\] \(Label Studio task 102\): distillery_id "nope": no such item in task "animals"$/,
+        ],
+        ['shape.json', (ts) => (ts[5].annotations[0].was_cancelled = 'yes'), /shape\.json: task \[5\]: annotations\[0\]\.was_cancelled: /],
+        [
+          'other.json',
+          (ts) => (ts[0].data.distillery_task = 'plants'),
+          /other\.json: task \[0\] \(Label Studio task 101\): distillery_task is "plants", the import is into task "animals"$/,
+        ],
+        [
+          'two.json',
+          (ts) => (ts[0].annotations[0].result[0].value.choices = ['cat', 'dog']),
+          /two\.json: task \[0\] \(Label Studio task 101\): annotation 1001: 2 choices \(cat, dog\): a label is one class$/,
+        ],
+        [
+          'min.json',
+          (ts) => ts.splice(0, ts.length, { id: 1, text: 'number 0 is about a cat', label: 'cat', annotator: 1 }),
+          /min\.json: task \[0\]: data: .*JSON-MIN and CSV exports are not read/,
+        ],
+      ];
+      for (const [name, edit, message] of cases) {
+        const file = fixtureCopy(dir, name, edit);
+        assert.throws(
+          () => importFixture(store, task, file),
+          (e: Error) => e instanceof InputError && message.test(e.message),
+          name,
+        );
+      }
+      const notJson = path.join(dir, 'broken.json');
+      fs.writeFileSync(notJson, '[{"id": 1,');
+      assert.throws(() => readLabelStudioExport(notJson), /broken\.json: not JSON/);
+      assert.equal(countRows(store, 'reviews'), 0);
+      assert.equal(store.runs(task.id).filter((r) => r.kind === 'human').length, 0);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("the round trip: export's tasks, annotated as Label Studio exports them, import as human labels", async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      const out = path.join(dir, 'ls');
+      writeLabelStudio(store, task, out, { split: 'test' });
+      // What Label Studio does: ids for the tasks; bob accepts gpt-a's prediction on two tasks, skips the third.
+      const tasks = (readTasks(out) as any[]).map((t, i) => ({
+        id: 40 + i,
+        data: t.data,
+        annotations: [
+          {
+            id: 900 + i,
+            completed_by: { id: 5, email: 'bob@example.com', first_name: '', last_name: '' },
+            result: i < 2 ? [{ ...t.predictions[0].result[0], id: `r${i}`, origin: 'prediction' }] : [],
+            was_cancelled: i === 2,
+            created_at: '2026-11-30T13:00:00Z',
+            updated_at: '2026-11-30T13:00:00Z',
+          },
+        ],
+        predictions: t.predictions,
+      }));
+      const file = path.join(dir, 'project-1-at-2026-11-30.json');
+      fs.writeFileSync(file, JSON.stringify(tasks));
+      const r = importFixture(store, task, file);
+      assert.deepEqual([r.stored, r.skipped.cancelled], [2, 1]);
+      assert.deepEqual(humanRows(store, task), ['item3 bob@example.com cat', 'item7 bob@example.com dog']);
+    } finally {
+      store.close();
+    }
+  });
+
+  test('reviewer names from completed_by', () => {
+    assert.equal(reviewerOf(2), 'labelstudio-2');
+    assert.equal(reviewerOf({ id: 3, email: 'c@d.org' }), 'c@d.org');
+    assert.equal(reviewerOf({ id: 3, email: '' }), 'labelstudio-3');
+    assert.equal(reviewerOf('e@f.org'), 'e@f.org');
+    assert.equal(reviewerOf(null), undefined);
+  });
+
+  test('the script: counts, twice adds nothing, --dry-run stores nothing, a bad file exits 1 with one line, --reviewer', async () => {
+    const dir = workDir();
+    const { db, store } = await animalsStore(dir);
+    store.close();
+    const bad = fixtureCopy(dir, 'bad.json', (ts) => (ts[4].annotations[0].result[0].value.choices = ['cow']));
+    const [dry, wrong, badName] = await Promise.all([
+      runScript('import-review', [FIXTURE, '--format', 'labelstudio', '--db', db, '--dry-run']),
+      runScript('import-review', [bad, '--db', db]),
+      runScript('import-review', [FIXTURE, '--db', db, '--reviewer', 'no spaces']),
+    ]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^would store 5 human label\(s\) for task "animals"/);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /^error: .*bad\.json: task \[4\] \(Label Studio task 105\): annotation 1006: choice "cow" is not a label/);
+    assert.equal(wrong.stderr.split('\n').length, 2);
+    assert.equal(badName.code, 1);
+    assert.match(badName.stderr, /^error: --reviewer: /);
+    const check = Store.open(db);
+    try {
+      assert.equal(countRows(check, 'reviews'), 0);
+    } finally {
+      check.close();
+    }
+    const first = await runScript('import-review', [FIXTURE, '--format', 'labelstudio', '--db', db]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(
+      first.stdout,
+      'stored 5 human label(s) for task "animals" (reviewers: alice@example.com, labelstudio-2); 0 updated (changed in Label Studio), ' +
+        '0 already there, 0 conflict(s), 3 skipped (1 cancelled, 1 without a choice, 1 task(s) without annotations)\n',
+    );
+    const [second, bob] = await Promise.all([
+      runScript('import-review', [FIXTURE, '--db', db]),
+      runScript('import-review', [FIXTURE, '--db', db, '--reviewer', 'bob', '--dry-run']),
+    ]);
+    assert.match(second.stdout, /^stored 0 human label\(s\) .* 5 already there, 0 conflict\(s\)/);
+    // --reviewer: every annotation is bob's, so user 2's dog on item0 conflicts with alice's cat, now both bob's.
+    assert.match(bob.stdout, /^would store 4 human label\(s\) for task "animals" \(reviewers: bob\).* 1 conflict\(s\)/);
+    assert.match(
+      bob.stdout,
+      /\nconflict: task \[0\] 101:1002: bob chose "dog" for item "item0", but their live answer is "cat" \(labelstudio 101:1001\)/,
+    );
   });
 });
