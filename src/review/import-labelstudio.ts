@@ -31,7 +31,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DistilleryError, InputError, SettingError } from '../errors.ts';
 import { DATA, LsExport, CONTROL, type LsAnnotation, type LsTask, type LsUser } from '../export/labelstudio.ts';
-import { checkReviewer, decide, liveDecisions, undo, type Decision } from '../store/reviews.ts';
+import { checkReviewer, decide, liveDecisions, undo, type DecideInput, type Decision } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 
 export const SOURCE = 'labelstudio';
@@ -259,11 +259,47 @@ function plan(
   return { planned, skipped };
 }
 
-/** The reviewer's live decision on the item that came from this annotation (its first key or a later version's). */
-function liveOfAnnotation(live: readonly Decision[], p: Planned): Decision | undefined {
-  return live.find(
-    (d) => d.itemId === p.itemId && d.source === SOURCE && (d.sourceKey === p.sourceKey || d.sourceKey?.startsWith(`${p.sourceKey}@`)),
-  );
+/**
+ * The reviewers' live decisions per item, read once per reviewer (not once per annotation: a re-import of n
+ * annotations would read n^2 rows) and kept current as the import writes.
+ */
+class LiveDecisions {
+  readonly #byReviewer = new Map<string, Map<number, Decision[]>>();
+  constructor(
+    private readonly store: Store,
+    private readonly taskId: number,
+  ) {}
+
+  #of(reviewer: string): Map<number, Decision[]> {
+    let m = this.#byReviewer.get(reviewer);
+    if (!m) {
+      m = new Map();
+      for (const d of liveDecisions(this.store, this.taskId, reviewer)) m.set(d.itemId, [...(m.get(d.itemId) ?? []), d]);
+      this.#byReviewer.set(reviewer, m);
+    }
+    return m;
+  }
+
+  /** The live decision on the item that came from this annotation (its first key or a later version's). */
+  ofAnnotation(p: Planned): Decision | undefined {
+    return this.#of(p.reviewer)
+      .get(p.itemId)
+      ?.find((d) => d.source === SOURCE && (d.sourceKey === p.sourceKey || d.sourceKey?.startsWith(`${p.sourceKey}@`)));
+  }
+
+  stored(d: Decision): void {
+    const m = this.#byReviewer.get(d.reviewer);
+    if (m) m.set(d.itemId, [...(m.get(d.itemId) ?? []), d]);
+  }
+
+  undone(d: Decision): void {
+    const m = this.#byReviewer.get(d.reviewer);
+    if (m)
+      m.set(
+        d.itemId,
+        (m.get(d.itemId) ?? []).filter((x) => x.id !== d.id),
+      );
+  }
 }
 
 /** Rolls the dry run's transaction back. */
@@ -291,8 +327,18 @@ export function importLabelStudio(
     skipped,
     reviewers: [...new Set(planned.map((p) => p.reviewer))].sort(),
   };
+  const live = new LiveDecisions(store, task.id);
+  const store1 = (d: DecideInput) => {
+    const r = decide(store, d);
+    if (r.status === 'stored') live.stored(r.decision);
+    return r;
+  };
+  const undo1 = (p: Planned, d: Decision) => {
+    undo(store, { task, reviewer: p.reviewer, decisionId: d.id });
+    live.undone(d);
+  };
   const apply = (p: Planned) => {
-    const d = {
+    const d: DecideInput = {
       task,
       reviewer: p.reviewer,
       itemId: p.itemId,
@@ -300,34 +346,34 @@ export function importLabelStudio(
       shown: p.shown,
       source: SOURCE,
       sourceKey: p.sourceKey,
-    } as const;
-    const r = decide(store, d);
+    };
+    const r = store1(d);
     if (r.status === 'stored') return void result.stored++;
-    const conflict = (live: Decision) =>
+    const conflict = (other: Decision) =>
       result.conflicts.push({
         index: p.index,
         sourceKey: p.sourceKey,
         reviewer: p.reviewer,
         itemId: p.extId,
         label: p.label,
-        live: { label: live.label, source: live.source, sourceKey: live.sourceKey },
+        live: { label: other.label, source: other.source, sourceKey: other.sourceKey },
       });
-    const live = liveOfAnnotation(liveDecisions(store, task.id, p.reviewer), p);
+    const own = live.ofAnnotation(p);
     // A conflict with another decision (the page's, another annotation's) is reported; with this annotation's own
     // earlier choice it is the annotation changed in Label Studio, below.
-    if (r.status === 'conflict' && r.decision.id !== live?.id) {
+    if (r.status === 'conflict' && r.decision.id !== own?.id) {
       if (!o.replace) return void conflict(r.decision);
-      undo(store, { task, reviewer: p.reviewer, decisionId: r.decision.id });
-      const replaced = decide(store, d);
+      undo1(p, r.decision);
+      const replaced = store1(d);
       if (replaced.status === 'stored') return void result.replaced++;
       return void conflict(replaced.decision);
     }
     // unchanged: this annotation's key was imported before, or the reviewer's live label on the item is this one.
-    if (live ? live.label === p.label : r.decision.label === p.label) return void result.already++;
+    if (own ? own.label === p.label : r.decision.label === p.label) return void result.already++;
     // The annotation was changed in Label Studio since it was imported: its new choice replaces its live decision.
-    if (live) undo(store, { task, reviewer: p.reviewer, decisionId: live.id });
-    const again = decide(store, { ...d, sourceKey: `${p.sourceKey}@${p.updatedAt ?? p.label}` });
-    if (again.status === 'stored') return void (live ? result.updated++ : result.stored++);
+    if (own) undo1(p, own);
+    const again = store1({ ...d, sourceKey: `${p.sourceKey}@${p.updatedAt ?? p.label}` });
+    if (again.status === 'stored') return void (own ? result.updated++ : result.stored++);
     if (again.status === 'conflict') return void conflict(again.decision);
     result.already++;
   };
