@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { addDbOption, addJsonOption, openExistingStore } from '../src/cli/options.ts';
 import { runCli, say } from '../src/cli/run.ts';
 import { formatTable } from '../src/cli/table.ts';
+import { agreementLines, reviewerAgreement } from '../src/review/agreement.ts';
 import { storeStatus, type Counts, type RelabelStatus } from '../src/store/status.ts';
 
 const COUNT_COLUMNS = ['items', 'labeled', 'failed', 'pending', 'requests', 'errors', 'tokens', 'cost'];
@@ -12,7 +13,7 @@ interface StatusFlags {
 }
 
 const program = addJsonOption(addDbOption(new Command('status'))).description(
-  'Per run and in total: items, labeled, failed, pending, requests, tokens, cost.',
+  "Per run and in total: items, labeled, failed, pending, requests, tokens, cost; the reviewers' runs (human:NAME) and their agreement.",
 );
 
 runCli(async () => {
@@ -20,8 +21,13 @@ runCli(async () => {
   const store = openExistingStore(opts.db);
   try {
     const status = storeStatus(store);
+    // Reviewers per task (tasks nobody reviewed are left out): κ per pair, agreement with the target and gold.
+    const reviewers = store
+      .listTasks()
+      .map((t) => reviewerAgreement(store, t))
+      .filter((a) => a.reviewers.length > 0);
     if (opts.json) {
-      say(JSON.stringify(status));
+      say(JSON.stringify({ ...status, reviewers }));
       return;
     }
     const head = ['run', 'task', 'teacher', 'soft', 'status', ...COUNT_COLUMNS];
@@ -31,6 +37,7 @@ runCli(async () => {
     for (const line of formatTable([head, ...rows], 5)) say(line);
     for (const r of status.runs) if (r.message) say(`run ${r.run}: ${r.message}`);
     for (const r of status.runs) if (r.relabel) say(`run ${r.run}: ${relabelLine(r.relabel)}`);
+    for (const a of reviewers) for (const line of agreementLines(a)) say(line);
     for (const j of status.batches) {
       say(
         `run ${j.run}: batch job ${j.job} ${j.state}${j.remote_status ? ` (${j.remote_status}${j.batch_id ? `, ${j.batch_id}` : ''})` : ''}: ` +

@@ -61,6 +61,7 @@ interface TrainOptions extends Partial<DistillSettings> {
   aggregate?: 'mean' | 'weighted' | 'vote' | 'dawid-skene';
   weights?: number[];
   calibrate: boolean;
+  humanLabels: boolean;
   // student shapes
   hidden?: number[];
   patch: number;
@@ -100,6 +101,10 @@ const program = addTargetOptions(
       ]),
     )
     .option('--supervised', 'train on gold labels (a teacher, or a baseline) instead of the teachers', false)
+    .option(
+      '--no-human-labels',
+      "ignore the reviewers' labels (review.ts, Label Studio): by default an item's majority human label is its target, and gold for --calibrate and --aggregate weighted where none was imported",
+    )
     .option(
       '--distill <list>',
       'distillers whose terms make the loss, e.g. ce,kd,deit (default: ce,kd; ce with --supervised; +deit with --distill-token; civt with --distill-tokens N > 1)',
@@ -201,7 +206,13 @@ runCli(async () => {
   try {
     ds = loadDataset(store, taskInStore(store, opts.task), {
       supervised: opts.supervised,
-      targets: { teachers: opts.teachers, aggregate: opts.aggregate, weights: opts.weights, calibrate: opts.calibrate },
+      targets: {
+        teachers: opts.teachers,
+        aggregate: opts.aggregate,
+        weights: opts.weights,
+        calibrate: opts.calibrate,
+        humanLabels: opts.humanLabels,
+      },
       // A student started from trained weights sees its inputs as they were preprocessed then.
       ...(init ? { preprocess: init.preprocess } : {}),
     });
@@ -281,7 +292,13 @@ runCli(async () => {
     config,
     targets: opts.supervised
       ? 'gold'
-      : { teachers: opts.teachers ?? 'all', aggregate: opts.aggregate ?? 'mean', calibrate: opts.calibrate },
+      : {
+          teachers: opts.teachers ?? 'all',
+          aggregate: opts.aggregate ?? 'mean',
+          calibrate: opts.calibrate,
+          human_labels: opts.humanLabels,
+        },
+    human_labels: { used: opts.humanLabels, ...ds.human },
     history: result.history,
     best_epoch: result.best_epoch,
     test: result.test,

@@ -115,6 +115,8 @@ const TrainMetrics = z.object({
   best_epoch: z.number().int(),
   /** The validation slice's size and the sha256 of its item ids (absent in students trained before it was recorded). */
   validation: z.object({ n: z.number().int(), ids_sha256: z.string() }).optional(),
+  /** Whether the reviewers' labels were in its targets (absent: trained before there were any, so no). */
+  human_labels: z.object({ used: z.boolean() }).optional(),
 });
 type TrainMetrics = z.infer<typeof TrainMetrics>;
 
@@ -176,8 +178,9 @@ export async function fitData(store: Store, task: TaskRow, model: LoadedModel, o
             teachers: metrics.targets.teachers === 'all' ? undefined : metrics.targets.teachers,
             aggregate: metrics.targets.aggregate,
             calibrate: metrics.targets.calibrate,
+            humanLabels: metrics.human_labels?.used ?? false,
           }
-        : { calibrate: false },
+        : { calibrate: false, humanLabels: metrics?.human_labels?.used ?? false },
   });
   const rule = ruleOf(model.spec);
   let idx = Array.from({ length: ds.n }, (_, i) => i).filter((i) => ds.splits[i] === o.split);

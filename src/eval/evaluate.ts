@@ -78,14 +78,15 @@ function costOf(store: Store, runIds: number[], labeled: number): EvalCost {
 }
 
 /**
- * Each teacher (`teachers`: a comma list of names or run ids, default all) on
+ * Each teacher (`teachers`: a comma list of names or run ids, default all, the reviewers' runs included) on
  * a split. A teacher's answer is its stated (hard) label; its probabilities
  * are its stored soft label at temperature 1, where it has one.
  */
 export function evaluateTeachers(store: Store, task: TaskRow, split: string, teachers?: string): Evaluation[] {
   const items = taskItems(store, task);
   const idx = goldItemsOf(task, items, split);
-  return resolveTeachers(store, task, teachers).map((source) => {
+  // Reviewers' runs (human:NAME) are scored like any teacher against imported gold.
+  return resolveTeachers(store, task, teachers, { humans: true }).map((source) => {
     const view = loadView(store, task, items, source);
     const probs = view.logprobs.map((z) => (z ? softmaxT(z, 1) : null));
     const labeled = view.hard.filter((h) => h !== null).length;

@@ -299,3 +299,32 @@ export function agreement(hardA: Labels, hardB: Labels): { n: number; rate: numb
   const { n, value } = accuracy(hardA, hardB);
   return { n, rate: value };
 }
+
+/**
+ * Cohen's κ (Cohen 1960) of two labelers over the items both labeled:
+ * κ = (p_o − p_e) / (1 − p_e), p_o their agreement, p_e the agreement expected by
+ * chance from each labeler's own class shares (Σ_k a_k · b_k). As scikit-learn's
+ * `cohen_kappa_score` (unweighted): NaN when p_e = 1 (both always gave the same one
+ * class: chance explains everything, so κ is undefined) or when no item was labeled by both.
+ */
+export function cohenKappa(hardA: Labels, hardB: Labels): Metric {
+  checkSameLength(hardA, hardB, 'the two labelers differ in length');
+  const a = new Map<number, number>();
+  const b = new Map<number, number>();
+  let n = 0;
+  let same = 0;
+  for (let i = 0; i < hardA.length; i++) {
+    const x = hardA[i];
+    const y = hardB[i];
+    if (x === null || y === null) continue;
+    n++;
+    if (x === y) same++;
+    a.set(x, (a.get(x) ?? 0) + 1);
+    b.set(y, (b.get(y) ?? 0) + 1);
+  }
+  if (n === 0) return { n, value: NaN };
+  let expected = 0;
+  for (const [k, ca] of a) expected += (ca / n) * ((b.get(k) ?? 0) / n);
+  const observed = same / n;
+  return { n, value: expected === 1 ? NaN : (observed - expected) / (1 - expected) };
+}

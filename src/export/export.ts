@@ -12,6 +12,7 @@ import {
   type TeacherSource,
   type TaskItems,
 } from '../targets/from-store.ts';
+import { isHumanRun } from '../store/reviews.ts';
 import { snapshotAsOf } from './as-of.ts';
 import { byCodeUnit, fileSha256, PendingFile, removeStaleTemps } from './files.ts';
 import {
@@ -85,14 +86,15 @@ export interface Collected {
  */
 export function collectRows(store: Store, task: TaskRow, o: ExportOptions = {}): Collected {
   const items = taskItems(store, task);
-  const sources = resolveTeachers(store, task, o.teachers);
+  if (o.targets && o.logits) throw new SettingError('logits', true, 'goes with per-teacher rows, not with an aggregated target');
+  // Per-teacher rows carry the reviewers' runs (human:NAME) like any teacher's; an aggregated target is the teachers'.
+  const t = o.targets ? buildTargets(store, task, { ...o.targets, teachers: o.teachers }) : null;
+  const sources = t ? t.teachers : resolveTeachers(store, task, o.teachers, { humans: true });
   const latest = sources.map((s) => latestLabels(store, s.runs));
   const valid = (l: LatestLabel | undefined): l is LatestLabel => l !== undefined && task.labels.includes(l.label);
   const rows: ExportRow[] = [];
   const used: LatestLabel[][] = sources.map(() => []);
-  if (o.targets) {
-    if (o.logits) throw new SettingError('logits', true, 'goes with per-teacher rows, not with an aggregated target');
-    const t = buildTargets(store, task, { ...o.targets, teachers: o.teachers });
+  if (o.targets && t) {
     const name = `${o.targets.aggregate}(${t.teachers.map((s) => s.name).join(',')})`;
     for (let i = 0; i < items.items.length; i++) {
       const probs = t.probs[i];
@@ -175,7 +177,10 @@ export function* exportRows(store: Store, task: TaskRow, o: ExportOptions = {}):
 }
 
 function softMethodOf(run: { kind: string; params: string }): string {
-  return run.kind === 'logits' ? 'logits' : (JSON.parse(run.params) as { soft: string }).soft;
+  if (run.kind === 'logits') return 'logits';
+  // A reviewer's decision is a hard label; its run's params hold the reviewer, not a soft-label method.
+  if (isHumanRun(run)) return 'human';
+  return (JSON.parse(run.params) as { soft: string }).soft;
 }
 
 /** A base URL without user:password@ (the key never is in the database, but a URL may carry credentials). */

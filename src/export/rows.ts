@@ -22,7 +22,7 @@ export const ExportRow = z
     label: z.string(),
     /** One probability per task label, in the task's label order, 6 decimals; null when the run kept hard labels only. */
     probs: z.array(z.number()).nullable(),
-    /** logprobs | samples:N | none | logits | aggregate:METHOD */
+    /** logprobs | samples:N | none | logits | human (a reviewer's decision) | aggregate:METHOD */
     soft_method: z.string(),
     /** With --logits: the stored logits (dense, 6 decimals; a top-K store is reconstructed), when the teacher gave logits. */
     logits: z.array(z.number()).nullable().optional(),

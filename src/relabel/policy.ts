@@ -24,6 +24,7 @@ import { decodeSoft, softToProbs } from '../soft/codec.ts';
 import { currentLabels, type CurrentLabel } from '../store/relabels.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { loadView, resolveTeachers, taskItems } from '../targets/from-store.ts';
+import { isHumanRun } from '../store/reviews.ts';
 
 export type Reason = 'disagree' | 'low-confidence' | 'changed' | 'stale';
 /** Most useful first: the order of selection. */
@@ -163,7 +164,8 @@ function disagreements(store: Store, task: TaskRow, current: Map<number, Current
   const out = new Map<number, number>();
   const note = (itemId: number, score: number) => out.set(itemId, Math.min(score, out.get(itemId) ?? Infinity));
   const items = taskItems(store, task);
-  const runs = store.runs(task.id);
+  // Reviewers' runs are not teachers here: a person who overruled a teacher is no reason to ask the teacher again.
+  const runs = store.runs(task.id).filter((r) => !isHumanRun(r));
   if (new Set(runs.map((r) => r.teacher)).size >= 2) {
     const views = resolveTeachers(store, task).map((t) => loadView(store, task, items, t));
     items.items.forEach((it, i) => {

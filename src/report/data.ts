@@ -20,6 +20,7 @@ import {
 } from '../eval/metrics.ts';
 import { argmax } from '../targets/vector.ts';
 import { teachersReport, type TeachersReport } from '../targets/teachers-report.ts';
+import { reviewerAgreement, type ReviewerAgreement } from '../review/agreement.ts';
 import type { CascadeView } from './cascade.ts';
 
 export interface Reliability {
@@ -68,6 +69,8 @@ export interface TaskReport {
   teacherOnSplit: TeacherOnSplit[];
   /** The runs a pilot (pilot.ts) began, each measured on the pilot's sample. */
   pilots: PilotRun[];
+  /** The reviewers (review.ts, Label Studio) and their agreement; null when nobody reviewed the task. */
+  reviewers: ReviewerAgreement | null;
 }
 
 /** A teacher run a pilot began: its configuration and how it did on the pilot's sample against gold. */
@@ -184,8 +187,11 @@ export function taskReport(store: Store, task: TaskRow): TaskReport {
     splitItems: inSplit.filter(Boolean).length,
     splitGold: gold.filter((g) => g !== null).length,
   };
-  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [], pilots: [] };
-  const teacherOnSplit = resolveTeachers(store, task).map((source): TeacherOnSplit => {
+  if (store.runs(task.id).length === 0) return { ...base, teachers: null, teacherOnSplit: [], pilots: [], reviewers: null };
+  const agreement = reviewerAgreement(store, task);
+  const reviewers = agreement.reviewers.length ? agreement : null;
+  // The reviewers' runs are measured like any teacher's.
+  const teacherOnSplit = resolveTeachers(store, task, undefined, { humans: true }).map((source): TeacherOnSplit => {
     const view = loadView(store, task, items, source);
     const probs = view.logprobs.map((lp, i) => (lp && inSplit[i] ? lp.map(Math.exp) : null));
     return {
@@ -197,7 +203,13 @@ export function taskReport(store: Store, task: TaskRow): TaskReport {
       evaluation: evaluationOf(task.labels, view.hard, probs, gold, REPORT_SPLIT),
     };
   });
-  return { ...base, teachers: teachersReport(store, task), teacherOnSplit, pilots: pilotRuns(store, task, items.items, items.gold) };
+  return {
+    ...base,
+    teachers: teachersReport(store, task),
+    teacherOnSplit,
+    pilots: pilotRuns(store, task, items.items, items.gold),
+    reviewers,
+  };
 }
 
 /** The task's runs whose params say a pilot began them (pilot.ts), measured on the sample's items against gold. */

@@ -50,6 +50,7 @@ export function renderReport(d: ReportData): string {
     runsSection(d),
     ...d.tasks.map(pilotSection),
     ...d.tasks.map(teacherSection),
+    ...d.tasks.map(reviewerSection),
     studentsSection(d.students),
     evaluationSection(d),
     cascadeSection(d.students),
@@ -211,10 +212,39 @@ function teacherSection(t: TaskReport): string {
   html += `<p class="note">"accuracy, all splits" includes the items a teacher may have been trained on (a model trained by this project saw the train split); compare teachers and students on the ${s} columns.</p>`;
   if (r.agreement.length)
     html += table(
-      ['teacher a', 'teacher b', 'items (all splits)', 'agreement'],
-      r.agreement.map((a) => [a.a, a.b, count(a.n), pct(a.rate)]),
+      ['teacher a', 'teacher b', 'items (all splits)', 'agreement', 'Cohen’s κ'],
+      r.agreement.map((a) => [a.a, a.b, count(a.n), pct(a.rate), num(a.kappa, 3)]),
     );
   html += `<div class="charts">${t.teacherOnSplit.map((x) => reliabilityDiagram({ title: `Reliability: teacher ${x.teacher} (${x.split} split)`, bins: x.reliability.bins, ece: x.reliability.ece })).join('')}</div>`;
+  return html;
+}
+
+/** The people who reviewed labels (review.ts, Label Studio): their items, agreement with the teachers' target and gold, κ per pair. */
+function reviewerSection(t: TaskReport): string {
+  const r = t.reviewers;
+  if (!r) return '';
+  let html = `<h2>Reviewers of task <code>${esc(t.task)}</code></h2>`;
+  html += `<p>${count(r.reviewed)} items reviewed, ${count(r.humanGold)} with human gold (the reviewers' majority label)${r.ties ? `, ${count(r.ties)} tied` : ''}.</p>`;
+  html += table(
+    ['reviewer', 'run', 'items', "agreement with the teachers' target", 'agreement with gold'],
+    r.reviewers.map((x) => [
+      x.reviewer,
+      x.run,
+      count(x.items),
+      x.target ? `${pct(x.target.rate)} (n=${count(x.target.n)})` : '–',
+      `${pct(x.gold.rate)} (n=${count(x.gold.n)})`,
+    ]),
+    'reviewers',
+    [0],
+  );
+  if (r.pairs.length)
+    html += table(
+      ['reviewer a', 'reviewer b', 'common items', 'agreement', 'Cohen’s κ'],
+      r.pairs.map((p) => [p.a, p.b, count(p.n), pct(p.agreement), num(p.kappa, 3)]),
+      'reviewer-pairs',
+      [0, 1],
+    );
+  html += `<p class="note">Human gold is the training target of the items it covers (train.ts --no-human-labels: the teachers' target), and gold for --calibrate and --aggregate weighted where no gold was imported. The teachers' target here is the mean of every teacher but the reviewers.</p>`;
   return html;
 }
 

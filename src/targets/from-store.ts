@@ -3,6 +3,8 @@ import { decodeSoft, type SoftVector } from '../soft/codec.ts';
 import type { ItemRow, RunRow, Store, TaskRow } from '../store/store.ts';
 import { aggregate, type AggregateMethod, type AggregateResult } from './aggregate.ts';
 import { calibrationReport, fitTemperature, type CalibrationReport } from './calibrate.ts';
+import { fittingGold, humanGold, type HumanGold } from './human.ts';
+import { isHumanRun } from '../store/reviews.ts';
 import type { Labels, TeacherView } from './types.ts';
 
 /** A teacher as chosen on the command line: every run of a name, or one run by id. */
@@ -22,14 +24,20 @@ export const AGGREGATES: AggregateMethod[] = ['mean', 'weighted', 'vote', 'dawid
 /**
  * Resolve `--teachers a,b,3`: a name stands for every run of that teacher on
  * the task (its latest label per item wins), a number for that one run. No
- * list: every teacher of the task.
+ * list: every teacher of the task, except the reviewers' human runs
+ * (`human:<reviewer>`) unless `humans` (what shows the teachers: the teachers
+ * report, eval, export's per-teacher rows, the report): a person's decisions
+ * are gold for the targets (src/targets/human.ts), not one more teacher to
+ * average. Naming one (`--teachers human:alice`) always works.
  */
-export function resolveTeachers(store: Store, task: TaskRow, spec?: string): TeacherSource[] {
+export function resolveTeachers(store: Store, task: TaskRow, spec?: string, o: { humans?: boolean } = {}): TeacherSource[] {
   const runs = store.runs(task.id);
   if (runs.length === 0) throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs yet`);
   const byName = (name: string) => runs.filter((r) => r.teacher === name);
   if (!spec) {
-    const names = [...new Set(runs.map((r) => r.teacher))];
+    const chosen = o.humans ? runs : runs.filter((r) => !isHumanRun(r));
+    if (chosen.length === 0) throw onlyHumanRuns(store, task, runs);
+    const names = [...new Set(chosen.map((r) => r.teacher))];
     return names.map((name) => ({ name, runs: byName(name) }));
   }
   return spec.split(',').map((raw) => {
@@ -49,6 +57,19 @@ export function resolveTeachers(store: Store, task: TaskRow, spec?: string): Tea
     }
     return { name: s, runs: named };
   });
+}
+
+/** Whether a target can be built without naming teachers: the task has a run that is not a reviewer's. */
+export function hasTeacherRuns(store: Store, task: TaskRow): boolean {
+  return store.runs(task.id).some((r) => !isHumanRun(r));
+}
+
+function onlyHumanRuns(store: Store, task: TaskRow, runs: RunRow[]): DistilleryError {
+  const names = [...new Set(runs.map((r) => r.teacher))].join(', ');
+  return new DistilleryError(
+    `${store.path}: task "${task.name}" has only reviewers' runs (${names}), no teacher: label or ingest logits first, ` +
+      `name a reviewer as the teacher (--teachers ${runs[0].teacher}), or train on gold and the reviewers' labels with --supervised`,
+  );
 }
 
 export function taskItems(store: Store, task: TaskRow): TaskItems {
@@ -114,6 +135,12 @@ export interface TargetsOptions {
   aggregate: AggregateMethod;
   weights?: number[];
   calibrate: boolean;
+  /**
+   * Reviewers' decisions as gold (src/targets/human.ts) where an item has no imported gold, for --calibrate and
+   * --aggregate weighted (train split). Default on; train.ts --no-human-labels turns it off, and with it the
+   * training targets' human labels (src/train/data.ts).
+   */
+  humanLabels?: boolean;
 }
 
 export interface Targets extends AggregateResult {
@@ -122,6 +149,9 @@ export interface Targets extends AggregateResult {
   views: StoredView[];
   temperatures?: number[];
   calibration?: CalibrationReport[];
+  /** The reviewers' gold (null with humanLabels false), and how many train-split items it gave calibration or weights. */
+  human: HumanGold | null;
+  humanFitted: number;
 }
 
 /**
@@ -133,21 +163,23 @@ export function buildTargets(store: Store, task: TaskRow, o: TargetsOptions): Ta
   const teachers = resolveTeachers(store, task, o.teachers);
   const items = taskItems(store, task);
   const views = teachers.map((t) => loadView(store, task, items, t));
+  const human = o.humanLabels === false ? null : humanGold(store, task, items);
+  const fit = fittingGold(items, human);
+  const fitsWeights = o.aggregate === 'weighted' && !o.weights;
   let temperatures: number[] | undefined;
   let calibration: CalibrationReport[] | undefined;
   if (o.calibrate) {
-    const trainGold = items.gold.map((g, i) => (items.items[i].split === 'train' ? g : null));
     const testGold = items.gold.map((g, i) => (items.items[i].split === 'train' ? null : g));
-    temperatures = views.map((v) => fitTemperature(v.logprobs, trainGold));
-    const reportOn = testGold.some((g) => g !== null) ? testGold : trainGold;
+    temperatures = views.map((v) => fitTemperature(v.logprobs, fit.gold));
+    const reportOn = testGold.some((g) => g !== null) ? testGold : fit.gold;
     calibration = views.map((v, k) => calibrationReport(v, reportOn, temperatures![k]));
   }
   const result = aggregate(views, {
     method: o.aggregate,
     weights: o.weights,
-    gold: items.gold.map((g, i) => (items.items[i].split === 'train' ? g : null)),
+    gold: fit.gold,
     temperatures,
     numClasses: task.labels.length,
   });
-  return { ...result, items, teachers, views, temperatures, calibration };
+  return { ...result, items, teachers, views, temperatures, calibration, human, humanFitted: o.calibrate || fitsWeights ? fit.human : 0 };
 }

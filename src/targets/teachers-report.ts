@@ -1,7 +1,8 @@
 import type { Store, TaskRow } from '../store/store.ts';
 import { calibrationReport, fitTemperature } from './calibrate.ts';
 import { loadView, resolveTeachers, taskItems } from './from-store.ts';
-import { accuracy, agreement, ece, nll } from '../eval/metrics.ts';
+import { accuracy, agreement, cohenKappa, ece, nll } from '../eval/metrics.ts';
+import { fittingGold, humanGold } from './human.ts';
 import { softmaxT } from './softmax.ts';
 
 export interface TeacherRow {
@@ -29,13 +30,18 @@ export interface TeachersReport {
   items: number;
   gold: number;
   teachers: TeacherRow[];
-  /** agreement[a][b]: the share of items labeled by both on which a and b give the same hard label. */
-  agreement: { a: string; b: string; n: number; rate: number }[];
+  /** Reviewers' decisions (src/targets/human.ts): items with a human label, with human gold, and with --calibrate the train-split items it was the gold of. */
+  human_gold: { reviewed: number; items: number; calibration: number };
+  /** Per pair, over the items labeled by both: the share with the same hard label, and Cohen's κ (null when undefined). */
+  agreement: { a: string; b: string; n: number; rate: number; kappa: number | null }[];
 }
 
 export function teachersReport(store: Store, task: TaskRow, opts: { teachers?: string; calibrate?: boolean } = {}): TeachersReport {
   const items = taskItems(store, task);
-  const sources = resolveTeachers(store, task, opts.teachers);
+  // Reviewers' runs are shown like any teacher, scored against imported gold only.
+  const sources = resolveTeachers(store, task, opts.teachers, { humans: true });
+  const human = humanGold(store, task, items);
+  const fit = fittingGold(items, human);
   const views = sources.map((s) => loadView(store, task, items, s));
   const rows = views.map((v, k): TeacherRow => {
     const labeled = v.hard.filter((h) => h !== null).length;
@@ -55,24 +61,35 @@ export function teachersReport(store: Store, task: TaskRow, opts: { teachers?: s
       soft_n: n.n,
     };
     if (opts.calibrate) {
-      const train = items.gold.map((g, i) => (items.items[i].split === 'train' ? g : null));
       const test = items.gold.map((g, i) => (items.items[i].split === 'train' ? null : g));
-      const T = fitTemperature(v.logprobs, train);
-      const after = calibrationReport(v, test.some((g) => g !== null) ? test : train, T).after;
+      const T = fitTemperature(v.logprobs, fit.gold);
+      const after = calibrationReport(v, test.some((g) => g !== null) ? test : fit.gold, T).after;
       Object.assign(row, { temperature: T, nll_calibrated: after.nll, ece_calibrated: after.ece });
     }
     return row;
   });
   const pairs: TeachersReport['agreement'] = [];
   for (let a = 0; a < views.length; a++) {
-    for (let b = a + 1; b < views.length; b++)
-      pairs.push({ a: views[a].name, b: views[b].name, ...agreement(views[a].hard, views[b].hard) });
+    for (let b = a + 1; b < views.length; b++) {
+      const kappa = cohenKappa(views[a].hard, views[b].hard).value;
+      pairs.push({
+        a: views[a].name,
+        b: views[b].name,
+        ...agreement(views[a].hard, views[b].hard),
+        kappa: Number.isNaN(kappa) ? null : kappa,
+      });
+    }
   }
   return {
     task: task.name,
     items: items.items.length,
     gold: items.gold.filter((g) => g !== null).length,
     teachers: rows,
+    human_gold: {
+      reviewed: human.reviewed,
+      items: human.labels.filter((h) => h !== null).length,
+      calibration: opts.calibrate ? fit.human : 0,
+    },
     agreement: pairs,
   };
 }

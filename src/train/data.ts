@@ -3,7 +3,8 @@ import { decodePixels } from '../input/image.ts';
 import { decodeSoft, softToProbs } from '../soft/codec.ts';
 import { replayLabels, replayParamsOf } from '../store/replay.ts';
 import type { Store, TaskRow } from '../store/store.ts';
-import { buildTargets, taskItems, type Targets, type TargetsOptions } from '../targets/from-store.ts';
+import { buildTargets, hasTeacherRuns, taskItems, type Targets, type TargetsOptions } from '../targets/from-store.ts';
+import { applyHumanTargets, humanGold, type HumanGold } from '../targets/human.ts';
 import type { TeacherView } from '../targets/types.ts';
 import { augmentImages, augmentImagesSeeded, formatAugment, parseAugment, type AugmentConfig, type AugmentDraw } from './augment.ts';
 import { tf } from './backend.ts';
@@ -28,6 +29,12 @@ export interface Dataset {
   targetHard: Int32Array;
   /** The teachers' own hard label per item (for agreement; built with --supervised too), −1 where none or no teacher run. */
   teacherHard: Int32Array;
+  /**
+   * Reviewers' decisions in the targets (src/targets/human.ts; absent with humanLabels false): items with human
+   * gold, train-split items whose training target is a human label (with --supervised: where no gold was imported),
+   * and train-split items whose human gold fitted temperatures or teacher weights.
+   */
+  human?: { items: number; targets: number; fitted: number };
   /**
    * Each chosen teacher's own distribution next to the aggregated target, so that a distiller can
    * learn one teacher per head: log-probabilities N·T·C (item-major, teachers in `names` order;
@@ -82,12 +89,20 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
   const targetHard = new Int32Array(n).fill(-1);
   const teacherHard = new Int32Array(n).fill(-1);
 
-  const hasRuns = store.runs(task.id).length > 0;
+  const humanOn = o.targets.humanLabels !== false;
+  // Reviewers' runs alone make no target: without --supervised, buildTargets says so (naming them) rather than
+  // the message for a task nobody labeled.
+  const runs = store.runs(task.id);
+  const hasRuns = runs.length > 0 && (o.targets.teachers !== undefined || hasTeacherRuns(store, task) || (!o.supervised && !o.evaluate));
   let perTeacher: Dataset['perTeacher'];
   // Supervised runs build the teachers' labels too, for the agreement in the test report.
   let replay: Replay | undefined;
+  let human: HumanGold | null = null;
+  let fitted = 0;
   if (hasRuns) {
     const t = buildTargets(store, task, { ...o.targets, aggregate: o.targets.aggregate ?? 'mean' });
+    human = t.human;
+    fitted = t.humanFitted;
     perTeacher = perTeacherOf(t.views, n, c);
     for (let i = 0; i < n; i++) {
       const h = t.hard[i];
@@ -103,12 +118,28 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
       `${store.path}: task "${task.name}" has no teacher runs; label or ingest logits first, or train on gold with --supervised`,
     );
   }
+  if (humanOn) human ??= humanGold(store, task, items);
+  const splits = items.items.map((it) => it.split);
+  let humanTargets = 0;
   if (o.supervised) {
+    // Gold is the imported gold, and where there is none the reviewers' decision: a person's label is the closest
+    // thing to gold a task without it has.
     for (let i = 0; i < n; i++) {
-      if (gold[i] < 0) continue;
-      targetProbs[i * c + gold[i]] = 1;
-      targetHard[i] = gold[i];
+      const fromHuman = gold[i] < 0 && human !== null && human.labels[i] !== null;
+      const g = fromHuman ? human!.labels[i]! : gold[i];
+      if (g < 0) continue;
+      targetProbs[i * c + g] = 1;
+      targetHard[i] = g;
+      if (fromHuman && splits[i] === 'train') humanTargets++;
     }
+  } else if (human !== null) {
+    if (replay && human.labels.some((h, i) => h !== null && splits[i] === 'train'))
+      throw new SettingError(
+        'humanLabels',
+        true,
+        `run ${replay.run} is an augmentation-replay run: its targets are the teacher's on each replayed view, which reviewers' labels do not replace (train with --no-human-labels)`,
+      );
+    humanTargets = applyHumanTargets(targetProbs, targetHard, human, c, splits);
   }
 
   const base = {
@@ -122,6 +153,7 @@ export function loadDataset(store: Store, task: TaskRow, o: DatasetOptions): Dat
     teacherHard,
     ...(perTeacher ? { perTeacher } : {}),
     ...(replay ? { replay } : {}),
+    ...(human ? { human: { items: human.labels.filter((h) => h !== null).length, targets: humanTargets, fitted } } : {}),
   };
   if (task.input_kind === 'text') {
     if (replay) throw new DistilleryError(`run ${replay.run}: augmentation replay is for image tasks`);
