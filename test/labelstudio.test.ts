@@ -481,6 +481,20 @@ describe('import-review --format labelstudio', () => {
       const r = importFixture(store, task, file);
       assert.deepEqual([r.stored, r.skipped.cancelled], [2, 1]);
       assert.deepEqual(humanRows(store, task), ['item3 bob@example.com cat', 'item7 bob@example.com dog']);
+      // Exported again, the reviewer is no prediction (a second annotator would not be independent), unless named.
+      const again = path.join(dir, 'again');
+      writeLabelStudio(store, task, again, { split: 'test' });
+      assert.deepEqual(
+        readTasks(again).map((t) => LsTaskOut.parse(t).predictions.map((p) => p.model_version)),
+        [['gpt-a'], ['gpt-a'], []],
+      );
+      writeLabelStudio(store, task, again, { split: 'test', teachers: 'gpt-a,human:bob@example.com' });
+      const named = readTasks(again).map((t) => LsTaskOut.parse(t));
+      assert.deepEqual(named[1].predictions.at(-1), {
+        model_version: 'human:bob@example.com',
+        result: [{ from_name: 'label', to_name: 'text', type: 'choices', value: { choices: ['dog'] } }],
+      });
+      assert.deepEqual(named[1].data.distillery_teachers['human:bob@example.com'], { label: 'dog', probs: null });
     } finally {
       store.close();
     }

@@ -18,6 +18,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { SettingError } from '../errors.ts';
+import { isHumanRun } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import { taskItems, type TargetsOptions } from '../targets/from-store.ts';
 import { collectAsOf, collectRows } from './export.ts';
@@ -132,7 +133,7 @@ export type LsTaskOut = z.infer<typeof LsTaskOut>;
 // ---- the writer ----
 
 export interface LabelStudioOptions {
-  /** Comma list of teacher names or run ids (default: every teacher of the task). */
+  /** Comma list of teacher names or run ids (default: every teacher of the task; reviewers' runs only when named). */
   teachers?: string;
   /** Present: the aggregated target as one more prediction and in `data.distillery_target`. */
   targets?: Omit<TargetsOptions, 'teachers'>;
@@ -198,7 +199,16 @@ export function labelStudioTasks(store: Store, task: TaskRow, o: LabelStudioOpti
       for (const r of rows) m.set(r.id, [...(m.get(r.id) ?? []), r]);
       return m;
     };
-    const perTeacher = byItem(collectRows(source, task, { teachers: o.teachers }).rows);
+    // Reviewers are not predictions unless named: a second annotator shown the first one's answer is not independent.
+    const humans = new Set(
+      o.teachers === undefined
+        ? source
+            .runs(task.id)
+            .filter(isHumanRun)
+            .map((r) => r.teacher)
+        : [],
+    );
+    const perTeacher = byItem(collectRows(source, task, { teachers: o.teachers }).rows.filter((r) => !humans.has(r.teacher)));
     const aggregated = o.targets ? byItem(collectRows(source, task, { teachers: o.teachers, targets: o.targets }).rows) : undefined;
     const tasks: LsTaskOut[] = [];
     for (const it of items) {
