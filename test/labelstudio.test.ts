@@ -27,7 +27,7 @@ import {
   type ImportReviewResult,
 } from '../src/review/import-labelstudio.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
-import { decide, humanLabels } from '../src/store/reviews.ts';
+import { checkReviewer, decide, humanLabels } from '../src/store/reviews.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, sqlOn, workDir, writeJsonl, writeTask } from './helpers.ts';
 
@@ -506,6 +506,13 @@ describe('import-review --format labelstudio', () => {
     assert.equal(reviewerOf({ id: 3, email: '' }), 'labelstudio-3');
     assert.equal(reviewerOf('e@f.org'), 'e@f.org');
     assert.equal(reviewerOf(null), undefined);
+    // Not a valid reviewer name as it is: made one, with a hash of the original so that two names stay two.
+    const odd = reviewerOf({ id: 4, email: "o'brien@example.com" })!;
+    assert.match(odd, /^o_brien@example\.com-[0-9a-f]{8}$/);
+    assert.notEqual(odd, reviewerOf('o"brien@example.com'));
+    const long = reviewerOf(`${'x'.repeat(70)}@example.com`)!;
+    assert.equal(long.length, 64);
+    for (const name of [odd, long]) assert.equal(checkReviewer(name), name);
   });
 
   test('the script: counts, twice adds nothing, --dry-run stores nothing, a bad file exits 1 with one line, --reviewer', async () => {

@@ -17,7 +17,7 @@
  *   without annotations, are counted as skipped, never stored as skips: they
  *   say nothing about the label.
  * - The reviewer is --reviewer, else the annotation's `completed_by` (an
- *   email as it is; a user id as `labelstudio-<id>`).
+ *   email as it is; a user id as `labelstudio-<id>`; see `reviewerOf`).
  * - The decision's key is `<task id>:<annotation id>`: importing the same
  *   file twice stores nothing new. An annotation changed in Label Studio
  *   after it was imported (another choice) replaces its earlier decision: the
@@ -27,11 +27,12 @@
  *   annotation) and differs, nothing is written and a conflict is reported
  *   (with `replace`, that decision is undone and the file's stored).
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DistilleryError, InputError, SettingError } from '../errors.ts';
 import { DATA, LsExport, CONTROL, type LsAnnotation, type LsTask, type LsUser } from '../export/labelstudio.ts';
-import { checkReviewer, decide, liveDecisions, undo, type DecideInput, type Decision } from '../store/reviews.ts';
+import { checkReviewer, decide, liveDecisions, REVIEWER_RE, undo, type DecideInput, type Decision } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 
 export const SOURCE = 'labelstudio';
@@ -124,13 +125,21 @@ export function readLabelStudioExport(file: string): LsTask[] {
   throw fail(file, Number(index), undefined, `${at || 'the task'}: ${issue.message}${hint}`);
 }
 
-/** A reviewer name from `completed_by`: an email as it is, a user id as `labelstudio-<id>`. */
+/**
+ * A reviewer name from `completed_by`: an email as it is, a user id as `labelstudio-<id>`. A name that is not a valid
+ * reviewer name (a character outside [A-Za-z0-9._@+-], over 64 characters) is made one: those characters become `_`
+ * and, since that could make two names one, a short hash of the original follows.
+ */
 export function reviewerOf(user: LsUser | null | undefined): string | undefined {
   if (user === null || user === undefined) return undefined;
-  if (typeof user === 'number') return `labelstudio-${user}`;
-  if (typeof user === 'string') return /^\d+$/.test(user) ? `labelstudio-${user}` : user;
-  if (user.email) return user.email;
-  return user.id === undefined ? undefined : `labelstudio-${user.id}`;
+  let name: string | undefined;
+  if (typeof user === 'number') name = `labelstudio-${user}`;
+  else if (typeof user === 'string') name = /^\d+$/.test(user) ? `labelstudio-${user}` : user;
+  else if (user.email) name = user.email;
+  else if (user.id !== undefined) name = `labelstudio-${user.id}`;
+  if (name === undefined || REVIEWER_RE.test(name)) return name;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${name.replace(/[^A-Za-z0-9._@+-]/g, '_').slice(0, 55)}-${hash}`;
 }
 
 /** The annotation's one choice: from the `label` control when there are several Choices. undefined: no choice. */
@@ -232,18 +241,8 @@ function plan(
       }
       if (!task.labels.includes(label))
         throw badA(`choice "${label}" is not a label of task "${task.name}" (labels: ${task.labels.join(', ')})`);
-      let reviewer = fixed;
-      if (reviewer === undefined) {
-        const name = reviewerOf(a.completed_by);
-        if (name === undefined) throw badA('no completed_by; give --reviewer');
-        try {
-          reviewer = checkReviewer(name);
-        } catch (e) {
-          throw badA(
-            `completed_by ${JSON.stringify(a.completed_by)} is not a valid reviewer name (${(e as Error).message}); give --reviewer`,
-          );
-        }
-      }
+      const reviewer = fixed ?? reviewerOf(a.completed_by);
+      if (reviewer === undefined) throw badA('no completed_by; give --reviewer');
       planned.push({
         index,
         itemId,
