@@ -217,23 +217,24 @@ export function labelStudioTasks(store: Store, task: TaskRow, o: LabelStudioOpti
       const target = aggregated?.get(it.ext_id)?.[0];
       const predictions = rows.map((r) => prediction(task, r.teacher, r.label, r.probs));
       if (target) predictions.push(prediction(task, target.teacher, target.label, target.probs));
-      tasks.push(
-        LsTaskOut.parse({
-          data: {
-            ...itemData(store, task, it.input, it.image),
-            [DATA.id]: it.ext_id,
-            [DATA.task]: task.name,
-            [DATA.split]: it.split,
-            [DATA.teachers]: Object.fromEntries(
-              rows.map((r) => [r.teacher, { label: r.label, probs: r.probs ? distribution(task.labels, r.probs) : null }]),
-            ),
-            ...(target
-              ? { [DATA.target]: { method: target.teacher, label: target.label, probs: distribution(task.labels, target.probs!) } }
-              : {}),
-          },
-          predictions,
-        }),
-      );
+      const out: LsTaskOut = {
+        data: {
+          ...itemData(store, task, it.input, it.image),
+          [DATA.id]: it.ext_id,
+          [DATA.task]: task.name,
+          [DATA.split]: it.split,
+          [DATA.teachers]: Object.fromEntries(
+            rows.map((r) => [r.teacher, { label: r.label, probs: r.probs ? distribution(task.labels, r.probs) : null }]),
+          ),
+          ...(target
+            ? { [DATA.target]: { method: target.teacher, label: target.label, probs: distribution(task.labels, target.probs!) } }
+            : {}),
+        },
+        predictions,
+      };
+      // Checked, but written as built: the item's own fields first (zod would put its declared keys first).
+      LsTaskOut.parse(out);
+      tasks.push(out);
     }
     return tasks;
   });
