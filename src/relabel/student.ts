@@ -11,7 +11,7 @@ import type { SelectContext } from './policy.ts';
 export async function studentPredictions(
   store: Store,
   taskRow: TaskRow,
-  task: Task,
+  task: Pick<Task, 'name' | 'labels'>,
   dir: string,
   backend: string,
 ): Promise<NonNullable<SelectContext['student']>> {
