@@ -26,6 +26,7 @@ import {
   type ImportReviewOptions,
   type ImportReviewResult,
 } from '../src/review/import-labelstudio.ts';
+import { buildQueue, buildReviewContext, type ReviewPolicy } from '../src/review/queue.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
 import { checkReviewer, decide, humanLabels } from '../src/store/reviews.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
@@ -216,6 +217,52 @@ describe('export --format labelstudio', () => {
     }
   });
 
+  test("--policy: the review queue's items only, most doubtful first, each with its rank and why; --limit", async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      const write = async (policy: ReviewPolicy, o: LabelStudioOptions = {}) => {
+        const out = path.join(dir, `q${Math.random()}`);
+        const queue = buildQueue(await buildReviewContext(store, task, { split: o.split }), policy);
+        writeLabelStudio(store, task, out, { ...o, queue });
+        return readTasks(out).map((t) => LsTaskOut.parse(t));
+      };
+      // The teachers disagree on item 2 only.
+      const disagree = await write('disagree');
+      assert.deepEqual(
+        disagree.map((t) => [t.data.distillery_id, t.data.distillery_review!.rank, t.data.distillery_review!.policy]),
+        [['item2', 1, 'disagree']],
+      );
+      assert.ok(disagree[0].data.distillery_review!.reason.length > 0);
+      const low = await write('low-confidence', { limit: 4 });
+      assert.equal(low.length, 4);
+      const scores = low.map((t) => t.data.distillery_review!.score);
+      assert.deepEqual(
+        scores,
+        [...scores].sort((a, b) => a - b),
+      );
+      assert.deepEqual(
+        low.map((t) => t.data.distillery_review!.rank),
+        [1, 2, 3, 4],
+      );
+      // The mean target of gpt-a (0.5 + 0.04 i on its label) and gpt-b (one-hot, even items): item 1 alone at 0.54, then
+      // item 2, where they disagree (0.605), then item 3 (0.62).
+      assert.deepEqual(
+        low.slice(0, 3).map((t) => [t.data.distillery_id, t.data.distillery_review!.score]),
+        [
+          ['item1', 0.54],
+          ['item2', 0.605],
+          ['item3', 0.62],
+        ],
+      );
+      const test = await write('low-confidence', { split: 'test' });
+      assert.ok(test.every((t) => t.data.distillery_split === 'test'));
+      assert.throws(() => writeLabelStudio(store, task, path.join(dir, 'x'), { queue: [], asOf: 1 }), /goes without a review policy/);
+    } finally {
+      store.close();
+    }
+  });
+
   test('an image task: the image as a data: URL of its bytes, an <Image> in the config', async () => {
     const dir = workDir();
     const store = Store.open(path.join(dir, 'img.sqlite'));
@@ -250,11 +297,28 @@ describe('export --format labelstudio', () => {
     const { db, store } = await animalsStore(dir);
     store.close();
     const out = path.join(dir, 'ls');
-    const [ok, mixed, split] = await Promise.all([
+    const [ok, mixed, split, queued, limit] = await Promise.all([
       runScript('export', ['--db', db, '--out', out, '--format', 'labelstudio', '--split', 'train']),
       runScript('export', ['--db', db, '--out', path.join(dir, 'x'), '--format', 'jsonl,labelstudio']),
       runScript('export', ['--db', db, '--out', path.join(dir, 'y'), '--split', 'train']),
+      runScript('export', [
+        '--db',
+        db,
+        '--out',
+        path.join(dir, 'q'),
+        '--format',
+        'labelstudio',
+        '--policy',
+        'low-confidence',
+        '--limit',
+        '2',
+      ]),
+      runScript('export', ['--db', db, '--out', path.join(dir, 'z'), '--format', 'labelstudio', '--limit', '2']),
     ]);
+    assert.equal(queued.code, 0, queued.stderr);
+    assert.match(queued.stdout, /^wrote 2 task\(s\) \(most doubtful first by low-confidence, of 11 queued\) with 3 prediction\(s\)/);
+    assert.equal(limit.code, 1);
+    assert.equal(limit.stderr, 'error: --limit goes with --policy (it ranks the review queue)\n');
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /wrote 9 task\(s\) with 15 prediction\(s\) to .*tasks\.json and the labeling config to .*labeling-config\.xml/);
     assert.match(ok.stdout, /import-review\.ts FILE --format labelstudio/);
@@ -263,7 +327,7 @@ describe('export --format labelstudio', () => {
     assert.equal(mixed.stderr, 'error: --format labelstudio goes alone (it writes a folder of its own)\n');
     assert.equal(split.code, 1);
     assert.match(split.stderr, /^error: --split goes with --format labelstudio/);
-    assert.ok(!fs.existsSync(path.join(dir, 'x')) && !fs.existsSync(path.join(dir, 'y')));
+    for (const d of ['x', 'y', 'z']) assert.ok(!fs.existsSync(path.join(dir, d)), d);
   });
 });
 

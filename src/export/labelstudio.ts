@@ -39,6 +39,7 @@ export const DATA = {
   split: 'distillery_split',
   teachers: 'distillery_teachers',
   target: 'distillery_target',
+  review: 'distillery_review',
 } as const;
 
 // ---- what Label Studio reads and writes (lenient: it adds fields across versions) ----
@@ -125,6 +126,11 @@ export const DataOut = z.looseObject({
   [DATA.teachers]: z.record(z.string(), TeacherAnswer),
   /** With --aggregate: the aggregated target. */
   [DATA.target]: z.object({ method: z.string(), label: z.string(), probs: Distribution }).strict().optional(),
+  /** With --policy: why the review queue chose the item, its rank (1: most doubtful) and the policy's score. */
+  [DATA.review]: z
+    .object({ policy: z.string(), rank: z.number().int().positive(), score: z.number(), reason: z.string() })
+    .strict()
+    .optional(),
 });
 
 export const LsTaskOut = z.object({ data: DataOut, predictions: z.array(PredictionOut) }).strict();
@@ -141,6 +147,21 @@ export interface LabelStudioOptions {
   asOf?: number;
   /** Only the items of this split. */
   split?: string;
+  /**
+   * The review queue (src/review/queue.ts), most doubtful first: only its items, in its order (Label Studio shows
+   * tasks in import order), each with why it was chosen. Not with `asOf` (the queue is of the database as it is).
+   */
+  queue?: readonly ReviewEntry[];
+  /** With `queue`: only its first N items. */
+  limit?: number;
+}
+
+/** One entry of the review queue, as the export needs it (src/review/queue.ts's QueueEntry). */
+export interface ReviewEntry {
+  itemId: number;
+  policy: string;
+  reason: string;
+  score: number;
 }
 
 export interface LabelStudioResult {
@@ -184,6 +205,8 @@ function itemData(store: Store, task: TaskRow, input: string, image: string | nu
  * more with `targets`. Same database state, same tasks.
  */
 export function labelStudioTasks(store: Store, task: TaskRow, o: LabelStudioOptions = {}): LsTaskOut[] {
+  if (o.queue && o.asOf !== undefined)
+    throw new SettingError('asOf', o.asOf, 'goes without a review policy (the queue is of the database as it is)');
   return collectAsOf(store, task, o.asOf, (source) => {
     const items = taskItems(source, task).items;
     if (o.split !== undefined && !items.some((it) => it.split === o.split)) {
@@ -211,8 +234,7 @@ export function labelStudioTasks(store: Store, task: TaskRow, o: LabelStudioOpti
     const perTeacher = byItem(collectRows(source, task, { teachers: o.teachers }).rows.filter((r) => !humans.has(r.teacher)));
     const aggregated = o.targets ? byItem(collectRows(source, task, { teachers: o.teachers, targets: o.targets }).rows) : undefined;
     const tasks: LsTaskOut[] = [];
-    for (const it of items) {
-      if (o.split !== undefined && it.split !== o.split) continue;
+    for (const [it, review] of chosenItems(items, o)) {
       const rows = perTeacher.get(it.ext_id) ?? [];
       const target = aggregated?.get(it.ext_id)?.[0];
       const predictions = rows.map((r) => prediction(task, r.teacher, r.label, r.probs));
@@ -232,12 +254,28 @@ export function labelStudioTasks(store: Store, task: TaskRow, o: LabelStudioOpti
         },
         predictions,
       };
+      if (review) out.data[DATA.review] = review;
       // Checked, but written as built: the item's own fields first (zod would put its declared keys first).
       LsTaskOut.parse(out);
       tasks.push(out);
     }
     return tasks;
   });
+}
+
+type Item = ReturnType<typeof taskItems>['items'][number];
+type Review = NonNullable<LsTaskOut['data'][typeof DATA.review]>;
+
+/** The items to write, in order: every item (of the split), or the review queue's (its first `limit`). */
+function chosenItems(items: readonly Item[], o: LabelStudioOptions): Array<[Item, Review | undefined]> {
+  if (o.queue === undefined) return items.filter((it) => o.split === undefined || it.split === o.split).map((it) => [it, undefined]);
+  const byId = new Map(items.map((it) => [it.id, it]));
+  const entries = o.queue.filter((e) => o.split === undefined || byId.get(e.itemId)?.split === o.split).slice(0, o.limit);
+  return entries.map((e, k) => [byId.get(e.itemId)!, { policy: e.policy, rank: k + 1, score: round6(e.score), reason: e.reason }]);
+}
+
+function round6(x: number): number {
+  return Math.round(x * 1e6) / 1e6 + 0;
 }
 
 function xmlAttr(s: string): string {
