@@ -23,6 +23,7 @@ import {
   importLabelStudio,
   readLabelStudioExport,
   reviewerOf,
+  taskOfExport,
   type ImportReviewOptions,
   type ImportReviewResult,
 } from '../src/review/import-labelstudio.ts';
@@ -559,6 +560,26 @@ describe('import-review --format labelstudio', () => {
         result: [{ from_name: 'label', to_name: 'text', type: 'choices', value: { choices: ['dog'] } }],
       });
       assert.deepEqual(named[1].data.distillery_teachers['human:bob@example.com'], { label: 'dog', probs: null });
+    } finally {
+      store.close();
+    }
+  });
+
+  test('the task: the one the file names, else the fallback (--task, or the only task)', async () => {
+    const dir = workDir();
+    const { store, task } = await animalsStore(dir);
+    try {
+      const plants = await importFile(
+        store,
+        loadTaskFile(writeTask(dir, { name: 'plants', labels: ['tree', 'herb'] })),
+        writeJsonl(dir, 'plants.jsonl', [{ id: 'p1', text: 'an oak' }]),
+      );
+      const fallback = () => plants.taskRow;
+      assert.equal(taskOfExport(store, readLabelStudioExport(FIXTURE), fallback).name, 'animals');
+      // Tasks created in Label Studio name no task: the fallback decides.
+      const bare = fixtureCopy(dir, 'bare.json', (ts) => ts.forEach((t) => delete t.data.distillery_task));
+      assert.equal(taskOfExport(store, readLabelStudioExport(bare), fallback).name, 'plants');
+      assert.equal(task.name, 'animals');
     } finally {
       store.close();
     }
