@@ -172,7 +172,7 @@ describe('review queue', () => {
     );
     const scores = q.map((e) => e.score);
     [0.4, 0.525, 0.6, 0.75, 0.9, 0.95, 0.975].forEach((want, k) => assert.ok(Math.abs(scores[k] - want) < 1e-6, `${scores[k]} vs ${want}`));
-    assert.equal(q[0].reason, "The teachers' target is unsure: dog 40%; next: cat 30%.");
+    assert.equal(q[0].reason, "The teachers' target is dog at 40% (next: cat 30%).");
     assert.ok(q.every((e) => e.reason.length > 0));
   });
 
@@ -261,6 +261,18 @@ describe('review queue', () => {
     const ctx = await buildReviewContext(f.store, f.task);
     assert.equal(ctx.targets.probs[5], null);
     for (const p of ['disagree', 'low-confidence', 'label-issues'] as const) assert.ok(!order(f, ctx, p).includes(5));
+    // A task only reviewers have labeled has nothing to review against.
+    const dir = workDir();
+    const solo = await importFile(
+      f.store,
+      loadTaskFile(writeTask(dir, { name: 'solo' })),
+      writeJsonl(dir, 'solo.jsonl', [{ id: 's0', text: 'x' }]),
+    );
+    decide(f.store, { task: solo.taskRow, reviewer: 'alice', itemId: solo.itemIds[0], label: 'cat' });
+    await assert.rejects(
+      buildReviewContext(f.store, solo.taskRow),
+      /task "solo" has no teacher runs to review \(only reviewers' labels: human:alice\)/,
+    );
   });
 
   test('the item view: the text as stored (not escaped), every teacher, the target, why and the suggestion', async () => {
@@ -284,7 +296,7 @@ describe('review queue', () => {
     assert.equal(view.suggestion, 'cat');
     assert.equal(view.student, null);
     assert.deepEqual(view.reason, { policy: 'low-confidence', text: entry.reason, score: entry.score });
-    assert.match(view.reason.text, /^The teachers' target is unsure: cat 75%; next: dog 1[23]%\.$/); // 0.125 in float16/32
+    assert.match(view.reason.text, /^The teachers' target is cat at 75% \(next: dog 1[23]%\)\.$/); // 0.125 in float16/32
 
     // A teacher that did not label the item is there, with nothing to show.
     const four = itemView(f.store, ctx, buildQueue(ctx, 'low-confidence')[0]);

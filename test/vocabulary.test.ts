@@ -197,6 +197,7 @@ const READERS: Record<string, string[]> = {
   relabel: ['--model', 'm', '--policy', 'changed', '--base-url', 'http://127.0.0.1:9/v1'],
   train: ['--arch', 'logreg', '--out', 'OUT'],
   eval: ['--student', 'S'],
+  review: ['--reviewer', 'tester'],
 };
 
 describe('a missing database', () => {

@@ -123,18 +123,14 @@ function teacherSpec(store: Store, task: TaskRow, spec: string | undefined): str
     }
     return spec;
   }
-  const names = [
-    ...new Set(
-      store
-        .runs(task.id)
-        .filter((r) => !isHumanRun(r))
-        .map((r) => r.teacher),
-    ),
-  ];
-  if (names.length === 0)
-    throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs to review (only reviewers' labels)`);
+  const runs = store.runs(task.id);
+  const names = [...new Set(runs.filter((r) => !isHumanRun(r)).map((r) => r.teacher))];
+  if (names.length === 0) {
+    const only = runs.length ? ` (only reviewers' labels: ${[...new Set(runs.map((r) => r.teacher))].join(', ')})` : '';
+    throw new DistilleryError(`${store.path}: task "${task.name}" has no teacher runs to review${only}: label it first`);
+  }
   // A name resolveTeachers would read as a run id or split in two cannot be spelled out: name each of its runs.
-  const runsOf = (name: string) => store.runs(task.id).filter((r) => r.teacher === name && !isHumanRun(r));
+  const runsOf = (name: string) => runs.filter((r) => r.teacher === name && !isHumanRun(r));
   return names.flatMap((n) => (/^\d+$/.test(n) || n.includes(',') ? runsOf(n).map((r) => String(r.id)) : [n])).join(',');
 }
 
@@ -269,11 +265,9 @@ function lowConfidenceEntry(ctx: ReviewContext, i: number, target: Float64Array)
   const k = targetLabel(ctx, i, target);
   let next = -1;
   for (let j = 0; j < target.length; j++) if (j !== k && (next < 0 || target[j] > target[next])) next = j;
-  const runnerUp = next >= 0 && target[next] > 0 ? `; next: ${labels[next]} ${pct(target[next])}` : '';
-  return {
-    score: target[k],
-    reason: `The teachers' target is unsure: ${labels[k]} ${pct(target[k])}${runnerUp}.`,
-  };
+  const runnerUp = next >= 0 && target[next] > 0 ? ` (next: ${labels[next]} ${pct(target[next])})` : '';
+  // Every item is in this queue, sure ones last: the sentence states the confidence rather than calling it low.
+  return { score: target[k], reason: `The teachers' target is ${labels[k]} at ${pct(target[k])}${runnerUp}.` };
 }
 
 function labelIssueEntry(ctx: ReviewContext, i: number, target: Float64Array): { score: number; reason: string } {
