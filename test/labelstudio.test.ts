@@ -288,6 +288,23 @@ describe('export --format labelstudio', () => {
       const xml = fs.readFileSync(path.join(out, CONFIG_FILE), 'utf8');
       assert.match(xml, /<Image name="image" value="\$image"\/>/);
       assert.match(xml, /toName="image"/);
+      // Back from Label Studio: found by distillery_id; an image task without it has nothing to be found by.
+      const annotated = (drop: boolean) =>
+        tasks.map((t, i) => ({
+          id: i + 1,
+          data: drop ? { image: t.data.image } : t.data,
+          annotations: [{ id: 10 + i, completed_by: 9, result: [{ ...t.predictions[0].result[0] }], was_cancelled: false }],
+        }));
+      const file = path.join(dir, 'ls-export.json');
+      fs.writeFileSync(file, JSON.stringify(annotated(false)));
+      const r = importLabelStudio(store, imported.taskRow, file, readLabelStudioExport(file));
+      assert.deepEqual([r.stored, r.reviewers], [2, ['labelstudio-9']]);
+      assert.deepEqual(humanRows(store, imported.taskRow), ['p0 labelstudio-9 dog', 'p1 labelstudio-9 bird']);
+      fs.writeFileSync(file, JSON.stringify(annotated(true)));
+      assert.throws(
+        () => importLabelStudio(store, imported.taskRow, file, readLabelStudioExport(file)),
+        /ls-export\.json: task \[0\] \(Label Studio task 1\): no distillery_id to find its item by/,
+      );
     } finally {
       store.close();
     }
