@@ -152,6 +152,25 @@ export function collectRows(store: Store, task: TaskRow, o: ExportOptions = {}):
   return { rows, sources, labels: used, aggregation: null };
 }
 
+/**
+ * `collect` over the database, or with `asOf` over its state after that run (a throwaway in-memory copy, see
+ * as-of.ts); errors name the database and the run rather than the copy.
+ */
+export function collectAsOf<T>(store: Store, task: TaskRow, asOf: number | undefined, collect: (source: Store) => T): T {
+  if (asOf === undefined) return collect(store);
+  const source = snapshotAsOf(store, task, asOf);
+  try {
+    return collect(source);
+  } catch (e) {
+    const where = `${store.path} as of run ${asOf}`;
+    if (e instanceof SettingError) throw new SettingError(e.setting, e.value, e.reason.replaceAll(':memory:', where));
+    if (e instanceof DistilleryError) throw new DistilleryError(e.message.replaceAll(':memory:', where));
+    throw e;
+  } finally {
+    source.close();
+  }
+}
+
 /** The export's rows (see `collectRows`). */
 export function* exportRows(store: Store, task: TaskRow, o: ExportOptions = {}): Generator<ExportRow> {
   yield* collectRows(store, task, o).rows;
@@ -224,19 +243,7 @@ export interface ExportResult {
  */
 export async function writeExport(store: Store, task: TaskRow, dir: string, o: WriteOptions = {}): Promise<ExportResult> {
   const formats = o.formats ?? ['jsonl'];
-  let source = store;
-  if (o.asOf !== undefined) source = snapshotAsOf(store, task, o.asOf);
-  let c: Collected;
-  try {
-    c = collectRows(source, task, o);
-  } catch (e) {
-    const where = `${store.path} as of run ${o.asOf}`;
-    if (e instanceof SettingError && source !== store) throw new SettingError(e.setting, e.value, e.reason.replaceAll(':memory:', where));
-    if (e instanceof DistilleryError && source !== store) throw new DistilleryError(e.message.replaceAll(':memory:', where));
-    throw e;
-  } finally {
-    if (source !== store) source.close();
-  }
+  const c = collectAsOf(store, task, o.asOf, (source) => collectRows(source, task, o));
   if (o.withImages && task.input_kind !== 'image') throw new SettingError('withImages', true, `task "${task.name}" is a text task`);
 
   const version = toolVersion();
