@@ -11,7 +11,7 @@
  * before the answer is sent: a crash or Ctrl-C loses nothing, and a restart
  * continues where the reviewer stopped.
  */
-import { decide, liveDecisions, undo, type Decision } from '../store/reviews.ts';
+import { decide, decisionsSince, undo, type Decision } from '../store/reviews.ts';
 import type { Store } from '../store/store.ts';
 import type { ItemView, ReviewState } from './api.ts';
 import { itemView } from './item-view.ts';
@@ -45,6 +45,11 @@ export class ReviewSession {
   /** Item id → its place in the queue. */
   readonly #position: Map<number, number>;
   #live: Live = new Map();
+  /** Every live decision of this reviewer by item (a label over a live skip leaves both), and the last log id read. */
+  #liveByItem = new Map<number, Decision[]>();
+  #seen = 0;
+  /** The target label each decision was shown with, parsed once. */
+  #shownTargets = new Map<number, string | null>();
   /** Every queue entry before it has a live decision of this reviewer. */
   #cursor = 0;
   /** Items undone in this session and not decided since: shown first, the latest undo first. */
@@ -126,17 +131,34 @@ export class ReviewSession {
     return this.state(`undone: the ${what} of item ${d.itemId}`);
   }
 
-  /** This reviewer's live decisions, re-read; the cursor steps back over any item whose decision was undone elsewhere. */
+  /**
+   * This reviewer's live decisions, brought up to date with what was logged since the last look (by this tab,
+   * another tab, another server or an import): each request costs what is new, not the reviewer's whole history.
+   * The cursor steps back over any item whose decision was undone.
+   */
   #refresh(): void {
-    const live: Live = new Map();
-    for (const d of liveDecisions(this.store, this.ctx.task.id, this.reviewer)) {
-      if (d.action === 'label' || !live.has(d.itemId)) live.set(d.itemId, d);
+    const fresh = decisionsSince(this.store, this.ctx.task.id, this.reviewer, this.#seen);
+    if (fresh.length === 0) return;
+    const touched = new Set<number>();
+    for (const d of fresh) {
+      this.#seen = d.id;
+      touched.add(d.itemId);
+      const list = this.#liveByItem.get(d.itemId) ?? [];
+      const next = d.action === 'undo' ? list.filter((x) => x.id !== d.undoes) : [...list, d];
+      if (next.length > 0) this.#liveByItem.set(d.itemId, next);
+      else this.#liveByItem.delete(d.itemId);
     }
-    for (const id of this.#live.keys()) {
+    for (const id of touched) {
+      const list = this.#liveByItem.get(id);
+      const shown = list?.find((x) => x.action === 'label') ?? list?.[0];
+      if (shown) {
+        this.#live.set(id, shown);
+        continue;
+      }
+      this.#live.delete(id);
       const at = this.#position.get(id);
-      if (!live.has(id) && at !== undefined && at < this.#cursor) this.#cursor = at;
+      if (at !== undefined && at < this.#cursor) this.#cursor = at;
     }
-    this.#live = live;
   }
 
   /** Undone items first; then the queue in order; then the skipped items again; null when all is done. */
@@ -174,6 +196,12 @@ export class ReviewSession {
 
   /** The target label the reviewer saw when deciding (stored with the decision), else the target now. */
   #shownTarget(d: Decision): string | null {
+    let label = this.#shownTargets.get(d.id);
+    if (label === undefined) this.#shownTargets.set(d.id, (label = this.#parseShownTarget(d)));
+    return label;
+  }
+
+  #parseShownTarget(d: Decision): string | null {
     if (d.shown) {
       try {
         const shown = JSON.parse(d.shown) as { target?: unknown };

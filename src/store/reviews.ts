@@ -227,6 +227,19 @@ export function liveDecisions(store: Store, taskId: number, reviewer?: string): 
   ) as Decision[];
 }
 
+/**
+ * One reviewer's log on the task after decision `afterId` (labels, skips and undos), oldest first: what a
+ * long-lived reader (the review session) applies to what it read before, rather than reading everything again.
+ */
+export function decisionsSince(store: Store, taskId: number, reviewer: string, afterId: number): Decision[] {
+  store.flush();
+  return sql(store, `${DECISION_SELECT} WHERE task_id = ? AND reviewer = ? AND id > ? ORDER BY id`).all(
+    taskId,
+    reviewer,
+    afterId,
+  ) as Decision[];
+}
+
 /** Every reviewer's live labels on the task, oldest first. */
 export function humanLabels(store: Store, taskId: number): HumanLabel[] {
   return liveDecisions(store, taskId)
