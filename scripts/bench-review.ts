@@ -314,7 +314,11 @@ const answerOf = (s: ReviewState): string | null => s.item?.suggestion ?? s.labe
  * --views decisions over HTTP, each timed from the POST to the parsed next state (what the page awaits before it
  * draws the next item), through a keep-alive connection as a browser's fetch uses.
  */
-async function httpDecisions(server: ReviewServer, token: string, views: number): Promise<{ ms: Spread; csrfFromPage: true }> {
+async function httpDecisions(
+  server: ReviewServer,
+  token: string,
+  views: number,
+): Promise<{ ms: Spread; firstTenth: Spread; lastTenth: Spread }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
     const page = await request(agent, server.port, { token, csrf: '' }, 'GET', `/?token=${encodeURIComponent(token)}`);
@@ -340,7 +344,9 @@ async function httpDecisions(server: ReviewServer, token: string, views: number)
     state = ReviewState.parse(state);
     if (state.progress.done !== done0 + views)
       throw new DistilleryError(`progress says ${state.progress.done - done0} done after ${views} decisions`);
-    return { ms: spread(ms), csrfFromPage: true };
+    // The session re-reads this reviewer's decisions for every state: the first and last tenth show whether that grows.
+    const tenth = Math.max(1, Math.floor(views / 10));
+    return { ms: spread(ms), firstTenth: spread(ms.slice(0, tenth)), lastTenth: spread(ms.slice(-tenth)) };
   } finally {
     agent.destroy();
   }
@@ -450,8 +456,11 @@ async function servedBench(
         if (o.http) {
           const h = await httpDecisions(server, token, o.views);
           out.http_decide_ms = h.ms;
+          out.http_decide_first_tenth_ms = h.firstTenth;
+          out.http_decide_last_tenth_ms = h.lastTenth;
           out.http_ratio_p50 = r2(h.ms.p50 / inproc.nextItemP50);
           console.log(`  POST /api/decide → state:  ${line(h.ms)} decisions (token, CSRF from the page, Origin)`);
+          console.log(`    first / last tenth p50:  ${h.firstTenth.p50} ms / ${h.lastTenth.p50} ms`);
           console.log(`  HTTP / in-process p50:     ${out.http_ratio_p50}× (in-process next item p50 ${inproc.next_item_ms.p50} ms)`);
         }
         if (o.browser) {
