@@ -18,6 +18,7 @@ import { Manifest } from '../src/export/manifest.ts';
 import { readParquetRows } from '../src/export/parquet.ts';
 import { verifyExport } from '../src/export/verify.ts';
 import { encodeSoft, type SoftFormat } from '../src/soft/codec.ts';
+import { decide } from '../src/store/reviews.ts';
 import { Store, type TaskRow } from '../src/store/store.ts';
 import { buildTargets, type TargetsOptions } from '../src/targets/from-store.ts';
 import { animalRows, importFile, LABELS, loadTaskFile, pngFile, runScript, sqlOn, workDir, writeJsonl, writeTask } from './helpers.ts';
@@ -459,6 +460,42 @@ describe('export: --as-of', () => {
       store.close();
     }
   });
+});
+
+test('--as-of: a reviewer’s decisions made after the run ended are left out', async () => {
+  const dir = workDir();
+  const { store, task } = await textStore(dir);
+  try {
+    const ids = sqlOn(store, (db) => (db.prepare('SELECT id FROM items ORDER BY id LIMIT 2').all() as { id: number }[]).map((r) => r.id));
+    const early = decide(store, { task, reviewer: 'alice', itemId: ids[0], label: LABELS[1] }).decision;
+    const late = decide(store, { task, reviewer: 'alice', itemId: ids[1], label: LABELS[2] }).decision;
+    const humanRunId = early.runId;
+    // The human run was created before run humanRunId + 1 ended; the second decision came an hour after it.
+    sqlOn(store, (db) => {
+      db.prepare(
+        `INSERT INTO runs (task_id, kind, teacher, config_hash, params, labels, status, started_at, ended_at)
+                  SELECT task_id, 'logits', 'later', 'x', '{}', labels, 'completed', started_at, ended_at FROM runs WHERE id = ?`,
+      ).run(humanRunId);
+      const end = (db.prepare('SELECT max(ended_at) AS t FROM runs').get() as { t: string }).t;
+      db.prepare('UPDATE labels SET created_at = ? WHERE request_key = ?').run(
+        new Date(Date.parse(end) - 1000).toISOString(),
+        `review:${early.id}`,
+      );
+      db.prepare('UPDATE labels SET created_at = ? WHERE request_key = ?').run(
+        new Date(Date.parse(end) + 3_600_000).toISOString(),
+        `review:${late.id}`,
+      );
+    });
+    const asOf = humanRunId + 1;
+    const rows = (out: string) => (jsonlRows(out) as Array<{ teacher: string; id: string }>).filter((r) => r.teacher === 'human:alice');
+    assert.equal(rows(await exportTo(store, task, path.join(dir, 'all'))).length, 2);
+    assert.deepEqual(
+      rows(await exportTo(store, task, path.join(dir, 'asof'), { asOf })).map((r) => r.id),
+      ['item0'],
+    );
+  } finally {
+    store.close();
+  }
 });
 
 function targetsByItem(db: string, o: TargetsOptions) {

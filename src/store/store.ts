@@ -421,7 +421,7 @@ export class Store {
   /**
    * A throwaway in-memory copy of one task as it was after run `runId`: the
    * task, its runs up to `runId`, the items created by `cutoff` and the labels
-   * of both. Blobs are not copied (images are read from this store); only the
+   * of both (of a human run, those made by `cutoff`). Blobs are not copied (images are read from this store); only the
    * copy is written to.
    */
   snapshotUntil(task: TaskRow, runId: number, cutoff: string): Store {
@@ -436,11 +436,13 @@ export class Store {
             .prepare('INSERT INTO main.items SELECT * FROM src.items WHERE task_id = ? AND created_at <= ? ORDER BY id')
             .run(task.id, cutoff);
           snap.#db.prepare('INSERT INTO main.runs SELECT * FROM src.runs WHERE task_id = ? AND id <= ? ORDER BY id').run(task.id, runId);
+          // A reviewer's human run stays open for good: of its labels, only the decisions made by the cutoff.
           snap.#db
             .prepare(
-              'INSERT INTO main.labels SELECT * FROM src.labels WHERE run_id IN (SELECT id FROM main.runs) AND item_id IN (SELECT id FROM main.items) ORDER BY id',
+              `INSERT INTO main.labels SELECT * FROM src.labels WHERE run_id IN (SELECT id FROM main.runs) AND item_id IN (SELECT id FROM main.items)
+                 AND (run_id NOT IN (SELECT id FROM main.runs WHERE kind = 'human') OR created_at <= ?) ORDER BY id`,
             )
-            .run();
+            .run(cutoff);
         })();
       } finally {
         snap.#db.exec('DETACH DATABASE src');
