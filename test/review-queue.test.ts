@@ -253,6 +253,20 @@ describe('review queue', () => {
     await assert.rejects(buildReviewContext(f.store, f.task, { split: 'nope' }), /split "nope".*splits: test, train/);
   });
 
+  test('disagree: items the reviewers disagree on come first, for a third person to settle', async () => {
+    const g = await fixture();
+    // alice said dog on items 0 and 5; bob says cat on item 0 and agrees on item 5.
+    decide(g.store, { task: g.task, reviewer: 'bob', itemId: g.ids[0], label: 'cat' });
+    decide(g.store, { task: g.task, reviewer: 'bob', itemId: g.ids[5], label: 'dog' });
+    const q = buildQueue(await buildReviewContext(g.store, g.task), 'disagree');
+    assert.deepEqual(
+      q.map((e) => g.ids.indexOf(e.itemId)),
+      [0, 6, 1],
+    );
+    assert.equal(q[0].score, -0.5);
+    assert.equal(q[0].reason, 'The reviewers disagree: alice says dog, bob says cat.');
+  });
+
   test("a reviewer's run is never a teacher, even when named", async () => {
     await assert.rejects(
       buildReviewContext(f.store, f.task, { teachers: 'gpt-a,human:alice' }),

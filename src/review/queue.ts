@@ -7,9 +7,10 @@
  * the next item costs O(classes × teachers), not a pass over the task.
  *
  * Policies (the lead's design, §4):
- * - `disagree`: the chosen teachers give the item different labels, or the student predicts another class
- *   than the aggregated target; the weakest evidence first (the share of teachers behind the most common
- *   label, or the student's probability of the target's label, whichever is lower), as relabel's `disagree`;
+ * - `disagree`: the reviewers gave the item different labels (first: a third person settles them), or the
+ *   chosen teachers give it different labels, or the student predicts another class than the aggregated
+ *   target; the weakest evidence first (the share of teachers behind the most common label, or the
+ *   student's probability of the target's label, whichever is lower), as relabel's `disagree`;
  * - `low-confidence`: the aggregated target's top probability, lowest first;
  * - `label-issues`: cleanlab's self-confidence (./label-issues.ts) of the target's label under the student's
  *   out-of-fold prediction where `DIR/out-of-fold.json` has the item, else under the student's own
@@ -20,7 +21,7 @@
  * Items with no target are not in any queue.
  */
 import { DistilleryError, SettingError } from '../errors.ts';
-import { isHumanRun } from '../store/reviews.ts';
+import { humanLabels, isHumanRun } from '../store/reviews.ts';
 import type { Store, TaskRow } from '../store/store.ts';
 import type { AggregateMethod } from '../targets/aggregate.ts';
 import { buildTargets, resolveTeachers, type Targets } from '../targets/from-store.ts';
@@ -71,6 +72,8 @@ export interface ReviewContext {
   row: Map<number, number>;
   student: StudentPredictions | null;
   split: string | null;
+  /** Item id → the reviewers' live labels on it, when they do not all agree (what `disagree` puts first). */
+  reviewerSplits: Map<number, { reviewer: string; label: string }[]>;
 }
 
 export interface QueueEntry {
@@ -104,7 +107,16 @@ export async function buildReviewContext(store: Store, task: TaskRow, o: ReviewO
   }
   const split = o.split ?? null;
   const student = o.studentDir ? await loadStudent(store, task, targets, row, split, o.studentDir, o.backend ?? 'auto') : null;
-  return { task, targets, row, student, split };
+  return { task, targets, row, student, split, reviewerSplits: reviewerSplits(store, task) };
+}
+
+/** Items on which the reviewers gave different labels: an annotation lead's first work is to settle them. */
+function reviewerSplits(store: Store, task: TaskRow): Map<number, { reviewer: string; label: string }[]> {
+  const byItem = new Map<number, { reviewer: string; label: string }[]>();
+  for (const h of humanLabels(store, task.id))
+    byItem.set(h.itemId, [...(byItem.get(h.itemId) ?? []), { reviewer: h.reviewer, label: h.label }]);
+  for (const [id, said] of byItem) if (new Set(said.map((x) => x.label)).size < 2) byItem.delete(id);
+  return byItem;
 }
 
 /**
@@ -231,6 +243,13 @@ function disagreeEntry(ctx: ReviewContext, i: number, target: Float64Array): { s
         ctx.targets.views.map((v) => v.name),
       )}.`,
     );
+  }
+  const people = ctx.reviewerSplits.get(ctx.targets.items.items[i].id);
+  if (people) {
+    // Before any teacher disagreement (scores below 0): people who disagree are the strongest sign of a hard item.
+    const top = Math.max(...[...new Set(people.map((p) => p.label))].map((l) => people.filter((p) => p.label === l).length));
+    score = top / people.length - 1;
+    parts.push(`The reviewers disagree: ${people.map((p) => `${p.reviewer} says ${p.label}`).join(', ')}.`);
   }
   const k = targetLabel(ctx, i, target);
   const s = studentOf(ctx, i);
