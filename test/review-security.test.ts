@@ -4,7 +4,8 @@
  * token leaks, hostile paths and bodies (deep JSON, `__proto__`, huge ids,
  * over-limit chunked bodies, a stalled body), an SVG in the blob store, another
  * reviewer's decision, a Label Studio import while the page is open, and
- * hostile Label Studio files (prototype-pollution keys, non-string choices).
+ * hostile Label Studio files (prototype-pollution keys, non-string choices,
+ * duplicate annotation keys).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -425,6 +426,16 @@ describe('hostile Label Studio files', () => {
       const file = write(`choices-${name}.json`, [{ id: 901, data: { distillery_id: 'h4' }, annotations: [annotation(1, choices)] }]);
       assert.throws(() => run(file), /task \[0\]/, name);
     }
+    assert.equal(lsLabels().length, n);
+  });
+
+  test('the same task and annotation id twice in a file, for two items: refused, nothing stored', () => {
+    const n = lsLabels().length;
+    const file = write('dup.json', [
+      { id: 902, data: { distillery_id: 'h4' }, annotations: [annotation(7, [LABELS[0]])] },
+      { id: 902, data: { distillery_id: 'h5' }, annotations: [annotation(7, [LABELS[0]])] },
+    ]);
+    assert.throws(() => run(file), /task \[1\].*annotation 7/);
     assert.equal(lsLabels().length, n);
   });
 });

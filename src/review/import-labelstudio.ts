@@ -203,6 +203,8 @@ function plan(
   const { byId, byText } = itemIndex(store, task);
   const planned: Planned[] = [];
   const skipped = { cancelled: 0, empty: 0, unannotated: 0 };
+  /** Each decision's key, with the task index that has it: a key twice would store only the first (decide sees it imported). */
+  const keys = new Map<string, number>();
   tasks.forEach((t, index) => {
     const bad = (reason: string) => fail(file, index, t, reason);
     const annotations = t.annotations ?? [];
@@ -243,13 +245,18 @@ function plan(
         throw badA(`choice "${label}" is not a label of task "${task.name}" (labels: ${task.labels.join(', ')})`);
       const reviewer = fixed ?? reviewerOf(a.completed_by);
       if (reviewer === undefined) throw badA('no completed_by; give --reviewer');
+      const sourceKey = `${t.id}:${a.id}`;
+      const first = keys.get(sourceKey);
+      if (first !== undefined)
+        throw badA(`task id ${t.id} with annotation id ${a.id} is also task [${first}]'s: a file merged from two exports?`);
+      keys.set(sourceKey, index);
       planned.push({
         index,
         itemId,
         extId: typeof extId === 'string' ? extId : String(itemId),
         label,
         reviewer,
-        sourceKey: `${t.id}:${a.id}`,
+        sourceKey,
         updatedAt: a.updated_at ?? a.created_at ?? null,
         shown: { source: SOURCE, task: t.id, annotation: a.id, completed_by: a.completed_by ?? null, updated_at: a.updated_at ?? null },
       });
