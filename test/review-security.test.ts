@@ -438,4 +438,13 @@ describe('hostile Label Studio files', () => {
     assert.throws(() => run(file), /task \[1\].*annotation 7/);
     assert.equal(lsLabels().length, n);
   });
+
+  test("an annotation key imported before for another item (another project's export): refused, not dropped as 'already there'", () => {
+    run(write('first.json', [{ id: 903, data: { distillery_id: 'h4' }, annotations: [annotation(8, [LABELS[0]])] }]));
+    const n = lsLabels().length;
+    const file = write('second.json', [{ id: 903, data: { distillery_id: 'h5' }, annotations: [annotation(8, [LABELS[0]])] }]);
+    assert.throws(() => run(file), /task \[0\].*annotation 8/);
+    assert.equal(lsLabels().length, n);
+    assert.ok(!lsLabels().some((h) => h.itemId === itemIds[5]));
+  });
 });
