@@ -106,7 +106,7 @@ async function serve(reviewer: string, o: { token?: string | null; task?: string
 const countHuman = (store: Store) => humanLabels(store, task.id).length;
 
 /** One teacher with hard labels on every item, so the task has something to review. */
-function addTeacher(store: Store, row: TaskRow, ids: number[]): void {
+function addTeacher(store: Store, row: TaskRow, ids: number[], labels = LABELS): void {
   const run = store.createRun({
     task_id: row.id,
     kind: 'llm',
@@ -115,12 +115,12 @@ function addTeacher(store: Store, row: TaskRow, ids: number[]): void {
     prompt_version: 'p',
     config_hash: `cfg-${row.name}`,
     params: '{}',
-    labels: JSON.stringify(LABELS),
+    labels: JSON.stringify(labels),
     items_total: ids.length,
   });
   ids.forEach((itemId, i) =>
     store.insertLabel({
-      ...{ itemId, runId: run.id, requestKey: `${row.name}-${i}`, status: 'ok', label: LABELS[i % LABELS.length], soft: null },
+      ...{ itemId, runId: run.id, requestKey: `${row.name}-${i}`, status: 'ok', label: labels[i % labels.length], soft: null },
       ...{
         softMethod: 'none',
         sparse: false,
@@ -305,6 +305,32 @@ describe('hostile paths and bodies', () => {
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
     assert.match(String(res.headers['content-security-policy']), /default-src 'none'/);
     assert.doesNotMatch(String(res.headers['content-security-policy']), /unsafe-inline/);
+    await r.stop();
+  });
+});
+
+describe('labels', () => {
+  test('a label of 300 characters (a task may have one) can be chosen on the page', async () => {
+    const long = ['x'.repeat(300), 'y'.repeat(250)];
+    const store = Store.open(dbPath);
+    const t = loadTaskFile(writeTask(dir, { name: 'long', labels: long, file: 'long.md' }));
+    const imported = await importFile(
+      store,
+      t,
+      writeJsonl(dir, 'long.jsonl', [
+        { id: 'l0', text: 'a' },
+        { id: 'l1', text: 'b' },
+      ]),
+    );
+    addTeacher(store, imported.taskRow, imported.itemIds, long);
+    store.close();
+    const r = await serve('long', { task: 'long' });
+    const res = await r.post('/api/decide', JSON.stringify({ itemId: imported.itemIds[0], label: long[1] }));
+    assert.equal(res.status, 200, res.text.slice(0, 300));
+    assert.deepEqual(
+      humanLabels(r.store, imported.taskRow.id).map((h) => h.label),
+      [long[1]],
+    );
     await r.stop();
   });
 });
