@@ -474,3 +474,55 @@ describe('hostile Label Studio files', () => {
     assert.ok(!lsLabels().some((h) => h.itemId === itemIds[5]));
   });
 });
+
+describe('markup in every field that reaches the page, in Chromium', () => {
+  const exe = ['/usr/bin/chromium', '/usr/bin/chromium-browser', process.env.CHROMIUM_PATH].find((p) => !!p && fs.existsSync(p));
+  const mark = (n: number) => `<img src=x onerror="window.pwned=${n}">`;
+
+  test('labels, task name, teacher names, field names, ids, reasons and messages show as text and run nothing', async (t) => {
+    if (!exe) return t.skip('no Chromium found (apt-get install chromium, or set CHROMIUM_PATH)');
+    const labels = [`${mark(1)}`, `"><script>window.pwned=2</script>`, 'plain'];
+    const file = path.join(dir, 'markup.md');
+    fs.writeFileSync(
+      file,
+      `---\nname: ${JSON.stringify(`</title><script>window.pwned=3</script>`)}\nlabels: ${JSON.stringify(labels)}\ninput: text\n---\n` +
+        'Which?\n\nText: {{text}}\n',
+    );
+    const store = Store.open(dbPath);
+    const tf = loadTaskFile(file);
+    const rows = [0, 1].map((i) => ({ id: `${mark(4)}-${i}`, text: `${mark(5)} ${i}`, [mark(6)]: `${mark(7)}` }));
+    const imported = await importFile(store, tf, writeJsonl(dir, 'markup.jsonl', rows));
+    addTeacher(store, imported.taskRow, imported.itemIds, labels);
+    sqlOn(store, (db) => db.prepare('UPDATE runs SET teacher = ? WHERE task_id = ?').run(mark(8), imported.taskRow.id));
+    const taskName = imported.taskRow.name;
+    store.close();
+    const r = await serve('markup', { task: taskName });
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const page = await browser.newPage();
+      const dialogs: string[] = [];
+      page.on('dialog', (d) => {
+        dialogs.push(d.message());
+        void d.dismiss();
+      });
+      await page.goto(r.server.url);
+      await page.waitForFunction(() => document.getElementById('item')!.dataset.itemId);
+      const body = await page.textContent('body');
+      for (const s of [...labels, mark(4), mark(5), mark(6), mark(7), mark(8), taskName]) {
+        assert.ok(body!.includes(s), `"${s}" shown as text`);
+      }
+      assert.equal(await page.title(), `review: ${taskName}`);
+      // One answer by its button, so the message line (it echoes the label) shows markup too.
+      await page.click('button.label >> nth=0');
+      await page.waitForFunction(() => !document.body.classList.contains('busy'));
+      assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined);
+      assert.equal(await page.$$eval('img', (imgs) => imgs.length), 0, 'no <img> element was made from the markup');
+      assert.equal(await page.$$eval('script', (s) => s.length), 1, 'only the page script');
+      assert.deepEqual(dialogs, []);
+    } finally {
+      await browser.close();
+      await r.stop();
+    }
+  });
+});
