@@ -292,6 +292,25 @@ describe('hostile paths and bodies', () => {
     await r.stop();
   });
 
+  test('a request target that is no URL (absolute-form with a bad host): 400, nothing logged, no token asked', async () => {
+    const r = await serve('target', { token: TOKEN });
+    logged.length = 0;
+    for (const target of ['http://[/api/state', 'http://%zz/', 'http://x:99999/api/state']) {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const s = net.connect(r.server.port, '127.0.0.1', () =>
+          s.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${r.server.port}\r\nConnection: close\r\n\r\n`),
+        );
+        let out = '';
+        s.on('data', (d: Buffer) => (out += d.toString('utf8')));
+        s.on('close', () => resolve(out));
+        s.on('error', reject);
+      });
+      assert.match(reply.split('\r\n')[0], /^HTTP\/1\.1 400 /, `${target}: ${reply.split('\r\n')[0]}`);
+    }
+    assert.deepEqual(logged, []);
+    await r.stop();
+  });
+
   test('an SVG in the blob store is never served as SVG (nor as anything a browser runs)', async () => {
     const r = await serve('svg', { task: 'pics' });
     const pic = r.session.ctx.targets.items.items[1];
