@@ -285,9 +285,11 @@ describe('hostile paths and bodies', () => {
     );
     const meanwhile = await r.get('/api/state');
     assert.equal(meanwhile.status, 200);
+    logged.length = 0;
     stalled.destroy();
     const after = await r.get('/api/state');
     assert.equal(after.status, 200);
+    assert.deepEqual(logged, [], 'a client gone mid-body is no server error');
     assert.equal(countHuman(r.store), 0);
     await r.stop();
   });
