@@ -75,8 +75,8 @@ export const ReviewState = z.object({
 });
 export type ReviewState = z.infer<typeof ReviewState>;
 
-/** POST /api/decide: a label, or null to skip. */
-export const DecideBody = z.strictObject({ itemId: z.number().int().positive(), label: z.string().max(200).nullable() });
+/** POST /api/decide: a label, or null to skip. No length limit: a task's labels have none (the body limit bounds it; decide takes only the task's). */
+export const DecideBody = z.strictObject({ itemId: z.number().int().positive(), label: z.string().nullable() });
 export type DecideBody = z.infer<typeof DecideBody>;
 
 /** POST /api/undo: the decision to take back, or (absent) the latest. */

@@ -203,6 +203,8 @@ function plan(
   const { byId, byText } = itemIndex(store, task);
   const planned: Planned[] = [];
   const skipped = { cancelled: 0, empty: 0, unannotated: 0 };
+  /** Each decision's key, with the task index that has it: a key twice would store only the first (decide sees it imported). */
+  const keys = new Map<string, number>();
   tasks.forEach((t, index) => {
     const bad = (reason: string) => fail(file, index, t, reason);
     const annotations = t.annotations ?? [];
@@ -243,13 +245,18 @@ function plan(
         throw badA(`choice "${label}" is not a label of task "${task.name}" (labels: ${task.labels.join(', ')})`);
       const reviewer = fixed ?? reviewerOf(a.completed_by);
       if (reviewer === undefined) throw badA('no completed_by; give --reviewer');
+      const sourceKey = `${t.id}:${a.id}`;
+      const first = keys.get(sourceKey);
+      if (first !== undefined)
+        throw badA(`task id ${t.id} with annotation id ${a.id} is also task [${first}]'s: a file merged from two exports?`);
+      keys.set(sourceKey, index);
       planned.push({
         index,
         itemId,
         extId: typeof extId === 'string' ? extId : String(itemId),
         label,
         reviewer,
-        sourceKey: `${t.id}:${a.id}`,
+        sourceKey,
         updatedAt: a.updated_at ?? a.created_at ?? null,
         shown: { source: SOURCE, task: t.id, annotation: a.id, completed_by: a.completed_by ?? null, updated_at: a.updated_at ?? null },
       });
@@ -327,9 +334,18 @@ export function importLabelStudio(
     reviewers: [...new Set(planned.map((p) => p.reviewer))].sort(),
   };
   const live = new LiveDecisions(store, task.id);
-  const store1 = (d: DecideInput) => {
+  const store1 = (p: Planned, d: DecideInput) => {
     const r = decide(store, d);
     if (r.status === 'stored') live.stored(r.decision);
+    // The key was imported before for another item (an export of another Label Studio project or instance, whose ids
+    // overlap): counting it 'already there' would drop this annotation without a word.
+    if (r.status === 'unchanged' && r.decision.itemId !== d.itemId) {
+      const other = store.itemsByIds([r.decision.itemId])[0]?.ext_id ?? `#${r.decision.itemId}`;
+      throw new DistilleryError(
+        `task [${p.index}] (Label Studio task ${String(p.shown.task)}): annotation ${String(p.shown.annotation)} was imported ` +
+          `before for item "${other}", not "${p.extId}" (an export of another Label Studio project or instance?)`,
+      );
+    }
     return r;
   };
   const undo1 = (p: Planned, d: Decision) => {
@@ -346,7 +362,7 @@ export function importLabelStudio(
       source: SOURCE,
       sourceKey: p.sourceKey,
     };
-    const r = store1(d);
+    const r = store1(p, d);
     if (r.status === 'stored') return void result.stored++;
     const conflict = (other: Decision) =>
       result.conflicts.push({
@@ -363,7 +379,7 @@ export function importLabelStudio(
     if (r.status === 'conflict' && r.decision.id !== own?.id) {
       if (!o.replace) return void conflict(r.decision);
       undo1(p, r.decision);
-      const replaced = store1(d);
+      const replaced = store1(p, d);
       if (replaced.status === 'stored') return void result.replaced++;
       return void conflict(replaced.decision);
     }
@@ -371,7 +387,7 @@ export function importLabelStudio(
     if (own ? own.label === p.label : r.decision.label === p.label) return void result.already++;
     // The annotation was changed in Label Studio since it was imported: its new choice replaces its live decision.
     if (own) undo1(p, own);
-    const again = store1({ ...d, sourceKey: `${p.sourceKey}@${p.updatedAt ?? p.label}` });
+    const again = store1(p, { ...d, sourceKey: `${p.sourceKey}@${p.updatedAt ?? p.label}` });
     if (again.status === 'stored') return void (own ? result.updated++ : result.stored++);
     if (again.status === 'conflict') return void conflict(again.decision);
     result.already++;

@@ -137,7 +137,8 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
     };
     req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    // The client went away mid-body (a closed tab): its error, not the server's, so nothing is logged as one.
+    req.on('error', () => reject(new HttpError(400, 'the request body was cut off')));
   });
 }
 

@@ -103,7 +103,7 @@ export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewS
 
   async function handle(req: http.IncomingMessage, nonce: string): Promise<Reply> {
     checkHost(req, guard);
-    const url = new URL(req.url ?? '/', 'http://review.invalid');
+    const url = requestUrl(req);
     checkToken(req, url, guard);
     const found = routes.filter((r) => r.path.test(url.pathname));
     if (found.length === 0) throw new HttpError(404, `no such page: ${url.pathname}`);
@@ -135,6 +135,15 @@ export async function startReviewServer(o: ReviewServerOptions): Promise<ReviewS
         server.closeAllConnections();
       }),
   };
+}
+
+/** The request target as a URL; an absolute-form target with a host no URL has (`http://[/`) is the client's error (400), not ours (500). */
+function requestUrl(req: http.IncomingMessage): URL {
+  try {
+    return new URL(req.url ?? '/', 'http://review.invalid');
+  } catch {
+    throw new HttpError(400, 'the request target is not a URL');
+  }
 }
 
 /** A decision that contradicts a live one: 409 with the fresh state. */
