@@ -47,7 +47,12 @@ const program = addBackendOption(
   .option('--reviewer <name>', "the reviewer's name (default: the OS user name)")
   .option('--port <n>', 'port to listen on (0: any free port)', intArg(0, 65535), DEFAULT_PORT)
   .option('--host <address>', 'address to listen on; anything but loopback needs --token (one is made and printed if absent)', '127.0.0.1')
-  .option('--token <secret>', 'access token every request must carry (the page URL carries it as ?token=)');
+  .addOption(
+    // From the environment too: a token on the command line shows in `ps` to every user of the machine.
+    new Option('--token <secret>', 'access token every request must carry (the page URL carries it as ?token=)').env(
+      'DISTILLERY_REVIEW_TOKEN',
+    ),
+  );
 
 runCli(async () => {
   const opts = program.parse().opts<ReviewFlags>();

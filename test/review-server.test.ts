@@ -550,6 +550,35 @@ describe('scripts/review.ts', () => {
   });
 });
 
+test('DISTILLERY_REVIEW_TOKEN: a token from the environment (not on the command line, where ps shows it) guards a loopback server', async () => {
+  const token = 'env-token-0123456789abcdef';
+  const { child, done } = startNode(
+    ['scripts/review.ts', '--db', dbPath, '--policy', 'low-confidence', '--port', '0', '--reviewer', 'erin', '--task', 'animals'],
+    { DISTILLERY_REVIEW_TOKEN: token },
+  );
+  try {
+    let out = '';
+    const url = await new Promise<URL>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /review at (http:\S+)/.exec(out);
+        if (m) resolve(new URL(m[1]));
+      });
+      child.on('exit', () => reject(new Error(`exited before serving: ${out}`)));
+    });
+    // Any *_TOKEN value from the environment is masked in what the CLI prints: the user has it already.
+    assert.equal(url.searchParams.get('token'), '[redacted]');
+    assert.ok(!out.includes(token) && !out.includes('access token (every request needs it)'), out);
+    const port = Number(url.port);
+    assert.equal((await call(port, 'GET', '/api/state')).status, 401);
+    assert.equal((await call(port, 'GET', '/api/state', { headers: { 'x-review-token': token } })).status, 200);
+  } finally {
+    child.kill('SIGINT');
+  }
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+});
+
 test('the API key set in the environment appears in no response', () => {
   assert.ok(seen.length > 40, `only ${seen.length} responses checked`);
   for (const [i, s] of seen.entries()) assert.ok(!s.includes(API_KEY), `response ${i} carries the API key`);
