@@ -11,12 +11,12 @@ import {
   type TargetFlags,
 } from '../src/cli/options.ts';
 import { intArg, log, runCli, say } from '../src/cli/run.ts';
-import { taskInStore } from '../src/cli/task.ts';
+import { taskFileOf, taskInStore } from '../src/cli/task.ts';
 import { DistilleryError } from '../src/errors.ts';
 import { buildQueue, buildReviewContext, REVIEW_POLICIES, type ReviewContext, type ReviewPolicy } from '../src/review/queue.ts';
 import { isLoopback, randomToken } from '../src/review/security.ts';
 import { startReviewServer } from '../src/review/server.ts';
-import { ReviewSession } from '../src/review/session.ts';
+import { ReviewSession, taskGuidelines } from '../src/review/session.ts';
 import { checkReviewer } from '../src/store/reviews.ts';
 
 /** Free on most machines, and not one of the ports other tools default to (8080 Label Studio, 6900 Argilla, 7860 Gradio). */
@@ -73,10 +73,15 @@ runCli(async () => {
       split: opts.split,
     });
     const queue = buildQueue(ctx, opts.policy);
-    const session = new ReviewSession({ store, ctx, policy: opts.policy, queue, reviewer });
+    const taskFile = taskFileOf(task, opts.task);
+    const guidelines = taskFile ? taskGuidelines(taskFile) : null;
+    const session = new ReviewSession({ store, ctx, policy: opts.policy, queue, reviewer, guidelines });
     const { progress } = session.state();
     say(`task ${task.name} in ${opts.db}: ${describeQueue(opts, ctx, queue.length)}`);
     say(`reviewer ${reviewer}: ${progress.done} labeled, ${progress.skipped} skipped so far in this queue`);
+    say(
+      guidelines ? `guidelines: the instructions of ${taskFile!.path}` : `guidelines: none (no task file for "${task.name}" in prompts/)`,
+    );
     const server = await listen(() => startReviewServer({ session, host: opts.host, port: opts.port, token, log }), opts);
     if (token && opts.token === undefined) say(`access token (every request needs it): ${token}`);
     say(`review at ${server.url}`);

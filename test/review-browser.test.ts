@@ -72,12 +72,12 @@ interface Review {
 }
 
 /** The review server of scripts/review.ts over `db`, on a free loopback port. */
-async function serve(db: string, name: string, token: string | null): Promise<Review> {
+async function serve(db: string, name: string, token: string | null, guidelines: string | null = null): Promise<Review> {
   const store = Store.open(db);
   const task = store.findTask(name)!;
   const ctx = await buildReviewContext(store, task, {});
   const queue = buildQueue(ctx, 'disagree');
-  const session = new ReviewSession({ store, ctx, policy: 'disagree', queue, reviewer: 'alice' });
+  const session = new ReviewSession({ store, ctx, policy: 'disagree', queue, reviewer: 'alice', guidelines });
   const server = await startReviewServer({ session, port: 0, token });
   return {
     store,
@@ -281,7 +281,8 @@ describe('review page in Chromium', () => {
       [...XSS, long].map((text) => ({ text })),
     );
     const token = 'test-token-0123456789abcdef';
-    const review = await serve(db, 'tickets', token);
+    const guidelines = `Pick the ticket's topic.\n${XSS.join('\n')}\n<b>bold?</b>`;
+    const review = await serve(db, 'tickets', token, guidelines);
     try {
       const origin = new URL(review.server.url).origin;
       assert.equal((await fetch(`${origin}/api/state`)).status, 401, 'the API without the token');
@@ -326,6 +327,11 @@ describe('review page in Chromium', () => {
         item = await answer(page, ['s'], item);
       }
       for (const x of [...XSS, long]) assert.ok(shown.includes(x), `"${x.slice(0, 60)}" shown as text (shown: ${JSON.stringify(shown)})`);
+      // The task's guidelines: folded, and once opened, exactly their characters, no element made from them.
+      assert.equal(await page.$eval('#guide', (e) => (e as HTMLDetailsElement).open), false);
+      await page.click('#guide summary');
+      assert.equal(await page.textContent('#guide-text'), guidelines);
+      assert.equal(await page.$$eval('#guide-text *', (es) => es.length), 0, 'no element made from the guidelines');
       assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined);
       assert.deepEqual(dialogs, []);
       assert.deepEqual(errors, []);

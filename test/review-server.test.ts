@@ -88,6 +88,7 @@ interface Running {
 
 let dir: string;
 let dbPath: string;
+let taskPath: string;
 let taskRow: TaskRow;
 let itemIds: number[];
 const open: Running[] = [];
@@ -184,7 +185,7 @@ before(async () => {
   process.env.OPENAI_API_KEY = API_KEY;
   dir = workDir();
   dbPath = path.join(dir, 'review.db');
-  const task = loadTaskFile(writeTask(dir));
+  const task = loadTaskFile((taskPath = writeTask(dir)));
   const store = Store.open(dbPath);
   const imported = await importFile(store, task, writeJsonl(dir, 'items.jsonl', animalRows(12)));
   taskRow = imported.taskRow;
@@ -519,6 +520,7 @@ describe('scripts/review.ts', () => {
       child.on('exit', () => reject(new Error(`exited before serving: ${out}`)));
     });
     assert.match(out, /queue of 12 item\(s\) \(policy low-confidence; teacher\(s\) teacher-a, teacher-b, mean\)/);
+    assert.match(out, /guidelines: none \(no task file for "animals" in prompts\/\)/);
     const token = /access token \(every request needs it\): ([0-9a-f]{32})/.exec(out)?.[1];
     assert.ok(token, out);
     assert.equal(url.searchParams.get('token'), token);
@@ -553,7 +555,7 @@ describe('scripts/review.ts', () => {
 test('DISTILLERY_REVIEW_TOKEN: a token from the environment (not on the command line, where ps shows it) guards a loopback server', async () => {
   const token = 'env-token-0123456789abcdef';
   const { child, done } = startNode(
-    ['scripts/review.ts', '--db', dbPath, '--policy', 'low-confidence', '--port', '0', '--reviewer', 'erin', '--task', 'animals'],
+    ['scripts/review.ts', '--db', dbPath, '--policy', 'low-confidence', '--port', '0', '--reviewer', 'erin', '--task', taskPath],
     { DISTILLERY_REVIEW_TOKEN: token },
   );
   try {
@@ -571,7 +573,10 @@ test('DISTILLERY_REVIEW_TOKEN: a token from the environment (not on the command 
     assert.ok(!out.includes(token) && !out.includes('access token (every request needs it)'), out);
     const port = Number(url.port);
     assert.equal((await call(port, 'GET', '/api/state')).status, 401);
-    assert.equal((await call(port, 'GET', '/api/state', { headers: { 'x-review-token': token } })).status, 200);
+    const s = state(await call(port, 'GET', '/api/state', { headers: { 'x-review-token': token } }));
+    // --task names the file: its body is the reviewer's guidelines (the dave test's --task animals has no file in prompts/).
+    assert.equal(s.guidelines, 'Which animal is this about?\n\nText: {{text}}');
+    assert.match(out, /guidelines: the instructions of .*animals\.md/);
   } finally {
     child.kill('SIGINT');
   }

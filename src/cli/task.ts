@@ -120,3 +120,15 @@ export function taskInStore(store: Store, arg?: string): TaskRow {
 export function storedTask(row: TaskRow, store: Store): Task {
   return { name: row.name, labels: row.labels, input: row.input_kind as Task['input'], path: store.path, template: '', version: '' };
 }
+
+/**
+ * The task file behind a database task, for what shows its instructions (the review page): `--task` when it is a
+ * file, else prompts/NAME(.md); null when there is none or it is another task (other labels or input).
+ */
+export function taskFileOf(row: TaskRow, arg?: string): Task | null {
+  const file = arg !== undefined && isFile(arg) ? arg : promptFile(row.name);
+  if (file === undefined) return null;
+  const task = loadTask(file);
+  const same = task.name === row.name && JSON.stringify(task.labels) === JSON.stringify(row.labels) && task.input === row.input_kind;
+  return same ? task : null;
+}

@@ -70,6 +70,8 @@ export const ReviewState = z.object({
   item: ItemView.nullable(),
   /** What `u` would take back: the reviewer's latest live decision, or null. */
   undo: z.object({ decisionId: z.number().int(), itemId: z.number().int(), label: z.string().nullable() }).nullable(),
+  /** The task's instructions (its file's system line and body: what the teacher was told), shown as text; null without a task file. */
+  guidelines: z.string().nullable(),
   /** A line for the reviewer about the last request (e.g. "undone: item 12"), or null. */
   message: z.string().nullable(),
 });

@@ -49,6 +49,7 @@ export function renderPage(o: PageOptions): string {
     <div id="reason"></div>
     <div id="content"></div>
     <div id="dists"></div>
+    <details id="guide" hidden><summary>Guidelines: what the teacher was told</summary><div id="guide-text"></div></details>
   </section>
   <section id="panel" aria-label="Labels">
     <div id="labels" role="group" aria-label="Labels"></div>
@@ -91,6 +92,10 @@ main { flex: 1; min-height: 0; display: flex; gap: 0; }
 #panel { flex: none; width: 440px; overflow: auto; padding: 12px 16px; background: #fff; border-left: 1px solid #dde1e6; }
 #reason { margin: 4px 0 10px; padding: 6px 10px; background: #fff8e6; border-left: 3px solid #e0a800; font-size: 14px; }
 #reason:empty { display: none; }
+#guide { margin-top: 16px; font-size: 14px; }
+#guide summary { cursor: pointer; color: #3b4650; }
+#guide-text { margin-top: 6px; padding: 10px 12px; background: #fff; border: 1px solid #dde1e6; border-radius: 6px;
+  white-space: pre-wrap; overflow-wrap: anywhere; }
 #content .text { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 12px 14px; font-size: 17px;
   white-space: pre-wrap; overflow-wrap: anywhere; max-height: 50vh; overflow: auto; }
 #content img { max-width: 100%; max-height: 45vh; image-rendering: pixelated; min-width: 112px; background: #fff;
@@ -114,7 +119,7 @@ table.dist tr.top td.lab { font-weight: 600; }
 #labels { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 6px; }
 button { font: inherit; color: inherit; cursor: pointer; }
 button:focus { outline: none; }
-button:focus-visible { outline: 3px solid #1a5fb4; outline-offset: 2px; }
+button:focus-visible, summary:focus-visible { outline: 3px solid #1a5fb4; outline-offset: 2px; }
 button.label { display: flex; align-items: center; gap: 6px; min-height: 34px; padding: 3px 8px; text-align: left;
   background: #fff; border: 1px solid #c5ccd4; border-radius: 6px; position: relative; overflow: hidden; }
 button.label:hover { border-color: #2f6fb0; background: #f2f7fc; }
@@ -388,8 +393,9 @@ const SCRIPT = String.raw`
     const k = e.key;
     // A held key repeats: one answer per press, never a run of items labeled by a key left down.
     if (e.repeat && k !== 'Backspace') return e.preventDefault();
-    // Enter or Space on a focused button is that button's click (keyboard navigation with Tab).
-    if ((k === 'Enter' || k === ' ') && e.target instanceof HTMLButtonElement) return;
+    // Enter or Space on a focused button (or the guidelines' summary) is its click (keyboard navigation with Tab).
+    const clickable = e.target instanceof HTMLButtonElement || (e.target instanceof HTMLElement && e.target.tagName === 'SUMMARY');
+    if ((k === 'Enter' || k === ' ') && clickable) return;
     if (k === 'Escape') return clearTyped();
     if (k === 'Backspace' && typed !== null) {
       e.preventDefault();
@@ -461,6 +467,9 @@ const SCRIPT = String.raw`
     $('who').textContent = 'reviewer ' + s.reviewer + ' · ' + s.policy;
     renderProgress(s.progress);
     renderItem(s.item);
+    // The task's instructions, as text (never markup), folded until the reviewer opens them.
+    $('guide').hidden = !s.guidelines;
+    if ($('guide-text').textContent !== (s.guidelines || '')) $('guide-text').textContent = s.guidelines || '';
     const u = s.undo;
     $('undo').disabled = !u;
     $('undo-info').textContent = u ? 'u takes back ' + undoText(u) + '.' : '';

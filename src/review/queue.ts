@@ -249,7 +249,7 @@ function disagreeEntry(ctx: ReviewContext, i: number, target: Float64Array): { s
     // Before any teacher disagreement (scores below 0): people who disagree are the strongest sign of a hard item.
     const top = Math.max(...[...new Set(people.map((p) => p.label))].map((l) => people.filter((p) => p.label === l).length));
     score = top / people.length - 1;
-    parts.push(`The reviewers disagree: ${people.map((p) => `${p.reviewer} says ${p.label}`).join(', ')}.`);
+    parts.unshift(`The reviewers disagree: ${people.map((p) => `${p.reviewer} says ${p.label}`).join(', ')}.`);
   }
   const k = targetLabel(ctx, i, target);
   const s = studentOf(ctx, i);

@@ -13,6 +13,7 @@
  */
 import { decide, decisionsSince, undo, type Decision } from '../store/reviews.ts';
 import type { Store } from '../store/store.ts';
+import type { Task } from '../task/task.ts';
 import type { ItemView, ReviewState } from './api.ts';
 import { itemView } from './item-view.ts';
 import { targetLabel, type QueueEntry, type ReviewContext, type ReviewPolicy } from './queue.ts';
@@ -25,6 +26,8 @@ export interface SessionOptions {
   queue: readonly QueueEntry[];
   /** Checked (checkReviewer) by the caller. */
   reviewer: string;
+  /** The task's instructions for the reviewer (`taskGuidelines`), or none. */
+  guidelines?: string | null;
 }
 
 /** What a decision did, with the state to show next. */
@@ -42,6 +45,7 @@ export class ReviewSession {
   readonly policy: ReviewPolicy;
   readonly reviewer: string;
   readonly queue: readonly QueueEntry[];
+  readonly guidelines: string | null;
   /** Item id → its place in the queue. */
   readonly #position: Map<number, number>;
   #live: Live = new Map();
@@ -65,6 +69,7 @@ export class ReviewSession {
     this.policy = o.policy;
     this.reviewer = o.reviewer;
     this.queue = o.queue;
+    this.guidelines = o.guidelines ?? null;
     this.#position = new Map(o.queue.map((e, i) => [e.itemId, i]));
     this.#refresh();
   }
@@ -86,6 +91,7 @@ export class ReviewSession {
       progress: this.#progress(),
       item: entry ? this.#view(entry) : null,
       undo: this.#undoable(),
+      guidelines: this.guidelines,
       message,
     };
   }
@@ -250,4 +256,16 @@ export class ReviewSession {
     // A label over a live skip hides the skip in #live; the latest decision is still the label.
     return latest ? { decisionId: latest.id, itemId: latest.itemId, label: latest.label } : null;
   }
+}
+
+/**
+ * What a reviewer reads as the task's guidelines: the instructions the teacher got (the task file's system line
+ * and body), so a person and the teacher answer the same question. Template placeholders stay as written.
+ */
+export function taskGuidelines(task: Pick<Task, 'system' | 'template'>): string | null {
+  const text = [task.system, task.template]
+    .filter((t): t is string => !!t && t.trim() !== '')
+    .map((t) => t.trim())
+    .join('\n\n');
+  return text === '' ? null : text;
 }
