@@ -106,7 +106,8 @@ function printTables(task: TaskRow, split: string, rows: Evaluation[]): void {
           e.name,
           `${e.answered}/${e.gold}`,
           pct(e.metrics.accuracy),
-          num(e.metrics.macroF1),
+          // Nothing answered on the split (a reviewer who saw none of it): no F1 to speak of, as accuracy shows.
+          e.answered === 0 ? '-' : num(e.metrics.macroF1),
           num(e.metrics.ece),
           num(e.metrics.nll),
           e.kind === 'student' ? '0' : e.cost.per1000.toFixed(4),
