@@ -42,7 +42,7 @@ import { randomToken } from '../src/review/security.ts';
 import { startReviewServer, type ReviewServer } from '../src/review/server.ts';
 import { ReviewSession } from '../src/review/session.ts';
 import { encodeSoft } from '../src/soft/codec.ts';
-import { Store, type TaskRow } from '../src/store/store.ts';
+import { Store, unpaidLabel, type TaskRow } from '../src/store/store.ts';
 import { loadTask, type Task } from '../src/task/task.ts';
 import { roundProbs, writeOutOfFold } from '../src/train/out-of-fold.ts';
 
@@ -123,23 +123,17 @@ function addTeacher(store: Store, task: TaskRow, ids: number[], teacher: string,
       values[said] += 1.5 + 2 * rand();
       for (let k = 0; k < c; k++) if (k !== said) values[k] = Math.min(values[k], values[said] - 0.01);
     }
-    store.insertLabel({
-      itemId,
-      runId: run.id,
-      requestKey: `bench-review-${teacher}-${i}`,
-      status: 'ok',
-      label: task.labels[said],
-      soft: values ? encodeSoft({ kind: 'logits', values }, { kind: 'dense16' }) : null,
-      softMethod: soft ? 'logits' : 'none',
-      sparse: false,
-      raw: null,
-      promptTokens: 0,
-      completionTokens: 0,
-      cost: 0,
-      latencyMs: 0,
-      attempts: 1,
-      error: null,
-    });
+    store.insertLabel(
+      unpaidLabel({
+        itemId,
+        runId: run.id,
+        requestKey: `bench-review-${teacher}-${i}`,
+        label: task.labels[said],
+        soft: values ? encodeSoft({ kind: 'logits', values }, { kind: 'dense16' }) : null,
+        softMethod: soft ? 'logits' : 'none',
+        attempts: 1,
+      }),
+    );
   });
   store.finishRun(run.id, 'completed', null);
 }

@@ -14,6 +14,7 @@ import { contentHash } from '../input/item.ts';
 import type { ItemInput } from '../input/types.ts';
 import { decodeSoft } from '../soft/codec.ts';
 import { usingStore } from '../store/open.ts';
+import { unpaidLabel } from '../store/store.ts';
 import type { Task } from '../task/task.ts';
 import { IMAGE_EXT } from './export.ts';
 import { MANIFEST } from './manifest.ts';
@@ -112,23 +113,17 @@ export async function importExport(dir: string, dbPath: string): Promise<ImportE
           });
         }
         for (const row of rows) {
-          store.insertLabel({
-            itemId: idOf.get(row.id)!,
-            runId: row.run!,
-            requestKey: row.request_key!,
-            status: 'ok',
-            label: row.label,
-            soft: row.soft ? Buffer.from(row.soft, 'base64') : null,
-            softMethod: row.soft_method,
-            sparse: false,
-            raw: null,
-            promptTokens: 0,
-            completionTokens: 0,
-            cost: row.cost!,
-            latencyMs: 0,
-            attempts: 0,
-            error: null,
-          });
+          store.insertLabel(
+            unpaidLabel({
+              itemId: idOf.get(row.id)!,
+              runId: row.run!,
+              requestKey: row.request_key!,
+              label: row.label,
+              soft: row.soft ? Buffer.from(row.soft, 'base64') : null,
+              softMethod: row.soft_method,
+              cost: row.cost!,
+            }),
+          );
           labels++;
         }
       },

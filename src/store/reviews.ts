@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { SettingError } from '../errors.ts';
 import type { Statement } from 'better-sqlite3';
-import { Store, type RunRow, type TaskRow } from './store.ts';
+import { Store, unpaidLabel, type RunRow, type TaskRow } from './store.ts';
 
 export const HUMAN_KIND = 'human';
 export const HUMAN_SOFT_METHOD = 'human';
@@ -273,23 +273,9 @@ export function labelKey(decisionId: number): string {
 }
 
 function insertHumanLabel(store: Store, d: Decision): void {
-  store.insertLabel({
-    itemId: d.itemId,
-    runId: d.runId,
-    requestKey: labelKey(d.id),
-    status: 'ok',
-    label: d.label,
-    soft: null,
-    softMethod: HUMAN_SOFT_METHOD,
-    sparse: false,
-    raw: null,
-    promptTokens: 0,
-    completionTokens: 0,
-    cost: 0,
-    latencyMs: 0,
-    attempts: 0,
-    error: null,
-  });
+  store.insertLabel(
+    unpaidLabel({ itemId: d.itemId, runId: d.runId, requestKey: labelKey(d.id), label: d.label, softMethod: HUMAN_SOFT_METHOD }),
+  );
   addToItemsTotal(store, d.runId, 1);
 }
 

@@ -79,6 +79,28 @@ export interface LabelRecord {
   error: string | null;
 }
 
+/**
+ * A valid label nobody was paid for (a white-box teacher's, a reviewer's, one restored from an export): no tokens,
+ * no latency, no error; the caller names what differs.
+ */
+export function unpaidLabel(
+  l: Pick<LabelRecord, 'itemId' | 'runId' | 'requestKey' | 'label' | 'softMethod'> & Partial<LabelRecord>,
+): LabelRecord {
+  return {
+    status: 'ok',
+    soft: null,
+    sparse: false,
+    raw: null,
+    promptTokens: 0,
+    completionTokens: 0,
+    cost: 0,
+    latencyMs: 0,
+    attempts: 0,
+    error: null,
+    ...l,
+  };
+}
+
 /** A label row found by its request key (Store.answersByKeys). */
 export interface KeyLabelRow {
   request_key: string;

@@ -5,7 +5,7 @@ import { DistilleryError, InputError } from '../errors.ts';
 import { canonicalJson } from '../input/canonical.ts';
 import { encodeSoft, formatName, SoftCodecError, type SoftFormat } from '../soft/codec.ts';
 import { insertReplayLabel, type ReplayParams } from '../store/replay.ts';
-import type { RunRow, Store, TaskRow } from '../store/store.ts';
+import { unpaidLabel, type RunRow, type Store, type TaskRow } from '../store/store.ts';
 import { sha256Hex, type Task } from '../task/task.ts';
 import { readLogits, type LogitsRow } from './read-logits.ts';
 
@@ -85,23 +85,17 @@ export async function ingestLogits(o: IngestOptions): Promise<IngestResult> {
       const earlier = seen.get(itemId);
       if (earlier !== undefined) throw new InputError(row.file, row.line, `the same item as row ${earlier} (each item once per ingest)`);
       seen.set(itemId, row.line);
-      o.store.insertLabel({
-        itemId,
-        runId: run.id,
-        requestKey: `logits:${sourceHash}:${row.line}`,
-        status: 'ok',
-        label: o.task.labels[argmax(row.logits)],
-        soft: encodeRow(row, o.format),
-        softMethod: 'logits',
-        sparse: o.format.kind === 'topk' && o.format.k < o.task.labels.length,
-        raw: null,
-        promptTokens: 0,
-        completionTokens: 0,
-        cost: 0,
-        latencyMs: 0,
-        attempts: 0,
-        error: null,
-      });
+      o.store.insertLabel(
+        unpaidLabel({
+          itemId,
+          runId: run.id,
+          requestKey: `logits:${sourceHash}:${row.line}`,
+          label: o.task.labels[argmax(row.logits)],
+          soft: encodeRow(row, o.format),
+          softMethod: 'logits',
+          sparse: o.format.kind === 'topk' && o.format.k < o.task.labels.length,
+        }),
+      );
       rows++;
     }
     if (rows === 0) throw new InputError(o.input, undefined, 'no rows');
